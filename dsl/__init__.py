@@ -1,0 +1,14 @@
+"""normgen's generator: spec files in, Triton kernels and their launchers out.
+
+One module per pipeline stage, in order:
+
+    parse    text -> syntax tree (Lark, ``grammar.lark``)
+    resolve  syntax tree -> NormSpec (frozen model, see ``model``)
+    check    NormSpec -> errors for contradictions
+    plan     NormSpec x target -> KernelPlan (variants, launch rules, dispatch table)
+    render   KernelPlan -> text (Jinja2 templates under ``templates/``)
+    emit     text -> files under ``generated/`` (the only stage that writes)
+
+``pipeline`` strings the stages together; ``runtime`` holds the small helpers
+that the generated code imports at run time.
+"""

@@ -1,0 +1,160 @@
+"""Stage 1: spec text -> syntax tree (Lark, LALR, positions on every node).
+
+The syntax tree keeps what was written and where; it knows nothing of which
+keys or values exist (that is ``resolve``'s job), so a typo in a value is
+reported with the list of allowed values rather than as a parse error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, v_args
+
+from .diagnostics import Diagnostic, SpecError
+from .model import Span
+
+
+@dataclass(frozen=True)
+class ValueNode:
+    kind: str  # "word", "number" or "offset" (word + number)
+    word: str  # the word ("" for a number)
+    number: float | None  # the number (None for a word)
+    text: str  # as written
+    span: Span
+
+
+@dataclass(frozen=True)
+class SettingNode:
+    key: str
+    key_span: Span
+    values: tuple[ValueNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class OpNode:
+    name: str
+    name_span: Span
+    settings: tuple[SettingNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    path: str
+    text: str
+    ops: tuple[OpNode, ...]
+
+
+_PARSER = Lark.open(
+    "grammar.lark",
+    rel_to=__file__,
+    parser="lalr",
+    propagate_positions=True,
+    strict=True,
+)
+
+
+def _token_span(path: str, token: Token) -> Span:
+    return Span(path, token.line, token.column, token.end_line, token.end_column)
+
+
+def _meta_span(path: str, meta) -> Span:
+    return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+class _ToSyntax(Transformer):
+    """One method per grammar alias; builds nodes, validates nothing."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    @v_args(meta=True)
+    def word(self, meta, children):
+        (name,) = children
+        return ValueNode("word", str(name), None, str(name), _meta_span(self.path, meta))
+
+    @v_args(meta=True)
+    def number(self, meta, children):
+        (number,) = children
+        return ValueNode("number", "", float(number), str(number), _meta_span(self.path, meta))
+
+    @v_args(meta=True)
+    def offset(self, meta, children):
+        name, number = children
+        text = f"{name} + {number}"
+        return ValueNode("offset", str(name), float(number), text, _meta_span(self.path, meta))
+
+    @v_args(meta=True)
+    def setting(self, meta, children):
+        key, *values = children
+        return SettingNode(str(key), _token_span(self.path, key), tuple(values), _meta_span(self.path, meta))
+
+    @v_args(meta=True)
+    def op(self, meta, children):
+        name, *settings = children
+        return OpNode(str(name), _token_span(self.path, name), tuple(settings), _meta_span(self.path, meta))
+
+    def start(self, children):
+        return tuple(children)
+
+
+# Common mistakes, matched against the parser's state (Lark's match_examples).
+_EXAMPLES = {
+    "expected '=' after the setting name (settings are written `key = value`)": [
+        "op a { norm rms }",
+        "op a { norm: rms }",
+        "op a { norm = rms casting llama }",
+    ],
+    "expected a value after '=' or ','": [
+        "op a { norm = }",
+        "op a { norm = , }",
+        "op a { residual = pre, }",
+        "op a { residual = pre,, post }",
+    ],
+    "expected '{' after the op name (an op is written `op NAME { ... }`)": [
+        "op a norm = rms }",
+        "op { norm = rms }",
+        "op a = { }",
+    ],
+    "expected a setting `key = value` or the closing '}'": [
+        "op a { norm = rms",
+        "op a { = rms }",
+        "op a { norm = rms } }",
+    ],
+    "expected `op NAME { ... }` (a spec file holds ops only)": [
+        "norm = rms",
+        "opp a { }",
+        "{ }",
+    ],
+}
+
+
+def _syntax_diagnostic(path: str, text: str, error: UnexpectedInput) -> Diagnostic:
+    message = error.match_examples(_PARSER.parse, _EXAMPLES, use_accepts=True) or "syntax error"
+    line, column = max(error.line, 1), max(error.column, 1)
+    width = 1
+    if isinstance(error, UnexpectedToken) and error.token.type != "$END":
+        found = f"'{error.token}'"
+        width = max(len(str(error.token)), 1)
+    elif isinstance(error, UnexpectedCharacters):
+        found = f"'{text[error.pos_in_stream]}'"
+    else:
+        found = "the end of the file"
+        lines = text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+    if isinstance(error, UnexpectedEOF):
+        found = "the end of the file"
+    span = Span(path, line, column, line, column + width)
+    return Diagnostic(span, f"{message}; found {found}")
+
+
+def parse(text: str, path: str = "<spec>") -> SpecFile:
+    """Parse one spec file. Raises SpecError (with position) on a syntax error."""
+    try:
+        tree = _PARSER.parse(text)
+    except UnexpectedInput as error:
+        raise SpecError([_syntax_diagnostic(path, text, error)], {path: text}) from None
+    return SpecFile(path, text, _ToSyntax(path).transform(tree))

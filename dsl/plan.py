@@ -1,0 +1,674 @@
+"""Stage 4: NormSpec x target -> KernelPlan.
+
+The planner owns every decision: which kernel variants exist, their argument
+lists, the block sizes, warps and grid policy of each dispatch entry, which
+masks can be dropped, and the resource budgets. Templates print these
+decisions and compute nothing.
+
+Targets:
+
+* ``npu`` (Ascend, triton-ascend): single pass while the row fits a 2048-element
+  column block, its width rounded up to 256 bytes; row blocks from the seed
+  kernel's measured table; a persistent grid of min(vector cores, row tiles);
+  every tile checked against the unified buffer (``NPU_UB_BYTES``, half of it
+  when the entry turns double buffering on).
+* ``cuda`` (NVIDIA through upstream Triton): power-of-two blocks, single pass up
+  to ``CUDA_MAX_SINGLE_PASS`` columns, warps and rows per program from the
+  measured tuning data (``dsl/tuning/cuda.json``) where it has the shape, else
+  from the defaults below.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import names
+from .model import (
+    DTYPE_BYTES,
+    QUANT_MAX,
+    QUANT_MIN,
+    QUANT_STORAGE_DTYPE,
+    QUANT_TORCH_DTYPE,
+    TORCH_DTYPE,
+    Casting,
+    DType,
+    NormSpec,
+    Quantize,
+    ResidualMode,
+    Target,
+    format_number,
+)
+
+
+class Pass(enum.Enum):
+    SINGLE = "single"  # the row is one tile: x + r never leaves the chip
+    MULTI = "multi"  # column loop: statistics first, then normalize
+
+
+class Grid(enum.Enum):
+    TILES = "tiles"  # one program per row tile
+    PERSISTENT = "persistent"  # min(cores, row tiles) programs, each looping over tiles
+
+
+# ----------------------------------------------------------------------------
+# Target facts
+
+NPU_UB_BYTES = 192 * 1024  # unified buffer per vector core on A2 parts
+NPU_ALIGN_BYTES = 256  # column blocks are whole multiples of this (32-byte rule, 256 in the seed)
+NPU_SINGLE_PASS_MAX = 2048  # elements: wider rows take the multi-pass kernel
+NPU_MULTI_BLOCK_N = 2048
+NPU_MAX_GRID = 65535
+NPU_LAUNCH_OPTIONS = (("sync_solver", True),)
+
+CUDA_MAX_SINGLE_PASS = 32768  # elements held in registers by one program
+CUDA_MULTI_BLOCK_N = 4096
+CUDA_MIN_BLOCK_N = 16
+CUDA_ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the cuda table
+CUDA_TUNING_FILE = Path(__file__).parent / "tuning" / "cuda.json"
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------
+# Plan model
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    name: str
+    mode: ResidualMode | None
+    passes: Pass
+    row_mask: bool
+    col_mask: bool
+    args: tuple[str, ...]  # the kernel's parameters, in order, constexprs last
+
+    @property
+    def key(self) -> tuple:
+        """Runtime key: (mode token, pass token, row mask, col mask)."""
+        return (self.mode.value if self.mode else "none", self.passes.value, self.row_mask, self.col_mask)
+
+    @property
+    def single(self) -> bool:
+        return self.passes is Pass.SINGLE
+
+    @property
+    def stores_sum(self) -> bool:
+        return self.mode is ResidualMode.PRE
+
+    @property
+    def is_post(self) -> bool:
+        return self.mode is ResidualMode.POST
+
+    @property
+    def summary(self) -> str:
+        """Two docstring lines: what this variant writes and which masks it keeps."""
+        parts = []
+        if self.mode is ResidualMode.PRE:
+            parts.append("pre mode: s = x + r is written to RES_ptr")
+        elif self.mode is ResidualMode.POST:
+            parts.append("post mode: the residual out is y (RES_ptr, if any, gets the unquantized y)")
+        parts.append("single pass, each row in one tile" if self.single else "multi pass over BLOCK_N-wide column blocks")
+        rows = "masked" if self.row_mask else "a whole number of BLOCK_M tiles"
+        cols = "masked" if self.col_mask else "a whole number of BLOCK_N blocks"
+        return "; ".join(parts) + f".\n    Rows {rows}, columns {cols}."
+
+    # Mask expressions the templates print ("" where the blocks divide the shape).
+    @property
+    def tile_mask(self) -> str:
+        if self.row_mask and self.col_mask:
+            return "mask"
+        if self.row_mask:
+            return "row_mask[:, None]"
+        if self.col_mask:
+            return "col_mask[None, :]"
+        return ""
+
+    @property
+    def col_mask_expr(self) -> str:
+        return "col_mask" if self.col_mask else ""
+
+    @property
+    def row_mask_expr(self) -> str:
+        return "row_mask" if self.row_mask else ""
+
+
+@dataclass(frozen=True)
+class DispatchEntry:
+    dtype: DType
+    cols_lo: int
+    cols_hi: int | None  # None: no upper bound
+    rows_lo: int
+    rows_hi: int | None
+    passes: Pass
+    block_m: int
+    block_n: int
+    num_warps: int
+    grid: Grid
+    multibuffer: bool  # npu: double buffering (halves the usable unified buffer)
+    ub_bytes: int  # npu: the tile's unified-buffer footprint (0 on cuda)
+
+    def covers(self, n_rows: int, n_cols: int) -> bool:
+        return (
+            self.cols_lo <= n_cols
+            and (self.cols_hi is None or n_cols <= self.cols_hi)
+            and self.rows_lo <= n_rows
+            and (self.rows_hi is None or n_rows <= self.rows_hi)
+        )
+
+    def variant_key(self, mode: ResidualMode | None, n_rows: int, n_cols: int) -> tuple:
+        """Which kernel serves this shape: masks only where the blocks do not divide it."""
+        return (
+            mode.value if mode else "none",
+            self.passes.value,
+            n_rows % self.block_m != 0,
+            n_cols % self.block_n != 0,
+        )
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Everything the templates print for one spec on one target."""
+
+    spec: NormSpec
+    target: Target
+    variants: tuple[KernelVariant, ...]
+    table: tuple[DispatchEntry, ...]
+    launch_options: tuple[tuple[str, object], ...]  # extra compile options per launch (npu)
+    tuning_source: str  # where the table's numbers come from, for the header
+
+    @property
+    def launches(self) -> tuple[ModeLaunch, ...]:
+        return tuple(mode_launch(self.spec, mode) for mode in self.modes)
+
+    @property
+    def facts(self) -> KernelFacts:
+        return kernel_facts(self.spec)
+
+    @property
+    def module(self) -> str:
+        return names.target_module(self.spec, self.target)
+
+    @property
+    def modes(self) -> tuple[ResidualMode | None, ...]:
+        return self.spec.residual or (None,)
+
+
+# ----------------------------------------------------------------------------
+# Kernel facts shared by every variant of a spec (what the templates branch on)
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    has_residual: bool
+    has_weight: bool
+    has_bias: bool
+    is_layer: bool
+    casting: str  # llama, gemma, none
+    weight_offset: str  # literal added to the weight ("" when none)
+    stores_rstd: bool
+    stores_mean: bool
+    quantized: bool
+    fp8: bool
+    qmin: str
+    qmax: str
+    round_x_hat: bool  # llama and none: x_hat is rounded to the input dtype before the affine part
+    round_steps: bool  # none: statistics and every elementwise step rounded to the input dtype
+    round_weight: bool  # none with an offset: w + offset rounded to the input dtype
+    formula: str  # one line for docstrings
+
+
+def kernel_facts(spec: NormSpec) -> KernelFacts:
+    return KernelFacts(
+        has_residual=spec.has_residual,
+        has_weight=spec.has_weight,
+        has_bias=spec.has_bias,
+        is_layer=spec.is_layer,
+        casting=spec.casting.value,
+        weight_offset=format_number(spec.weight.offset) if spec.weight.has_offset else "",
+        stores_rstd=spec.stores_rstd,
+        stores_mean=spec.stores_mean,
+        quantized=spec.is_quantized,
+        fp8=spec.quantize is Quantize.FP8_E4M3,
+        qmin=format_number(QUANT_MIN[spec.quantize]) if spec.is_quantized else "",
+        qmax=format_number(QUANT_MAX[spec.quantize]) if spec.is_quantized else "",
+        round_x_hat=spec.casting in (Casting.LLAMA, Casting.NONE),
+        round_steps=spec.casting is Casting.NONE,
+        round_weight=spec.casting is Casting.NONE and spec.weight.has_offset,
+        formula=formula(spec),
+    )
+
+
+def formula(spec: NormSpec) -> str:
+    if spec.is_layer:
+        core = "(s - mean(s)) / sqrt(var(s) + eps)"
+    else:
+        core = "s / sqrt(mean(s^2) + eps)"
+    affine = ""
+    if spec.has_weight:
+        w = f"(w + {format_number(spec.weight.offset)})" if spec.weight.has_offset else "w"
+        affine += f" * {w}"
+    if spec.has_bias:
+        affine += " + b"
+    text = f"y = {core}{affine}"
+    if spec.is_quantized:
+        text += f", quantized per row to {spec.quantize.value}"
+    return text
+
+
+def kernel_args(spec: NormSpec, mode: ResidualMode | None) -> tuple[str, ...]:
+    """The parameter list of a kernel; the launcher passes arguments in this order."""
+    args = ["X_ptr", "X_row_stride"]
+    if spec.has_residual:
+        args += ["R_ptr", "R_row_stride"]
+    if spec.has_weight:
+        args.append("W_ptr")
+    if spec.has_bias:
+        args.append("B_ptr")
+    args += ["Y_ptr", "Y_row_stride"]
+    if writes_residual_out(spec, mode):
+        args += ["RES_ptr", "RES_row_stride"]
+    if spec.is_quantized:
+        args.append("SCALE_ptr")
+    if spec.stores_mean:
+        args.append("MEAN_ptr")
+    if spec.stores_rstd:
+        args.append("RSTD_ptr")
+    args += ["n_rows", "n_cols", "eps"]
+    if spec.has_bias:
+        args.append("HAS_BIAS: tl.constexpr")
+    if spec.stores_mean:
+        args.append("STORE_MEAN: tl.constexpr")
+    if spec.stores_rstd:
+        args.append("STORE_RSTD: tl.constexpr")
+    args += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
+    return tuple(args)
+
+
+# How the launcher fills each kernel parameter from its own arguments.
+_ARG_SOURCES = {
+    "X_ptr": ("x", "x"),
+    "X_row_stride": ("x", "x.stride(0)"),
+    "R_ptr": ("residual", "residual"),
+    "R_row_stride": ("residual", "residual.stride(0)"),
+    "W_ptr": ("weight", "weight"),
+    "B_ptr": ("bias", "bias"),
+    "Y_ptr": ("y", "y"),
+    "Y_row_stride": ("y", "y.stride(0)"),
+    "RES_ptr": ("residual_out", "residual_out"),
+    "RES_row_stride": ("residual_out", "residual_out.stride(0)"),
+    "SCALE_ptr": ("scale", "scale"),
+    "MEAN_ptr": ("mean", "mean"),
+    "RSTD_ptr": ("rstd", "rstd"),
+    "n_rows": ("", "n_rows"),
+    "n_cols": ("", "n_cols"),
+    "eps": ("eps", "eps"),
+    "HAS_BIAS: tl.constexpr": ("", "bias is not None"),
+    "STORE_MEAN: tl.constexpr": ("", "mean is not None"),
+    "STORE_RSTD: tl.constexpr": ("", "rstd is not None"),
+}
+
+
+@dataclass(frozen=True)
+class ModeLaunch:
+    """The launch function of one residual mode: its parameters and the kernel arguments."""
+
+    mode: str  # "pre", "post" or "none"
+    function: str
+    new_residual_out: bool  # pre, or post with a quantized y: a second tensor is written
+    params: tuple[str, ...]
+    args: tuple[str, ...]  # expressions, in kernel order, BLOCK_M and BLOCK_N excluded
+
+    @property
+    def call_args(self) -> tuple[str, ...]:
+        """The op's locals passed for params, in order."""
+        return tuple(_CALL_LOCALS[p] for p in self.params)
+
+
+# What the op passes for each launcher parameter (its (rows, hidden) views).
+_CALL_LOCALS = {
+    "x": "x2",
+    "residual": "residual2",
+    "weight": "weight",
+    "bias": "bias",
+    "y": "out2",
+    "residual_out": "residual_out2",
+    "scale": "scale2",
+    "mean": "mean2",
+    "rstd": "rstd2",
+    "eps": "eps",
+}
+
+
+def mode_launch(spec: NormSpec, mode: ResidualMode | None) -> ModeLaunch:
+    kernel_params = [a for a in kernel_args(spec, mode) if not a.startswith("BLOCK_")]
+    params, args = [], []
+    for name in kernel_params:
+        param, expression = _ARG_SOURCES[name]
+        if param and param not in params:
+            params.append(param)
+        args.append(expression)
+    token = mode.value if mode else "none"
+    function = f"launch_{token}" if mode else "launch"
+    return ModeLaunch(token, function, writes_residual_out(spec, mode), tuple(params), tuple(args))
+
+
+def writes_residual_out(spec: NormSpec, mode: ResidualMode | None) -> bool:
+    """Pre mode writes s = x + r; post mode writes a second tensor only when y is quantized."""
+    return mode is ResidualMode.PRE or (mode is ResidualMode.POST and spec.is_quantized)
+
+
+# ----------------------------------------------------------------------------
+# NPU table
+
+
+def npu_block_m(n_cols: int, small_rows: bool) -> int:
+    """The seed kernel's measured row block, by width (and, for narrow rows, row count)."""
+    if n_cols >= 8192:
+        return 1
+    if n_cols >= 4096:
+        return 2
+    if n_cols >= 2048:
+        return 4
+    if n_cols >= 1024:
+        return 8
+    if n_cols >= 512:
+        return 16
+    if n_cols <= 128:
+        return 4 if small_rows else 32
+    if n_cols <= 256:
+        return 16
+    return 8
+
+
+def npu_ub_bytes(spec: NormSpec, dtype: DType, block_m: int, block_n: int) -> int:
+    """Unified-buffer footprint of one tile (the model the planner budgets with).
+
+    Inputs stay in their dtype; one fp32 working tile is added when they are
+    narrower than fp32 (fp32 math runs in place), and one output tile for the
+    downcast; a quantized output adds its 1-byte tile. Weight and bias rows are
+    held in their dtype and in fp32.
+    """
+    size = DTYPE_BYTES[dtype]
+    narrow = size < 4
+    per_element = size * (2 if spec.has_residual else 1)
+    per_element += (4 + size) if narrow else 0
+    per_element += 1 if spec.is_quantized else 0
+    params = int(spec.has_weight) + int(spec.has_bias)
+    per_column = params * (size + (4 if narrow else 0))
+    return block_m * block_n * per_element + block_n * per_column
+
+
+def _npu_entry(spec, dtype, cols_lo, cols_hi, rows_lo, rows_hi, passes, block_m, block_n) -> DispatchEntry:
+    # Conservative row tiles: halve the row block until the tile fits the buffer.
+    while block_m > 1 and npu_ub_bytes(spec, dtype, block_m, block_n) > NPU_UB_BYTES:
+        block_m //= 2
+    ub = npu_ub_bytes(spec, dtype, block_m, block_n)
+    return DispatchEntry(
+        dtype=dtype,
+        cols_lo=cols_lo,
+        cols_hi=cols_hi,
+        rows_lo=rows_lo,
+        rows_hi=rows_hi,
+        passes=passes,
+        block_m=block_m,
+        block_n=block_n,
+        num_warps=1,
+        grid=Grid.PERSISTENT,
+        multibuffer=ub <= NPU_UB_BYTES // 2,
+        ub_bytes=ub,
+    )
+
+
+def npu_table(spec: NormSpec) -> tuple[DispatchEntry, ...]:
+    entries = []
+    for dtype in spec.dtypes:
+        align = NPU_ALIGN_BYTES // DTYPE_BYTES[dtype]
+        # Single pass: one entry per run of widths sharing a column block and row block.
+        runs: list[list] = []
+        for n_cols in range(1, NPU_SINGLE_PASS_MAX + 1):
+            block_n = cdiv(n_cols, align) * align
+            row_rules = ((1, 32, npu_block_m(n_cols, True)), (33, None, npu_block_m(n_cols, False)))
+            if row_rules[0][2] == row_rules[1][2]:
+                row_rules = ((1, None, row_rules[0][2]),)
+            key = (block_n, row_rules)
+            if runs and runs[-1][0] == key:
+                runs[-1][2] = n_cols
+            else:
+                runs.append([key, n_cols, n_cols])
+        for (block_n, row_rules), lo, hi in runs:
+            for rows_lo, rows_hi, block_m in row_rules:
+                entries.append(_npu_entry(spec, dtype, lo, hi, rows_lo, rows_hi, Pass.SINGLE, block_m, block_n))
+        # Multi pass: 2048-element column blocks; the row block shrinks with the width.
+        bands = ((NPU_SINGLE_PASS_MAX + 1, 4095), (4096, 8191), (8192, None))
+        for lo, hi in bands:
+            block_m = npu_block_m(lo, False)
+            entries.append(_npu_entry(spec, dtype, lo, hi, 1, None, Pass.MULTI, block_m, NPU_MULTI_BLOCK_N))
+    return tuple(entries)
+
+
+# ----------------------------------------------------------------------------
+# CUDA table
+
+
+def cuda_default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, Grid]:
+    """(rows per program, warps, grid) before any measurement: about 16 bytes per thread."""
+    block_m = 1 if rows_lo < 1024 or block_n >= 1024 else min(16, 1024 // block_n)
+    elements = block_m * block_n
+    per_thread = 16 // DTYPE_BYTES[dtype]
+    num_warps = min(32, max(1, next_pow2(cdiv(elements, 32 * per_thread * 2))))
+    return block_m, num_warps, Grid.TILES
+
+
+def load_cuda_tuning(path: Path = CUDA_TUNING_FILE) -> dict:
+    """Measured configs keyed by (dtype, cols_hi, rows_lo); empty when never tuned."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    best = {}
+    for row in data["best"]:
+        key = (DType(row["dtype"]), row["cols_hi"], row["rows_lo"])
+        best[key] = (row["block_m"], row["num_warps"], Grid(row["grid"]))
+    return best
+
+
+def cuda_table(spec: NormSpec, tuning: dict) -> tuple[DispatchEntry, ...]:
+    entries = []
+    for dtype in spec.dtypes:
+        buckets = []
+        lo, hi = 1, CUDA_MIN_BLOCK_N
+        while hi <= CUDA_MAX_SINGLE_PASS:
+            buckets.append((lo, hi, Pass.SINGLE, hi))
+            lo, hi = hi + 1, hi * 2
+        buckets.append((lo, None, Pass.MULTI, CUDA_MULTI_BLOCK_N))
+        for cols_lo, cols_hi, passes, block_n in buckets:
+            for rows_lo, rows_hi in CUDA_ROW_BUCKETS:
+                config = tuning.get((dtype, cols_hi, rows_lo)) or cuda_default_config(dtype, block_n, rows_lo)
+                block_m, num_warps, grid = config
+                entries.append(
+                    DispatchEntry(
+                        dtype=dtype,
+                        cols_lo=cols_lo,
+                        cols_hi=cols_hi,
+                        rows_lo=rows_lo,
+                        rows_hi=rows_hi,
+                        passes=passes,
+                        block_m=block_m,
+                        block_n=block_n,
+                        num_warps=num_warps,
+                        grid=grid,
+                        multibuffer=False,
+                        ub_bytes=0,
+                    )
+                )
+    return tuple(entries)
+
+
+# ----------------------------------------------------------------------------
+# Variants
+
+
+def reachable_masks(table: tuple[DispatchEntry, ...], passes: Pass) -> list[tuple[bool, bool]]:
+    """The (row mask, col mask) pairs some shape can dispatch to, for one pass kind."""
+    pairs = set()
+    for entry in table:
+        if entry.passes is not passes:
+            continue
+        row_options = {False, True} if entry.block_m > 1 else {False}
+        lo, hi, block = entry.cols_lo, entry.cols_hi, entry.block_n
+        col_options = set()
+        if hi is None or (hi // block) * block >= lo:  # some width is a whole number of blocks
+            col_options.add(False)
+        if hi is None or hi > lo or lo % block:  # some width is not
+            col_options.add(True)
+        pairs |= {(r, c) for r in row_options for c in col_options}
+    return sorted(pairs)
+
+
+def variants(spec: NormSpec, table: tuple[DispatchEntry, ...]) -> tuple[KernelVariant, ...]:
+    result = []
+    for mode in spec.residual or (None,):
+        for passes in Pass:
+            for row_mask, col_mask in reachable_masks(table, passes):
+                result.append(
+                    KernelVariant(
+                        name=names.variant_name(spec, mode, passes.value, row_mask, col_mask),
+                        mode=mode,
+                        passes=passes,
+                        row_mask=row_mask,
+                        col_mask=col_mask,
+                        args=kernel_args(spec, mode),
+                    )
+                )
+    return tuple(result)
+
+
+def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPlan:
+    if target is Target.NPU:
+        table = npu_table(spec)
+        options = NPU_LAUNCH_OPTIONS
+        source = "the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md)"
+    else:
+        tuning = load_cuda_tuning() if tuning is None else tuning
+        table = cuda_table(spec, tuning)
+        options = ()
+        source = "dsl/tuning/cuda.json (measured)" if tuning else "the planner's defaults (no tuning data)"
+    return KernelPlan(spec, target, variants(spec, table), table, options, source)
+
+
+# ----------------------------------------------------------------------------
+# The op (target-independent)
+
+
+@dataclass(frozen=True)
+class OpPlan:
+    """What the op module and the reference print for one spec."""
+
+    spec: NormSpec
+    namespace: str  # torch.library namespace of the custom op
+
+    @property
+    def facts(self) -> KernelFacts:
+        return kernel_facts(self.spec)
+
+    @property
+    def launches(self) -> tuple[ModeLaunch, ...]:
+        return tuple(mode_launch(self.spec, mode) for mode in self.spec.residual or (None,))
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(mode.value for mode in self.spec.residual)
+
+    @property
+    def default_mode(self) -> str:
+        return self.spec.residual[0].value if self.spec.residual else ""
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(target.value for target in self.spec.targets)
+
+    @property
+    def torch_dtypes(self) -> str:
+        return ", ".join(TORCH_DTYPE[d] for d in self.spec.dtypes)
+
+    @property
+    def eps(self) -> str:
+        return format_number(self.spec.eps)
+
+    @property
+    def stats_dtype(self) -> str:
+        """mean and rstd: fp32, or the input dtype for casting none."""
+        return "x.dtype" if self.spec.casting is Casting.NONE else "torch.float32"
+
+    @property
+    def quant_storage_dtype(self) -> str:
+        return QUANT_STORAGE_DTYPE.get(self.spec.quantize, "")
+
+    @property
+    def quant_dtype(self) -> str:
+        return QUANT_TORCH_DTYPE.get(self.spec.quantize, "")
+
+    @property
+    def quant_views_storage(self) -> bool:
+        return self.quant_storage_dtype != self.quant_dtype
+
+    @property
+    def reference(self) -> str:
+        return names.reference_function(self.spec)
+
+    @property
+    def reference_module(self) -> str:
+        return names.reference_module(self.spec)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The op's return values, in order (optional ones last)."""
+        result = ["q" if self.spec.is_quantized else "y"]
+        if self.spec.has_residual:
+            result.append("residual_out")
+        if self.spec.is_quantized:
+            result.append("scale")
+        if self.spec.stores_mean:
+            result.append("mean")
+        if self.spec.stores_rstd:
+            result.append("rstd")
+        return tuple(result)
+
+
+    @property
+    def torch_dtype_list(self) -> tuple[str, ...]:
+        return tuple(TORCH_DTYPE[d] for d in self.spec.dtypes)
+
+    @property
+    def fixed_locals(self) -> tuple[str, ...]:
+        """The op's locals returned on every call: out, then residual_out and scale if any."""
+        names_ = ["out"] + (["residual_out"] if self.spec.has_residual else []) + (["scale"] if self.spec.is_quantized else [])
+        return tuple(names_)
+
+    @property
+    def returns_doc(self) -> str:
+        text = self.outputs[0] if self.single_output else "(" + ", ".join(self.outputs) + ")"
+        if self.spec.stores_mean or self.spec.stores_rstd:
+            text += "; the optional statistics are appended only when asked for"
+        return text + "."
+
+    @property
+    def fixed_count(self) -> int:
+        """How many outputs are always returned (the optional statistics come after)."""
+        return len(self.outputs) - int(self.spec.stores_mean) - int(self.spec.stores_rstd)
+
+    @property
+    def single_output(self) -> bool:
+        return len(self.outputs) == 1
+
+
+def op_plan(spec: NormSpec, namespace: str) -> OpPlan:
+    return OpPlan(spec, namespace)

@@ -1,0 +1,198 @@
+"""Stage 2: syntax tree -> NormSpec.
+
+Maps every key and word to the model's enums and reports, all at once, unknown
+keys and values (with the allowed ones), settings given twice, wrong arity and
+missing required settings. Contradictions between valid settings are the
+checker's job (``check``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import keyword
+import re
+
+from .diagnostics import Diagnostic, allowed
+from .model import (
+    DEFAULT_EPS,
+    KEY_ORDER,
+    Accumulate,
+    Bias,
+    Casting,
+    DType,
+    NormKind,
+    NormSpec,
+    Quantize,
+    ResidualMode,
+    Store,
+    Target,
+    Weight,
+    WeightKind,
+)
+from .parse import OpNode, SettingNode, SpecFile, ValueNode
+
+# Settings that take one word, and the enum it names.
+_SINGLE = {
+    "norm": NormKind,
+    "accumulate": Accumulate,
+    "casting": Casting,
+    "bias": Bias,
+    "quantize": Quantize,
+}
+# Settings that take a list of words; those where `none` means the empty list.
+_LISTS = {"residual": ResidualMode, "store": Store, "dtypes": DType, "targets": Target}
+_NONE_MEANS_EMPTY = {"residual", "store"}
+
+_DEFAULTS = {
+    "residual": (),
+    "accumulate": Accumulate.FP32,
+    "casting": Casting.LLAMA,
+    "weight": Weight(WeightKind.SCALE),
+    "bias": Bias.NONE,
+    "store": (),
+    "quantize": Quantize.NONE,
+    "dtypes": (DType.FP32, DType.FP16, DType.BF16),
+    "targets": (Target.NPU, Target.CUDA),
+}
+
+_OP_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+class _Resolver:
+    def __init__(self):
+        self.errors: list[Diagnostic] = []
+
+    def error(self, span, message, hint=""):
+        self.errors.append(Diagnostic(span, message, hint))
+
+    # -- values -------------------------------------------------------------
+    def word(self, setting: SettingNode, value: ValueNode, kind: type[enum.Enum], none_ok: bool = False):
+        choices = [m.value for m in kind] + (["none"] if none_ok else [])
+        if value.kind != "word":
+            self.error(value.span, f"{setting.key} takes a word, not '{value.text}'", allowed(choices))
+            return None
+        try:
+            return kind(value.word)
+        except ValueError:
+            hint = _did_you_mean(value.word, choices) + allowed(choices)
+            self.error(value.span, f"unknown {setting.key} '{value.word}'", hint)
+            return None
+
+    def single(self, setting: SettingNode):
+        if len(setting.values) != 1:
+            extra = setting.values[1]
+            self.error(extra.span, f"{setting.key} takes one value, got {len(setting.values)}")
+            return None
+        return setting.values[0]
+
+    def one_word(self, setting: SettingNode, kind):
+        value = self.single(setting)
+        return None if value is None else self.word(setting, value, kind)
+
+    def word_list(self, setting: SettingNode, kind):
+        values = setting.values
+        none_ok = setting.key in _NONE_MEANS_EMPTY
+        if none_ok and len(values) == 1 and values[0].kind == "word" and values[0].word == "none":
+            return ()
+        result, seen = [], {}
+        for value in values:
+            if none_ok and value.kind == "word" and value.word == "none":
+                self.error(value.span, f"'none' cannot be combined with other {setting.key} values")
+                continue
+            member = self.word(setting, value, kind, none_ok)
+            if member is None:
+                continue
+            if member in seen:
+                self.error(value.span, f"{setting.key} lists '{member.value}' twice")
+                continue
+            seen[member] = value
+            result.append(member)
+        if not values:
+            self.error(setting.span, f"{setting.key} needs at least one value")
+        return tuple(result)
+
+    def weight(self, setting: SettingNode):
+        value = self.single(setting)
+        if value is None:
+            return None
+        choices = ["none", "scale", "scale + OFFSET"]
+        if value.kind == "number":
+            self.error(value.span, f"weight takes a word, not '{value.text}'", allowed(choices))
+            return None
+        try:
+            kind = WeightKind(value.word)
+        except ValueError:
+            self.error(value.span, f"unknown weight '{value.word}'", _did_you_mean(value.word, ["none", "scale"]) + allowed(choices))
+            return None
+        if value.kind == "offset":
+            if kind is WeightKind.NONE:
+                self.error(value.span, "an offset needs a weight to add to", "write `weight = scale + OFFSET` or `weight = none`")
+                return None
+            return Weight(kind, value.number)
+        return Weight(kind)
+
+    def eps(self, setting: SettingNode):
+        value = self.single(setting)
+        if value is None:
+            return None
+        if value.kind != "number":
+            self.error(value.span, f"eps takes a number, not '{value.text}'", "write e.g. `eps = 1e-6`")
+            return None
+        if not value.number > 0.0 or value.number == float("inf"):
+            self.error(value.span, f"eps must be a positive number, got {value.text}", "write e.g. `eps = 1e-6`")
+            return None
+        return value.number
+
+    # -- ops ----------------------------------------------------------------
+    def op(self, node: OpNode, path: str) -> NormSpec | None:
+        before = len(self.errors)
+        if not _OP_NAME.match(node.name) or keyword.iskeyword(node.name):
+            self.error(
+                node.name_span,
+                f"op name '{node.name}' is not a valid module name",
+                "use lower case letters, digits and '_', starting with a letter",
+            )
+        values: dict[str, object] = {}
+        spans = [("op", node.name_span)]
+        first: dict[str, SettingNode] = {}
+        for setting in node.settings:
+            key = setting.key
+            if key not in KEY_ORDER:
+                hint = _did_you_mean(key, KEY_ORDER) + "allowed settings are " + ", ".join(KEY_ORDER)
+                self.error(setting.key_span, f"unknown setting '{key}'", hint)
+                continue
+            if key in first:
+                self.error(setting.key_span, f"'{key}' is set twice", f"first set at line {first[key].key_span.line}")
+                continue
+            first[key] = setting
+            spans.append((key, setting.span))
+            if key in _SINGLE:
+                result = self.one_word(setting, _SINGLE[key])
+            elif key in _LISTS:
+                result = self.word_list(setting, _LISTS[key])
+            elif key == "weight":
+                result = self.weight(setting)
+            else:
+                result = self.eps(setting)
+            if result is not None:
+                values[key] = result
+        if "norm" not in first:
+            self.error(node.name_span, f"op '{node.name}' does not say which norm it is", "add `norm = rms` or `norm = layer`")
+        if len(self.errors) > before:
+            return None
+        norm = values["norm"]
+        settings = {**_DEFAULTS, "eps": DEFAULT_EPS[norm], **values}
+        return NormSpec(name=node.name, path=path, spans=tuple(spans), **settings)
+
+
+def resolve(spec_file: SpecFile) -> tuple[list[NormSpec], list[Diagnostic]]:
+    """All ops of one file, and every error found in it."""
+    resolver = _Resolver()
+    specs = [resolver.op(node, spec_file.path) for node in spec_file.ops]
+    return [s for s in specs if s is not None], resolver.errors

@@ -1,0 +1,234 @@
+"""Run-time helpers imported by the generated code (hand-written, kept small).
+
+Environment variables, read once at import:
+
+* ``TRITON_INTERPRET=1``: CPU tensors run the Triton kernels in Triton's
+  interpreter instead of the generated PyTorch reference (set it before
+  importing the generated package).
+* ``NORMGEN_INTERPRET_TARGET``: which target's kernels the interpreter runs on
+  CPU tensors, ``cuda`` (default) or ``npu`` (needs triton-ascend).
+* ``NORMGEN_NPU_VECTOR_CORES``: the vector-core count the npu grid assumes when
+  no NPU driver answers (in the interpreter); default 8.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import NamedTuple
+
+import torch
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET_TARGET = os.environ.get("NORMGEN_INTERPRET_TARGET", "cuda")
+if INTERPRET_TARGET not in ("cuda", "npu"):
+    raise ValueError(f"NORMGEN_INTERPRET_TARGET must be 'cuda' or 'npu', got {INTERPRET_TARGET!r}")
+
+DTYPE_TOKEN = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+class NormgenError(ValueError):
+    """Bad input to a generated op, raised before anything is launched."""
+
+
+# ----------------------------------------------------------------------------
+# Input checks (shared by every generated op)
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_input(op: str, x, dtypes: tuple) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0:
+        raise NormgenError(f"{op}: x must have at least one dimension (..., hidden), got a scalar")
+    if x.dtype not in dtypes:
+        allowed = ", ".join(str(d) for d in dtypes)
+        raise NormgenError(f"{op}: x has dtype {x.dtype}; this op is generated for {allowed}")
+    if x.shape[-1] == 0:
+        raise NormgenError(f"{op}: x has an empty last dimension; the hidden size must be at least 1")
+    if x.stride(-1) != 1 and x.shape[-1] > 1:
+        raise NormgenError(
+            f"{op}: x's last dimension is not contiguous (stride {x.stride(-1)}); "
+            "rows may have any stride, but their elements must be adjacent (use .contiguous())"
+        )
+
+
+def check_like(op: str, name: str, t, x: torch.Tensor) -> None:
+    """A second activation (the residual): same shape, dtype and device as x."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
+        raise NormgenError(f"{op}: {name} ({_describe(t)}) must match x ({_describe(x)})")
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        raise NormgenError(f"{op}: {name}'s last dimension is not contiguous (stride {t.stride(-1)})")
+
+
+def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
+    """A per-column parameter (weight, bias): shape (hidden,), x's dtype and device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    hidden = x.shape[-1]
+    if t.shape != (hidden,):
+        raise NormgenError(f"{op}: {name} must have shape ({hidden},) to match x's last dimension, got {tuple(t.shape)}")
+    if t.dtype != x.dtype or t.device != x.device:
+        raise NormgenError(f"{op}: {name} ({_describe(t)}) must have x's dtype and device ({x.dtype}, {x.device})")
+    if t.stride(0) != 1 and hidden > 1:
+        raise NormgenError(f"{op}: {name} must be contiguous (stride {t.stride(0)})")
+
+
+def check_eps(op: str, eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not (eps >= 0.0 and math.isfinite(eps)):
+        raise NormgenError(f"{op}: eps must be a finite number >= 0, got {eps}")
+    return eps
+
+
+def check_choice(op: str, name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise NormgenError(f"{op}: {name} must be one of {allowed}, got {value!r}")
+
+
+def rows_view(t: torch.Tensor) -> torch.Tensor:
+    """(..., hidden) -> (rows, hidden), a view whenever the leading dims allow one."""
+    return t.reshape(-1, t.shape[-1])
+
+
+# ----------------------------------------------------------------------------
+# Where a call runs
+
+
+def kernel_target(device: torch.device) -> str | None:
+    """'cuda' or 'npu' for the kernels to run, None for the PyTorch reference."""
+    kind = device.type
+    if kind == "cpu":
+        return INTERPRET_TARGET if INTERPRET else None
+    if kind in ("cuda", "npu"):
+        return kind
+    raise NormgenError(f"normgen ops run on cuda, npu and cpu tensors, not on {kind}")
+
+
+@functools.lru_cache(maxsize=None)
+def npu_vector_cores(device_index: int) -> int:
+    """Vector cores of one NPU, asked of the driver once per device and cached."""
+    if INTERPRET:
+        return int(os.environ.get("NORMGEN_NPU_VECTOR_CORES", "8"))
+    import triton
+
+    properties = triton.runtime.driver.active.utils.get_device_properties(device_index)
+    return int(properties["num_vectorcore"])
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_sm_count(device_index: int) -> int:
+    if INTERPRET:
+        return 4
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+# ----------------------------------------------------------------------------
+# Dispatch
+
+
+class Entry(NamedTuple):
+    """One row of a dispatch table (see dsl/plan.py, DispatchEntry)."""
+
+    dtype: str
+    cols_lo: int
+    cols_hi: int | None
+    rows_lo: int
+    rows_hi: int | None
+    passes: str
+    block_m: int
+    block_n: int
+    num_warps: int
+    grid: str
+    multibuffer: bool
+    ub_bytes: int
+
+
+class DispatchMiss(LookupError):
+    pass
+
+
+class DispatchTable:
+    """(dtype, columns, rows) -> Entry; a plain scan of a short per-dtype list."""
+
+    def __init__(self, op: str, target: str, entries: tuple[Entry, ...]):
+        self.op, self.target, self.entries = op, target, entries
+        self.by_dtype: dict[str, list[Entry]] = {}
+        for entry in entries:
+            self.by_dtype.setdefault(entry.dtype, []).append(entry)
+
+    def lookup(self, dtype: str, n_rows: int, n_cols: int) -> Entry:
+        for e in self.by_dtype.get(dtype, ()):
+            if (
+                e.cols_lo <= n_cols
+                and (e.cols_hi is None or n_cols <= e.cols_hi)
+                and e.rows_lo <= n_rows
+                and (e.rows_hi is None or n_rows <= e.rows_hi)
+            ):
+                return e
+        raise DispatchMiss(
+            f"{self.op} ({self.target}): no dispatch entry for dtype={dtype}, n_cols={n_cols}, n_rows={n_rows}"
+        )
+
+
+def variant_key(mode: str, entry: Entry, n_rows: int, n_cols: int) -> tuple:
+    return (mode, entry.passes, n_rows % entry.block_m != 0, n_cols % entry.block_n != 0)
+
+
+class Launcher:
+    """Picks the entry and kernel for a shape, sizes the grid, launches.
+
+    The per-shape decision (table lookup, variant, grid, constexprs) is made
+    once and cached, so a repeated call only builds its argument tuple.
+    """
+
+    def __init__(self, table: DispatchTable, kernels: dict, target: str, options: dict):
+        self.table, self.kernels, self.target, self.options = table, kernels, target, options
+        self.decisions: dict[tuple, tuple] = {}
+
+    def decide(self, mode: str, dtype: str, n_rows: int, n_cols: int, device_index: int) -> tuple:
+        entry = self.table.lookup(dtype, n_rows, n_cols)
+        kernel = self.kernels[variant_key(mode, entry, n_rows, n_cols)]
+        tiles = -(-n_rows // entry.block_m)
+        if entry.grid == "persistent":
+            cores = npu_vector_cores(device_index) if self.target == "npu" else cuda_sm_count(device_index)
+            programs = max(1, min(cores, tiles, 65535))
+        else:
+            programs = max(1, tiles)
+        options = {"BLOCK_M": entry.block_m, "BLOCK_N": entry.block_n}
+        if not INTERPRET:
+            options.update(self.options)
+            if self.target == "npu":
+                options["multibuffer"] = entry.multibuffer
+                kernel = npu_entry_point(kernel)
+            else:
+                options["num_warps"] = entry.num_warps
+        return kernel, (programs,), options, entry
+
+    def __call__(self, mode: str, x: torch.Tensor, n_rows: int, n_cols: int, args: tuple) -> None:
+        device_index = x.device.index or 0
+        key = (mode, x.dtype, n_rows, n_cols, device_index)
+        decision = self.decisions.get(key)
+        if decision is None:
+            decision = self.decisions[key] = self.decide(mode, DTYPE_TOKEN[x.dtype], n_rows, n_cols, device_index)
+        kernel, grid, options, _ = decision
+        kernel[grid](*args, **options)
+
+
+@functools.lru_cache(maxsize=None)
+def npu_entry_point(kernel):
+    """triton-ascend's libentry wrapper (a faster launch cache) where it exists."""
+    try:
+        from triton.runtime.libentry import libentry
+    except ImportError:
+        return kernel
+    return libentry()(kernel)
