@@ -1,0 +1,86 @@
+"""Inputs and calls shared by the numerics tests of every generated op."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+import generated
+from dsl import pipeline
+from dsl.model import NormSpec
+
+SPECS = {spec.name: spec for spec in pipeline.load_specs(pipeline.SPECS)}
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+WIDTHS = (128, 111, 2048, 4097, 7338)
+ROWS = (0, 1, 3, 57)
+LAYOUTS = ("2d", "3d", "strided")
+
+
+def leading_shape(rows: int, layout: str) -> tuple[int, ...]:
+    if layout != "3d":
+        return (rows,)
+    for group in (19, 3, 1):
+        if rows % group == 0 and rows:
+            return (rows // group, group)
+    return (0, 5)
+
+
+def make_activation(shape, n_cols, dtype, device, layout, pad, generator):
+    """A (..., n_cols) tensor; 'strided' rows are longer than n_cols (row stride > width)."""
+    if layout == "strided":
+        base = torch.randn(*shape, n_cols + pad, generator=generator, dtype=torch.float32)
+        return base.to(device=device, dtype=dtype)[..., :n_cols]
+    return torch.randn(*shape, n_cols, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def make_inputs(spec: NormSpec, rows: int, n_cols: int, dtype, device, layout, seed=0, with_bias=True):
+    generator = torch.Generator().manual_seed(seed * 7919 + rows * 31 + n_cols)
+    shape = leading_shape(rows, layout)
+    inputs = {"x": make_activation(shape, n_cols, dtype, device, layout, 37, generator)}
+    if spec.has_residual:
+        inputs["residual"] = make_activation(shape, n_cols, dtype, device, layout, 5, generator)
+    if spec.has_weight:
+        inputs["weight"] = (1.0 + 0.5 * torch.randn(n_cols, generator=generator)).to(device=device, dtype=dtype)
+    if spec.has_bias and with_bias:
+        inputs["bias"] = (0.1 * torch.randn(n_cols, generator=generator)).to(device=device, dtype=dtype)
+    return inputs
+
+
+def call(spec: NormSpec, inputs: dict, norm_pos=None, stats=True, eps=None):
+    """Call the generated op with every optional output asked for; returns a dict of outputs."""
+    op = getattr(generated, spec.name)
+    kwargs = dict(inputs)
+    if eps is not None:
+        kwargs["eps"] = eps
+    if spec.has_residual:
+        kwargs["norm_pos"] = norm_pos
+    if stats and spec.stores_mean:
+        kwargs["return_mean"] = True
+    if stats and spec.stores_rstd:
+        kwargs["return_rstd"] = True
+    result = op(**kwargs)
+    result = result if isinstance(result, tuple) else (result,)
+    names = ["q" if spec.is_quantized else "y"]
+    names += ["residual_out"] if spec.has_residual else []
+    names += ["scale"] if spec.is_quantized else []
+    names += ["mean"] if stats and spec.stores_mean else []
+    names += ["rstd"] if stats and spec.stores_rstd else []
+    assert len(result) == len(names), f"{spec.name} returned {len(result)} outputs, expected {names}"
+    return dict(zip(names, result))
+
+
+def modes(spec: NormSpec) -> tuple:
+    return tuple(m.value for m in spec.residual) or (None,)
+
+
+def matrix(spec: NormSpec, full_layouts: bool):
+    """(dtype, mode, width, rows, layout) cases: every layout for each case, or one, cycling."""
+    cases = []
+    for i, (dtype, mode, width, rows) in enumerate(
+        itertools.product([d.value for d in spec.dtypes], modes(spec), WIDTHS, ROWS)
+    ):
+        layouts = LAYOUTS if full_layouts else (LAYOUTS[i % len(LAYOUTS)],)
+        cases += [(dtype, mode, width, rows, layout) for layout in layouts]
+    return cases
