@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, v_args
+from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
 
 from .diagnostics import Diagnostic, SpecError
 from .model import Span
@@ -101,42 +101,103 @@ class _ToSyntax(Transformer):
         return tuple(children)
 
 
-# Common mistakes, matched against the parser's state (Lark's match_examples).
+# Common mistakes, matched against the parser's state (Lark's match_examples):
+# (message, hint) -> examples. Lark compares parser states including the depth
+# of the parse stack, which grows after a file's first op, an op's first
+# setting and a list's first value: ``_in_context`` adds those. Within
+# one state the first label wins unless a later example has the same token.
 _EXAMPLES = {
-    "expected '=' after the setting name (settings are written `key = value`)": [
+    ("expected '=' after the setting name", "settings are written `key = value`; separate several values with ','"): [
         "op a { norm rms }",
         "op a { norm: rms }",
-        "op a { norm = rms casting llama }",
+        "op a { residual = pre post }",
     ],
-    "expected a value after '=' or ','": [
+    ("expected a value after '=' or ','", "a list has one ',' between its values and none after the last"): [
         "op a { norm = }",
         "op a { norm = , }",
         "op a { residual = pre, }",
         "op a { residual = pre,, post }",
     ],
-    "expected '{' after the op name (an op is written `op NAME { ... }`)": [
-        "op a norm = rms }",
+    ("expected a number after '+'", "an offset is written `weight = scale + 1.0`"): [
+        "op a { weight = scale + }",
+        "op a { weight = scale + one }",
+    ],
+    ("expected the op's name after 'op'", "an op is written `op NAME { key = value ... }`"): [
         "op { norm = rms }",
+        "op = { }",
+    ],
+    ("expected '{' after the op name", "an op is written `op NAME { key = value ... }`"): [
+        "op a norm = rms }",
         "op a = { }",
     ],
-    "expected a setting `key = value` or the closing '}'": [
+    ("expected a setting `key = value` or the closing '}'", "write `key = value`, or '}' to end the op"): [
+        "op a {",
         "op a { norm = rms",
+        "op a { eps = 1",
+        "op a { weight = scale + 1",
         "op a { = rms }",
-        "op a { norm = rms } }",
+        "op a { norm = rms; }",
     ],
-    "expected `op NAME { ... }` (a spec file holds ops only)": [
+    ("expected '}' to close the op before the next one", "each op ends with '}'"): [
+        "op a { op b { } }",
+        "op a { norm = rms op b { } }",
+        "op a { eps = 1 op b { } }",
+        "op a { weight = scale + 1 op b { } }",
+    ],
+    ("expected `op NAME { ... }`", "a spec file holds ops only, each written `op NAME { key = value ... }`"): [
         "norm = rms",
         "opp a { }",
         "{ }",
+        "op a { } }",
     ],
 }
 
 
+def _in_context(example: str) -> list[str]:
+    """The example as written, and after an earlier value, setting and op."""
+    examples = [example]
+    examples += [e.replace("= ", "= none, ", 1) for e in examples]
+    examples += [e.replace("{ ", "{ eps = 1 ", 1) for e in examples]
+    examples += ["op z { } " + e for e in examples]
+    return examples
+
+
+_EXAMPLES_IN_CONTEXT = {label: [c for e in examples for c in _in_context(e)] for label, examples in _EXAMPLES.items()}
+
+# For a mistake no example matches: what the parser expected, in words.
+_TOKEN_WORDS = {
+    "OP": "'op'",
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "EQUAL": "'='",
+    "COMMA": "','",
+    "PLUS": "'+'",
+    "$END": "the end of the file",
+}
+
+
+def _expected(error: UnexpectedInput) -> str:
+    # UnexpectedToken has accepts (and expected), UnexpectedCharacters has allowed.
+    tokens = getattr(error, "accepts", None) or getattr(error, "expected", None) or getattr(error, "allowed", ())
+    words = sorted(_TOKEN_WORDS.get(t, t) for t in tokens)
+    if not words:
+        return "syntax error"
+    return "expected " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
+
+
 def _syntax_diagnostic(path: str, text: str, error: UnexpectedInput) -> Diagnostic:
-    message = error.match_examples(_PARSER.parse, _EXAMPLES, use_accepts=True) or "syntax error"
+    label = error.match_examples(_PARSER.parse, _EXAMPLES_IN_CONTEXT, use_accepts=True)
+    message, hint = label or (_expected(error), "an op is written `op NAME { key = value, value ... }`")
     line, column = max(error.line, 1), max(error.column, 1)
     width = 1
-    if isinstance(error, UnexpectedToken) and error.token.type != "$END":
+    if isinstance(error, UnexpectedToken) and error.token.type == "$END":
+        found = "the end of the file"
+        # Lark puts the end on the last token: point just after it.
+        if error.token.end_line is not None:
+            line, column = error.token.end_line, error.token.end_column
+    elif isinstance(error, UnexpectedToken):
         found = f"'{error.token}'"
         width = max(len(str(error.token)), 1)
     elif isinstance(error, UnexpectedCharacters):
@@ -145,10 +206,8 @@ def _syntax_diagnostic(path: str, text: str, error: UnexpectedInput) -> Diagnost
         found = "the end of the file"
         lines = text.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
-    if isinstance(error, UnexpectedEOF):
-        found = "the end of the file"
     span = Span(path, line, column, line, column + width)
-    return Diagnostic(span, f"{message}; found {found}")
+    return Diagnostic(span, f"{message}; found {found}", hint)
 
 
 def parse(text: str, path: str = "<spec>") -> SpecFile:
