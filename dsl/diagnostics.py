@@ -21,8 +21,10 @@ class Diagnostic:
         if 0 < span.line <= len(text_lines):
             line = text_lines[span.line - 1]
             width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
+            # Keep the line's tabs in the caret's indent so the caret lines up under them.
+            indent = "".join(c if c == "\t" else " " for c in line[: span.column - 1]).ljust(span.column - 1)
             lines.append(f"    {line}")
-            lines.append("    " + " " * (span.column - 1) + "^" + "~" * max(width - 1, 0))
+            lines.append(f"    {indent}^" + "~" * max(width - 1, 0))
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)
