@@ -57,6 +57,8 @@ _DEFAULTS = {
 }
 
 _OP_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+# Module names the generated op module imports: an op of that name would hide them.
+_RESERVED = ("runtime", "torch")
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -84,15 +86,15 @@ class _Resolver:
             self.error(value.span, f"unknown {setting.key} '{value.word}'", hint)
             return None
 
-    def single(self, setting: SettingNode):
+    def single(self, setting: SettingNode, hint: str):
         if len(setting.values) != 1:
             extra = setting.values[1]
-            self.error(extra.span, f"{setting.key} takes one value, got {len(setting.values)}")
+            self.error(extra.span, f"{setting.key} takes one value, got {len(setting.values)}", hint)
             return None
         return setting.values[0]
 
     def one_word(self, setting: SettingNode, kind):
-        value = self.single(setting)
+        value = self.single(setting, "keep one; " + allowed(m.value for m in kind))
         return None if value is None else self.word(setting, value, kind)
 
     def word_list(self, setting: SettingNode, kind):
@@ -103,13 +105,17 @@ class _Resolver:
         result, seen = [], {}
         for value in values:
             if none_ok and value.kind == "word" and value.word == "none":
-                self.error(value.span, f"'none' cannot be combined with other {setting.key} values")
+                self.error(
+                    value.span,
+                    f"'none' cannot be combined with other {setting.key} values",
+                    f"write `{setting.key} = none` alone, or drop 'none' from the list",
+                )
                 continue
             member = self.word(setting, value, kind, none_ok)
             if member is None:
                 continue
             if member in seen:
-                self.error(value.span, f"{setting.key} lists '{member.value}' twice")
+                self.error(value.span, f"{setting.key} lists '{member.value}' twice", "list each value once")
                 continue
             seen[member] = value
             result.append(member)
@@ -118,27 +124,29 @@ class _Resolver:
         return tuple(result)
 
     def weight(self, setting: SettingNode):
-        value = self.single(setting)
+        choices = ["none", "scale", "scale + OFFSET"]
+        value = self.single(setting, "keep one; " + allowed(choices))
         if value is None:
             return None
-        choices = ["none", "scale", "scale + OFFSET"]
         if value.kind == "number":
             self.error(value.span, f"weight takes a word, not '{value.text}'", allowed(choices))
             return None
         try:
             kind = WeightKind(value.word)
         except ValueError:
-            self.error(value.span, f"unknown weight '{value.word}'", _did_you_mean(value.word, ["none", "scale"]) + allowed(choices))
+            hint = _did_you_mean(value.word, ["none", "scale"]) + allowed(choices)
+            self.error(value.span, f"unknown weight '{value.word}'", hint)
             return None
         if value.kind == "offset":
             if kind is WeightKind.NONE:
-                self.error(value.span, "an offset needs a weight to add to", "write `weight = scale + OFFSET` or `weight = none`")
+                hint = "write `weight = scale + OFFSET` or `weight = none`"
+                self.error(value.span, "an offset needs a weight to add to", hint)
                 return None
             return Weight(kind, value.number)
         return Weight(kind)
 
     def eps(self, setting: SettingNode):
-        value = self.single(setting)
+        value = self.single(setting, "write one number, e.g. `eps = 1e-6`")
         if value is None:
             return None
         if value.kind != "number":
@@ -157,6 +165,12 @@ class _Resolver:
                 node.name_span,
                 f"op name '{node.name}' is not a valid module name",
                 "use lower case letters, digits and '_', starting with a letter",
+            )
+        elif node.name in _RESERVED:
+            self.error(
+                node.name_span,
+                f"op name '{node.name}' is reserved (the generated code imports a module of that name)",
+                "choose another name; reserved names are " + ", ".join(_RESERVED),
             )
         values: dict[str, object] = {}
         spans = [("op", node.name_span)]
@@ -183,7 +197,8 @@ class _Resolver:
             if result is not None:
                 values[key] = result
         if "norm" not in first:
-            self.error(node.name_span, f"op '{node.name}' does not say which norm it is", "add `norm = rms` or `norm = layer`")
+            hint = "add `norm = rms` or `norm = layer`"
+            self.error(node.name_span, f"op '{node.name}' does not say which norm it is", hint)
         if len(self.errors) > before:
             return None
         norm = values["norm"]
