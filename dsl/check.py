@@ -6,6 +6,7 @@ every spec is reported together.
 
 from __future__ import annotations
 
+from . import names
 from .diagnostics import Diagnostic
 from .model import NormSpec, ResidualMode, Store
 
@@ -22,7 +23,8 @@ def check(spec: NormSpec) -> list[Diagnostic]:
         error("store", "store = mean needs norm = layer", "an RMS norm computes no mean; drop `mean` from store")
     if Store.RESIDUAL in spec.store:
         if not spec.has_residual:
-            error("store", "store = residual needs a residual input", "add `residual = pre` or drop `residual` from store")
+            hint = "add `residual = pre` or drop `residual` from store"
+            error("store", "store = residual needs a residual input", hint)
         elif ResidualMode.PRE not in spec.residual:
             error(
                 "store",
@@ -32,15 +34,32 @@ def check(spec: NormSpec) -> list[Diagnostic]:
     return errors
 
 
+def _modules(spec: NormSpec) -> list[str]:
+    """The generated modules of one op."""
+    modules = [names.op_module(spec), names.reference_module(spec)]
+    return modules + [names.target_module(spec, target) for target in spec.targets]
+
+
 def check_names(specs: list[NormSpec]) -> list[Diagnostic]:
-    """Op names must be unique across all spec files: each becomes a module."""
-    errors, seen = [], {}
+    """Op names must be unique across all spec files, and so must the modules they generate."""
+    errors, seen, owners = [], {}, {}
     for spec in specs:
         if spec.name in seen:
             first = seen[spec.name].span("op")
-            errors.append(
-                Diagnostic(spec.span("op"), f"op '{spec.name}' is defined twice", f"first defined at {first.path}:{first.line}")
-            )
-        else:
-            seen[spec.name] = spec
+            hint = f"first defined at {first.path}:{first.line}"
+            errors.append(Diagnostic(spec.span("op"), f"op '{spec.name}' is defined twice", hint))
+            continue
+        seen[spec.name] = spec
+        for module in _modules(spec):
+            other = owners.setdefault(module, spec)
+            if other is not spec:
+                where = other.span("op")
+                errors.append(
+                    Diagnostic(
+                        spec.span("op"),
+                        f"op '{spec.name}' would generate {module}.py, which op '{other.name}' generates too",
+                        f"rename one of them (op '{other.name}' is at {where.path}:{where.line})",
+                    )
+                )
+                break
     return errors
