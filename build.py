@@ -26,7 +26,8 @@ def list_ops(spec_dir: Path) -> str:
         lines.append(f"{spec.name}  ({spec.path})")
         for target in spec.targets:
             kernel_plan = plan(spec, target)
-            lines.append(f"  {target.value}: {len(kernel_plan.variants)} kernels, {len(kernel_plan.table)} dispatch entries")
+            counts = f"{len(kernel_plan.variants)} kernels, {len(kernel_plan.table)} dispatch entries"
+            lines.append(f"  {target.value}: {counts}")
             for variant in kernel_plan.variants:
                 lines.append(f"    {variant.name}")
             for dtype in spec.dtypes:
@@ -44,13 +45,18 @@ def list_ops(spec_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--specs", type=Path, default=pipeline.SPECS, help="folder of *.norm specs (default dsl/specs)")
-    parser.add_argument("--out", type=Path, default=pipeline.GENERATED, help="package folder to write (default generated)")
     parser.add_argument(
-        "--namespace", help="torch.library namespace of the ops (default: normgen for generated/, else the --out folder name)"
+        "--out", type=Path, default=pipeline.GENERATED, help="package folder to write (default generated)"
+    )
+    parser.add_argument(
+        "--namespace",
+        help="torch.library namespace of the ops (default: normgen for generated/, else the --out folder name)",
     )
     parser.add_argument("--check", action="store_true", help="write nothing; fail with a diff when --out is stale")
     parser.add_argument("--list", action="store_true", help="print each op, its variants and dispatch tables")
-    parser.add_argument("--tune", choices=["cuda"], help="measure configs on this machine's GPU (see benchmarks/tune.py)")
+    parser.add_argument(
+        "--tune", choices=["cuda"], help="measure configs on this machine's GPU (see benchmarks/tune.py)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     out = args.out
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             delta = emit.diff(files, out)
             if delta:
                 sys.stdout.write(delta)
-                print(f"\n{pipeline.display_path(out)} is stale: run `python build.py` and commit the result", file=sys.stderr)
+                stale = f"{pipeline.display_path(out)} is stale: run `python build.py` and commit the result"
+                print(f"\n{stale}", file=sys.stderr)
                 return 1
             print(f"{pipeline.display_path(out)} is up to date ({len(files)} files)")
             return 0

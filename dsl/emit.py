@@ -54,9 +54,8 @@ def diff(files: dict[str, str], out: Path) -> str:
     for name, text in writes.items():
         path = out / name
         old = path.read_text(encoding="utf-8") if path.exists() else ""
-        chunks += difflib.unified_diff(
-            old.splitlines(keepends=True), text.splitlines(keepends=True), f"a/{out.name}/{name}", f"b/{out.name}/{name}"
-        )
+        old_lines, new_lines = old.splitlines(keepends=True), text.splitlines(keepends=True)
+        chunks += difflib.unified_diff(old_lines, new_lines, f"a/{out.name}/{name}", f"b/{out.name}/{name}")
     for name in stale:
         chunks.append(f"--- a/{out.name}/{name}\n+++ /dev/null\n(stale: its spec is gone)\n")
     return "".join(chunks)
