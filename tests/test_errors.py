@@ -1,0 +1,592 @@
+"""Error-message snapshots: the exact text a person sees for each mistake.
+
+Each case is (id, spec text, expected text). The expected text is all that
+``python build.py`` prints for the file: ``path:line:col: error: message``, the
+source line, a caret under the culprit, a hint, and the count of errors.
+"""
+
+# ruff: noqa: E501  (snapshots hold the exact lines, and some are longer than 120)
+
+import pytest
+
+from dsl.diagnostics import SpecError
+from dsl.parse import _EXAMPLES, parse
+from dsl.pipeline import load_specs, load_text
+
+
+def errors_of(text: str, path: str = "bad.norm") -> str:
+    with pytest.raises(SpecError) as info:
+        load_text(text, path)
+    assert str(info.value) == info.value.render()
+    return info.value.render() + "\n"
+
+
+CASES = [
+    (
+        "unknown_value_did_you_mean",
+        """\
+op a {
+    norm    = rms
+    casting = lama
+}
+""",
+        """\
+bad.norm:3:15: error: unknown casting 'lama'
+        casting = lama
+                  ^~~~
+hint: did you mean 'llama'? allowed values are llama, gemma, none
+1 error
+""",
+    ),
+    (
+        "unknown_setting",
+        """\
+op a {
+    norm  = rms
+    dtype = fp16
+}
+""",
+        """\
+bad.norm:3:5: error: unknown setting 'dtype'
+        dtype = fp16
+        ^~~~~
+hint: did you mean 'dtypes'? allowed settings are norm, residual, accumulate, casting, weight, bias, store, quantize, dtypes, targets, eps
+1 error
+""",
+    ),
+    (
+        "setting_given_twice",
+        """\
+op a {
+    norm = rms
+    eps  = 1e-6
+    norm = layer
+}
+""",
+        """\
+bad.norm:4:5: error: 'norm' is set twice
+        norm = layer
+        ^~~~
+hint: first set at line 2
+1 error
+""",
+    ),
+    (
+        "number_for_a_word",
+        """\
+op a {
+    norm = 2
+}
+""",
+        """\
+bad.norm:2:12: error: norm takes a word, not '2'
+        norm = 2
+               ^
+hint: allowed values are rms, layer
+1 error
+""",
+    ),
+    (
+        "one_value_only",
+        """\
+op a {
+    norm    = rms
+    casting = llama, gemma
+}
+""",
+        """\
+bad.norm:3:22: error: casting takes one value, got 2
+        casting = llama, gemma
+                         ^~~~~
+hint: keep one; allowed values are llama, gemma, none
+1 error
+""",
+    ),
+    (
+        "duplicate_list_value",
+        """\
+op a {
+    norm    = rms
+    targets = npu, cuda, npu
+}
+""",
+        """\
+bad.norm:3:26: error: targets lists 'npu' twice
+        targets = npu, cuda, npu
+                             ^~~
+hint: list each value once
+1 error
+""",
+    ),
+    (
+        "none_mixed_with_values",
+        """\
+op a {
+    norm     = rms
+    residual = none, pre
+}
+""",
+        """\
+bad.norm:3:16: error: 'none' cannot be combined with other residual values
+        residual = none, pre
+                   ^~~~
+hint: write `residual = none` alone, or drop 'none' from the list
+1 error
+""",
+    ),
+    (
+        "missing_norm",
+        """\
+op a {
+    residual = pre
+}
+""",
+        """\
+bad.norm:1:4: error: op 'a' does not say which norm it is
+    op a {
+       ^
+hint: add `norm = rms` or `norm = layer`
+1 error
+""",
+    ),
+    (
+        "bad_op_name",
+        """\
+op AddRMSNorm {
+    norm = rms
+}
+""",
+        """\
+bad.norm:1:4: error: op name 'AddRMSNorm' is not a valid module name
+    op AddRMSNorm {
+       ^~~~~~~~~~
+hint: use lower case letters, digits and '_', starting with a letter
+1 error
+""",
+    ),
+    (
+        "reserved_op_name",
+        """\
+op torch {
+    norm = rms
+}
+""",
+        """\
+bad.norm:1:4: error: op name 'torch' is reserved (the generated code imports a module of that name)
+    op torch {
+       ^~~~~
+hint: choose another name; reserved names are runtime, torch
+1 error
+""",
+    ),
+    (
+        "eps_zero",
+        """\
+op a {
+    norm = rms
+    eps  = 0
+}
+""",
+        """\
+bad.norm:3:12: error: eps must be a positive number, got 0
+        eps  = 0
+               ^
+hint: write e.g. `eps = 1e-6`
+1 error
+""",
+    ),
+    (
+        "eps_negative",
+        """\
+op a {
+    norm = rms
+    eps  = -1e-6
+}
+""",
+        """\
+bad.norm:3:12: error: eps must be a positive number, got -1e-6
+        eps  = -1e-6
+               ^~~~~
+hint: write e.g. `eps = 1e-6`
+1 error
+""",
+    ),
+    (
+        "eps_word",
+        """\
+op a {
+    norm = rms
+    eps  = tiny
+}
+""",
+        """\
+bad.norm:3:12: error: eps takes a number, not 'tiny'
+        eps  = tiny
+               ^~~~
+hint: write e.g. `eps = 1e-6`
+1 error
+""",
+    ),
+    (
+        "offset_on_no_weight",
+        """\
+op a {
+    norm   = rms
+    weight = none + 1.0
+}
+""",
+        """\
+bad.norm:3:14: error: an offset needs a weight to add to
+        weight = none + 1.0
+                 ^~~~~~~~~~
+hint: write `weight = scale + OFFSET` or `weight = none`
+1 error
+""",
+    ),
+    (
+        "bias_on_rms",
+        """\
+op a {
+    norm = rms
+    bias = shift
+}
+""",
+        """\
+bad.norm:3:5: error: bias = shift needs norm = layer
+        bias = shift
+        ^~~~~~~~~~~~
+hint: an RMS norm subtracts no mean; write `bias = none`
+1 error
+""",
+    ),
+    (
+        "mean_on_rms",
+        """\
+op a {
+    norm  = rms
+    store = mean
+}
+""",
+        """\
+bad.norm:3:5: error: store = mean needs norm = layer
+        store = mean
+        ^~~~~~~~~~~~
+hint: an RMS norm computes no mean; drop `mean` from store
+1 error
+""",
+    ),
+    (
+        "stored_residual_without_residual",
+        """\
+op a {
+    norm     = rms
+    residual = none
+    store    = residual
+}
+""",
+        """\
+bad.norm:4:5: error: store = residual needs a residual input
+        store    = residual
+        ^~~~~~~~~~~~~~~~~~~
+hint: add `residual = pre` or drop `residual` from store
+1 error
+""",
+    ),
+    (
+        "stored_residual_in_post_mode",
+        """\
+op a {
+    norm     = rms
+    residual = post
+    store    = residual
+}
+""",
+        """\
+bad.norm:4:5: error: store = residual needs residual = pre
+        store    = residual
+        ^~~~~~~~~~~~~~~~~~~
+hint: post mode writes no sum: its residual out is the normalized output
+1 error
+""",
+    ),
+    (
+        "missing_equals",
+        """\
+op a {
+    norm rms
+}
+""",
+        """\
+bad.norm:2:10: error: expected '=' after the setting name; found 'rms'
+        norm rms
+             ^~~
+hint: settings are written `key = value`; separate several values with ','
+1 error
+""",
+    ),
+    (
+        "missing_value",
+        """\
+op a {
+    norm =
+}
+""",
+        """\
+bad.norm:3:1: error: expected a value after '=' or ','; found '}'
+    }
+    ^
+hint: a list has one ',' between its values and none after the last
+1 error
+""",
+    ),
+    (
+        "missing_closing_brace_at_end",
+        """\
+op a {
+    norm = rms
+""",
+        """\
+bad.norm:2:15: error: expected a setting `key = value` or the closing '}'; found the end of the file
+        norm = rms
+                  ^
+hint: write `key = value`, or '}' to end the op
+1 error
+""",
+    ),
+    (
+        "missing_closing_brace_before_next_op",
+        """\
+op a {
+    norm = rms
+
+op b {
+    norm = layer
+}
+""",
+        """\
+bad.norm:4:1: error: expected '}' to close the op before the next one; found 'op'
+    op b {
+    ^~
+hint: each op ends with '}'
+1 error
+""",
+    ),
+    (
+        "trailing_comma",
+        """\
+op a {
+    norm     = rms
+    residual = pre, post,
+}
+""",
+        """\
+bad.norm:4:1: error: expected a value after '=' or ','; found '}'
+    }
+    ^
+hint: a list has one ',' between its values and none after the last
+1 error
+""",
+    ),
+    (
+        "double_comma",
+        """\
+op a {
+    norm   = rms
+    dtypes = fp16,, bf16
+}
+""",
+        """\
+bad.norm:3:19: error: expected a value after '=' or ','; found ','
+        dtypes = fp16,, bf16
+                      ^
+hint: a list has one ',' between its values and none after the last
+1 error
+""",
+    ),
+    (
+        "missing_offset",
+        """\
+op a {
+    norm   = rms
+    weight = scale +
+}
+""",
+        """\
+bad.norm:4:1: error: expected a number after '+'; found '}'
+    }
+    ^
+hint: an offset is written `weight = scale + 1.0`
+1 error
+""",
+    ),
+    (
+        "missing_op_name",
+        """\
+op {
+    norm = rms
+}
+""",
+        """\
+bad.norm:1:4: error: expected the op's name after 'op'; found '{'
+    op {
+       ^
+hint: an op is written `op NAME { key = value ... }`
+1 error
+""",
+    ),
+    (
+        "not_an_op",
+        """\
+norm = rms
+""",
+        """\
+bad.norm:1:1: error: expected `op NAME { ... }`; found 'norm'
+    norm = rms
+    ^~~~
+hint: a spec file holds ops only, each written `op NAME { key = value ... }`
+1 error
+""",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_error_text(spec: str, expected: str):
+    assert errors_of(spec) == expected
+
+
+VALID = "op a { norm = rms residual = pre, post weight = scale + 1.0 eps = 1e-6 }\nop b { norm = layer }\n"
+EXAMPLE_MESSAGES = {message for message, _ in _EXAMPLES}
+
+
+def test_syntax_mistakes_anywhere_get_a_named_message_and_a_hint():
+    """Drop a token or add a stray one anywhere in a valid file: the parser's
+    state differs with the depth (first or later op, setting, value), and every
+    depth must still match one of the examples, not the generic fallback."""
+    tokens = VALID.replace("\n", " \n ").split(" ")
+    mistakes = {" ".join(tokens[:i] + tokens[i + 1 :]) for i in range(len(tokens))}
+    mistakes |= {" ".join(tokens[:i] + [extra] + tokens[i:]) for i in range(len(tokens)) for extra in ",={}+;"}
+    checked = 0
+    for text in sorted(mistakes):
+        try:
+            parse(text, "bad.norm")
+        except SpecError as error:
+            (diagnostic,) = error.diagnostics
+            assert diagnostic.message.split("; found ")[0] in EXAMPLE_MESSAGES, text
+            assert diagnostic.hint, text
+            checked += 1
+    assert checked > 100
+
+
+def test_caret_keeps_the_lines_tabs():
+    spec = "op a {\n\tnorm = rmz\n}\n"
+    assert errors_of(spec) == (
+        "bad.norm:2:9: error: unknown norm 'rmz'\n"
+        "    \tnorm = rmz\n"
+        "    \t       ^~~\n"
+        "hint: did you mean 'rms'? allowed values are rms, layer\n"
+        "1 error\n"
+    )
+
+
+def test_all_errors_of_a_file_at_once_in_source_order():
+    spec = """\
+op b {
+    norm  = rms
+    bias  = shift
+    store = mean
+}
+
+op a {
+    norm    = rms
+    casting = lama
+    colour  = red
+    eps     = 0
+    casting = gemma
+}
+"""
+    expected = """\
+bad.norm:3:5: error: bias = shift needs norm = layer
+        bias  = shift
+        ^~~~~~~~~~~~~
+hint: an RMS norm subtracts no mean; write `bias = none`
+bad.norm:4:5: error: store = mean needs norm = layer
+        store = mean
+        ^~~~~~~~~~~~
+hint: an RMS norm computes no mean; drop `mean` from store
+bad.norm:9:15: error: unknown casting 'lama'
+        casting = lama
+                  ^~~~
+hint: did you mean 'llama'? allowed values are llama, gemma, none
+bad.norm:10:5: error: unknown setting 'colour'
+        colour  = red
+        ^~~~~~
+hint: allowed settings are norm, residual, accumulate, casting, weight, bias, store, quantize, dtypes, targets, eps
+bad.norm:11:15: error: eps must be a positive number, got 0
+        eps     = 0
+                  ^
+hint: write e.g. `eps = 1e-6`
+bad.norm:12:5: error: 'casting' is set twice
+        casting = gemma
+        ^~~~~~~
+hint: first set at line 9
+6 errors
+"""
+    assert errors_of(spec) == expected
+
+
+def load_errors(tmp_path, monkeypatch, files: dict[str, str]) -> str:
+    """The errors of a folder of spec files, with paths relative to it."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as info:
+        load_specs(tmp_path)
+    return info.value.render() + "\n"
+
+
+def test_op_defined_twice_across_files(tmp_path, monkeypatch):
+    files = {
+        "a.norm": "op add_norm {\n    norm = rms\n}\n",
+        "b.norm": "# the same op again\nop add_norm {\n    norm = layer\n}\n",
+    }
+    expected = """\
+b.norm:2:4: error: op 'add_norm' is defined twice
+    op add_norm {
+       ^~~~~~~~
+hint: first defined at a.norm:1
+1 error
+"""
+    assert load_errors(tmp_path, monkeypatch, files) == expected
+
+
+def test_ops_whose_generated_modules_collide(tmp_path, monkeypatch):
+    files = {"a.norm": "op norm { norm = rms }\nop norm_npu { norm = rms }\n"}
+    expected = """\
+a.norm:2:4: error: op 'norm_npu' would generate norm_npu.py, which op 'norm' generates too
+    op norm_npu { norm = rms }
+       ^~~~~~~~
+hint: rename one of them (op 'norm' is at a.norm:1)
+1 error
+"""
+    assert load_errors(tmp_path, monkeypatch, files) == expected
+
+
+def test_errors_of_every_file_at_once(tmp_path, monkeypatch):
+    files = {
+        "b.norm": "op b {\n    norm = rms\n    bias = shift\n}\n",
+        "a.norm": "op a {\n    norm rms\n}\n",
+        "c.norm": "op c { norm = layer }\n",
+    }
+    expected = """\
+a.norm:2:10: error: expected '=' after the setting name; found 'rms'
+        norm rms
+             ^~~
+hint: settings are written `key = value`; separate several values with ','
+b.norm:3:5: error: bias = shift needs norm = layer
+        bias = shift
+        ^~~~~~~~~~~~
+hint: an RMS norm subtracts no mean; write `bias = none`
+2 errors
+"""
+    assert load_errors(tmp_path, monkeypatch, files) == expected
