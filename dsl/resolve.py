@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import enum
 import keyword
+import math
 import re
 
 from .diagnostics import Diagnostic, allowed
@@ -142,6 +143,10 @@ class _Resolver:
                 hint = "write `weight = scale + OFFSET` or `weight = none`"
                 self.error(value.span, "an offset needs a weight to add to", hint)
                 return None
+            if not math.isfinite(value.number):
+                hint = "write e.g. `weight = scale + 1.0`"
+                self.error(value.span, f"the weight offset must be a finite number, got '{value.text}'", hint)
+                return None
             return Weight(kind, value.number)
         return Weight(kind)
 
@@ -152,8 +157,11 @@ class _Resolver:
         if value.kind != "number":
             self.error(value.span, f"eps takes a number, not '{value.text}'", "write e.g. `eps = 1e-6`")
             return None
-        if not value.number > 0.0 or value.number == float("inf"):
+        if not value.number > 0.0:
             self.error(value.span, f"eps must be a positive number, got {value.text}", "write e.g. `eps = 1e-6`")
+            return None
+        if not math.isfinite(value.number):
+            self.error(value.span, f"eps must be a finite number, got {value.text}", "write e.g. `eps = 1e-6`")
             return None
         return value.number
 

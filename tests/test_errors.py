@@ -228,6 +228,38 @@ hint: write e.g. `eps = 1e-6`
 """,
     ),
     (
+        "eps_out_of_range",
+        """\
+op a {
+    norm = rms
+    eps  = 1e999
+}
+""",
+        """\
+bad.norm:3:12: error: eps must be a finite number, got 1e999
+        eps  = 1e999
+               ^~~~~
+hint: write e.g. `eps = 1e-6`
+1 error
+""",
+    ),
+    (
+        "offset_out_of_range",
+        """\
+op a {
+    norm   = rms
+    weight = scale + 1e999
+}
+""",
+        """\
+bad.norm:3:14: error: the weight offset must be a finite number, got 'scale + 1e999'
+        weight = scale + 1e999
+                 ^~~~~~~~~~~~~
+hint: write e.g. `weight = scale + 1.0`
+1 error
+""",
+    ),
+    (
         "offset_on_no_weight",
         """\
 op a {
