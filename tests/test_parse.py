@@ -34,6 +34,7 @@ def test_shipped_specs_load_together():
     specs = load_specs(SPECS)
     assert check_names(specs) == []
     assert "add_rmsnorm" in {spec.name for spec in specs}
+    assert {spec.path for spec in specs} == {f"dsl/specs/{path.name}" for path in SHIPPED}  # repo-relative
 
 
 def test_add_rmsnorm_says_what_the_seed_kernel_does():
