@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dsl.model import NormSpec, Quantize
+from dsl.model import NormSpec
 
 # Relative error budgets against float64, by dtype: a few roundings of the output.
 RTOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
@@ -29,14 +29,6 @@ def oracle(spec: NormSpec, x, residual=None, weight=None, bias=None, eps=None, n
     if bias is not None:
         y = y + bias.double()
     return y, s, mean.squeeze(-1), rstd.squeeze(-1)
-
-
-def quantize_oracle(spec: NormSpec, y: torch.Tensor):
-    """Per-row dynamic quantization of y (float64 in): (q as float64, scale)."""
-    qmax = 127.0 if spec.quantize is Quantize.INT8 else 448.0
-    scale = (y.abs().amax(-1, keepdim=True) / qmax).clamp(min=1e-12)
-    v = (y / scale).clamp(-qmax - (1.0 if spec.quantize is Quantize.INT8 else 0.0), qmax)
-    return v, scale
 
 
 def ulp(t: torch.Tensor) -> torch.Tensor:
