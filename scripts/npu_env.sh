@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build the triton-ascend virtual environment that the npu tests run in.
+#
+#   bash scripts/npu_env.sh            -> .venv-npu in the repo root
+#   NORMGEN_NPU_VENV=DIR bash scripts/npu_env.sh
+#
+# triton-ascend ships its own package named `triton`, so it cannot share the main
+# venv with upstream Triton. Its wheel is cp311 x86-64, hence Python 3.11 (set
+# PYTHON to pick the interpreter). The build is skipped when the venv already
+# holds exactly these requirements for this checkout (a marker file records them).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+venv="${NORMGEN_NPU_VENV:-.venv-npu}"
+python="${PYTHON:-python3.11}"
+
+requirements=(
+    torch==2.13.0         # pinned: the CPU build lies on local disk; a bare `torch` pulls a CUDA one
+    triton-ascend==3.2.0
+    pybind11              # triton-ascend's driver and interpreter build helpers need it
+    "numpy<2.3"           # triton-ascend's interpreter breaks on numpy 2.3+
+    jinja2
+    "lark[interegular]"
+    pytest
+)
+marker="$venv/.normgen-npu-env"
+# The project is installed editable, so the marker names this checkout as well.
+wanted="$(printf '%s\n' "${requirements[@]}" "-e $(pwd) --no-deps")"
+
+if [[ -x "$venv/bin/python" && -f "$marker" && "$(cat "$marker")" == "$wanted" ]]; then
+    echo "npu env: $venv is up to date"
+    exit 0
+fi
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    echo "npu env: needs Python 3.11 (triton-ascend 3.2.0 ships cp311 wheels); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+
+echo "npu env: building $venv"
+rm -f "$marker"  # written last: an interrupted build is redone
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet "${requirements[@]}"
+"$venv/bin/python" -m pip install --quiet --no-deps -e .
+# The interpreter needs triton-ascend's `triton`, not upstream's (pulled in by no one here, but check).
+"$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("triton.backends.ascend") is None)'
+printf '%s\n' "$wanted" >"$marker"
+echo "npu env: $venv is ready"
