@@ -186,10 +186,6 @@ class KernelPlan:
     tuning_source: str  # where the table's numbers come from, for the header
 
     @property
-    def launches(self) -> tuple[ModeLaunch, ...]:
-        return tuple(mode_launch(self.spec, mode) for mode in self.modes)
-
-    @property
     def facts(self) -> KernelFacts:
         return kernel_facts(self.spec)
 
@@ -293,72 +289,61 @@ def kernel_args(spec: NormSpec, mode: ResidualMode | None) -> tuple[str, ...]:
     return tuple(args)
 
 
-# How the launcher fills each kernel parameter from its own arguments.
+# What the op passes for each kernel parameter (names are the op module's locals),
+# and whether the value is part of the launch key (ints and flags are: Triton
+# specializes on them; pointers enter the key through their alignment only).
 _ARG_SOURCES = {
-    "X_ptr": ("x", "x"),
-    "X_row_stride": ("x", "x.stride(0)"),
-    "R_ptr": ("residual", "residual"),
-    "R_row_stride": ("residual", "residual.stride(0)"),
-    "W_ptr": ("weight", "weight"),
-    "B_ptr": ("bias", "bias"),
-    "Y_ptr": ("y", "y"),
-    "Y_row_stride": ("y", "y.stride(0)"),
-    "RES_ptr": ("residual_out", "residual_out"),
-    "RES_row_stride": ("residual_out", "residual_out.stride(0)"),
-    "SCALE_ptr": ("scale", "scale"),
-    "MEAN_ptr": ("mean", "mean"),
-    "RSTD_ptr": ("rstd", "rstd"),
-    "n_rows": ("", "n_rows"),
-    "n_cols": ("", "n_cols"),
-    "eps": ("eps", "eps"),
-    "HAS_BIAS: tl.constexpr": ("", "bias is not None"),
-    "STORE_MEAN: tl.constexpr": ("", "mean is not None"),
-    "STORE_RSTD: tl.constexpr": ("", "rstd is not None"),
+    "X_ptr": ("x", False),
+    "X_row_stride": ("x_stride", True),
+    "R_ptr": ("residual", False),
+    "R_row_stride": ("residual_stride", True),
+    "W_ptr": ("weight", False),
+    "B_ptr": ("bias", False),
+    "Y_ptr": ("out", False),
+    "Y_row_stride": ("out_stride", True),
+    "RES_ptr": ("residual_out", False),
+    "RES_row_stride": ("residual_out_stride", True),
+    "SCALE_ptr": ("scale", False),
+    "MEAN_ptr": ("mean", False),
+    "RSTD_ptr": ("rstd", False),
+    "n_rows": ("n_rows", False),
+    "n_cols": ("n_cols", False),
+    "eps": ("eps", False),
+    "HAS_BIAS: tl.constexpr": ("bias is not None", True),
+    "STORE_MEAN: tl.constexpr": ("mean is not None", True),
+    "STORE_RSTD: tl.constexpr": ("rstd is not None", True),
 }
+# Inputs whose alignment the launch key records (outputs are fresh allocations,
+# or these same inputs when written in place).
+_ALIGNED_INPUTS = ("x", "residual", "weight", "bias")
 
 
 @dataclass(frozen=True)
 class ModeLaunch:
-    """The launch function of one residual mode: its parameters and the kernel arguments."""
+    """How the op launches the kernels of one residual mode."""
 
     mode: str  # "pre", "post" or "none"
-    function: str
     new_residual_out: bool  # pre, or post with a quantized y: a second tensor is written
-    params: tuple[str, ...]
     args: tuple[str, ...]  # expressions, in kernel order, BLOCK_M and BLOCK_N excluded
-
-    @property
-    def call_args(self) -> tuple[str, ...]:
-        """The op's locals passed for params, in order."""
-        return tuple(_CALL_LOCALS[p] for p in self.params)
-
-
-# What the op passes for each launcher parameter (its (rows, hidden) views).
-_CALL_LOCALS = {
-    "x": "x2",
-    "residual": "residual2",
-    "weight": "weight",
-    "bias": "bias",
-    "y": "out2",
-    "residual_out": "residual_out2",
-    "scale": "scale2",
-    "mean": "mean2",
-    "rstd": "rstd2",
-    "eps": "eps",
-}
+    key: tuple[str, ...]  # launch-key expressions after (mode, dtype, n_rows, n_cols)
+    aligned: tuple[str, ...]  # input tensors whose 16-byte alignment the key records
+    optional: tuple[str, ...]  # of those, the ones that may be None
 
 
 def mode_launch(spec: NormSpec, mode: ResidualMode | None) -> ModeLaunch:
-    kernel_params = [a for a in kernel_args(spec, mode) if not a.startswith("BLOCK_")]
-    params, args = [], []
-    for name in kernel_params:
-        param, expression = _ARG_SOURCES[name]
-        if param and param not in params:
-            params.append(param)
+    args, key, tensors = [], [], []
+    for name in kernel_args(spec, mode):
+        if name.startswith("BLOCK_"):
+            continue
+        expression, in_key = _ARG_SOURCES[name]
         args.append(expression)
+        if in_key:
+            key.append(expression)
+        if expression in _ALIGNED_INPUTS:
+            tensors.append(expression)
+    optional = tuple(t for t in tensors if t == "bias")
     token = mode.value if mode else "none"
-    function = f"launch_{token}" if mode else "launch"
-    return ModeLaunch(token, function, writes_residual_out(spec, mode), tuple(params), tuple(args))
+    return ModeLaunch(token, writes_residual_out(spec, mode), tuple(args), tuple(key), tuple(tensors), optional)
 
 
 def writes_residual_out(spec: NormSpec, mode: ResidualMode | None) -> bool:
@@ -642,6 +627,87 @@ class OpPlan:
             result.append("rstd")
         return tuple(result)
 
+
+    # Parameter lists of the op module's functions.
+    @property
+    def call_args(self) -> tuple[str, ...]:
+        """Tensor inputs, eps, and the per-call switches (the custom op's parameters)."""
+        spec = self.spec
+        names_ = ["x"] + ["residual"] * spec.has_residual + ["weight"] * spec.has_weight + ["bias"] * spec.has_bias
+        names_ += ["eps"] + ["norm_pos"] * spec.has_residual
+        names_ += ["return_mean"] * spec.stores_mean + ["return_rstd"] * spec.stores_rstd
+        return tuple(names_)
+
+    @property
+    def typed_params(self) -> tuple[str, ...]:
+        types = {
+            "x": "torch.Tensor",
+            "residual": "torch.Tensor",
+            "weight": "torch.Tensor",
+            "bias": "torch.Tensor | None",
+            "eps": "float",
+            "norm_pos": "str",
+            "return_mean": "bool",
+            "return_rstd": "bool",
+        }
+        return tuple(f"{name}: {types[name]}" for name in self.call_args)
+
+    @property
+    def check_params(self) -> tuple[str, ...]:
+        spec = self.spec
+        names_ = ["x"] + ["residual"] * spec.has_residual + ["weight"] * spec.has_weight + ["bias"] * spec.has_bias
+        return tuple(names_ + ["eps"] + ["norm_pos", "inplace"] * spec.has_residual)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The per-call switches that decide which outputs exist."""
+        spec = self.spec
+        return tuple(
+            ["norm_pos"] * spec.has_residual
+            + ["return_mean"] * spec.stores_mean
+            + ["return_rstd"] * spec.stores_rstd
+            + ["inplace"] * spec.has_residual
+        )
+
+    @property
+    def alloc_args(self) -> tuple[str, ...]:
+        return ("x",) + self.flags
+
+    @property
+    def slot_args(self) -> tuple[str, ...]:
+        return ("x",) + ("residual",) * self.spec.has_residual + self.flags
+
+    @property
+    def align_expression(self) -> str:
+        """OR of the input pointers whose alignment the launch key records."""
+        terms = ["x.data_ptr()"] + ["residual.data_ptr()"] * self.spec.has_residual
+        terms += ["weight.data_ptr()"] * self.spec.has_weight
+        terms += ["(0 if bias is None else bias.data_ptr())"] * self.spec.has_bias
+        return " | ".join(terms)
+
+    @property
+    def inplace_doc(self) -> str:
+        if self.spec.is_quantized:
+            return "pre mode puts s in residual, post mode puts the unquantized output in x."
+        return "pre mode puts s in residual and the output in x, post mode puts the output in x."
+
+    @property
+    def new_residual_modes(self) -> tuple[str, ...]:
+        """Modes whose residual out is a tensor of its own when not in place."""
+        return tuple(m.value for m in self.spec.residual if writes_residual_out(self.spec, m))
+
+    @property
+    def module_class(self) -> str:
+        return names.module_class(self.spec)
+
+    @property
+    def custom_op(self) -> str:
+        return names.custom_op(self.namespace, self.spec)
+
+    @property
+    def weight_init(self) -> str:
+        """The weight's initial value: the effective scale (w + offset) starts at 1."""
+        return format_number(1.0 - self.spec.weight.offset)
 
     @property
     def torch_dtype_list(self) -> tuple[str, ...]:

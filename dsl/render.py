@@ -52,14 +52,16 @@ def render_reference(plan_: OpPlan) -> str:
     return _render("reference.py.jinja", [plan_.spec.path], op=plan_)
 
 
-def render_package(specs: list[NormSpec]) -> str:
-    return _render("package_init.py.jinja", sorted({s.path for s in specs}), specs=specs)
+def render_package(specs: list[NormSpec], namespace: str) -> str:
+    ops = [op_plan(spec, namespace) for spec in specs]
+    exported = sorted([op.spec.name for op in ops] + [op.module_class for op in ops])
+    return _render("package_init.py.jinja", sorted({s.path for s in specs}), specs=specs, ops=ops, exported=exported)
 
 
 def render_all(specs: list[NormSpec], namespace: str, tuning: dict | None = None) -> dict[str, str]:
     """Every generated file: {file name: text}."""
     specs = sorted(specs, key=lambda s: s.name)
-    files = {"__init__.py": render_package(specs)}
+    files = {"__init__.py": render_package(specs, namespace)}
     for spec in specs:
         op = op_plan(spec, namespace)
         files[f"{names.op_module(spec)}.py"] = render_op(op)

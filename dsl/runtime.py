@@ -95,9 +95,55 @@ def check_choice(op: str, name: str, value, choices: tuple) -> None:
         raise NormgenError(f"{op}: {name} must be one of {allowed}, got {value!r}")
 
 
-def rows_view(t: torch.Tensor) -> torch.Tensor:
-    """(..., hidden) -> (rows, hidden), a view whenever the leading dims allow one."""
-    return t.reshape(-1, t.shape[-1])
+def rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(tensor, row stride) for t seen as (rows, hidden) rows of adjacent elements.
+
+    A view whenever the leading dimensions collapse into one row stride (any
+    2-D tensor, any tensor with padded rows); otherwise a contiguous copy.
+    """
+    if t.dim() <= 1:
+        return t, t.shape[-1]
+    if t.dim() == 2:
+        return t, t.stride(0)
+    try:
+        return t, t.view(-1, t.shape[-1]).stride(0)
+    except RuntimeError:
+        return t.reshape(-1, t.shape[-1]), t.shape[-1]
+
+
+def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
+    """x and residual are written in place: each must be writable as rows, and they must not overlap."""
+    for name, t in (("x", x), ("residual", residual)):
+        if t.requires_grad and torch.is_grad_enabled():
+            raise NormgenError(f"{op}: inplace=True cannot write into {name}, which requires grad")
+        if t.dim() > 2 and rows(t)[0] is not t:
+            raise NormgenError(
+                f"{op}: inplace=True needs {name}'s leading dimensions to collapse into one row stride "
+                f"(strides {t.stride()}); pass a tensor whose rows can be viewed as (rows, hidden)"
+            )
+        if t.numel() > 1 and torch._debug_has_internal_overlap(t) != 0:
+            raise NormgenError(f"{op}: inplace=True cannot write into {name}: its elements overlap (stride {t.stride()})")
+    if x.numel() and residual.numel() and x.untyped_storage().data_ptr() == residual.untyped_storage().data_ptr():
+        x_lo, r_lo = x.data_ptr(), residual.data_ptr()
+        x_hi = x_lo + _extent(x) * x.element_size()
+        r_hi = r_lo + _extent(residual) * residual.element_size()
+        if x_lo < r_hi and r_lo < x_hi:
+            raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they overlap")
+
+
+def _extent(t: torch.Tensor) -> int:
+    """Elements from the first to one past the last element of t."""
+    return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+
+
+def copy_outputs(slots: tuple, values: tuple) -> None:
+    """Write the reference's results into the op's outputs (fp8 is stored as its bits)."""
+    for slot, value in zip(slots, values, strict=True):
+        if slot is None or value is None or slot is value:
+            continue
+        if slot.dtype != value.dtype:
+            value = value.view(slot.dtype)
+        slot.copy_(value)
 
 
 # ----------------------------------------------------------------------------
@@ -114,7 +160,7 @@ def kernel_target(device: torch.device) -> str | None:
     raise NormgenError(f"normgen ops run on cuda, npu and cpu tensors, not on {kind}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def npu_vector_cores(device_index: int) -> int:
     """Vector cores of one NPU, asked of the driver once per device and cached."""
     if INTERPRET:
@@ -125,7 +171,7 @@ def npu_vector_cores(device_index: int) -> int:
     return int(properties["num_vectorcore"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cuda_sm_count(device_index: int) -> int:
     if INTERPRET:
         return 4
@@ -185,17 +231,26 @@ def variant_key(mode: str, entry: Entry, n_rows: int, n_cols: int) -> tuple:
 
 
 class Launcher:
-    """Picks the entry and kernel for a shape, sizes the grid, launches.
+    """Launches one op's kernels on one target; the generated op module calls it.
 
-    The per-shape decision (table lookup, variant, grid, constexprs) is made
-    once and cached, so a repeated call only builds its argument tuple.
+    The first call of a launch key (mode, dtype, shape, strides, optional
+    outputs, pointer alignment) looks up the dispatch table, picks the kernel
+    variant, sizes the grid and launches through Triton, which compiles. On
+    CUDA, later calls with the same key go straight to the compiled kernel's
+    C launcher with its cached metadata: no table lookup, no argument binding,
+    no specialization work. Keys whose pointers are not all 16-byte aligned are
+    never cached (Triton specializes on alignment per argument), so they always
+    take Triton's own path.
     """
 
     def __init__(self, table: DispatchTable, kernels: dict, target: str, options: dict):
         self.table, self.kernels, self.target, self.options = table, kernels, target, options
-        self.decisions: dict[tuple, tuple] = {}
+        self.direct = target == "cuda" and not INTERPRET
+        self.fast: dict[tuple, tuple] = {}  # launch key -> direct launch (cuda)
+        self.slow: dict[tuple, tuple] = {}  # launch key -> (kernel, grid, options)
 
     def decide(self, mode: str, dtype: str, n_rows: int, n_cols: int, device_index: int) -> tuple:
+        """(kernel, grid, options, entry) for a shape: the table lookup and launch policy."""
         entry = self.table.lookup(dtype, n_rows, n_cols)
         kernel = self.kernels[variant_key(mode, entry, n_rows, n_cols)]
         tiles = -(-n_rows // entry.block_m)
@@ -214,17 +269,38 @@ class Launcher:
                 options["num_warps"] = entry.num_warps
         return kernel, (programs,), options, entry
 
-    def __call__(self, mode: str, x: torch.Tensor, n_rows: int, n_cols: int, args: tuple) -> None:
-        device_index = x.device.index or 0
-        key = (mode, x.dtype, n_rows, n_cols, device_index)
-        decision = self.decisions.get(key)
+    def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
+        """Launch; key = (mode, dtype, n_rows, n_cols, *other int and bool arguments)."""
+        fast = self.fast.get(key)
+        if fast is not None:
+            launch, grid, function, prefix, blocks = fast
+            launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(device_index), function, *prefix, *args, *blocks)
+            return
+        decision = self.slow.get(key)
         if decision is None:
-            decision = self.decisions[key] = self.decide(mode, DTYPE_TOKEN[x.dtype], n_rows, n_cols, device_index)
-        kernel, grid, options, _ = decision
-        kernel[grid](*args, **options)
+            mode, dtype, n_rows, n_cols = key[:4]
+            kernel, grid, options, _ = self.decide(mode, DTYPE_TOKEN[dtype], n_rows, n_cols, device_index)
+            decision = self.slow[key] = (kernel, grid, options)
+        kernel, grid, options = decision
+        compiled = kernel[grid](*args, **options)
+        if self.direct and aligned and compiled is not None:
+            self.fast[key] = _direct_launch(compiled, grid, options)
 
 
-@functools.lru_cache(maxsize=None)
+def _direct_launch(compiled, grid: tuple, options: dict):
+    """The compiled kernel's C launcher and its constant leading arguments (Triton 3.3+ layout)."""
+    runner = compiled.run  # CudaLauncher: Python wrapper around the C launch function
+    blocks = (options["BLOCK_M"], options["BLOCK_N"])
+    scratch = getattr(runner, "global_scratch_size", 0) or getattr(runner, "profile_scratch_size", 0)
+    if scratch or not hasattr(runner, "launch"):
+        # Kernels that need scratch memory keep Triton's wrapper, which allocates it.
+        prefix = (compiled.packed_metadata, None, None, None)
+        return runner, grid[0], compiled.function, prefix, blocks
+    prefix = (runner.launch_cooperative_grid, runner.launch_pdl, None, None, compiled.packed_metadata, None, None, None)
+    return runner.launch, grid[0], compiled.function, prefix, blocks
+
+
+@functools.cache
 def npu_entry_point(kernel):
     """triton-ascend's libentry wrapper (a faster launch cache) where it exists."""
     try:

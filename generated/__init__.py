@@ -13,17 +13,26 @@
     rmsnorm  (dsl/specs/rmsnorm.norm)
 """
 
-from .add_layernorm import add_layernorm
-from .add_layernorm_fp8 import add_layernorm_fp8
-from .add_layernorm_int8 import add_layernorm_int8
-from .add_rmsnorm import add_rmsnorm
-from .add_rmsnorm_fp8 import add_rmsnorm_fp8
-from .add_rmsnorm_int8 import add_rmsnorm_int8
-from .gemma_add_rmsnorm import gemma_add_rmsnorm
-from .layernorm import layernorm
-from .rmsnorm import rmsnorm
+from .add_layernorm import AddLayerNorm, add_layernorm
+from .add_layernorm_fp8 import AddLayerNormFP8, add_layernorm_fp8
+from .add_layernorm_int8 import AddLayerNormInt8, add_layernorm_int8
+from .add_rmsnorm import AddRMSNorm, add_rmsnorm
+from .add_rmsnorm_fp8 import AddRMSNormFP8, add_rmsnorm_fp8
+from .add_rmsnorm_int8 import AddRMSNormInt8, add_rmsnorm_int8
+from .gemma_add_rmsnorm import GemmaAddRMSNorm, gemma_add_rmsnorm
+from .layernorm import LayerNorm, layernorm
+from .rmsnorm import RMSNorm, rmsnorm
 
 __all__ = [
+    "AddLayerNorm",
+    "AddLayerNormFP8",
+    "AddLayerNormInt8",
+    "AddRMSNorm",
+    "AddRMSNormFP8",
+    "AddRMSNormInt8",
+    "GemmaAddRMSNorm",
+    "LayerNorm",
+    "RMSNorm",
     "add_layernorm",
     "add_layernorm_fp8",
     "add_layernorm_int8",

@@ -10,7 +10,10 @@ import torch
 
 
 def add_layernorm_fp8_reference(x, residual, weight, bias=None, eps=1e-5, norm_pos="pre"):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3; returns (q, residual_out, scale), every output the spec can store."""
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3.
+
+    Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
+    """
     dtype = x.dtype
     # s = x + r, rounded once to the input dtype
     s_in = (x.float() + residual.float()).to(dtype)
@@ -32,4 +35,6 @@ def add_layernorm_fp8_reference(x, residual, weight, bias=None, eps=1e-5, norm_p
         q,
         residual_out,
         scale,
+        mean.squeeze(-1).to(torch.float32),
+        rstd.squeeze(-1).to(torch.float32),
     )

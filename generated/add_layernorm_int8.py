@@ -4,7 +4,9 @@
 
 The op checks its inputs, allocates its outputs and runs the npu or cuda
 kernels on tensors of those devices; CPU tensors run the PyTorch reference
-(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter).
+(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter). It is also
+registered as the custom op normgen::add_layernorm_int8 (and normgen::add_layernorm_int8_inplace), which
+torch.compile records instead of tracing into it, and wrapped as the module AddLayerNormInt8.
 """
 
 import torch
@@ -16,6 +18,7 @@ from .add_layernorm_int8_reference import add_layernorm_int8_reference
 _OP = "add_layernorm_int8"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MODES = ("pre", "post")
+_NEW_RESIDUAL_OUT = ("pre", "post")  # modes whose residual out is a tensor of its own
 _TARGETS = ("npu", "cuda")
 _KERNELS = {}  # target -> generated kernel module, imported on first use
 
@@ -40,56 +43,177 @@ def add_layernorm_int8(
     bias=None,
     eps=1e-5,
     norm_pos="pre",
+    *,
+    inplace=False,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, over the last dimension of x.
 
     Args:
-        x: (..., hidden) tensor of dtype float32 / float16 / bfloat16; rows may have any stride,
-            the last dimension must be contiguous.
+        x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
+            stride, the last dimension must be contiguous.
         residual: tensor of x's shape, dtype and device.
         weight: (hidden,) tensor of x's dtype.
         bias: (hidden,) tensor of x's dtype, or None.
         eps: added to the variance before the square root.
         norm_pos: "pre" or "post". pre: s = x + residual; returns norm(s) and s.
             post: returns norm(x + residual) and, as the residual out, the unquantized norm in x's dtype.
+        inplace: write into the inputs instead of allocating new outputs (as serving
+            engines do): pre mode puts s in residual, post mode puts the unquantized output in x.
+            The returned tensors are then those inputs. x and residual must not overlap.
 
     Returns:
         (q, residual_out, scale).
-        q has x's shape and dtype int8; scale is fp32 of shape (..., 1),
-        scale = max(|y|) / 127.0 per row (at least 1e-12), and q = round(y / scale) clamped to [-128.0, 127.0].
+        q has x's shape and dtype int8; scale is fp32 of shape (..., 1):
+        scale = max(|y|) / 127.0 per row (at least 1e-12), q = round(y / scale) clamped to [-128.0, 127.0].
     """
+    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; it runs _forward when the graph runs
+        op = torch.ops.normgen.add_layernorm_int8_inplace if inplace else torch.ops.normgen.add_layernorm_int8
+        new = op(x, residual, weight, bias, eps, norm_pos)
+        outputs = _slots(new, x, residual, norm_pos, inplace)
+    else:
+        outputs = _forward(x, residual, weight, bias, eps, norm_pos, inplace)[1]
+    return _public(outputs)
+
+
+def _check(x, residual, weight, bias, eps, norm_pos, inplace):
+    """Every input check, before anything is allocated or launched; returns eps as a float."""
     runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
     runtime.check_input(_OP, x, _DTYPES)
     runtime.check_like(_OP, "residual", residual, x)
     runtime.check_param(_OP, "weight", weight, x)
     if bias is not None:
         runtime.check_param(_OP, "bias", bias, x)
-    eps = runtime.check_eps(_OP, eps)
+    if inplace:
+        runtime.check_inplace(_OP, x, residual)
+    return runtime.check_eps(_OP, eps)
+
+
+def _new_outputs(x, norm_pos, inplace):
+    """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
+    new = []
+    new.append(torch.empty_like(x, dtype=torch.int8, memory_format=torch.contiguous_format))
+    if not inplace and norm_pos in _NEW_RESIDUAL_OUT:
+        new.append(torch.empty_like(x, memory_format=torch.contiguous_format))
+    new.append(torch.empty(x.shape[:-1] + (1,), dtype=torch.float32, device=x.device))
+    return new
+
+
+def _slots(new, x, residual, norm_pos, inplace):
+    """(out, residual_out, scale, mean, rstd): the new tensors, and the inputs a call writes to."""
+    new = iter(new)
+    out = next(new)
+    if norm_pos in _NEW_RESIDUAL_OUT:
+        residual_out = (residual if norm_pos == "pre" else x) if inplace else next(new)
+    else:
+        residual_out = out
+    scale = next(new)
+    mean = None
+    rstd = None
+    return out, residual_out, scale, mean, rstd
+
+
+def _public(outputs):
+    """What the op returns: (q, residual_out, scale)."""
+    out, residual_out, scale, mean, rstd = outputs
+    result = (out, residual_out, scale)
+    return result[0] if len(result) == 1 else result
+
+
+def _forward(x, residual, weight, bias, eps, norm_pos, inplace):
+    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
+    new = _new_outputs(x, norm_pos, inplace)
+    out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, inplace)
     target = runtime.kernel_target(x.device)
-
     if target is None:
-        outputs = add_layernorm_int8_reference(x, residual, weight, bias, eps, norm_pos)
-        return outputs[0] if len(outputs) == 1 else outputs
-
-    shape = x.shape
-    device = x.device
-    x2 = runtime.rows_view(x)
-    n_rows, n_cols = x2.shape
-    residual2 = runtime.rows_view(residual)
-    out = torch.empty(shape, dtype=torch.int8, device=device)
-    scale = torch.empty(shape[:-1] + (1,), dtype=torch.float32, device=device)
-    scale2 = scale.view(n_rows)
-    out2 = out.view(n_rows, n_cols)
-    kernels = _kernels(target)
+        expected = add_layernorm_int8_reference(x, residual, weight, bias, eps, norm_pos)
+        runtime.copy_outputs(slots, expected)
+        return new, slots
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    if n_rows == 0:
+        return new, slots
+    x_rows, x_stride = runtime.rows(x)
+    residual_rows, residual_stride = runtime.rows(residual)
+    out_stride = x_stride if out is x else n_cols
+    residual_out_stride = residual_stride if residual_out is residual else (x_stride if residual_out is x else n_cols)
+    x = x_rows
+    residual = residual_rows
     if norm_pos == "pre":
-        residual_out = torch.empty(shape, dtype=x.dtype, device=device)
-        residual_out2 = residual_out.view(n_rows, n_cols)
-        if n_rows:
-            kernels.launch_pre(x2, residual2, weight, bias, out2, residual_out2, scale2, eps)
+        key = ("pre", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, bias is not None)
+        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None)
     elif norm_pos == "post":
-        residual_out = torch.empty(shape, dtype=x.dtype, device=device)
-        residual_out2 = residual_out.view(n_rows, n_cols)
-        if n_rows:
-            kernels.launch_post(x2, residual2, weight, bias, out2, residual_out2, scale2, eps)
-    outputs = (out, residual_out, scale)
-    return outputs[0] if len(outputs) == 1 else outputs
+        key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, bias is not None)
+        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None)
+    aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
+    _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
+    return new, slots
+
+
+def _fake(x, residual, weight, bias, eps, norm_pos):
+    """Output shapes, dtypes and strides for torch.compile's fake tensors."""
+    inplace = False
+    return _new_outputs(x, norm_pos, inplace)
+
+
+@torch.library.custom_op("normgen::add_layernorm_int8", mutates_args=())
+def _add_layernorm_int8_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str) -> list[torch.Tensor]:
+    return _forward(x, residual, weight, bias, eps, norm_pos, False)[0]
+
+
+_add_layernorm_int8_op.register_fake(_fake)
+
+
+def _fake_inplace(x, residual, weight, bias, eps, norm_pos):
+    inplace = True
+    return _new_outputs(x, norm_pos, inplace)
+
+
+@torch.library.custom_op("normgen::add_layernorm_int8_inplace", mutates_args=("x", "residual"))
+def _add_layernorm_int8_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str) -> list[torch.Tensor]:
+    return _forward(x, residual, weight, bias, eps, norm_pos, True)[0]
+
+
+_add_layernorm_int8_inplace_op.register_fake(_fake_inplace)
+
+
+class AddLayerNormInt8(torch.nn.Module):
+    """add_layernorm_int8 as a module: y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8.
+
+    Its parameter is named `weight` (and `bias`), as in Hugging Face norm layers, so their
+    state_dict loads as is.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        eps=1e-5,
+        norm_pos="pre",
+        bias=True,
+        *,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.norm_pos = norm_pos
+        self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        if bias:
+            self.bias = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.constant_(self.weight, 1.0)
+        if self.bias is not None:
+            torch.nn.init.zeros_(self.bias)
+
+    def forward(self, x, residual):
+        return add_layernorm_int8(x, residual, self.weight, self.bias, self.eps, self.norm_pos)
+
+    def extra_repr(self):
+        return f"{self.hidden_size}, eps={self.eps}, norm_pos={self.norm_pos!r}, bias={self.bias is not None}"

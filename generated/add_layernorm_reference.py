@@ -10,7 +10,10 @@ import torch
 
 
 def add_layernorm_reference(x, residual, weight, bias=None, eps=1e-5, norm_pos="pre"):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b; returns (y, residual_out, mean, rstd), every output the spec can store."""
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b.
+
+    Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
+    """
     dtype = x.dtype
     # s = x + r, rounded once to the input dtype
     s_in = (x.float() + residual.float()).to(dtype)
@@ -27,6 +30,7 @@ def add_layernorm_reference(x, residual, weight, bias=None, eps=1e-5, norm_pos="
     return (
         y,
         residual_out,
+        None,
         mean.squeeze(-1).to(torch.float32),
         rstd.squeeze(-1).to(torch.float32),
     )

@@ -4,7 +4,9 @@
 
 The op checks its inputs, allocates its outputs and runs the npu or cuda
 kernels on tensors of those devices; CPU tensors run the PyTorch reference
-(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter).
+(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter). It is also
+registered as the custom op normgen::add_rmsnorm (and normgen::add_rmsnorm_inplace), which
+torch.compile records instead of tracing into it, and wrapped as the module AddRMSNorm.
 """
 
 import torch
@@ -16,6 +18,7 @@ from .add_rmsnorm_reference import add_rmsnorm_reference
 _OP = "add_rmsnorm"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MODES = ("pre", "post")
+_NEW_RESIDUAL_OUT = ("pre",)  # modes whose residual out is a tensor of its own
 _TARGETS = ("npu", "cuda")
 _KERNELS = {}  # target -> generated kernel module, imported on first use
 
@@ -41,55 +44,168 @@ def add_rmsnorm(
     norm_pos="pre",
     *,
     return_rstd=False,
+    inplace=False,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w, over the last dimension of x.
 
     Args:
-        x: (..., hidden) tensor of dtype float32 / float16 / bfloat16; rows may have any stride,
-            the last dimension must be contiguous.
+        x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
+            stride, the last dimension must be contiguous.
         residual: tensor of x's shape, dtype and device.
         weight: (hidden,) tensor of x's dtype.
         eps: added to the mean square before the square root.
         norm_pos: "pre" or "post". pre: s = x + residual; returns norm(s) and s.
             post: returns norm(x + residual) and, as the residual out, that same tensor.
         return_rstd: also return the per-row 1/std (float32, shape x.shape[:-1]).
+        inplace: write into the inputs instead of allocating new outputs (as serving
+            engines do): pre mode puts s in residual and the output in x, post mode puts the output in x.
+            The returned tensors are then those inputs. x and residual must not overlap.
 
     Returns:
         (y, residual_out, rstd); the optional statistics are appended only when asked for.
     """
+    eps = _check(x, residual, weight, eps, norm_pos, inplace)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; it runs _forward when the graph runs
+        op = torch.ops.normgen.add_rmsnorm_inplace if inplace else torch.ops.normgen.add_rmsnorm
+        new = op(x, residual, weight, eps, norm_pos, return_rstd)
+        outputs = _slots(new, x, residual, norm_pos, return_rstd, inplace)
+    else:
+        outputs = _forward(x, residual, weight, eps, norm_pos, return_rstd, inplace)[1]
+    return _public(outputs, return_rstd)
+
+
+def _check(x, residual, weight, eps, norm_pos, inplace):
+    """Every input check, before anything is allocated or launched; returns eps as a float."""
     runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
     runtime.check_input(_OP, x, _DTYPES)
     runtime.check_like(_OP, "residual", residual, x)
     runtime.check_param(_OP, "weight", weight, x)
-    eps = runtime.check_eps(_OP, eps)
-    target = runtime.kernel_target(x.device)
+    if inplace:
+        runtime.check_inplace(_OP, x, residual)
+    return runtime.check_eps(_OP, eps)
 
-    if target is None:
-        outputs = add_rmsnorm_reference(x, residual, weight, eps, norm_pos)
-        extra = outputs[2:]
-        outputs = outputs[:2]
-        outputs += (extra[-1],) if return_rstd else ()
-        return outputs[0] if len(outputs) == 1 else outputs
 
-    shape = x.shape
-    device = x.device
-    x2 = runtime.rows_view(x)
-    n_rows, n_cols = x2.shape
-    residual2 = runtime.rows_view(residual)
-    out = torch.empty(shape, dtype=x.dtype, device=device)
-    out2 = out.view(n_rows, n_cols)
-    rstd = torch.empty(shape[:-1], dtype=torch.float32, device=device) if return_rstd else None
-    rstd2 = rstd.view(n_rows) if return_rstd else None
-    kernels = _kernels(target)
-    if norm_pos == "pre":
-        residual_out = torch.empty(shape, dtype=x.dtype, device=device)
-        residual_out2 = residual_out.view(n_rows, n_cols)
-        if n_rows:
-            kernels.launch_pre(x2, residual2, weight, out2, residual_out2, rstd2, eps)
-    elif norm_pos == "post":
+def _new_outputs(x, norm_pos, return_rstd, inplace):
+    """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
+    new = []
+    if not inplace:
+        new.append(torch.empty_like(x, memory_format=torch.contiguous_format))
+    if not inplace and norm_pos in _NEW_RESIDUAL_OUT:
+        new.append(torch.empty_like(x, memory_format=torch.contiguous_format))
+    if return_rstd:
+        new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
+    return new
+
+
+def _slots(new, x, residual, norm_pos, return_rstd, inplace):
+    """(out, residual_out, scale, mean, rstd): the new tensors, and the inputs a call writes to."""
+    new = iter(new)
+    out = x if inplace else next(new)
+    if norm_pos in _NEW_RESIDUAL_OUT:
+        residual_out = (residual if norm_pos == "pre" else x) if inplace else next(new)
+    else:
         residual_out = out
-        if n_rows:
-            kernels.launch_post(x2, residual2, weight, out2, rstd2, eps)
-    outputs = (out, residual_out)
-    outputs += (rstd,) if return_rstd else ()
-    return outputs[0] if len(outputs) == 1 else outputs
+    scale = None
+    mean = None
+    rstd = next(new) if return_rstd else None
+    return out, residual_out, scale, mean, rstd
+
+
+def _public(outputs, return_rstd):
+    """What the op returns: (y, residual_out, rstd); the optional statistics are appended only when asked for."""
+    out, residual_out, scale, mean, rstd = outputs
+    result = (out, residual_out)
+    result += (rstd,) if return_rstd else ()
+    return result[0] if len(result) == 1 else result
+
+
+def _forward(x, residual, weight, eps, norm_pos, return_rstd, inplace):
+    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
+    new = _new_outputs(x, norm_pos, return_rstd, inplace)
+    out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, return_rstd, inplace)
+    target = runtime.kernel_target(x.device)
+    if target is None:
+        expected = add_rmsnorm_reference(x, residual, weight, eps, norm_pos)
+        runtime.copy_outputs(slots, expected)
+        return new, slots
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    if n_rows == 0:
+        return new, slots
+    x_rows, x_stride = runtime.rows(x)
+    residual_rows, residual_stride = runtime.rows(residual)
+    out_stride = x_stride if out is x else n_cols
+    residual_out_stride = residual_stride if residual_out is residual else (x_stride if residual_out is x else n_cols)
+    x = x_rows
+    residual = residual_rows
+    if norm_pos == "pre":
+        key = ("pre", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, rstd is not None)
+        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+    elif norm_pos == "post":
+        key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, rstd is not None)
+        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+    aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
+    _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
+    return new, slots
+
+
+def _fake(x, residual, weight, eps, norm_pos, return_rstd):
+    """Output shapes, dtypes and strides for torch.compile's fake tensors."""
+    inplace = False
+    return _new_outputs(x, norm_pos, return_rstd, inplace)
+
+
+@torch.library.custom_op("normgen::add_rmsnorm", mutates_args=())
+def _add_rmsnorm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, norm_pos: str, return_rstd: bool) -> list[torch.Tensor]:
+    return _forward(x, residual, weight, eps, norm_pos, return_rstd, False)[0]
+
+
+_add_rmsnorm_op.register_fake(_fake)
+
+
+def _fake_inplace(x, residual, weight, eps, norm_pos, return_rstd):
+    inplace = True
+    return _new_outputs(x, norm_pos, return_rstd, inplace)
+
+
+@torch.library.custom_op("normgen::add_rmsnorm_inplace", mutates_args=("x", "residual"))
+def _add_rmsnorm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, norm_pos: str, return_rstd: bool) -> list[torch.Tensor]:
+    return _forward(x, residual, weight, eps, norm_pos, return_rstd, True)[0]
+
+
+_add_rmsnorm_inplace_op.register_fake(_fake_inplace)
+
+
+class AddRMSNorm(torch.nn.Module):
+    """add_rmsnorm as a module: y = s / sqrt(mean(s^2) + eps) * w.
+
+    Its parameter is named `weight`, as in Hugging Face norm layers, so their
+    state_dict loads as is.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        eps=1e-6,
+        norm_pos="pre",
+        *,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.norm_pos = norm_pos
+        self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.constant_(self.weight, 1.0)
+
+    def forward(self, x, residual):
+        return add_rmsnorm(x, residual, self.weight, self.eps, self.norm_pos)
+
+    def extra_repr(self):
+        return f"{self.hidden_size}, eps={self.eps}, norm_pos={self.norm_pos!r}"

@@ -10,7 +10,10 @@ import torch
 
 
 def add_rmsnorm_fp8_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3; returns (q, residual_out, scale), every output the spec can store."""
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3.
+
+    Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
+    """
     dtype = x.dtype
     # s = x + r, rounded once to the input dtype
     s_in = (x.float() + residual.float()).to(dtype)
@@ -31,4 +34,6 @@ def add_rmsnorm_fp8_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
         q,
         residual_out,
         scale,
+        None,
+        rstd.squeeze(-1).to(torch.float32),
     )

@@ -10,7 +10,10 @@ import torch
 
 
 def add_rmsnorm_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
-    """y = s / sqrt(mean(s^2) + eps) * w; returns (y, residual_out, rstd), every output the spec can store."""
+    """y = s / sqrt(mean(s^2) + eps) * w.
+
+    Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
+    """
     dtype = x.dtype
     # s = x + r, rounded once to the input dtype
     s_in = (x.float() + residual.float()).to(dtype)
@@ -26,5 +29,7 @@ def add_rmsnorm_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
     return (
         y,
         residual_out,
+        None,
+        None,
         rstd.squeeze(-1).to(torch.float32),
     )

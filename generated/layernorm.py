@@ -4,7 +4,9 @@
 
 The op checks its inputs, allocates its outputs and runs the npu or cuda
 kernels on tensors of those devices; CPU tensors run the PyTorch reference
-(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter).
+(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter). It is also
+registered as the custom op normgen::layernorm, which
+torch.compile records instead of tracing into it, and wrapped as the module LayerNorm.
 """
 
 import torch
@@ -44,8 +46,8 @@ def layernorm(
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, over the last dimension of x.
 
     Args:
-        x: (..., hidden) tensor of dtype float32 / float16 / bfloat16; rows may have any stride,
-            the last dimension must be contiguous.
+        x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
+            stride, the last dimension must be contiguous.
         weight: (hidden,) tensor of x's dtype.
         bias: (hidden,) tensor of x's dtype, or None.
         eps: added to the variance before the square root.
@@ -55,35 +57,126 @@ def layernorm(
     Returns:
         (y, mean, rstd); the optional statistics are appended only when asked for.
     """
+    eps = _check(x, weight, bias, eps)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; it runs _forward when the graph runs
+        op = torch.ops.normgen.layernorm
+        new = op(x, weight, bias, eps, return_mean, return_rstd)
+        outputs = _slots(new, x, return_mean, return_rstd)
+    else:
+        outputs = _forward(x, weight, bias, eps, return_mean, return_rstd)[1]
+    return _public(outputs, return_mean, return_rstd)
+
+
+def _check(x, weight, bias, eps):
+    """Every input check, before anything is allocated or launched; returns eps as a float."""
     runtime.check_input(_OP, x, _DTYPES)
     runtime.check_param(_OP, "weight", weight, x)
     if bias is not None:
         runtime.check_param(_OP, "bias", bias, x)
-    eps = runtime.check_eps(_OP, eps)
+    return runtime.check_eps(_OP, eps)
+
+
+def _new_outputs(x, return_mean, return_rstd):
+    """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
+    new = []
+    new.append(torch.empty_like(x, memory_format=torch.contiguous_format))
+    if return_mean:
+        new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
+    if return_rstd:
+        new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
+    return new
+
+
+def _slots(new, x, return_mean, return_rstd):
+    """(out, residual_out, scale, mean, rstd): the new tensors, and the inputs a call writes to."""
+    new = iter(new)
+    out = next(new)
+    residual_out = None
+    scale = None
+    mean = next(new) if return_mean else None
+    rstd = next(new) if return_rstd else None
+    return out, residual_out, scale, mean, rstd
+
+
+def _public(outputs, return_mean, return_rstd):
+    """What the op returns: (y, mean, rstd); the optional statistics are appended only when asked for."""
+    out, residual_out, scale, mean, rstd = outputs
+    result = (out,)
+    result += (mean,) if return_mean else ()
+    result += (rstd,) if return_rstd else ()
+    return result[0] if len(result) == 1 else result
+
+
+def _forward(x, weight, bias, eps, return_mean, return_rstd):
+    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
+    new = _new_outputs(x, return_mean, return_rstd)
+    out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_mean, return_rstd)
     target = runtime.kernel_target(x.device)
-
     if target is None:
-        outputs = layernorm_reference(x, weight, bias, eps)
-        extra = outputs[1:]
-        outputs = outputs[:1]
-        outputs += (extra[0],) if return_mean else ()
-        outputs += (extra[-1],) if return_rstd else ()
-        return outputs[0] if len(outputs) == 1 else outputs
+        expected = layernorm_reference(x, weight, bias, eps)
+        runtime.copy_outputs(slots, expected)
+        return new, slots
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    if n_rows == 0:
+        return new, slots
+    x_rows, x_stride = runtime.rows(x)
+    out_stride = n_cols
+    x = x_rows
+    key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, bias is not None, mean is not None, rstd is not None)
+    args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
+    aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
+    _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
+    return new, slots
 
-    shape = x.shape
-    device = x.device
-    x2 = runtime.rows_view(x)
-    n_rows, n_cols = x2.shape
-    out = torch.empty(shape, dtype=x.dtype, device=device)
-    out2 = out.view(n_rows, n_cols)
-    mean = torch.empty(shape[:-1], dtype=torch.float32, device=device) if return_mean else None
-    mean2 = mean.view(n_rows) if return_mean else None
-    rstd = torch.empty(shape[:-1], dtype=torch.float32, device=device) if return_rstd else None
-    rstd2 = rstd.view(n_rows) if return_rstd else None
-    kernels = _kernels(target)
-    if n_rows:
-        kernels.launch(x2, weight, bias, out2, mean2, rstd2, eps)
-    outputs = (out,)
-    outputs += (mean,) if return_mean else ()
-    outputs += (rstd,) if return_rstd else ()
-    return outputs[0] if len(outputs) == 1 else outputs
+
+def _fake(x, weight, bias, eps, return_mean, return_rstd):
+    """Output shapes, dtypes and strides for torch.compile's fake tensors."""
+    return _new_outputs(x, return_mean, return_rstd)
+
+
+@torch.library.custom_op("normgen::layernorm", mutates_args=())
+def _layernorm_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, return_mean: bool, return_rstd: bool) -> list[torch.Tensor]:
+    return _forward(x, weight, bias, eps, return_mean, return_rstd)[0]
+
+
+_layernorm_op.register_fake(_fake)
+
+
+class LayerNorm(torch.nn.Module):
+    """layernorm as a module: y = (s - mean(s)) / sqrt(var(s) + eps) * w + b.
+
+    Its parameter is named `weight` (and `bias`), as in Hugging Face norm layers, so their
+    state_dict loads as is.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        eps=1e-5,
+        bias=True,
+        *,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        if bias:
+            self.bias = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.constant_(self.weight, 1.0)
+        if self.bias is not None:
+            torch.nn.init.zeros_(self.bias)
+
+    def forward(self, x):
+        return layernorm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.hidden_size}, eps={self.eps}, bias={self.bias is not None}"

@@ -10,7 +10,10 @@ import torch
 
 
 def layernorm_reference(x, weight, bias=None, eps=1e-5):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b; returns (y, mean, rstd), every output the spec can store."""
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b.
+
+    Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
+    """
     dtype = x.dtype
     s = x.float()
     mean = s.mean(dim=-1, keepdim=True)
@@ -23,6 +26,8 @@ def layernorm_reference(x, weight, bias=None, eps=1e-5):
     y = y.to(dtype)
     return (
         y,
+        None,
+        None,
         mean.squeeze(-1).to(torch.float32),
         rstd.squeeze(-1).to(torch.float32),
     )

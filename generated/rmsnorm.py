@@ -4,7 +4,9 @@
 
 The op checks its inputs, allocates its outputs and runs the npu or cuda
 kernels on tensors of those devices; CPU tensors run the PyTorch reference
-(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter).
+(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter). It is also
+registered as the custom op normgen::rmsnorm, which
+torch.compile records instead of tracing into it, and wrapped as the module RMSNorm.
 """
 
 import torch
@@ -42,8 +44,8 @@ def rmsnorm(
     """y = s / sqrt(mean(s^2) + eps) * w, over the last dimension of x.
 
     Args:
-        x: (..., hidden) tensor of dtype float32 / float16 / bfloat16; rows may have any stride,
-            the last dimension must be contiguous.
+        x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
+            stride, the last dimension must be contiguous.
         weight: (hidden,) tensor of x's dtype.
         eps: added to the mean square before the square root.
         return_rstd: also return the per-row 1/std (float32, shape x.shape[:-1]).
@@ -51,29 +53,114 @@ def rmsnorm(
     Returns:
         (y, rstd); the optional statistics are appended only when asked for.
     """
+    eps = _check(x, weight, eps)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; it runs _forward when the graph runs
+        op = torch.ops.normgen.rmsnorm
+        new = op(x, weight, eps, return_rstd)
+        outputs = _slots(new, x, return_rstd)
+    else:
+        outputs = _forward(x, weight, eps, return_rstd)[1]
+    return _public(outputs, return_rstd)
+
+
+def _check(x, weight, eps):
+    """Every input check, before anything is allocated or launched; returns eps as a float."""
     runtime.check_input(_OP, x, _DTYPES)
     runtime.check_param(_OP, "weight", weight, x)
-    eps = runtime.check_eps(_OP, eps)
+    return runtime.check_eps(_OP, eps)
+
+
+def _new_outputs(x, return_rstd):
+    """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
+    new = []
+    new.append(torch.empty_like(x, memory_format=torch.contiguous_format))
+    if return_rstd:
+        new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
+    return new
+
+
+def _slots(new, x, return_rstd):
+    """(out, residual_out, scale, mean, rstd): the new tensors, and the inputs a call writes to."""
+    new = iter(new)
+    out = next(new)
+    residual_out = None
+    scale = None
+    mean = None
+    rstd = next(new) if return_rstd else None
+    return out, residual_out, scale, mean, rstd
+
+
+def _public(outputs, return_rstd):
+    """What the op returns: (y, rstd); the optional statistics are appended only when asked for."""
+    out, residual_out, scale, mean, rstd = outputs
+    result = (out,)
+    result += (rstd,) if return_rstd else ()
+    return result[0] if len(result) == 1 else result
+
+
+def _forward(x, weight, eps, return_rstd):
+    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
+    new = _new_outputs(x, return_rstd)
+    out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_rstd)
     target = runtime.kernel_target(x.device)
-
     if target is None:
-        outputs = rmsnorm_reference(x, weight, eps)
-        extra = outputs[1:]
-        outputs = outputs[:1]
-        outputs += (extra[-1],) if return_rstd else ()
-        return outputs[0] if len(outputs) == 1 else outputs
+        expected = rmsnorm_reference(x, weight, eps)
+        runtime.copy_outputs(slots, expected)
+        return new, slots
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    if n_rows == 0:
+        return new, slots
+    x_rows, x_stride = runtime.rows(x)
+    out_stride = n_cols
+    x = x_rows
+    key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, rstd is not None)
+    args = (x, x_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+    aligned = (x.data_ptr() | weight.data_ptr()) & 15 == 0
+    _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
+    return new, slots
 
-    shape = x.shape
-    device = x.device
-    x2 = runtime.rows_view(x)
-    n_rows, n_cols = x2.shape
-    out = torch.empty(shape, dtype=x.dtype, device=device)
-    out2 = out.view(n_rows, n_cols)
-    rstd = torch.empty(shape[:-1], dtype=torch.float32, device=device) if return_rstd else None
-    rstd2 = rstd.view(n_rows) if return_rstd else None
-    kernels = _kernels(target)
-    if n_rows:
-        kernels.launch(x2, weight, out2, rstd2, eps)
-    outputs = (out,)
-    outputs += (rstd,) if return_rstd else ()
-    return outputs[0] if len(outputs) == 1 else outputs
+
+def _fake(x, weight, eps, return_rstd):
+    """Output shapes, dtypes and strides for torch.compile's fake tensors."""
+    return _new_outputs(x, return_rstd)
+
+
+@torch.library.custom_op("normgen::rmsnorm", mutates_args=())
+def _rmsnorm_op(x: torch.Tensor, weight: torch.Tensor, eps: float, return_rstd: bool) -> list[torch.Tensor]:
+    return _forward(x, weight, eps, return_rstd)[0]
+
+
+_rmsnorm_op.register_fake(_fake)
+
+
+class RMSNorm(torch.nn.Module):
+    """rmsnorm as a module: y = s / sqrt(mean(s^2) + eps) * w.
+
+    Its parameter is named `weight`, as in Hugging Face norm layers, so their
+    state_dict loads as is.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        eps=1e-6,
+        *,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.constant_(self.weight, 1.0)
+
+    def forward(self, x):
+        return rmsnorm(x, self.weight, self.eps)
+
+    def extra_repr(self):
+        return f"{self.hidden_size}, eps={self.eps}"

@@ -10,7 +10,10 @@ import torch
 
 
 def rmsnorm_reference(x, weight, eps=1e-6):
-    """y = s / sqrt(mean(s^2) + eps) * w; returns (y, rstd), every output the spec can store."""
+    """y = s / sqrt(mean(s^2) + eps) * w.
+
+    Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
+    """
     dtype = x.dtype
     s = x.float()
     rstd = torch.rsqrt(s.square().mean(dim=-1, keepdim=True) + eps)
@@ -22,5 +25,8 @@ def rmsnorm_reference(x, weight, eps=1e-6):
     y = y.to(dtype)
     return (
         y,
+        None,
+        None,
+        None,
         rstd.squeeze(-1).to(torch.float32),
     )
