@@ -639,6 +639,35 @@ class OpPlan:
         return tuple(names_)
 
     @property
+    def forward_args(self) -> tuple[str, ...]:
+        return self.call_args + ("inplace",) * self.spec.has_residual
+
+    @property
+    def inplace_extras(self) -> tuple[str, ...]:
+        """The new tensors of an in-place call, passed to the in-place custom op to fill."""
+        spec = self.spec
+        return tuple(["q", "scale"] * spec.is_quantized + ["mean"] * spec.stores_mean + ["rstd"] * spec.stores_rstd)
+
+    @property
+    def inplace_call_args(self) -> tuple[str, ...]:
+        """x, residual, parameters, eps, norm_pos, then the extras (from `new`, in order)."""
+        base = [a for a in self.call_args if not a.startswith("return_")]
+        return tuple(base) + tuple(self.inplace_extras)
+
+    @property
+    def inplace_mutates(self) -> tuple[str, ...]:
+        return ("x", "residual") + self.inplace_extras
+
+    @property
+    def inplace_typed_params(self) -> tuple[str, ...]:
+        typed = {name.split(":")[0]: name for name in self.typed_params}
+        result = [typed[a] for a in self.call_args if not a.startswith("return_")]
+        for extra in self.inplace_extras:
+            optional = extra in ("mean", "rstd")
+            result.append(f"{extra}: torch.Tensor{' | None' if optional else ''}")
+        return tuple(result)
+
+    @property
     def typed_params(self) -> tuple[str, ...]:
         types = {
             "x": "torch.Tensor",

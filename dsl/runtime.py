@@ -121,7 +121,9 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
                 f"{op}: inplace=True needs {name}'s leading dimensions to collapse into one row stride "
                 f"(strides {t.stride()}); pass a tensor whose rows can be viewed as (rows, hidden)"
             )
-        if t.numel() > 1 and torch._debug_has_internal_overlap(t) != 0:
+        _, row_stride = rows(t)
+        overlapping_rows = t.numel() > t.shape[-1] and abs(row_stride) < t.shape[-1]
+        if overlapping_rows or (t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1):
             raise NormgenError(f"{op}: inplace=True cannot write into {name}: its elements overlap (stride {t.stride()})")
     if x.numel() and residual.numel() and x.untyped_storage().data_ptr() == residual.untyped_storage().data_ptr():
         x_lo, r_lo = x.data_ptr(), residual.data_ptr()

@@ -70,13 +70,17 @@ def add_layernorm(
     """
     eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
     if torch.compiler.is_compiling():
-        # torch.compile records the custom op; it runs _forward when the graph runs
-        op = torch.ops.normgen.add_layernorm_inplace if inplace else torch.ops.normgen.add_layernorm
-        new = op(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
-        outputs = _slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace)
+        # torch.compile records the custom op; its body runs when the graph runs
+        if inplace:
+            new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
+            out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace)
+            torch.ops.normgen.add_layernorm_inplace(x, residual, weight, bias, eps, norm_pos, mean, rstd)
+        else:
+            new = torch.ops.normgen.add_layernorm(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
     else:
-        outputs = _forward(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)[1]
-    return _public(outputs, return_mean, return_rstd)
+        new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
+        _forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
+    return _public(_slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace), return_mean, return_rstd)
 
 
 def _check(x, residual, weight, bias, eps, norm_pos, inplace):
@@ -120,28 +124,27 @@ def _slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace):
     return out, residual_out, scale, mean, rstd
 
 
-def _public(outputs, return_mean, return_rstd):
+def _public(slots, return_mean, return_rstd):
     """What the op returns: (y, residual_out, mean, rstd); the optional statistics are appended only when asked for."""
-    out, residual_out, scale, mean, rstd = outputs
+    out, residual_out, scale, mean, rstd = slots
     result = (out, residual_out)
     result += (mean,) if return_mean else ()
     result += (rstd,) if return_rstd else ()
     return result[0] if len(result) == 1 else result
 
 
-def _forward(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace):
-    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
-    new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
+def _forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace):
+    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual)."""
     out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace)
     target = runtime.kernel_target(x.device)
     if target is None:
         expected = add_layernorm_reference(x, residual, weight, bias, eps, norm_pos)
         runtime.copy_outputs(slots, expected)
-        return new, slots
+        return
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     if n_rows == 0:
-        return new, slots
+        return
     x_rows, x_stride = runtime.rows(x)
     residual_rows, residual_stride = runtime.rows(residual)
     out_stride = x_stride if out is x else n_cols
@@ -156,7 +159,6 @@ def _forward(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd,
         args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
     aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
     _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
-    return new, slots
 
 
 def _fake(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd):
@@ -167,23 +169,27 @@ def _fake(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd):
 
 @torch.library.custom_op("normgen::add_layernorm", mutates_args=())
 def _add_layernorm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str, return_mean: bool, return_rstd: bool) -> list[torch.Tensor]:
-    return _forward(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, False)[0]
+    inplace = False
+    new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
+    _forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
+    return new
 
 
 _add_layernorm_op.register_fake(_fake)
 
 
-def _fake_inplace(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd):
+@torch.library.custom_op("normgen::add_layernorm_inplace", mutates_args=("x", "residual", "mean", "rstd"))
+def _add_layernorm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str, mean: torch.Tensor | None, rstd: torch.Tensor | None) -> None:
+    new = [t for t in (mean, rstd) if t is not None]
+    return_mean = mean is not None
+    return_rstd = rstd is not None
     inplace = True
-    return _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
+    _forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
 
 
-@torch.library.custom_op("normgen::add_layernorm_inplace", mutates_args=("x", "residual"))
-def _add_layernorm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str, return_mean: bool, return_rstd: bool) -> list[torch.Tensor]:
-    return _forward(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, True)[0]
-
-
-_add_layernorm_inplace_op.register_fake(_fake_inplace)
+@_add_layernorm_inplace_op.register_fake
+def _(x, residual, weight, bias, eps, norm_pos, mean, rstd):
+    return None
 
 
 class AddLayerNorm(torch.nn.Module):

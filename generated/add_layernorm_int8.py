@@ -68,13 +68,17 @@ def add_layernorm_int8(
     """
     eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
     if torch.compiler.is_compiling():
-        # torch.compile records the custom op; it runs _forward when the graph runs
-        op = torch.ops.normgen.add_layernorm_int8_inplace if inplace else torch.ops.normgen.add_layernorm_int8
-        new = op(x, residual, weight, bias, eps, norm_pos)
-        outputs = _slots(new, x, residual, norm_pos, inplace)
+        # torch.compile records the custom op; its body runs when the graph runs
+        if inplace:
+            new = _new_outputs(x, norm_pos, inplace)
+            out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, inplace)
+            torch.ops.normgen.add_layernorm_int8_inplace(x, residual, weight, bias, eps, norm_pos, out, scale)
+        else:
+            new = torch.ops.normgen.add_layernorm_int8(x, residual, weight, bias, eps, norm_pos)
     else:
-        outputs = _forward(x, residual, weight, bias, eps, norm_pos, inplace)[1]
-    return _public(outputs)
+        new = _new_outputs(x, norm_pos, inplace)
+        _forward(new, x, residual, weight, bias, eps, norm_pos, inplace)
+    return _public(_slots(new, x, residual, norm_pos, inplace))
 
 
 def _check(x, residual, weight, bias, eps, norm_pos, inplace):
@@ -114,26 +118,25 @@ def _slots(new, x, residual, norm_pos, inplace):
     return out, residual_out, scale, mean, rstd
 
 
-def _public(outputs):
+def _public(slots):
     """What the op returns: (q, residual_out, scale)."""
-    out, residual_out, scale, mean, rstd = outputs
+    out, residual_out, scale, mean, rstd = slots
     result = (out, residual_out, scale)
     return result[0] if len(result) == 1 else result
 
 
-def _forward(x, residual, weight, bias, eps, norm_pos, inplace):
-    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
-    new = _new_outputs(x, norm_pos, inplace)
+def _forward(new, x, residual, weight, bias, eps, norm_pos, inplace):
+    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual)."""
     out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, inplace)
     target = runtime.kernel_target(x.device)
     if target is None:
         expected = add_layernorm_int8_reference(x, residual, weight, bias, eps, norm_pos)
         runtime.copy_outputs(slots, expected)
-        return new, slots
+        return
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     if n_rows == 0:
-        return new, slots
+        return
     x_rows, x_stride = runtime.rows(x)
     residual_rows, residual_stride = runtime.rows(residual)
     out_stride = x_stride if out is x else n_cols
@@ -148,7 +151,6 @@ def _forward(x, residual, weight, bias, eps, norm_pos, inplace):
         args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None)
     aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
     _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
-    return new, slots
 
 
 def _fake(x, residual, weight, bias, eps, norm_pos):
@@ -159,23 +161,25 @@ def _fake(x, residual, weight, bias, eps, norm_pos):
 
 @torch.library.custom_op("normgen::add_layernorm_int8", mutates_args=())
 def _add_layernorm_int8_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str) -> list[torch.Tensor]:
-    return _forward(x, residual, weight, bias, eps, norm_pos, False)[0]
+    inplace = False
+    new = _new_outputs(x, norm_pos, inplace)
+    _forward(new, x, residual, weight, bias, eps, norm_pos, inplace)
+    return new
 
 
 _add_layernorm_int8_op.register_fake(_fake)
 
 
-def _fake_inplace(x, residual, weight, bias, eps, norm_pos):
+@torch.library.custom_op("normgen::add_layernorm_int8_inplace", mutates_args=("x", "residual", "q", "scale"))
+def _add_layernorm_int8_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str, q: torch.Tensor, scale: torch.Tensor) -> None:
+    new = [t for t in (q, scale) if t is not None]
     inplace = True
-    return _new_outputs(x, norm_pos, inplace)
+    _forward(new, x, residual, weight, bias, eps, norm_pos, inplace)
 
 
-@torch.library.custom_op("normgen::add_layernorm_int8_inplace", mutates_args=("x", "residual"))
-def _add_layernorm_int8_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str) -> list[torch.Tensor]:
-    return _forward(x, residual, weight, bias, eps, norm_pos, True)[0]
-
-
-_add_layernorm_int8_inplace_op.register_fake(_fake_inplace)
+@_add_layernorm_int8_inplace_op.register_fake
+def _(x, residual, weight, bias, eps, norm_pos, q, scale):
+    return None
 
 
 class AddLayerNormInt8(torch.nn.Module):

@@ -59,13 +59,12 @@ def layernorm(
     """
     eps = _check(x, weight, bias, eps)
     if torch.compiler.is_compiling():
-        # torch.compile records the custom op; it runs _forward when the graph runs
-        op = torch.ops.normgen.layernorm
-        new = op(x, weight, bias, eps, return_mean, return_rstd)
-        outputs = _slots(new, x, return_mean, return_rstd)
+        # torch.compile records the custom op; its body runs when the graph runs
+        new = torch.ops.normgen.layernorm(x, weight, bias, eps, return_mean, return_rstd)
     else:
-        outputs = _forward(x, weight, bias, eps, return_mean, return_rstd)[1]
-    return _public(outputs, return_mean, return_rstd)
+        new = _new_outputs(x, return_mean, return_rstd)
+        _forward(new, x, weight, bias, eps, return_mean, return_rstd)
+    return _public(_slots(new, x, return_mean, return_rstd), return_mean, return_rstd)
 
 
 def _check(x, weight, bias, eps):
@@ -99,28 +98,27 @@ def _slots(new, x, return_mean, return_rstd):
     return out, residual_out, scale, mean, rstd
 
 
-def _public(outputs, return_mean, return_rstd):
+def _public(slots, return_mean, return_rstd):
     """What the op returns: (y, mean, rstd); the optional statistics are appended only when asked for."""
-    out, residual_out, scale, mean, rstd = outputs
+    out, residual_out, scale, mean, rstd = slots
     result = (out,)
     result += (mean,) if return_mean else ()
     result += (rstd,) if return_rstd else ()
     return result[0] if len(result) == 1 else result
 
 
-def _forward(x, weight, bias, eps, return_mean, return_rstd):
-    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
-    new = _new_outputs(x, return_mean, return_rstd)
+def _forward(new, x, weight, bias, eps, return_mean, return_rstd):
+    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual)."""
     out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_mean, return_rstd)
     target = runtime.kernel_target(x.device)
     if target is None:
         expected = layernorm_reference(x, weight, bias, eps)
         runtime.copy_outputs(slots, expected)
-        return new, slots
+        return
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     if n_rows == 0:
-        return new, slots
+        return
     x_rows, x_stride = runtime.rows(x)
     out_stride = n_cols
     x = x_rows
@@ -128,7 +126,6 @@ def _forward(x, weight, bias, eps, return_mean, return_rstd):
     args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
     aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
     _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
-    return new, slots
 
 
 def _fake(x, weight, bias, eps, return_mean, return_rstd):
@@ -138,7 +135,9 @@ def _fake(x, weight, bias, eps, return_mean, return_rstd):
 
 @torch.library.custom_op("normgen::layernorm", mutates_args=())
 def _layernorm_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, return_mean: bool, return_rstd: bool) -> list[torch.Tensor]:
-    return _forward(x, weight, bias, eps, return_mean, return_rstd)[0]
+    new = _new_outputs(x, return_mean, return_rstd)
+    _forward(new, x, weight, bias, eps, return_mean, return_rstd)
+    return new
 
 
 _layernorm_op.register_fake(_fake)

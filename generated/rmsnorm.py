@@ -55,13 +55,12 @@ def rmsnorm(
     """
     eps = _check(x, weight, eps)
     if torch.compiler.is_compiling():
-        # torch.compile records the custom op; it runs _forward when the graph runs
-        op = torch.ops.normgen.rmsnorm
-        new = op(x, weight, eps, return_rstd)
-        outputs = _slots(new, x, return_rstd)
+        # torch.compile records the custom op; its body runs when the graph runs
+        new = torch.ops.normgen.rmsnorm(x, weight, eps, return_rstd)
     else:
-        outputs = _forward(x, weight, eps, return_rstd)[1]
-    return _public(outputs, return_rstd)
+        new = _new_outputs(x, return_rstd)
+        _forward(new, x, weight, eps, return_rstd)
+    return _public(_slots(new, x, return_rstd), return_rstd)
 
 
 def _check(x, weight, eps):
@@ -91,27 +90,26 @@ def _slots(new, x, return_rstd):
     return out, residual_out, scale, mean, rstd
 
 
-def _public(outputs, return_rstd):
+def _public(slots, return_rstd):
     """What the op returns: (y, rstd); the optional statistics are appended only when asked for."""
-    out, residual_out, scale, mean, rstd = outputs
+    out, residual_out, scale, mean, rstd = slots
     result = (out,)
     result += (rstd,) if return_rstd else ()
     return result[0] if len(result) == 1 else result
 
 
-def _forward(x, weight, eps, return_rstd):
-    """Checked inputs -> (new tensors, output slots), computed on the kernels or the reference."""
-    new = _new_outputs(x, return_rstd)
+def _forward(new, x, weight, eps, return_rstd):
+    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual)."""
     out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_rstd)
     target = runtime.kernel_target(x.device)
     if target is None:
         expected = rmsnorm_reference(x, weight, eps)
         runtime.copy_outputs(slots, expected)
-        return new, slots
+        return
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     if n_rows == 0:
-        return new, slots
+        return
     x_rows, x_stride = runtime.rows(x)
     out_stride = n_cols
     x = x_rows
@@ -119,7 +117,6 @@ def _forward(x, weight, eps, return_rstd):
     args = (x, x_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
     aligned = (x.data_ptr() | weight.data_ptr()) & 15 == 0
     _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
-    return new, slots
 
 
 def _fake(x, weight, eps, return_rstd):
@@ -129,7 +126,9 @@ def _fake(x, weight, eps, return_rstd):
 
 @torch.library.custom_op("normgen::rmsnorm", mutates_args=())
 def _rmsnorm_op(x: torch.Tensor, weight: torch.Tensor, eps: float, return_rstd: bool) -> list[torch.Tensor]:
-    return _forward(x, weight, eps, return_rstd)[0]
+    new = _new_outputs(x, return_rstd)
+    _forward(new, x, weight, eps, return_rstd)
+    return new
 
 
 _rmsnorm_op.register_fake(_fake)

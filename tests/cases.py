@@ -48,10 +48,12 @@ def make_inputs(spec: NormSpec, rows: int, n_cols: int, dtype, device, layout, s
     return inputs
 
 
-def call(spec: NormSpec, inputs: dict, norm_pos=None, stats=True, eps=None):
+def call(spec: NormSpec, inputs: dict, norm_pos=None, stats=True, eps=None, inplace=False, package=generated):
     """Call the generated op with every optional output asked for; returns a dict of outputs."""
-    op = getattr(generated, spec.name)
+    op = getattr(package, spec.name)
     kwargs = dict(inputs)
+    if inplace:
+        kwargs["inplace"] = True
     if eps is not None:
         kwargs["eps"] = eps
     if spec.has_residual:

@@ -1,0 +1,323 @@
+"""The ops as PyTorch citizens: custom ops, torch.compile, CUDA graphs, modules, in place.
+
+CPU tests run the kernels in the interpreter (TRITON_INTERPRET=1, see conftest)
+or the reference; `gpu` tests run on CUDA.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import generated
+from dsl import runtime
+
+from .cases import SPECS, call, make_inputs
+
+RESIDUAL_SPECS = sorted(name for name, spec in SPECS.items() if spec.has_residual)
+
+
+def custom_op_args(spec, inputs, norm_pos):
+    """Positional arguments of the custom op: tensors, eps, then the per-call switches."""
+    args = [inputs["x"]]
+    args += [inputs["residual"]] if spec.has_residual else []
+    args += [inputs["weight"]] if spec.has_weight else []
+    args += [inputs.get("bias")] if spec.has_bias else []
+    args.append(spec.eps)
+    args += [norm_pos] if spec.has_residual else []
+    args += [True] if spec.stores_mean else []
+    args += [True] if spec.stores_rstd else []
+    return tuple(args)
+
+
+def op_cases():
+    for name, spec in sorted(SPECS.items()):
+        for mode in [m.value for m in spec.residual] or [None]:
+            yield pytest.param(name, mode, id=f"{name}-{mode or 'plain'}")
+
+
+@pytest.mark.parametrize("name, mode", list(op_cases()))
+def test_opcheck(name, mode):
+    """torch.library.opcheck: schema, fake (meta) implementation, dispatch."""
+    spec = SPECS[name]
+    inputs = make_inputs(spec, 5, 64, torch.float32, "cpu", "2d")
+    args = custom_op_args(spec, inputs, mode)
+    op = getattr(torch.ops.normgen, name)
+    torch.library.opcheck(op.default, args)
+    if spec.has_residual:
+        torch.library.opcheck(getattr(torch.ops.normgen, f"{name}_inplace").default, inplace_op_args(spec, inputs, mode))
+
+
+def inplace_op_args(spec, inputs, norm_pos):
+    """The in-place custom op's arguments: inputs, eps, norm_pos, then the outputs it fills."""
+    x = inputs["x"].clone()
+    args = [x, inputs["residual"].clone()]
+    args += [inputs["weight"]] if spec.has_weight else []
+    args += [inputs.get("bias")] if spec.has_bias else []
+    args += [spec.eps, norm_pos]
+    stats_dtype = x.dtype if spec.casting.value == "none" else torch.float32
+    if spec.is_quantized:
+        storage = torch.int8 if spec.quantize.value == "int8" else torch.uint8
+        args += [torch.empty_like(x, dtype=storage), torch.empty(x.shape[:-1] + (1,))]
+    args += [torch.empty(x.shape[:-1], dtype=stats_dtype)] if spec.stores_mean else []
+    args += [torch.empty(x.shape[:-1], dtype=stats_dtype)] if spec.stores_rstd else []
+    return tuple(args)
+
+
+@pytest.mark.parametrize("name, mode", list(op_cases()))
+def test_fake_outputs_match_real(name, mode):
+    """The fake implementation gives the real outputs' shapes, dtypes and strides."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    spec = SPECS[name]
+    inputs = make_inputs(spec, 6, 48, torch.bfloat16, "cpu", "strided")
+    args = custom_op_args(spec, inputs, mode)
+    op = getattr(torch.ops.normgen, name).default
+    real = op(*args)
+    with FakeTensorMode(allow_non_fake_inputs=True) as fake_mode:
+        fake_args = tuple(fake_mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+        fake = op(*fake_args)
+    assert [(t.shape, t.dtype, t.stride()) for t in fake] == [(t.shape, t.dtype, t.stride()) for t in real]
+
+
+class Block(torch.nn.Module):
+    """A small pre-norm transformer block using normgen's modules (as model code would)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.norm1 = generated.AddRMSNorm(hidden, norm_pos="pre")
+        self.attn = torch.nn.Linear(hidden, hidden)
+        self.norm2 = generated.AddLayerNorm(hidden, norm_pos="pre")
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, 4 * hidden), torch.nn.GELU(), torch.nn.Linear(4 * hidden, hidden))
+        self.final = generated.RMSNorm(hidden)
+
+    def forward(self, x, residual):
+        h, residual = self.norm1(x, residual)
+        h = self.attn(h)
+        h, residual = self.norm2(h, residual)
+        h = self.mlp(h)
+        return self.final(h + residual)
+
+
+def _block_inputs(device, dtype):
+    torch.manual_seed(0)
+    block = Block(64).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(2, 7, 64, device=device, dtype=dtype)
+    residual = torch.randn_like(x)
+    return block, x, residual
+
+
+def _compile_and_compare(device, dtype, backend, tol):
+    block, x, residual = _block_inputs(device, dtype)
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True, backend=backend)
+    with torch.no_grad():
+        expected = block(x, residual)
+        actual = compiled(x, residual)
+        again = compiled(x + 1, residual)
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(again, block(x + 1, residual), rtol=tol, atol=tol)
+
+
+def test_compile_fullgraph_cpu():
+    """torch.compile(fullgraph=True) traces the block without graph breaks and matches eager."""
+    _compile_and_compare("cpu", torch.float32, "inductor", 1e-5)
+
+
+def test_compile_graph_records_custom_ops():
+    """Dynamo records normgen's custom ops as single nodes, not their Python bodies."""
+    block, x, residual = _block_inputs("cpu", torch.float32)
+    seen = []
+
+    def backend(graph_module, example_inputs):
+        seen.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(block, fullgraph=True, backend=backend)(x, residual)
+    assert {"normgen.add_rmsnorm", "normgen.add_layernorm", "normgen.rmsnorm"} <= set(seen)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compile_fullgraph_gpu(dtype):
+    _compile_and_compare("cuda", dtype, "inductor", 1e-5 if dtype is torch.float32 else 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, mode", list(op_cases()))
+def test_cuda_graph_replay(name, mode):
+    """Capture every op in a CUDA graph; replays on new inputs match eager calls."""
+    spec = SPECS[name]
+    inputs = make_inputs(spec, 37, 1000, torch.bfloat16, "cuda", "2d")
+    static = {k: v.clone() for k, v in inputs.items()}
+    call(spec, static, mode)  # warm up: compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = call(spec, static, mode)
+    for seed in (1, 2):
+        fresh = make_inputs(spec, 37, 1000, torch.bfloat16, "cuda", "2d", seed=seed)
+        for key in ("x", "residual"):
+            if key in fresh:
+                static[key].copy_(fresh[key])
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = call(spec, {**static}, mode)
+        for key, value in expected.items():
+            assert torch.equal(captured[key].view(torch.uint8), value.view(torch.uint8)), f"{name} {mode}: {key}"
+
+
+# ----------------------------------------------------------------------------
+# Modules
+
+
+class HFStyleRMSNorm(torch.nn.Module):
+    """The shape of a Hugging Face RMSNorm (LlamaRMSNorm): a `weight` parameter."""
+
+    def __init__(self, hidden, eps=1e-6):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(hidden))
+        self.variance_epsilon = eps
+
+    def forward(self, x):
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        return self.weight * (x.float() * torch.rsqrt(variance + self.variance_epsilon)).to(x.dtype)
+
+
+def test_module_loads_hugging_face_names():
+    torch.manual_seed(0)
+    hf = HFStyleRMSNorm(96)
+    with torch.no_grad():
+        hf.weight.normal_()
+    ours = generated.RMSNorm(96)
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    x = torch.randn(3, 96)
+    torch.testing.assert_close(ours(x), hf(x), rtol=1e-5, atol=1e-5)
+
+    ln = torch.nn.LayerNorm(96)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    ours_ln = generated.LayerNorm(96)
+    ours_ln.load_state_dict(ln.state_dict(), strict=True)
+    torch.testing.assert_close(ours_ln(x), ln(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_module_state_dict_round_trip(name):
+    spec = SPECS[name]
+    cls = getattr(generated, generated_class(name))
+    kwargs = {"norm_pos": spec.residual[-1].value} if spec.has_residual else {}
+    module = cls(80, eps=1e-5, **kwargs)
+    state = module.state_dict()
+    expected_keys = {"weight"} if spec.has_weight else set()
+    expected_keys |= {"bias"} if spec.has_bias else set()
+    assert set(state) == expected_keys
+    if spec.has_weight:
+        # The effective scale (weight + offset) starts at one.
+        assert torch.all(module.weight + spec.weight.offset == 1.0)
+        with torch.no_grad():
+            module.weight.normal_()
+    clone = cls(80, eps=1e-5, **kwargs)
+    clone.load_state_dict(module.state_dict())
+    inputs = make_inputs(spec, 4, 80, torch.float32, "cpu", "2d")
+    args = [inputs["x"]] + ([inputs["residual"]] if spec.has_residual else [])
+    a, b = module(*args), clone(*args)
+    for left, right in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True):
+        assert torch.equal(left, right)
+    text = repr(module)
+    assert "80" in text and "eps=1e-05" in text
+    if spec.has_residual:
+        assert repr(kwargs["norm_pos"]) in text
+    module.reset_parameters()
+    if spec.has_weight:
+        assert torch.all(module.weight + spec.weight.offset == 1.0)
+
+
+def generated_class(name):
+    from dsl.names import module_class
+
+    return module_class(SPECS[name])
+
+
+def test_module_rejects_bad_norm_pos():
+    with pytest.raises(runtime.NormgenError, match="norm_pos must be one of 'pre', 'post'"):
+        generated.AddRMSNorm(16, norm_pos="middle")
+
+
+# ----------------------------------------------------------------------------
+# In place
+
+
+@pytest.mark.parametrize("name", RESIDUAL_SPECS)
+@pytest.mark.parametrize("mode", ["pre", "post"])
+@pytest.mark.parametrize("layout", ["2d", "strided"])
+def test_inplace_writes_into_inputs(name, mode, layout):
+    spec = SPECS[name]
+    inputs = make_inputs(spec, 9, 100, torch.float32, "cpu", layout)
+    expected = call(spec, {k: v.clone() for k, v in inputs.items()}, mode, stats=False)
+    x, residual = inputs["x"], inputs["residual"]
+    x_ptr, residual_ptr = x.data_ptr(), residual.data_ptr()
+    result = call(spec, inputs, mode, stats=False, inplace=True)
+    assert x.data_ptr() == x_ptr and residual.data_ptr() == residual_ptr
+    if spec.is_quantized:
+        assert result["residual_out"] is (residual if mode == "pre" else x)
+        torch.testing.assert_close(result["residual_out"], expected["residual_out"], rtol=0, atol=0)
+        assert torch.equal(result["q"].view(torch.uint8), expected["q"].view(torch.uint8))
+        torch.testing.assert_close(result["scale"], expected["scale"], rtol=0, atol=0)
+    else:
+        assert result["y"] is x
+        torch.testing.assert_close(x, expected["y"], rtol=0, atol=0)
+        if mode == "pre":
+            assert result["residual_out"] is residual
+            torch.testing.assert_close(residual, expected["residual_out"], rtol=0, atol=0)
+        else:
+            assert result["residual_out"] is x
+
+
+def test_inplace_multi_pass_reads_before_it_writes():
+    """Wide rows take the multi-pass kernel: in place it must still see the original inputs."""
+    spec = SPECS["add_rmsnorm"]
+    inputs = make_inputs(spec, 3, 40000, torch.float32, "cpu", "2d")
+    expected = call(spec, {k: v.clone() for k, v in inputs.items()}, "pre", stats=False)
+    result = call(spec, inputs, "pre", stats=False, inplace=True)
+    torch.testing.assert_close(result["y"], expected["y"], rtol=0, atol=0)
+    torch.testing.assert_close(result["residual_out"], expected["residual_out"], rtol=0, atol=0)
+
+
+def test_inplace_rejects_what_cannot_be_written():
+    spec = SPECS["add_rmsnorm"]
+    w = torch.ones(64)
+    x = torch.randn(4, 64)
+    with pytest.raises(runtime.NormgenError, match="must not overlap|in separate memory"):
+        generated.add_rmsnorm(x, x, w, inplace=True)
+    base = torch.randn(4, 128)
+    with pytest.raises(runtime.NormgenError, match="separate memory"):
+        generated.add_rmsnorm(base[:, :64], base[:, 32:96], w, inplace=True)
+    with pytest.raises(runtime.NormgenError, match="overlap"):
+        generated.add_rmsnorm(torch.randn(1, 64).expand(4, 64), torch.randn(4, 64), w, inplace=True)
+    with pytest.raises(runtime.NormgenError, match="collapse into one row stride"):
+        t = torch.randn(4, 6, 64).transpose(0, 1)
+        generated.add_rmsnorm(t, torch.randn(6, 4, 64), w, inplace=True)
+    leaf = torch.randn(4, 64, requires_grad=True)
+    with pytest.raises(runtime.NormgenError, match="requires grad"):
+        generated.add_rmsnorm(leaf, torch.randn(4, 64), w, inplace=True)
+    assert spec.has_residual
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", RESIDUAL_SPECS)
+def test_inplace_gpu(name):
+    spec = SPECS[name]
+    inputs = make_inputs(spec, 33, 4096, torch.bfloat16, "cuda", "2d")
+    expected = call(spec, {k: v.clone() for k, v in inputs.items()}, "pre", stats=False)
+    result = call(spec, inputs, "pre", stats=False, inplace=True)
+    assert result["residual_out"] is inputs["residual"]
+    assert torch.equal(result["residual_out"], expected["residual_out"])
+    key = "q" if spec.is_quantized else "y"
+    assert torch.equal(result[key].view(torch.uint8), expected[key].view(torch.uint8))
