@@ -97,7 +97,7 @@ def graph_time_us(fn: Callable, sets: Sequence[tuple], calls: int, reps: int, mi
     keep: list = [None] * k
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         for i in range(calls):
             keep[i % k] = fn(*sets[i % k])
     del keep
