@@ -639,6 +639,11 @@ class OpPlan:
         return tuple(names_)
 
     @property
+    def param_tensors(self) -> tuple[str, ...]:
+        spec = self.spec
+        return tuple(["residual"] * spec.has_residual + ["weight"] * spec.has_weight + ["bias"] * spec.has_bias)
+
+    @property
     def forward_args(self) -> tuple[str, ...]:
         return self.call_args + ("inplace",) * self.spec.has_residual
 

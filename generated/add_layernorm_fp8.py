@@ -20,6 +20,7 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MODES = ("pre", "post")
 _NEW_RESIDUAL_OUT = ("pre", "post")  # modes whose residual out is a tensor of its own
 _TARGETS = ("npu", "cuda")
+_INF = float("inf")
 _KERNELS = {}  # target -> generated kernel module, imported on first use
 
 
@@ -66,19 +67,44 @@ def add_layernorm_fp8(
         q has x's shape and dtype float8_e4m3fn; scale is fp32 of shape (..., 1):
         scale = max(|y|) / 448.0 per row (at least 1e-12), q = y / scale clamped to [-448.0, 448.0].
     """
-    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
-    if torch.compiler.is_compiling():
-        # torch.compile records the custom op; its body runs when the graph runs
-        if inplace:
-            new = _new_outputs(x, norm_pos, inplace)
-            out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, inplace)
-            torch.ops.normgen.add_layernorm_fp8_inplace(x, residual, weight, bias, eps, norm_pos, out, scale)
-        else:
-            new = torch.ops.normgen.add_layernorm_fp8(x, residual, weight, bias, eps, norm_pos)
-    else:
-        new = _new_outputs(x, norm_pos, inplace)
-        _forward(new, x, residual, weight, bias, eps, norm_pos, inplace)
-    return _public(_slots(new, x, residual, norm_pos, inplace))
+    try:
+        # The common eager call, proven valid with a few attribute reads; anything
+        # else (or any doubt) takes the full checks below, which name the problem.
+        fast = (
+            type(eps) is float
+            and 0.0 <= eps < _INF
+            and not inplace
+            and norm_pos in _MODES
+            and (dtype := x.dtype) in _DTYPES
+            and (n_cols := (shape := x.shape)[-1]) > 0
+            and x.is_contiguous()
+            and (device := x.get_device()) >= -1
+            and residual.dtype is dtype
+            and residual.shape == shape
+            and residual.is_contiguous()
+            and residual.get_device() == device
+            and weight.dtype is dtype
+            and weight.shape == (n_cols,)
+            and weight.is_contiguous()
+            and weight.get_device() == device
+            and (bias is None or (bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and bias.get_device() == device))
+            and not torch.compiler.is_compiling()
+        )
+    except (AttributeError, IndexError, TypeError):
+        fast = False
+    if not fast:
+        eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
+        if torch.compiler.is_compiling():
+            # torch.compile records the custom op; its body runs when the graph runs
+            if inplace:
+                new = _new_outputs(x, norm_pos, inplace)
+                out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, inplace)
+                torch.ops.normgen.add_layernorm_fp8_inplace(x, residual, weight, bias, eps, norm_pos, out, scale)
+            else:
+                new = torch.ops.normgen.add_layernorm_fp8(x, residual, weight, bias, eps, norm_pos)
+            return _public(_slots(new, x, residual, norm_pos, inplace))
+    slots = _forward(_new_outputs(x, norm_pos, inplace), x, residual, weight, bias, eps, norm_pos, inplace)
+    return _public(slots)
 
 
 def _check(x, residual, weight, bias, eps, norm_pos, inplace):
@@ -96,10 +122,11 @@ def _check(x, residual, weight, bias, eps, norm_pos, inplace):
 
 def _new_outputs(x, norm_pos, inplace):
     """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
+    layout = torch.preserve_format if x.is_contiguous() else torch.contiguous_format  # contiguous either way
     new = []
-    new.append(torch.empty_like(x, dtype=torch.uint8, memory_format=torch.contiguous_format))
+    new.append(torch.empty_like(x, dtype=torch.uint8, memory_format=layout))
     if not inplace and norm_pos in _NEW_RESIDUAL_OUT:
-        new.append(torch.empty_like(x, memory_format=torch.contiguous_format))
+        new.append(torch.empty_like(x, memory_format=layout))
     new.append(torch.empty(x.shape[:-1] + (1,), dtype=torch.float32, device=x.device))
     return new
 
@@ -127,19 +154,19 @@ def _public(slots):
 
 
 def _forward(new, x, residual, weight, bias, eps, norm_pos, inplace):
-    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual)."""
+    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual); returns the slots."""
     out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, inplace)
-    target = runtime.kernel_target(x.device)
+    target = "cuda" if x.is_cuda else runtime.kernel_target(x.device)
     if target is None:
         expected = add_layernorm_fp8_reference(x, residual, weight, bias, eps, norm_pos)
         runtime.copy_outputs(slots, expected)
-        return
+        return slots
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     if n_rows == 0:
-        return
-    x_rows, x_stride = runtime.rows(x)
-    residual_rows, residual_stride = runtime.rows(residual)
+        return slots
+    x_rows, x_stride = (x, n_cols) if x.is_contiguous() else runtime.rows(x)
+    residual_rows, residual_stride = (residual, n_cols) if residual.is_contiguous() else runtime.rows(residual)
     out_stride = x_stride if out is x else n_cols
     residual_out_stride = residual_stride if residual_out is residual else (x_stride if residual_out is x else n_cols)
     x = x_rows
@@ -152,6 +179,7 @@ def _forward(new, x, residual, weight, bias, eps, norm_pos, inplace):
         args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None)
     aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
     _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
+    return slots
 
 
 def _fake(x, residual, weight, bias, eps, norm_pos):

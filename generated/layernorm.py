@@ -18,6 +18,7 @@ from .layernorm_reference import layernorm_reference
 _OP = "layernorm"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _TARGETS = ("npu", "cuda")
+_INF = float("inf")
 _KERNELS = {}  # target -> generated kernel module, imported on first use
 
 
@@ -57,14 +58,33 @@ def layernorm(
     Returns:
         (y, mean, rstd); the optional statistics are appended only when asked for.
     """
-    eps = _check(x, weight, bias, eps)
-    if torch.compiler.is_compiling():
-        # torch.compile records the custom op; its body runs when the graph runs
-        new = torch.ops.normgen.layernorm(x, weight, bias, eps, return_mean, return_rstd)
-    else:
-        new = _new_outputs(x, return_mean, return_rstd)
-        _forward(new, x, weight, bias, eps, return_mean, return_rstd)
-    return _public(_slots(new, x, return_mean, return_rstd), return_mean, return_rstd)
+    try:
+        # The common eager call, proven valid with a few attribute reads; anything
+        # else (or any doubt) takes the full checks below, which name the problem.
+        fast = (
+            type(eps) is float
+            and 0.0 <= eps < _INF
+            and (dtype := x.dtype) in _DTYPES
+            and (n_cols := x.shape[-1]) > 0
+            and x.is_contiguous()
+            and (device := x.get_device()) >= -1
+            and weight.dtype is dtype
+            and weight.shape == (n_cols,)
+            and weight.is_contiguous()
+            and weight.get_device() == device
+            and (bias is None or (bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and bias.get_device() == device))
+            and not torch.compiler.is_compiling()
+        )
+    except (AttributeError, IndexError, TypeError):
+        fast = False
+    if not fast:
+        eps = _check(x, weight, bias, eps)
+        if torch.compiler.is_compiling():
+            # torch.compile records the custom op; its body runs when the graph runs
+            new = torch.ops.normgen.layernorm(x, weight, bias, eps, return_mean, return_rstd)
+            return _public(_slots(new, x, return_mean, return_rstd), return_mean, return_rstd)
+    slots = _forward(_new_outputs(x, return_mean, return_rstd), x, weight, bias, eps, return_mean, return_rstd)
+    return _public(slots, return_mean, return_rstd)
 
 
 def _check(x, weight, bias, eps):
@@ -78,8 +98,9 @@ def _check(x, weight, bias, eps):
 
 def _new_outputs(x, return_mean, return_rstd):
     """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
+    layout = torch.preserve_format if x.is_contiguous() else torch.contiguous_format  # contiguous either way
     new = []
-    new.append(torch.empty_like(x, memory_format=torch.contiguous_format))
+    new.append(torch.empty_like(x, memory_format=layout))
     if return_mean:
         new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
     if return_rstd:
@@ -108,24 +129,25 @@ def _public(slots, return_mean, return_rstd):
 
 
 def _forward(new, x, weight, bias, eps, return_mean, return_rstd):
-    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual)."""
+    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual); returns the slots."""
     out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_mean, return_rstd)
-    target = runtime.kernel_target(x.device)
+    target = "cuda" if x.is_cuda else runtime.kernel_target(x.device)
     if target is None:
         expected = layernorm_reference(x, weight, bias, eps)
         runtime.copy_outputs(slots, expected)
-        return
+        return slots
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     if n_rows == 0:
-        return
-    x_rows, x_stride = runtime.rows(x)
+        return slots
+    x_rows, x_stride = (x, n_cols) if x.is_contiguous() else runtime.rows(x)
     out_stride = n_cols
     x = x_rows
     key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, bias is not None, mean is not None, rstd is not None)
     args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
     aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
     _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
+    return slots
 
 
 def _fake(x, weight, bias, eps, return_mean, return_rstd):
