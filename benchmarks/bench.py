@@ -49,7 +49,14 @@ HOST_SHAPE = ("bf16", 8, 4096)  # where the GPU is not the bottleneck
 BIG_ELEMENTS = 16 * 2**20  # the targets' "bf16 shapes with >= 16M elements"
 
 PEERS = ("torch", "compile", "liger")
-LABELS = {"normgen": "normgen", "torch": "torch eager", "compile": "torch.compile", "liger": "Liger", "floor": "floor"}
+LABELS = {
+    "normgen": "normgen",
+    "torch": "torch eager",
+    "compile": "torch.compile",
+    "liger": "Liger",
+    "floor": "floor",
+    "floor_c": "floor (C launch)",
+}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -247,8 +254,9 @@ FLOOR_ARG_EXPR = {
 
 
 def floor_source(mode: str, arg_names: list[str], constexprs: dict) -> str:
-    """Two functions over the kernel's parameters in order: ``first`` launches through Triton's
-    JIT (returns the CompiledKernel), ``floor`` allocates the outputs and launches it directly."""
+    """Three functions over the kernel's parameters in order: ``first`` launches through Triton's
+    JIT (returns the CompiledKernel); ``floor`` allocates the outputs and launches it directly with
+    ``CompiledKernel.run``; ``floor_c`` does the same through the C launch function that ``run`` wraps."""
     outputs = ["y", "s"] if mode == "pre" else ["y"]
     exprs = []
     for name in arg_names:
@@ -264,13 +272,21 @@ def floor_source(mode: str, arg_names: list[str], constexprs: dict) -> str:
         f"def first():\n{allocate}    return kernel[grid]({args}, **launch_options)\n\n\n"
         f"def floor():\n{allocate}"
         f"    run(gx, gy, gz, stream(device_index), function, packed, None, None, None, {args})\n"
+        f"    return {', '.join(outputs)}\n\n\n"
+        f"def floor_c():\n{allocate}"
+        f"    launch(gx, gy, gz, stream(device_index), function, coop, pdl, None, None, packed, None, None, None,"
+        f" {args})\n"
         f"    return {', '.join(outputs)}\n"
     )
 
 
-def normgen_floor(mode: str, x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, eps: float) -> Callable:
+def normgen_floor(
+    mode: str, x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, eps: float, c: bool = False
+) -> Callable:
     """The launch floor as the issue defines it: the op's output allocations (torch.empty_like for
-    each output it returns) plus one direct launch of the already compiled kernel.
+    each output it returns) plus one direct launch of the already compiled kernel (``CompiledKernel.run``).
+    With ``c``, the launch goes to the C function that ``run`` wraps (no scratch-memory handling):
+    a lower floor, reported for information.
 
     Written against the launcher's documented interface: ``LAUNCHER.decide(mode, dtype token,
     rows, cols, device index) -> (kernel, grid, options, entry)``, options holding the
@@ -306,10 +322,17 @@ def normgen_floor(mode: str, x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, 
     compiled = namespace["first"]()
     if hasattr(compiled, "result"):  # an async-compile future
         compiled = compiled.result()
-    namespace["run"] = compiled.run  # loads the module on first access
+    runner = namespace["run"] = compiled.run  # loads the module on first access
     namespace["function"] = compiled.function
     namespace["packed"] = compiled.packed_metadata
-    return namespace["floor"]
+    if not c:
+        return namespace["floor"]
+    if getattr(runner, "global_scratch_size", 0) or getattr(runner, "profile_scratch_size", 0):
+        raise RuntimeError("n/a: the kernel needs scratch memory, which only CompiledKernel.run allocates")
+    namespace["launch"] = runner.launch
+    namespace["coop"] = runner.launch_cooperative_grid
+    namespace["pdl"] = runner.launch_pdl
+    return namespace["floor_c"]
 
 
 # ----------------------------------------------------------------------------
@@ -378,20 +401,21 @@ def host_callables(impls: list[str], missing: dict, mode: str, x, r, w) -> list[
         if missing.get(impl):
             result.append((impl, None, (), {}, missing[impl]))
             if impl == "normgen":
-                result.append(("floor", None, (), {}, missing[impl]))
+                result += [("floor", None, (), {}, missing[impl]), ("floor_c", None, (), {}, missing[impl])]
             continue
         if impl == "normgen":
             import generated
 
             result.append((impl, generated.add_rmsnorm, (x, r, w, EPS), {"norm_pos": mode}, None))
-            try:
-                floor = normgen_floor(mode, x, r, w, EPS)
-                if not torch.equal(floor()[0], generated.add_rmsnorm(x, r, w, EPS, norm_pos=mode)[0]):
-                    raise RuntimeError("the floor's direct launch does not reproduce the op's output")
-                result.append(("floor", floor, (), {}, None))
-            except Exception as error:
-                log(f"  launch floor ({mode}) failed:\n" + traceback.format_exc())
-                result.append(("floor", None, (), {}, short_error(error)))
+            for name, c in (("floor", False), ("floor_c", True)):
+                try:
+                    floor = normgen_floor(mode, x, r, w, EPS, c=c)
+                    if not torch.equal(floor()[0], generated.add_rmsnorm(x, r, w, EPS, norm_pos=mode)[0]):
+                        raise RuntimeError("the floor's direct launch does not reproduce the op's output")
+                    result.append((name, floor, (), {}, None))
+                except Exception as error:
+                    log(f"  launch {name} ({mode}) failed:\n" + traceback.format_exc())
+                    result.append((name, None, (), {}, short_error(error)))
             continue
         try:
             result.append((impl, MAKERS[impl](mode, n_cols, EPS), (x, r, w), {}, None))
@@ -491,7 +515,7 @@ def host_us(host: list[HostRow], impl: str, mode: str) -> float | None:
 
 
 def host_table(host: list[HostRow], impls: list[str], modes: list[str]) -> list[str]:
-    columns = [c for c in ["normgen", "floor", *impls] if c != "normgen" or "normgen" in impls]
+    columns = [c for c in ["normgen", "floor", "floor_c", *impls] if c != "normgen" or "normgen" in impls]
     columns = list(dict.fromkeys(columns))
     head = ["mode"] + [f"{LABELS[c]} µs" for c in columns] + ["normgen / floor", "normgen / torch eager"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "--:|" * (len(columns) + 2)]
@@ -603,7 +627,8 @@ def markdown(meta: dict, copy: dict, device: list[DeviceRow], host: list[HostRow
         *host_table(host, impls, modes),
         "",
         "floor: the op's outputs from `torch.empty_like` plus one direct launch of its compiled kernel "
-        "(`CompiledKernel.run`). Median of back-to-back calls with one synchronize at the end.",
+        "(`CompiledKernel.run`), the issue's floor; floor (C launch): the same through the C launch function "
+        "that `run` wraps, for information. Median of back-to-back calls with one synchronize at the end.",
         "",
         "## Targets",
         "",
@@ -847,9 +872,9 @@ def fake_results(impls: list[str], groups: list[str], modes: list[str], copy_gbp
                 row.max_err = 0.0 if row.ok else 0.5
             device.append(row)
     host = []
-    fake_host = {"normgen": 6.0, "floor": 5.4, "torch": 14.0, "compile": 22.0, "liger": 9.0}
+    fake_host = {"normgen": 6.0, "floor": 5.4, "floor_c": 4.9, "torch": 14.0, "compile": 22.0, "liger": 9.0}
     for mode in modes:
-        for impl in ["normgen", "floor", *[i for i in impls if i != "normgen"]]:
+        for impl in ["normgen", "floor", "floor_c", *[i for i in impls if i != "normgen"]]:
             host.append(HostRow(impl, mode, *HOST_SHAPE, us=fake_host[impl], samples=[fake_host[impl]] * 3))
     return device, host
 

@@ -18,6 +18,12 @@ planner's own default is kept when it is within 1 %. Every candidate's output is
 checked against torch eager. Kernels are compiled ahead in worker processes
 (filling Triton's on-disk cache) while the main process measures.
 
+Interfaces used (adapt here if they change): ``LAUNCHER`` as a global of the
+generated cuda module, looked up by the op at each call; ``runtime.Launcher``
+built from a ``DispatchTable`` of ``runtime.Entry`` rows, with ``decide(mode,
+dtype, rows, cols, device) -> (kernel, grid, options, entry)`` called on a new
+shape; ``runtime.variant_key`` and the module's ``KERNELS``.
+
 fp16 is not measured by default: its rows copy bf16's (same element size, same
 memory behaviour), marked ``"measured_as": "bf16"``; ``--dtypes bf16,fp16,fp32``
 measures it too.
@@ -29,7 +35,6 @@ import argparse
 import concurrent.futures
 import datetime
 import importlib
-import inspect
 import json
 import math
 import multiprocessing
@@ -429,59 +434,49 @@ class Swapped:
 # Compiling ahead, in spawned worker processes
 
 
-class _Rows:
-    """Stands in for a (rows, hidden) tensor while the generated launch function builds its arguments."""
-
-    def __init__(self, dtype: torch.dtype, shape: tuple):
-        self.dtype, self.shape = dtype, shape
-
-    def stride(self, dim: int) -> int:
-        return (self.shape[1], 1)[dim] if len(self.shape) == 2 else 1
+def warm_value(name: str, pointer: torch.Tensor, n_rows: int, n_cols: int):
+    """A kernel parameter's value in a compile-ahead call, as the op passes it for contiguous inputs
+    (pointers: a 1-element tensor of the input dtype, which Triton specializes like the real ones)."""
+    if name == "RSTD_ptr":
+        return None
+    if name.endswith("_ptr"):
+        return pointer
+    if name.endswith("_row_stride") or name == "n_cols":
+        return n_cols
+    if name == "n_rows":
+        return n_rows
+    if name == "eps":
+        return EPS
+    if name == "STORE_RSTD":
+        return False
+    raise KeyError(f"kernel parameter {name!r}: teach benchmarks/tune.py warm_value its value")
 
 
 def _warm_kernels(jobs: list[tuple]) -> list[str]:
     """Worker: compile, without launching, the kernels a candidate needs, into Triton's on-disk cache.
 
-    The generated launch function builds the kernel arguments as the op would;
-    pointers become 1-element tensors of the right dtype (the same specialization
-    as real tensors), integers keep their real values.
+    The kernel and its options come from the runtime's ``Launcher.decide``; the
+    arguments are built by parameter name with the real integers, so the main
+    process's first launch finds the compiled kernel in the cache.
     """
     from dsl import runtime
 
     module = importlib.import_module(MODULE)
     errors = []
-    tiny: dict[torch.dtype, torch.Tensor] = {}
-
-    def pointer(arg):
-        if not isinstance(arg, _Rows):
-            return arg
-        if arg.dtype not in tiny:
-            tiny[arg.dtype] = torch.empty(1, dtype=arg.dtype, device="cuda")
-        return tiny[arg.dtype]
-
-    class WarmLauncher(runtime.Launcher):
-        def __call__(self, mode, x, n_rows, n_cols, args):
-            kernel, grid, options, _ = self.decide(mode, runtime.DTYPE_TOKEN[x.dtype], n_rows, n_cols, 0)
-            kernel.warmup(*[pointer(arg) for arg in args], grid=grid, **options)
-
+    pointers: dict[str, torch.Tensor] = {}
     for bucket, config, cell in jobs:
         try:
             table = runtime.DispatchTable(OP, "cuda", (make_entry(bucket, replace(config, grid="tiles")),))
-            launcher = WarmLauncher(table, module.KERNELS, "cuda", dict(getattr(module.LAUNCHER, "options", {})))
-            dtype = timing.DTYPES[bucket.dtype]
-            rows2 = _Rows(dtype, (cell.rows, cell.cols))
+            launcher = runtime.Launcher(table, module.KERNELS, "cuda", dict(getattr(module.LAUNCHER, "options", {})))
+            kernel, grid, options, _ = launcher.decide(cell.mode, bucket.dtype, cell.rows, cell.cols, 0)
+            if bucket.dtype not in pointers:
+                pointers[bucket.dtype] = torch.empty(1, dtype=timing.DTYPES[bucket.dtype], device="cuda")
             values = {
-                "x": rows2,
-                "residual": rows2,
-                "weight": _Rows(dtype, (cell.cols,)),
-                "y": rows2,
-                "residual_out": rows2,
-                "eps": EPS,
+                name: warm_value(name, pointers[bucket.dtype], cell.rows, cell.cols)
+                for name in kernel.arg_names
+                if name not in options
             }
-            launch = getattr(module, f"launch_{cell.mode}")
-            kwargs = {name: values.get(name) for name in inspect.signature(launch).parameters}
-            with Swapped(module, launcher):
-                launch(**kwargs)
+            kernel.warmup(grid=grid, **values, **options)
         except Exception as error:
             errors.append(f"{bucket.name} {config.label} {cell.name}: {type(error).__name__}: {error}")
     return errors
@@ -779,6 +774,16 @@ def self_test() -> int:
             assert (entry.block_m, entry.num_warps, entry.grid) == tuning[key], (key, entry)
     data = json.loads(text)
     assert {"device", "date", "torch", "triton", "best", "measurements"} <= set(data)
+
+    # The compile-ahead arguments cover every parameter of the generated kernels.
+    module = importlib.import_module(MODULE)
+    pointer = torch.empty(1)
+    for kernel in module.KERNELS.values():
+        for name in kernel.arg_names:
+            if name not in ("BLOCK_M", "BLOCK_N"):
+                warm_value(name, pointer, 8, 4096)
+    bucket = all_buckets[0]
+    assert kernel_available(module, bucket, bucket.default, cells(bucket)[0])
     log(f"self-test passed: {len(data['best'])} best rows, {len(data['measurements'])} buckets measured (fake)")
     return 0
 
