@@ -14,6 +14,7 @@ import importlib
 import pytest
 import torch
 
+import generated
 from dsl import runtime
 from dsl.model import ResidualMode
 
@@ -31,32 +32,33 @@ def case_id(case) -> str:
     return f"{name}-{dtype}-{mode or 'plain'}-{width}-{rows}-{layout}"
 
 
-def reference_fn(spec):
-    module = importlib.import_module(f"generated.{spec.name}_reference")
+def reference_fn(spec, package=generated):
+    module = importlib.import_module(f"{package.__name__}.{spec.name}_reference")
     return getattr(module, f"{spec.name}_reference")
 
 
-def reference_outputs(spec, inputs, mode):
+def reference_outputs(spec, inputs, mode, package=generated):
     args = [inputs["x"]]
     args += [inputs["residual"]] if spec.has_residual else []
     args += [inputs["weight"]] if spec.has_weight else []
     args += [inputs.get("bias")] if spec.has_bias else []
     args.append(spec.eps)
     args += [mode] if spec.has_residual else []
-    return reference_fn(spec)(*args)
+    return reference_fn(spec, package)(*args)
 
 
-def check_case(name, dtype_token, mode, width, rows, layout, device, on_gpu):
-    spec = SPECS[name]
+def check_case(name, dtype_token, mode, width, rows, layout, device, on_gpu, spec=None, package=generated):
+    """One case of the matrix: the op's outputs against the float64 formula and the reference."""
+    spec = spec or SPECS[name]
     dtype = DTYPES[dtype_token]
     inputs = make_inputs(spec, rows, width, dtype, device, layout)
-    out = call(spec, inputs, mode)
+    out = call(spec, inputs, mode, package=package)
     label = f"{name} {dtype_token} {mode} {width}x{rows} {layout}"
     lead = inputs["x"].shape[:-1]
 
     y64, s, mean64, rstd64 = oracle(spec, **{k: v for k, v in inputs.items()}, norm_pos=mode)
     names = ("q" if spec.is_quantized else "y", "residual_out", "scale", "mean", "rstd")
-    ref = dict(zip(names, reference_outputs(spec, inputs, mode), strict=True))
+    ref = dict(zip(names, reference_outputs(spec, inputs, mode, package), strict=True))
     # The interpreter's fp32 -> bf16 rounding can differ from hardware by one ulp.
     sum_ulps = 0 if on_gpu or dtype is not torch.bfloat16 else 1
 

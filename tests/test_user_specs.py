@@ -1,0 +1,124 @@
+"""Specs written only here, built with `build.py --specs DIR --out DIR`, checked like the shipped ones.
+
+They cover combinations that no shipped spec uses, so a concept that works only
+in the shipped combinations fails here. The kernels run in the interpreter of
+the target NORMGEN_INTERPRET_TARGET names (cuda by default, npu under triton-ascend).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import sys
+
+import pytest
+
+import build
+from dsl import pipeline, runtime
+
+from .cases import ROWS
+from .test_numerics import check_case
+
+PACKAGE = "normgen_user_specs"
+
+SPECS_TEXT = {
+    "combos.norm": """
+# LayerNorm with no affine part, every step in the input dtype, post mode only
+op plain_layer_post {
+    norm     = layer
+    residual = post
+    casting  = none
+    weight   = none
+    store    = mean, rstd
+    dtypes   = fp16, fp32
+    targets  = npu, cuda
+}
+
+# RMSNorm with an offset weight kept in the input dtype, pre mode only
+op offset_rms_pre {
+    norm     = rms
+    residual = pre
+    casting  = none
+    weight   = scale + 0.5
+    store    = residual, rstd
+    dtypes   = bf16, fp32
+    targets  = npu, cuda
+    eps      = 1e-5
+}
+
+# int8 output straight from an RMSNorm with no weight and no residual
+op rms_int8_plain {
+    norm     = rms
+    weight   = none
+    quantize = int8
+    dtypes   = fp32, bf16
+    targets  = npu, cuda
+}
+
+# fp8 output from a LayerNorm with a bias, llama rounding, no residual
+op layer_fp8_llama {
+    norm     = layer
+    casting  = llama
+    bias     = shift
+    store    = rstd
+    quantize = fp8_e4m3
+    dtypes   = fp16
+    targets  = npu, cuda
+}
+
+# gemma rounding without a weight, post then pre
+op gemma_unweighted {
+    norm     = rms
+    residual = post, pre
+    casting  = gemma
+    weight   = none
+    store    = rstd
+    dtypes   = bf16
+    targets  = npu, cuda
+}
+""",
+}
+
+WIDTHS = (111, 2048, 7338)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user")
+    spec_dir = root / "specs"
+    spec_dir.mkdir()
+    for name, text in SPECS_TEXT.items():
+        (spec_dir / name).write_text(text)
+    out = root / PACKAGE
+    assert build.main(["--specs", str(spec_dir), "--out", str(out)]) == 0
+    sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(PACKAGE)
+        yield module, {spec.name: spec for spec in pipeline.load_specs(spec_dir)}
+    finally:
+        sys.path.remove(str(root))
+
+
+def cases():
+    specs = {}
+    for text in SPECS_TEXT.values():
+        specs.update({s.name: s for s in pipeline.load_text(text, "combos.norm")})
+    for name, spec in sorted(specs.items()):
+        modes = [m.value for m in spec.residual] or [None]
+        for i, (dtype, mode, width, rows) in enumerate(itertools.product(spec.dtypes, modes, WIDTHS, ROWS)):
+            layout = ("2d", "3d", "strided")[i % 3]
+            yield pytest.param(name, dtype.value, mode, width, rows, layout, id=f"{name}-{dtype.value}-{mode}-{width}-{rows}")
+
+
+def test_user_package_exports_ops_and_modules(package):
+    module, specs = package
+    for name in specs:
+        assert callable(getattr(module, name))
+    assert module.PlainLayerPost.__name__ == "PlainLayerPost"
+
+
+@pytest.mark.skipif(not runtime.INTERPRET, reason="needs TRITON_INTERPRET=1 (the CPU interpreter)")
+@pytest.mark.parametrize("name, dtype, mode, width, rows, layout", list(cases()))
+def test_user_spec_numerics(package, name, dtype, mode, width, rows, layout):
+    module, specs = package
+    check_case(name, dtype, mode, width, rows, layout, "cpu", False, spec=specs[name], package=module)
