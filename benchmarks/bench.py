@@ -706,7 +706,7 @@ def plot(device: list[DeviceRow], impls: list[str], dtype: str, mode: str, path:
 def write_outputs(out: Path, meta: dict, copy: dict, device, host, impls, plots: bool) -> str:
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(meta, copy, device, host, impls)
-    (out / "bench.md").write_text(text)
+    (out / "bench.md").write_text(text, encoding="utf-8")
     data = {
         "meta": meta,
         "copy": copy,
@@ -714,7 +714,7 @@ def write_outputs(out: Path, meta: dict, copy: dict, device, host, impls, plots:
         "host": [asdict(r) for r in host],
         "targets": targets(device, host, meta["modes"]),
     }
-    (out / "bench.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    (out / "bench.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     if plots:
         for mode in meta["modes"]:
             plot(device, impls, "bf16", mode, out / f"bench_bf16_{mode}.png", copy["gbps"])
@@ -794,6 +794,9 @@ def environment(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # µ and × must not end a run under an ASCII locale
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     args = parse_args(argv)
     if args.self_test:
         return self_test(args.out)
@@ -925,13 +928,13 @@ def self_test(out: Path | None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         folder = out or Path(scratch)
         text = write_outputs(folder, meta, copy, device, host, impls, plots=True)
-        data = json.loads((folder / "bench.json").read_text())
+        data = json.loads((folder / "bench.json").read_text(encoding="utf-8"))
         assert len(data["device"]) == len(device) and len(data["host"]) == len(host)
         assert data["device"][0]["samples"] == device[0].samples
         table_rows = [line for line in text.splitlines() if line.startswith("| ") and " × " in line]
         assert len(table_rows) == len(full), (len(table_rows), len(full))
         assert "✗" in text and "n/a" in text and "err" in text and "**incomplete**" in text
-        assert text == (folder / "bench.md").read_text()
+        assert text == (folder / "bench.md").read_text(encoding="utf-8")
         for entry in data["targets"]:
             assert entry["met"] <= entry["of"], entry
         pngs = sorted(p.name for p in folder.glob("bench_bf16_*.png"))

@@ -549,9 +549,9 @@ class BucketInputs:
                 n_sets = timing.rotation_sets(call_bytes, l2)
                 self.sets[shape] = timing.make_inputs(cell.rows, cell.cols, bucket.dtype, n_sets)
                 self.calls[shape] = timing.calls_per_graph(call_bytes)
-            x, r, w = self.sets[shape][0]
-            s = x + r
-            self.refs[cell] = (F.rms_norm(s, (cell.cols,), w, EPS), s)
+                x, r, w = self.sets[shape][0]
+                s = x + r
+                self.refs[shape] = (F.rms_norm(s, (cell.cols,), w, EPS), s)  # y is the same in both modes
 
 
 def measure_config(module, op, bucket: Bucket, config: Config, cell: Cell, inputs: BucketInputs, reps: int) -> float:
@@ -570,7 +570,7 @@ def measure_config(module, op, bucket: Bucket, config: Config, cell: Cell, input
                 f"swapping {MODULE}.LAUNCHER had no effect: the op no longer launches through it; "
                 "adapt benchmarks/tune.py (Swapped, TuneLauncher)"
             )
-        y_ref, s_ref = inputs.refs[cell]
+        y_ref, s_ref = inputs.refs[(cell.rows, cell.cols)]
         ok_y, err_y = timing.compare(y, y_ref)
         ok_s, err_s = timing.compare(res, s_ref) if mode == "pre" else (True, 0.0)
         if not (ok_y and ok_s):
@@ -580,6 +580,9 @@ def measure_config(module, op, bucket: Bucket, config: Config, cell: Cell, input
             call(*inputs_set)
         samples = timing.graph_time_us(call, sets, inputs.calls[(cell.rows, cell.cols)], reps, min_ms=0.5)
     return timing.median(samples)
+
+
+TRACEBACKS = [3]  # how many more unexpected failures get a full traceback in the log
 
 
 def measure_bucket(module, op, result: BucketResult, configs: list[Config], inputs: BucketInputs, reps: int) -> None:
@@ -600,7 +603,8 @@ def measure_bucket(module, op, result: BucketResult, configs: list[Config], inpu
             text = f"{type(error).__name__}: {error}".splitlines()[0][:300]
             result.invalid[config] = text
             log(f"  {result.bucket.name} {config.label}: {text}")
-            if not isinstance(error, ValueError):
+            if not isinstance(error, ValueError) and TRACEBACKS[0] > 0:
+                TRACEBACKS[0] -= 1
                 log(traceback.format_exc())
         torch.cuda.synchronize()
 
@@ -691,11 +695,12 @@ def tune(
             else:
                 log(f"[{number}/{len(plans)} {elapsed:.0f} s] {bucket.name}: no valid candidate; default kept")
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(tuning_json(meta, results, spec_dtypes, native_pps))  # partial results survive a kill
+            # written after every bucket: a killed run keeps what it measured
+            out.write_text(tuning_json(meta, results, spec_dtypes, native_pps), encoding="utf-8")
     finally:
         precompiler.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(tuning_json(meta, results, spec_dtypes, native_pps))
+    out.write_text(tuning_json(meta, results, spec_dtypes, native_pps), encoding="utf-8")
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s; run `python build.py` to regenerate the cuda tables")
     return out
 
