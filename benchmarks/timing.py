@@ -5,7 +5,9 @@ this module makes no CUDA call.
 
 * Device time per call: ``calls`` calls captured in one CUDA graph, the graph
   replayed between two CUDA events, the elapsed time divided by the calls; the
-  median over repeats is the number to report. While one call's bytes are
+  median over repeats is the number to report. Each timed batch is queued behind
+  a short GPU sleep, so the replays run back to back even if the host is slow to
+  submit them (the sleep is outside the events). While one call's bytes are
   under ``ROTATE_L2`` times the L2 cache, the calls cycle through several input
   sets (and keep that many outputs alive), so a small shape is not measured
   out of the cache.
@@ -27,6 +29,7 @@ import torch
 ROTATE_L2 = 4  # rotate input sets until their bytes exceed this many L2 caches
 MAX_SETS = 256  # ... but never more sets than this
 L2_FALLBACK_BYTES = 50 * 2**20  # H100, when the device properties do not say
+SLEEP_CYCLES = 1_000_000  # about 0.5 ms of GPU clock: time for the host to queue a batch of replays
 
 # (rtol, atol) against torch eager: bf16/fp16 allow a couple of ulps of y, since
 # llama casting rounds x_hat before the weight product and torch rounds once.
@@ -110,8 +113,11 @@ def graph_time_us(fn: Callable, sets: Sequence[tuple], calls: int, reps: int, mi
     end.synchronize()
     once_ms = max(start.elapsed_time(end), 1e-3)
     replays = max(1, min(1000, math.ceil(min_ms / once_ms)))
+    sleep = getattr(torch.cuda, "_sleep", None)
     samples = []
     for _ in range(reps):
+        if sleep is not None:
+            sleep(SLEEP_CYCLES)
         start.record()
         for _ in range(replays):
             graph.replay()

@@ -655,7 +655,7 @@ def tune(
     l2 = timing.l2_bytes()
     todo = buckets(spec, dtypes, quick)
     plans = [(b, cells(b, quick), candidates(b, quick)) for b in todo]
-    jobs = (min(16, max(1, (os.cpu_count() or 4) - 2))) if jobs is None else jobs
+    jobs = min(12, max(1, (os.cpu_count() or 4) // 2)) if jobs is None else jobs
     log(
         f"tuning {OP} for {', '.join(dtypes)}: {len(todo)} buckets, "
         f"{sum(len(c) * len(k) for _, k, c in plans)} candidate x shape measurements before stage 2, "
@@ -806,7 +806,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--time-limit", type=float, default=450.0, help="seconds after which no new bucket is started (default 450)"
     )
-    parser.add_argument("--jobs", type=int, help="compile worker processes (default: cores - 2, at most 16; 0: none)")
+    parser.add_argument(
+        "--jobs", type=int, help="compile worker processes (default: half the cores, at most 12; 0: none)"
+    )
     parser.add_argument("--reps", type=int, default=REPS, help=f"timed repeats per measurement (default {REPS})")
     parser.add_argument("--self-test", action="store_true", help="no GPU: check buckets, candidates and the JSON")
     args = parser.parse_args(argv)
