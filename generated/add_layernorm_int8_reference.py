@@ -26,9 +26,10 @@ def add_layernorm_int8_reference(x, residual, weight, bias=None, eps=1e-5, norm_
     if bias is not None:
         y = y + bias.float()
     y = y.to(dtype)
+    # IEEE fp32 divisions, as the kernels do them (through float64, rounded once)
     y32 = y.float()
-    scale = (y32.abs().amax(dim=-1, keepdim=True) / 127.0).clamp(min=1e-12)
-    v = (y32 / scale).clamp(-128.0, 127.0)
+    scale = (y32.abs().amax(dim=-1, keepdim=True).double() / 127.0).float().clamp(min=1e-12)
+    v = (y32.double() / scale.double()).float().clamp(-128.0, 127.0)
     q = v.round().to(torch.int8)
     residual_out = s_in if norm_pos == "pre" else y
     return (

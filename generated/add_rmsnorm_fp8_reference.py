@@ -25,9 +25,10 @@ def add_rmsnorm_fp8_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
     x_hat = x_hat.to(dtype).float()
     y = x_hat * w
     y = y.to(dtype)
+    # IEEE fp32 divisions, as the kernels do them (through float64, rounded once)
     y32 = y.float()
-    scale = (y32.abs().amax(dim=-1, keepdim=True) / 448.0).clamp(min=1e-12)
-    v = (y32 / scale).clamp(-448.0, 448.0)
+    scale = (y32.abs().amax(dim=-1, keepdim=True).double() / 448.0).float().clamp(min=1e-12)
+    v = (y32.double() / scale.double()).float().clamp(-448.0, 448.0)
     q = v.to(torch.float8_e4m3fn)
     residual_out = s_in if norm_pos == "pre" else y
     return (

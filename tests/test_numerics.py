@@ -97,8 +97,9 @@ def quant_codes(q: torch.Tensor) -> torch.Tensor:
 def quantize_like_reference(spec, y: torch.Tensor):
     qmax = 127.0 if spec.quantize.value == "int8" else 448.0
     y32 = y.float()
-    scale = (y32.abs().amax(-1, keepdim=True) / qmax).clamp(min=1e-12)
-    v = (y32 / scale).clamp(-qmax - (1.0 if qmax == 127.0 else 0.0), qmax)
+    # IEEE fp32 divisions (torch on CUDA divides by a scalar through its reciprocal)
+    scale = (y32.abs().amax(-1, keepdim=True).double() / qmax).float().clamp(min=1e-12)
+    v = (y32.double() / scale.double()).float().clamp(-qmax - (1.0 if qmax == 127.0 else 0.0), qmax)
     return (v.round().to(torch.int8) if qmax == 127.0 else v.to(torch.float8_e4m3fn)), scale
 
 
