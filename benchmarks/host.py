@@ -73,6 +73,25 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             type(launcher).__call__ = saved
     results["2x empty_like"] = per_call_us(lambda: (torch.empty_like(x), torch.empty_like(x)), calls)
+    results["pre: op (again)"] = per_call_us(lambda: generated.add_rmsnorm(x, r, w, 1e-6, "pre"), calls)
+
+
+    class Counting(dict):
+        misses = 0
+
+        def get(self, key, default=None):
+            value = super().get(key, default)
+            Counting.misses += value is None
+            return value
+
+    launcher.fast = Counting(launcher.fast)
+    for mode in ("pre", "post"):
+        Counting.misses = 0
+        for _ in range(100):
+            generated.add_rmsnorm(x, r, w, 1e-6, mode)
+        print(f"{mode}: {Counting.misses} of 100 calls missed the direct-launch cache")
+    for key in launcher.fast:
+        print("  direct key:", key)
     results["eager torch x + r; rms_norm"] = per_call_us(
         lambda: (torch.nn.functional.rms_norm(x + r, (cols,), w, 1e-6)), calls
     )

@@ -121,6 +121,15 @@ class KernelVariant:
         cols = "masked" if self.col_mask else "a whole number of BLOCK_N blocks"
         return "; ".join(parts) + f".\n    Rows {rows}, columns {cols}."
 
+    @property
+    def vec_hint(self) -> bool:
+        return "VEC: tl.constexpr" in self.args
+
+    @property
+    def vec_ints(self) -> tuple[str, ...]:
+        """The integer parameters that are multiples of VEC: n_cols and the row strides."""
+        return ("n_cols",) + tuple(a for a in self.args if a.endswith("_row_stride"))
+
     # Mask expressions the templates print ("" where the blocks divide the shape).
     @property
     def tile_mask(self) -> str:
@@ -260,8 +269,12 @@ def formula(spec: NormSpec) -> str:
     return text
 
 
-def kernel_args(spec: NormSpec, mode: ResidualMode | None) -> tuple[str, ...]:
-    """The parameter list of a kernel; the launcher passes arguments in this order."""
+def kernel_args(spec: NormSpec, mode: ResidualMode | None, vec_hint: bool = False) -> tuple[str, ...]:
+    """The parameter list of a kernel; the launcher passes arguments in this order.
+
+    ``vec_hint`` (cuda) adds the VEC constexpr: the launcher promises that n_cols
+    and every row stride are multiples of VEC elements.
+    """
     args = ["X_ptr", "X_row_stride"]
     if spec.has_residual:
         args += ["R_ptr", "R_row_stride"]
@@ -286,6 +299,8 @@ def kernel_args(spec: NormSpec, mode: ResidualMode | None) -> tuple[str, ...]:
     if spec.stores_rstd:
         args.append("STORE_RSTD: tl.constexpr")
     args += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
+    if vec_hint:
+        args.append("VEC: tl.constexpr")
     return tuple(args)
 
 
@@ -333,7 +348,7 @@ class ModeLaunch:
 def mode_launch(spec: NormSpec, mode: ResidualMode | None) -> ModeLaunch:
     args, key, tensors = [], [], []
     for name in kernel_args(spec, mode):
-        if name.startswith("BLOCK_"):
+        if name.startswith(("BLOCK_", "VEC")):
             continue
         expression, in_key = _ARG_SOURCES[name]
         args.append(expression)
@@ -518,7 +533,7 @@ def reachable_masks(table: tuple[DispatchEntry, ...], passes: Pass) -> list[tupl
     return sorted(pairs)
 
 
-def variants(spec: NormSpec, table: tuple[DispatchEntry, ...]) -> tuple[KernelVariant, ...]:
+def variants(spec: NormSpec, table: tuple[DispatchEntry, ...], vec_hint: bool = False) -> tuple[KernelVariant, ...]:
     result = []
     for mode in spec.residual or (None,):
         for passes in Pass:
@@ -530,7 +545,7 @@ def variants(spec: NormSpec, table: tuple[DispatchEntry, ...]) -> tuple[KernelVa
                         passes=passes,
                         row_mask=row_mask,
                         col_mask=col_mask,
-                        args=kernel_args(spec, mode),
+                        args=kernel_args(spec, mode, vec_hint),
                     )
                 )
     return tuple(result)
@@ -546,7 +561,7 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         table = cuda_table(spec, tuning)
         options = ()
         source = "dsl/tuning/cuda.json (measured)" if tuning else "the planner's defaults (no tuning data)"
-    return KernelPlan(spec, target, variants(spec, table), table, options, source)
+    return KernelPlan(spec, target, variants(spec, table, target is Target.CUDA), table, options, source)
 
 
 # ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ if INTERPRET_TARGET not in ("cuda", "npu"):
     raise ValueError(f"NORMGEN_INTERPRET_TARGET must be 'cuda' or 'npu', got {INTERPRET_TARGET!r}")
 
 DTYPE_TOKEN = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
 class NormgenError(ValueError):
@@ -251,8 +252,13 @@ class Launcher:
         self.fast: dict[tuple, tuple] = {}  # launch key -> direct launch (cuda)
         self.slow: dict[tuple, tuple] = {}  # launch key -> (kernel, grid, options)
 
-    def decide(self, mode: str, dtype: str, n_rows: int, n_cols: int, device_index: int) -> tuple:
-        """(kernel, grid, options, entry) for a shape: the table lookup and launch policy."""
+    def decide(self, mode: str, dtype: str, n_rows: int, n_cols: int, device_index: int, ints: tuple = ()) -> tuple:
+        """(kernel, grid, options, entry) for a shape: the table lookup and launch policy.
+
+        ``ints``: n_cols and the row strides of the call (contiguous rows if empty),
+        from which the cuda kernels' VEC (the widest vector, up to 16 bytes, that
+        divides them all) is derived.
+        """
         entry = self.table.lookup(dtype, n_rows, n_cols)
         kernel = self.kernels[variant_key(mode, entry, n_rows, n_cols)]
         tiles = -(-n_rows // entry.block_m)
@@ -262,6 +268,11 @@ class Launcher:
         else:
             programs = max(1, tiles)
         options = {"BLOCK_M": entry.block_m, "BLOCK_N": entry.block_n}
+        if self.target == "cuda":
+            common = 0
+            for value in ints or (n_cols,):
+                common |= value
+            options["VEC"] = min(common & -common, 16 // DTYPE_BYTES[dtype])
         if not INTERPRET:
             options.update(self.options)
             if self.target == "npu":
@@ -281,7 +292,8 @@ class Launcher:
         decision = self.slow.get(key)
         if decision is None:
             mode, dtype, n_rows, n_cols = key[:4]
-            kernel, grid, options, _ = self.decide(mode, DTYPE_TOKEN[dtype], n_rows, n_cols, device_index)
+            ints = (n_cols,) + tuple(v for v in key[4:] if type(v) is int)  # the row strides
+            kernel, grid, options, _ = self.decide(mode, DTYPE_TOKEN[dtype], n_rows, n_cols, device_index, ints)
             decision = self.slow[key] = (kernel, grid, options)
         kernel, grid, options = decision
         compiled = kernel[grid](*args, **options)
@@ -292,7 +304,7 @@ class Launcher:
 def _direct_launch(compiled, grid: tuple, options: dict):
     """The compiled kernel's C launcher and its constant leading arguments (Triton 3.3+ layout)."""
     runner = compiled.run  # CudaLauncher: Python wrapper around the C launch function
-    blocks = (options["BLOCK_M"], options["BLOCK_N"])
+    blocks = tuple(options[name] for name in ("BLOCK_M", "BLOCK_N", "VEC") if name in options)
     scratch = getattr(runner, "global_scratch_size", 0) or getattr(runner, "profile_scratch_size", 0)
     if scratch or not hasattr(runner, "launch"):
         # Kernels that need scratch memory keep Triton's wrapper, which allocates it.

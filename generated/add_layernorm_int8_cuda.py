@@ -5,7 +5,7 @@
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 Kernels: one per (residual mode, single/multi pass, row mask, column mask);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
-from the planner's defaults (no tuning data).
+from dsl/tuning/cuda.json (measured).
 """
 
 import triton
@@ -33,6 +33,7 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -42,6 +43,13 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -101,6 +109,7 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -110,6 +119,13 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -171,6 +187,7 @@ def add_layernorm_int8_pre_single_rowmask_colfull(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -180,6 +197,13 @@ def add_layernorm_int8_pre_single_rowmask_colfull(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -240,6 +264,7 @@ def add_layernorm_int8_pre_single_rowmask_colmask(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -249,6 +274,13 @@ def add_layernorm_int8_pre_single_rowmask_colmask(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -312,6 +344,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -321,6 +354,13 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -418,6 +458,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -427,6 +468,13 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -529,6 +577,7 @@ def add_layernorm_int8_post_single_rowfull_colfull(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -538,6 +587,13 @@ def add_layernorm_int8_post_single_rowfull_colfull(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -598,6 +654,7 @@ def add_layernorm_int8_post_single_rowfull_colmask(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -607,6 +664,13 @@ def add_layernorm_int8_post_single_rowfull_colmask(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -669,6 +733,7 @@ def add_layernorm_int8_post_single_rowmask_colfull(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -678,6 +743,13 @@ def add_layernorm_int8_post_single_rowmask_colfull(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -739,6 +811,7 @@ def add_layernorm_int8_post_single_rowmask_colmask(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -748,6 +821,13 @@ def add_layernorm_int8_post_single_rowmask_colmask(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -812,6 +892,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -821,6 +902,13 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -919,6 +1007,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
 
@@ -928,6 +1017,13 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
     upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -1019,84 +1115,84 @@ TABLE = runtime.DispatchTable(
     "cuda",
     (
         # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 16, 1, 1023, "single", 1, 16, 1, "tiles", False, 0),
+        runtime.Entry("fp32", 1, 16, 1, 1023, "single", 16, 16, 2, "tiles", False, 0),
         runtime.Entry("fp32", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 17, 32, 1, 1023, "single", 1, 32, 1, "tiles", False, 0),
+        runtime.Entry("fp32", 17, 32, 1, 1023, "single", 16, 32, 4, "tiles", False, 0),
         runtime.Entry("fp32", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 33, 64, 1, 1023, "single", 1, 64, 1, "tiles", False, 0),
+        runtime.Entry("fp32", 33, 64, 1, 1023, "single", 8, 64, 4, "tiles", False, 0),
         runtime.Entry("fp32", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
         runtime.Entry("fp32", 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 65, 128, 1024, None, "single", 8, 128, 4, "tiles", False, 0),
+        runtime.Entry("fp32", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
         runtime.Entry("fp32", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 129, 256, 1024, None, "single", 4, 256, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1, 1023, "single", 1, 512, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1024, None, "single", 2, 512, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
+        runtime.Entry("fp32", 129, 256, 1024, None, "single", 2, 256, 1, "tiles", False, 0),
+        runtime.Entry("fp32", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
+        runtime.Entry("fp32", 257, 512, 1024, None, "single", 1, 512, 1, "tiles", False, 0),
+        runtime.Entry("fp32", 513, 1024, 1, 1023, "single", 1, 1024, 8, "tiles", False, 0),
         runtime.Entry("fp32", 513, 1024, 1024, None, "single", 1, 1024, 4, "tiles", False, 0),
         runtime.Entry("fp32", 1025, 2048, 1, 1023, "single", 1, 2048, 8, "tiles", False, 0),
         runtime.Entry("fp32", 1025, 2048, 1024, None, "single", 1, 2048, 8, "tiles", False, 0),
         runtime.Entry("fp32", 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
         runtime.Entry("fp32", 2049, 4096, 1024, None, "single", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 4097, 8192, 1, 1023, "single", 1, 8192, 32, "tiles", False, 0),
+        runtime.Entry("fp32", 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
         runtime.Entry("fp32", 4097, 8192, 1024, None, "single", 1, 8192, 32, "tiles", False, 0),
         runtime.Entry("fp32", 8193, 16384, 1, 1023, "single", 1, 16384, 32, "tiles", False, 0),
         runtime.Entry("fp32", 8193, 16384, 1024, None, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1, 1023, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 32769, None, 1, 1023, "multi", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 1, 16, 1, 1023, "single", 1, 16, 1, "tiles", False, 0),
+        runtime.Entry("fp32", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "persistent", False, 0),
+        runtime.Entry("fp32", 16385, 32768, 1024, None, "single", 1, 32768, 16, "persistent", False, 0),
+        runtime.Entry("fp32", 32769, None, 1, 1023, "multi", 1, 4096, 32, "tiles", False, 0),
+        runtime.Entry("fp32", 32769, None, 1024, None, "multi", 1, 4096, 32, "tiles", False, 0),
+        runtime.Entry("fp16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
         runtime.Entry("fp16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1, 1023, "single", 1, 32, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1024, None, "single", 16, 32, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1, 1023, "single", 1, 64, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1024, None, "single", 16, 64, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1024, None, "single", 8, 128, 2, "tiles", False, 0),
+        runtime.Entry("fp16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
+        runtime.Entry("fp16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
+        runtime.Entry("fp16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
+        runtime.Entry("fp16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
+        runtime.Entry("fp16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
+        runtime.Entry("fp16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
         runtime.Entry("fp16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 129, 256, 1024, None, "single", 4, 256, 2, "tiles", False, 0),
+        runtime.Entry("fp16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
         runtime.Entry("fp16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 257, 512, 1024, None, "single", 2, 512, 2, "tiles", False, 0),
+        runtime.Entry("fp16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
         runtime.Entry("fp16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
         runtime.Entry("fp16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
         runtime.Entry("fp16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
         runtime.Entry("fp16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
         runtime.Entry("fp16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 2049, 4096, 1024, None, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
+        runtime.Entry("fp16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
+        runtime.Entry("fp16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
         runtime.Entry("fp16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1, 1023, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1024, None, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 16385, 32768, 1, 1023, "single", 1, 32768, 32, "tiles", False, 0),
+        runtime.Entry("fp16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
+        runtime.Entry("fp16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
+        runtime.Entry("fp16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
         runtime.Entry("fp16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 32769, None, 1, 1023, "multi", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 32769, None, 1024, None, "multi", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 1, 16, 1, 1023, "single", 1, 16, 1, "tiles", False, 0),
+        runtime.Entry("fp16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
+        runtime.Entry("fp16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
+        runtime.Entry("bf16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
         runtime.Entry("bf16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1, 1023, "single", 1, 32, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1024, None, "single", 16, 32, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1, 1023, "single", 1, 64, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1024, None, "single", 16, 64, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1024, None, "single", 8, 128, 2, "tiles", False, 0),
+        runtime.Entry("bf16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
+        runtime.Entry("bf16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
+        runtime.Entry("bf16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
+        runtime.Entry("bf16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
+        runtime.Entry("bf16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
+        runtime.Entry("bf16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
         runtime.Entry("bf16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 129, 256, 1024, None, "single", 4, 256, 2, "tiles", False, 0),
+        runtime.Entry("bf16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
         runtime.Entry("bf16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 257, 512, 1024, None, "single", 2, 512, 2, "tiles", False, 0),
+        runtime.Entry("bf16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
         runtime.Entry("bf16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
         runtime.Entry("bf16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
         runtime.Entry("bf16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
         runtime.Entry("bf16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
         runtime.Entry("bf16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 2049, 4096, 1024, None, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
+        runtime.Entry("bf16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
+        runtime.Entry("bf16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
         runtime.Entry("bf16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1, 1023, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1024, None, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("bf16", 16385, 32768, 1, 1023, "single", 1, 32768, 32, "tiles", False, 0),
+        runtime.Entry("bf16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
+        runtime.Entry("bf16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
+        runtime.Entry("bf16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
         runtime.Entry("bf16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("bf16", 32769, None, 1, 1023, "multi", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 32769, None, 1024, None, "multi", 1, 4096, 8, "tiles", False, 0),
+        runtime.Entry("bf16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
+        runtime.Entry("bf16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
     ),
 )
 

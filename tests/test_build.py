@@ -176,7 +176,7 @@ sys.path.insert(0, sys.argv[1])
 import torch
 import tinyops
 
-assert tinyops.__all__ == ["tiny_norm"], tinyops.__all__
+assert tinyops.__all__ == ["TinyNorm", "tiny_norm"], tinyops.__all__
 torch.manual_seed(0)
 x, r = torch.randn(2, 3, 40), torch.randn(2, 3, 40)
 w, b = torch.randn(40), torch.randn(40)
