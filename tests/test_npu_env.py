@@ -26,7 +26,7 @@ PYTEST_ARGS = (
     *("tests/test_npu_lowering.py", "tests/test_numerics.py"),
     *("-k", "lowering or interpreter"),
 )
-TIMEOUT_S = 60 * 60  # a hung run fails here instead of stalling CI (a normal one: minutes)
+TIMEOUT_S = 60 * 60  # a hung run fails here instead of stalling CI
 SUMMARY = re.compile(r"(\d+) (passed|failed|error|skipped|deselected|xfailed|xpassed|warning)s?\b")
 
 
