@@ -250,6 +250,7 @@ FLOOR_ARG_EXPR = {
     "n_rows": "n_rows",
     "n_cols": "n_cols",
     "eps": "eps",
+    "VEC": "1",  # a constexpr; only used where the launcher's options do not hold it
 }
 
 
@@ -272,11 +273,11 @@ def floor_source(mode: str, arg_names: list[str], constexprs: dict) -> str:
         f"def first():\n{allocate}    return kernel[grid]({args}, **launch_options)\n\n\n"
         f"def floor():\n{allocate}"
         f"    run(gx, gy, gz, stream(device_index), function, packed, None, None, None, {args})\n"
-        f"    return {', '.join(outputs)}\n\n\n"
+        f"    return {', '.join(outputs)},\n\n\n"
         f"def floor_c():\n{allocate}"
         f"    launch(gx, gy, gz, stream(device_index), function, coop, pdl, None, None, packed, None, None, None,"
         f" {args})\n"
-        f"    return {', '.join(outputs)}\n"
+        f"    return {', '.join(outputs)},\n"
     )
 
 
@@ -426,25 +427,36 @@ def host_callables(impls: list[str], missing: dict, mode: str, x, r, w) -> list[
 
 
 def measure_host(impls: list[str], missing: dict, modes: list[str], quick: bool) -> list[HostRow]:
-    """Host time per eager call at HOST_SHAPE, for each impl and the launch floor."""
+    """Host time per eager call at HOST_SHAPE, for each impl and the launch floor.
+
+    The impls are timed in turns (one batch of calls each, then the next impl, for
+    every repeat), so that drift in the host's speed reaches them all alike.
+    """
     dtype, n_rows, n_cols = HOST_SHAPE
-    calls, reps = (500, 5) if quick else (2000, 7)
+    calls, reps = (500, 5) if quick else (2000, 9)
     (x, r, w) = timing.make_inputs(n_rows, n_cols, dtype, 1)[0]
     result = []
     with torch.no_grad():
         for mode in modes:
+            timed = []
             for impl, fn, args, kwargs, error in host_callables(impls, missing, mode, x, r, w):
                 row = HostRow(impl, mode, dtype, n_rows, n_cols, error=error)
                 result.append(row)
-                if fn is None:
-                    continue
-                try:
-                    row.samples = timing.host_time_us(fn, args, kwargs, calls=calls, reps=reps)
-                    row.us = timing.median(row.samples)
-                except Exception as error:
-                    row.error = short_error(error)
-                    log(f"  host time of {impl} ({mode}) failed:\n" + traceback.format_exc())
-                torch.cuda.synchronize()
+                if fn is not None:
+                    row.samples = []
+                    timed.append((row, fn, args, kwargs))
+            for _ in range(reps):
+                for row, fn, args, kwargs in timed:
+                    if row.error:
+                        continue
+                    try:
+                        row.samples += timing.host_time_us(fn, args, kwargs, calls=calls, reps=1, warmup=50)
+                    except Exception as error:
+                        row.error = short_error(error)
+                        log(f"  host time of {row.impl} ({mode}) failed:\n" + traceback.format_exc())
+                    torch.cuda.synchronize()
+            for row, *_ in timed:
+                row.us = timing.median(row.samples) if row.samples and not row.error else None
     return result
 
 

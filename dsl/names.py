@@ -9,13 +9,18 @@ from __future__ import annotations
 from .model import NormSpec, ResidualMode, Target
 
 
-def variant_name(spec: NormSpec, mode: ResidualMode | None, passes: str, row_mask: bool, col_mask: bool) -> str:
+def variant_name(
+    spec: NormSpec, mode: ResidualMode | None, passes: str, row_mask: bool, col_mask: bool, grid: str
+) -> str:
+    """e.g. add_rmsnorm_pre_single_rowfull_colmask (one tile per program) or ..._persistent."""
     parts = [spec.name]
     if mode is not None:
         parts.append(mode.value)
     parts.append(passes)
     parts.append("rowmask" if row_mask else "rowfull")
     parts.append("colmask" if col_mask else "colfull")
+    if grid == "persistent":
+        parts.append("persistent")
     return "_".join(parts)
 
 

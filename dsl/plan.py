@@ -89,12 +89,18 @@ class KernelVariant:
     passes: Pass
     row_mask: bool
     col_mask: bool
+    grid: Grid  # persistent kernels loop over row tiles; tiles kernels handle one
     args: tuple[str, ...]  # the kernel's parameters, in order, constexprs last
 
     @property
     def key(self) -> tuple:
-        """Runtime key: (mode token, pass token, row mask, col mask)."""
-        return (self.mode.value if self.mode else "none", self.passes.value, self.row_mask, self.col_mask)
+        """Runtime key: (mode token, pass token, row mask, col mask, grid token)."""
+        mode = self.mode.value if self.mode else "none"
+        return (mode, self.passes.value, self.row_mask, self.col_mask, self.grid.value)
+
+    @property
+    def persistent(self) -> bool:
+        return self.grid is Grid.PERSISTENT
 
     @property
     def single(self) -> bool:
@@ -119,7 +125,12 @@ class KernelVariant:
         parts.append("single pass, each row in one tile" if self.single else "multi pass over BLOCK_N-wide column blocks")
         rows = "masked" if self.row_mask else "a whole number of BLOCK_M tiles"
         cols = "masked" if self.col_mask else "a whole number of BLOCK_N blocks"
-        return "; ".join(parts) + f".\n    Rows {rows}, columns {cols}."
+        grid = (
+            "Each program walks row tiles with a stride of the grid size."
+            if self.persistent
+            else "Each program handles one row tile (the grid has one program per tile)."
+        )
+        return "; ".join(parts) + f".\n    Rows {rows}, columns {cols}.\n    {grid}"
 
     @property
     def vec_hint(self) -> bool:
@@ -180,6 +191,7 @@ class DispatchEntry:
             self.passes.value,
             n_rows % self.block_m != 0,
             n_cols % self.block_n != 0,
+            self.grid.value,
         )
 
 
@@ -516,11 +528,11 @@ def cuda_table(spec: NormSpec, tuning: dict) -> tuple[DispatchEntry, ...]:
 # Variants
 
 
-def reachable_masks(table: tuple[DispatchEntry, ...], passes: Pass) -> list[tuple[bool, bool]]:
-    """The (row mask, col mask) pairs some shape can dispatch to, for one pass kind."""
+def reachable_masks(table: tuple[DispatchEntry, ...], passes: Pass, grid: Grid) -> list[tuple[bool, bool]]:
+    """The (row mask, col mask) pairs some shape can dispatch to, for one pass kind and grid policy."""
     pairs = set()
     for entry in table:
-        if entry.passes is not passes:
+        if entry.passes is not passes or entry.grid is not grid:
             continue
         row_options = {False, True} if entry.block_m > 1 else {False}
         lo, hi, block = entry.cols_lo, entry.cols_hi, entry.block_n
@@ -537,17 +549,19 @@ def variants(spec: NormSpec, table: tuple[DispatchEntry, ...], vec_hint: bool = 
     result = []
     for mode in spec.residual or (None,):
         for passes in Pass:
-            for row_mask, col_mask in reachable_masks(table, passes):
-                result.append(
-                    KernelVariant(
-                        name=names.variant_name(spec, mode, passes.value, row_mask, col_mask),
-                        mode=mode,
-                        passes=passes,
-                        row_mask=row_mask,
-                        col_mask=col_mask,
-                        args=kernel_args(spec, mode, vec_hint),
+            for grid in Grid:
+                for row_mask, col_mask in reachable_masks(table, passes, grid):
+                    result.append(
+                        KernelVariant(
+                            name=names.variant_name(spec, mode, passes.value, row_mask, col_mask, grid.value),
+                            mode=mode,
+                            passes=passes,
+                            row_mask=row_mask,
+                            col_mask=col_mask,
+                            grid=grid,
+                            args=kernel_args(spec, mode, vec_hint),
+                        )
                     )
-                )
     return tuple(result)
 
 

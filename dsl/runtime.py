@@ -230,7 +230,7 @@ class DispatchTable:
 
 
 def variant_key(mode: str, entry: Entry, n_rows: int, n_cols: int) -> tuple:
-    return (mode, entry.passes, n_rows % entry.block_m != 0, n_cols % entry.block_n != 0)
+    return (mode, entry.passes, n_rows % entry.block_m != 0, n_cols % entry.block_n != 0, entry.grid)
 
 
 class Launcher:

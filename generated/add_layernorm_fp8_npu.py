@@ -3,7 +3,7 @@
 """add_layernorm_fp8 on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def add_layernorm_fp8_pre_single_rowfull_colfull(
+def add_layernorm_fp8_pre_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -38,8 +38,8 @@ def add_layernorm_fp8_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -93,7 +93,7 @@ def add_layernorm_fp8_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_pre_single_rowfull_colmask(
+def add_layernorm_fp8_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -116,8 +116,8 @@ def add_layernorm_fp8_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -173,7 +173,7 @@ def add_layernorm_fp8_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_fp8_pre_single_rowmask_colfull(
+def add_layernorm_fp8_pre_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -196,8 +196,8 @@ def add_layernorm_fp8_pre_single_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -252,7 +252,7 @@ def add_layernorm_fp8_pre_single_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_pre_single_rowmask_colmask(
+def add_layernorm_fp8_pre_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -275,8 +275,8 @@ def add_layernorm_fp8_pre_single_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -334,7 +334,7 @@ def add_layernorm_fp8_pre_single_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_fp8_pre_multi_rowfull_colfull(
+def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -357,8 +357,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -450,7 +450,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_pre_multi_rowfull_colmask(
+def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -473,8 +473,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -571,7 +571,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_fp8_pre_multi_rowmask_colfull(
+def add_layernorm_fp8_pre_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -594,8 +594,8 @@ def add_layernorm_fp8_pre_multi_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -688,7 +688,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_pre_multi_rowmask_colmask(
+def add_layernorm_fp8_pre_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -711,8 +711,8 @@ def add_layernorm_fp8_pre_multi_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -814,7 +814,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_fp8_post_single_rowfull_colfull(
+def add_layernorm_fp8_post_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -837,8 +837,8 @@ def add_layernorm_fp8_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -893,7 +893,7 @@ def add_layernorm_fp8_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_post_single_rowfull_colmask(
+def add_layernorm_fp8_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -916,8 +916,8 @@ def add_layernorm_fp8_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -974,7 +974,7 @@ def add_layernorm_fp8_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_fp8_post_single_rowmask_colfull(
+def add_layernorm_fp8_post_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -997,8 +997,8 @@ def add_layernorm_fp8_post_single_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1054,7 +1054,7 @@ def add_layernorm_fp8_post_single_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_post_single_rowmask_colmask(
+def add_layernorm_fp8_post_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1077,8 +1077,8 @@ def add_layernorm_fp8_post_single_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1137,7 +1137,7 @@ def add_layernorm_fp8_post_single_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_fp8_post_multi_rowfull_colfull(
+def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1160,8 +1160,8 @@ def add_layernorm_fp8_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1254,7 +1254,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_post_multi_rowfull_colmask(
+def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1277,8 +1277,8 @@ def add_layernorm_fp8_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1376,7 +1376,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_fp8_post_multi_rowmask_colfull(
+def add_layernorm_fp8_post_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1399,8 +1399,8 @@ def add_layernorm_fp8_post_multi_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1494,7 +1494,7 @@ def add_layernorm_fp8_post_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_fp8_post_multi_rowmask_colmask(
+def add_layernorm_fp8_post_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1517,8 +1517,8 @@ def add_layernorm_fp8_post_multi_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1716,24 +1716,24 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_layernorm_fp8_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_layernorm_fp8_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_layernorm_fp8_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_layernorm_fp8_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_layernorm_fp8_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_layernorm_fp8_pre_multi_rowfull_colmask,
-    ('pre', 'multi', True, False): add_layernorm_fp8_pre_multi_rowmask_colfull,
-    ('pre', 'multi', True, True): add_layernorm_fp8_pre_multi_rowmask_colmask,
-    ('post', 'single', False, False): add_layernorm_fp8_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_layernorm_fp8_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_layernorm_fp8_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_layernorm_fp8_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_layernorm_fp8_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_layernorm_fp8_post_multi_rowfull_colmask,
-    ('post', 'multi', True, False): add_layernorm_fp8_post_multi_rowmask_colfull,
-    ('post', 'multi', True, True): add_layernorm_fp8_post_multi_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_layernorm_fp8_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_layernorm_fp8_pre_single_rowfull_colmask_persistent,
+    ('pre', 'single', True, False, 'persistent'): add_layernorm_fp8_pre_single_rowmask_colfull_persistent,
+    ('pre', 'single', True, True, 'persistent'): add_layernorm_fp8_pre_single_rowmask_colmask_persistent,
+    ('pre', 'multi', False, False, 'persistent'): add_layernorm_fp8_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_layernorm_fp8_pre_multi_rowfull_colmask_persistent,
+    ('pre', 'multi', True, False, 'persistent'): add_layernorm_fp8_pre_multi_rowmask_colfull_persistent,
+    ('pre', 'multi', True, True, 'persistent'): add_layernorm_fp8_pre_multi_rowmask_colmask_persistent,
+    ('post', 'single', False, False, 'persistent'): add_layernorm_fp8_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_layernorm_fp8_post_single_rowfull_colmask_persistent,
+    ('post', 'single', True, False, 'persistent'): add_layernorm_fp8_post_single_rowmask_colfull_persistent,
+    ('post', 'single', True, True, 'persistent'): add_layernorm_fp8_post_single_rowmask_colmask_persistent,
+    ('post', 'multi', False, False, 'persistent'): add_layernorm_fp8_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_layernorm_fp8_post_multi_rowfull_colmask_persistent,
+    ('post', 'multi', True, False, 'persistent'): add_layernorm_fp8_post_multi_rowmask_colfull_persistent,
+    ('post', 'multi', True, True, 'persistent'): add_layernorm_fp8_post_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

@@ -3,7 +3,7 @@
 """add_layernorm_int8 on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
 """
@@ -39,8 +39,311 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
+
+
+@triton.jit
+def add_layernorm_int8_pre_single_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_layernorm_int8_pre_single_rowmask_colfull(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows masked, columns a whole number of BLOCK_N blocks.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=row_mask[:, None])
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
+
+
+@triton.jit
+def add_layernorm_int8_pre_single_rowmask_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows masked, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    mask = row_mask[:, None] & col_mask[None, :]
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=mask)
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
+
+
+@triton.jit
+def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -91,7 +394,7 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowfull_colmask(
+def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -115,8 +418,8 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -169,163 +472,6 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=row_mask[:, None])
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=mask)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-@triton.jit
 def add_layernorm_int8_pre_multi_rowfull_colfull(
     X_ptr,
     X_row_stride,
@@ -350,8 +496,237 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the row sums in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s
+    mean = tl.sum(acc, axis=1) / n_cols
+    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        diff = s - mean[:, None]
+        acc += diff * diff
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    # the row's largest |y|, which sets the quantization scale
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    # last pass: recompute s = x + r, normalize, quantize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+        q_floor = tl.floor(v)
+        q_frac = v - q_floor
+        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+        q = q.to(tl.int8)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
+
+
+@triton.jit
+def add_layernorm_int8_pre_multi_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the row sums in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s
+    mean = tl.sum(acc, axis=1) / n_cols
+    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        diff = s - mean[:, None]
+        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+        acc += diff * diff
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    # the row's largest |y|, which sets the quantization scale
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    # last pass: recompute s = x + r, normalize, quantize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+        q_floor = tl.floor(v)
+        q_frac = v - q_floor
+        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+        q = q.to(tl.int8)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -440,7 +815,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colmask(
+def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -464,8 +839,8 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -583,8 +958,315 @@ def add_layernorm_int8_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    # post mode: the residual out is the unquantized output
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
+
+
+@triton.jit
+def add_layernorm_int8_post_single_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    # post mode: the residual out is the unquantized output
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_layernorm_int8_post_single_rowmask_colfull(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows masked, columns a whole number of BLOCK_N blocks.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    # post mode: the residual out is the unquantized output
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
+
+
+@triton.jit
+def add_layernorm_int8_post_single_rowmask_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows masked, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    mask = row_mask[:, None] & col_mask[None, :]
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    # post mode: the residual out is the unquantized output
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
+    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+    q_floor = tl.floor(v)
+    q_frac = v - q_floor
+    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+    q = q.to(tl.int8)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
+
+
+@triton.jit
+def add_layernorm_int8_post_single_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -636,7 +1318,7 @@ def add_layernorm_int8_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_post_single_rowfull_colmask(
+def add_layernorm_int8_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -660,8 +1342,8 @@ def add_layernorm_int8_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -715,165 +1397,6 @@ def add_layernorm_int8_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_post_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-@triton.jit
 def add_layernorm_int8_post_multi_rowfull_colfull(
     X_ptr,
     X_row_stride,
@@ -898,8 +1421,239 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the row sums in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s
+    mean = tl.sum(acc, axis=1) / n_cols
+    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        diff = s - mean[:, None]
+        acc += diff * diff
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    # the row's largest |y|, which sets the quantization scale
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    # last pass: recompute s = x + r, normalize, quantize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        # post mode: the residual out is the unquantized output
+        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
+        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+        q_floor = tl.floor(v)
+        q_frac = v - q_floor
+        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+        q = q.to(tl.int8)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
+
+
+@triton.jit
+def add_layernorm_int8_post_multi_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the row sums in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s
+    mean = tl.sum(acc, axis=1) / n_cols
+    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        diff = s - mean[:, None]
+        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+        acc += diff * diff
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    # the row's largest |y|, which sets the quantization scale
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    tl.store(SCALE_ptr + rows, scale)
+    # last pass: recompute s = x + r, normalize, quantize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        # post mode: the residual out is the unquantized output
+        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
+        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+        q_floor = tl.floor(v)
+        q_frac = v - q_floor
+        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
+        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
+        q = q.to(tl.int8)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    SCALE_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -989,7 +1743,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_post_multi_rowfull_colmask(
+def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1013,8 +1767,8 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -1196,20 +1950,28 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_layernorm_int8_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_layernorm_int8_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_layernorm_int8_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_layernorm_int8_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_layernorm_int8_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_layernorm_int8_pre_multi_rowfull_colmask,
-    ('post', 'single', False, False): add_layernorm_int8_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_layernorm_int8_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_layernorm_int8_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_layernorm_int8_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_layernorm_int8_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_layernorm_int8_post_multi_rowfull_colmask,
+    ('pre', 'single', False, False, 'tiles'): add_layernorm_int8_pre_single_rowfull_colfull,
+    ('pre', 'single', False, True, 'tiles'): add_layernorm_int8_pre_single_rowfull_colmask,
+    ('pre', 'single', True, False, 'tiles'): add_layernorm_int8_pre_single_rowmask_colfull,
+    ('pre', 'single', True, True, 'tiles'): add_layernorm_int8_pre_single_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_layernorm_int8_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_layernorm_int8_pre_single_rowfull_colmask_persistent,
+    ('pre', 'multi', False, False, 'tiles'): add_layernorm_int8_pre_multi_rowfull_colfull,
+    ('pre', 'multi', False, True, 'tiles'): add_layernorm_int8_pre_multi_rowfull_colmask,
+    ('pre', 'multi', False, False, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colmask_persistent,
+    ('post', 'single', False, False, 'tiles'): add_layernorm_int8_post_single_rowfull_colfull,
+    ('post', 'single', False, True, 'tiles'): add_layernorm_int8_post_single_rowfull_colmask,
+    ('post', 'single', True, False, 'tiles'): add_layernorm_int8_post_single_rowmask_colfull,
+    ('post', 'single', True, True, 'tiles'): add_layernorm_int8_post_single_rowmask_colmask,
+    ('post', 'single', False, False, 'persistent'): add_layernorm_int8_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_layernorm_int8_post_single_rowfull_colmask_persistent,
+    ('post', 'multi', False, False, 'tiles'): add_layernorm_int8_post_multi_rowfull_colfull,
+    ('post', 'multi', False, True, 'tiles'): add_layernorm_int8_post_multi_rowfull_colmask,
+    ('post', 'multi', False, False, 'persistent'): add_layernorm_int8_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_layernorm_int8_post_multi_rowfull_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "cuda", {})

@@ -3,7 +3,7 @@
 """add_layernorm_int8 on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowfull_colfull(
+def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -38,8 +38,8 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -83,7 +83,7 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowfull_colmask(
+def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -106,8 +106,8 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -153,7 +153,7 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowmask_colfull(
+def add_layernorm_int8_pre_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -176,8 +176,8 @@ def add_layernorm_int8_pre_single_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -222,7 +222,7 @@ def add_layernorm_int8_pre_single_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowmask_colmask(
+def add_layernorm_int8_pre_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -245,8 +245,8 @@ def add_layernorm_int8_pre_single_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -294,7 +294,7 @@ def add_layernorm_int8_pre_single_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colfull(
+def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -317,8 +317,8 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -400,7 +400,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colmask(
+def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -423,8 +423,8 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -511,7 +511,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_pre_multi_rowmask_colfull(
+def add_layernorm_int8_pre_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -534,8 +534,8 @@ def add_layernorm_int8_pre_multi_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -618,7 +618,7 @@ def add_layernorm_int8_pre_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_pre_multi_rowmask_colmask(
+def add_layernorm_int8_pre_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -641,8 +641,8 @@ def add_layernorm_int8_pre_multi_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -734,7 +734,7 @@ def add_layernorm_int8_pre_multi_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_post_single_rowfull_colfull(
+def add_layernorm_int8_post_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -757,8 +757,8 @@ def add_layernorm_int8_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -803,7 +803,7 @@ def add_layernorm_int8_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_post_single_rowfull_colmask(
+def add_layernorm_int8_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -826,8 +826,8 @@ def add_layernorm_int8_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -874,7 +874,7 @@ def add_layernorm_int8_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_post_single_rowmask_colfull(
+def add_layernorm_int8_post_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -897,8 +897,8 @@ def add_layernorm_int8_post_single_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -944,7 +944,7 @@ def add_layernorm_int8_post_single_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_post_single_rowmask_colmask(
+def add_layernorm_int8_post_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -967,8 +967,8 @@ def add_layernorm_int8_post_single_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1017,7 +1017,7 @@ def add_layernorm_int8_post_single_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_post_multi_rowfull_colfull(
+def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1040,8 +1040,8 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1124,7 +1124,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_post_multi_rowfull_colmask(
+def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1147,8 +1147,8 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1236,7 +1236,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_int8_post_multi_rowmask_colfull(
+def add_layernorm_int8_post_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1259,8 +1259,8 @@ def add_layernorm_int8_post_multi_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1344,7 +1344,7 @@ def add_layernorm_int8_post_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_int8_post_multi_rowmask_colmask(
+def add_layernorm_int8_post_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1367,8 +1367,8 @@ def add_layernorm_int8_post_multi_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1556,24 +1556,24 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_layernorm_int8_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_layernorm_int8_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_layernorm_int8_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_layernorm_int8_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_layernorm_int8_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_layernorm_int8_pre_multi_rowfull_colmask,
-    ('pre', 'multi', True, False): add_layernorm_int8_pre_multi_rowmask_colfull,
-    ('pre', 'multi', True, True): add_layernorm_int8_pre_multi_rowmask_colmask,
-    ('post', 'single', False, False): add_layernorm_int8_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_layernorm_int8_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_layernorm_int8_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_layernorm_int8_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_layernorm_int8_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_layernorm_int8_post_multi_rowfull_colmask,
-    ('post', 'multi', True, False): add_layernorm_int8_post_multi_rowmask_colfull,
-    ('post', 'multi', True, True): add_layernorm_int8_post_multi_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_layernorm_int8_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_layernorm_int8_pre_single_rowfull_colmask_persistent,
+    ('pre', 'single', True, False, 'persistent'): add_layernorm_int8_pre_single_rowmask_colfull_persistent,
+    ('pre', 'single', True, True, 'persistent'): add_layernorm_int8_pre_single_rowmask_colmask_persistent,
+    ('pre', 'multi', False, False, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colmask_persistent,
+    ('pre', 'multi', True, False, 'persistent'): add_layernorm_int8_pre_multi_rowmask_colfull_persistent,
+    ('pre', 'multi', True, True, 'persistent'): add_layernorm_int8_pre_multi_rowmask_colmask_persistent,
+    ('post', 'single', False, False, 'persistent'): add_layernorm_int8_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_layernorm_int8_post_single_rowfull_colmask_persistent,
+    ('post', 'single', True, False, 'persistent'): add_layernorm_int8_post_single_rowmask_colfull_persistent,
+    ('post', 'single', True, True, 'persistent'): add_layernorm_int8_post_single_rowmask_colmask_persistent,
+    ('post', 'multi', False, False, 'persistent'): add_layernorm_int8_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_layernorm_int8_post_multi_rowfull_colmask_persistent,
+    ('post', 'multi', True, False, 'persistent'): add_layernorm_int8_post_multi_rowmask_colfull_persistent,
+    ('post', 'multi', True, True, 'persistent'): add_layernorm_int8_post_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

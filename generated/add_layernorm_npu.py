@@ -3,7 +3,7 @@
 """add_layernorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def add_layernorm_pre_single_rowfull_colfull(
+def add_layernorm_pre_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -41,8 +41,8 @@ def add_layernorm_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -78,7 +78,7 @@ def add_layernorm_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_pre_single_rowfull_colmask(
+def add_layernorm_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -104,8 +104,8 @@ def add_layernorm_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -143,7 +143,7 @@ def add_layernorm_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_pre_single_rowmask_colfull(
+def add_layernorm_pre_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -169,8 +169,8 @@ def add_layernorm_pre_single_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -207,7 +207,7 @@ def add_layernorm_pre_single_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_pre_single_rowmask_colmask(
+def add_layernorm_pre_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -233,8 +233,8 @@ def add_layernorm_pre_single_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -274,7 +274,7 @@ def add_layernorm_pre_single_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_pre_multi_rowfull_colfull(
+def add_layernorm_pre_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -300,8 +300,8 @@ def add_layernorm_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -359,7 +359,7 @@ def add_layernorm_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_pre_multi_rowfull_colmask(
+def add_layernorm_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -385,8 +385,8 @@ def add_layernorm_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -448,7 +448,7 @@ def add_layernorm_pre_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_pre_multi_rowmask_colfull(
+def add_layernorm_pre_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -474,8 +474,8 @@ def add_layernorm_pre_multi_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -534,7 +534,7 @@ def add_layernorm_pre_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_pre_multi_rowmask_colmask(
+def add_layernorm_pre_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -560,8 +560,8 @@ def add_layernorm_pre_multi_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -627,7 +627,7 @@ def add_layernorm_pre_multi_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_post_single_rowfull_colfull(
+def add_layernorm_post_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -651,8 +651,8 @@ def add_layernorm_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -687,7 +687,7 @@ def add_layernorm_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_post_single_rowfull_colmask(
+def add_layernorm_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -711,8 +711,8 @@ def add_layernorm_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -749,7 +749,7 @@ def add_layernorm_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_post_single_rowmask_colfull(
+def add_layernorm_post_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -773,8 +773,8 @@ def add_layernorm_post_single_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -810,7 +810,7 @@ def add_layernorm_post_single_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_post_single_rowmask_colmask(
+def add_layernorm_post_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -834,8 +834,8 @@ def add_layernorm_post_single_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -874,7 +874,7 @@ def add_layernorm_post_single_rowmask_colmask(
 
 
 @triton.jit
-def add_layernorm_post_multi_rowfull_colfull(
+def add_layernorm_post_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -898,8 +898,8 @@ def add_layernorm_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -956,7 +956,7 @@ def add_layernorm_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_layernorm_post_multi_rowfull_colmask(
+def add_layernorm_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -980,8 +980,8 @@ def add_layernorm_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1042,7 +1042,7 @@ def add_layernorm_post_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_layernorm_post_multi_rowmask_colfull(
+def add_layernorm_post_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1066,8 +1066,8 @@ def add_layernorm_post_multi_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1125,7 +1125,7 @@ def add_layernorm_post_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_layernorm_post_multi_rowmask_colmask(
+def add_layernorm_post_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1149,8 +1149,8 @@ def add_layernorm_post_multi_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1310,24 +1310,24 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_layernorm_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_layernorm_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_layernorm_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_layernorm_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_layernorm_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_layernorm_pre_multi_rowfull_colmask,
-    ('pre', 'multi', True, False): add_layernorm_pre_multi_rowmask_colfull,
-    ('pre', 'multi', True, True): add_layernorm_pre_multi_rowmask_colmask,
-    ('post', 'single', False, False): add_layernorm_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_layernorm_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_layernorm_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_layernorm_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_layernorm_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_layernorm_post_multi_rowfull_colmask,
-    ('post', 'multi', True, False): add_layernorm_post_multi_rowmask_colfull,
-    ('post', 'multi', True, True): add_layernorm_post_multi_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_layernorm_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_layernorm_pre_single_rowfull_colmask_persistent,
+    ('pre', 'single', True, False, 'persistent'): add_layernorm_pre_single_rowmask_colfull_persistent,
+    ('pre', 'single', True, True, 'persistent'): add_layernorm_pre_single_rowmask_colmask_persistent,
+    ('pre', 'multi', False, False, 'persistent'): add_layernorm_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_layernorm_pre_multi_rowfull_colmask_persistent,
+    ('pre', 'multi', True, False, 'persistent'): add_layernorm_pre_multi_rowmask_colfull_persistent,
+    ('pre', 'multi', True, True, 'persistent'): add_layernorm_pre_multi_rowmask_colmask_persistent,
+    ('post', 'single', False, False, 'persistent'): add_layernorm_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_layernorm_post_single_rowfull_colmask_persistent,
+    ('post', 'single', True, False, 'persistent'): add_layernorm_post_single_rowmask_colfull_persistent,
+    ('post', 'single', True, True, 'persistent'): add_layernorm_post_single_rowmask_colmask_persistent,
+    ('post', 'multi', False, False, 'persistent'): add_layernorm_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_layernorm_post_multi_rowfull_colmask_persistent,
+    ('post', 'multi', True, False, 'persistent'): add_layernorm_post_multi_rowmask_colfull_persistent,
+    ('post', 'multi', True, True, 'persistent'): add_layernorm_post_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

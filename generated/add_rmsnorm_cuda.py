@@ -3,7 +3,7 @@
 """add_rmsnorm on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * w
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
 """
@@ -38,8 +38,249 @@ def add_rmsnorm_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def add_rmsnorm_pre_single_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_rmsnorm_pre_single_rowmask_colfull(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows masked, columns a whole number of BLOCK_N blocks.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=row_mask[:, None])
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
+
+
+@triton.jit
+def add_rmsnorm_pre_single_rowmask_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows masked, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    mask = row_mask[:, None] & col_mask[None, :]
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=mask)
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
+
+
+@triton.jit
+def add_rmsnorm_pre_single_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -76,7 +317,7 @@ def add_rmsnorm_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_pre_single_rowfull_colmask(
+def add_rmsnorm_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -99,8 +340,8 @@ def add_rmsnorm_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -138,132 +379,6 @@ def add_rmsnorm_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_pre_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = s / sqrt(mean(s^2) + eps) * w
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=row_mask[:, None])
-        s = s.to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_rmsnorm_pre_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = s / sqrt(mean(s^2) + eps) * w
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=mask)
-        s = s.to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
-
-
-@triton.jit
 def add_rmsnorm_pre_multi_rowfull_colfull(
     X_ptr,
     X_row_stride,
@@ -287,8 +402,152 @@ def add_rmsnorm_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the sums of squares in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s * s
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s = x + r, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        # llama casting: x_hat is rounded to the input dtype before the affine part
+        x_hat = x_hat.to(dtype).to(tl.float32)
+        y = x_hat * w[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def add_rmsnorm_pre_multi_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    RES_row_stride = (RES_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the sums of squares in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s * s
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s = x + r, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        # llama casting: x_hat is rounded to the input dtype before the affine part
+        x_hat = x_hat.to(dtype).to(tl.float32)
+        y = x_hat * w[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_rmsnorm_pre_multi_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RES_ptr,
+    RES_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -337,7 +596,7 @@ def add_rmsnorm_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_pre_multi_rowfull_colmask(
+def add_rmsnorm_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -360,8 +619,8 @@ def add_rmsnorm_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -433,8 +692,233 @@ def add_rmsnorm_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def add_rmsnorm_post_single_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_rmsnorm_post_single_rowmask_colfull(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows masked, columns a whole number of BLOCK_N blocks.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
+
+
+@triton.jit
+def add_rmsnorm_post_single_rowmask_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows masked, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    mask = row_mask[:, None] & col_mask[None, :]
+    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    # s = x + r, rounded to the input dtype exactly as torch's x + r is
+    s = (x + r).to(dtype)
+    s = s.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
+
+
+@triton.jit
+def add_rmsnorm_post_single_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -469,7 +953,7 @@ def add_rmsnorm_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_post_single_rowfull_colmask(
+def add_rmsnorm_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -490,8 +974,8 @@ def add_rmsnorm_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -527,124 +1011,6 @@ def add_rmsnorm_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_post_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = s / sqrt(mean(s^2) + eps) * w
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_rmsnorm_post_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = s / sqrt(mean(s^2) + eps) * w
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
-
-
-@triton.jit
 def add_rmsnorm_post_multi_rowfull_colfull(
     X_ptr,
     X_row_stride,
@@ -666,8 +1032,144 @@ def add_rmsnorm_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the sums of squares in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s * s
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s = x + r, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        # llama casting: x_hat is rounded to the input dtype before the affine part
+        x_hat = x_hat.to(dtype).to(tl.float32)
+        y = x_hat * w[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def add_rmsnorm_post_multi_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the sums of squares in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        acc += s * s
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s = x + r, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        # s = x + r, rounded to the input dtype exactly as torch's x + r is
+        s = (x + r).to(dtype)
+        s = s.to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        # llama casting: x_hat is rounded to the input dtype before the affine part
+        x_hat = x_hat.to(dtype).to(tl.float32)
+        y = x_hat * w[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def add_rmsnorm_post_multi_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    R_ptr,
+    R_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -714,7 +1216,7 @@ def add_rmsnorm_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_post_multi_rowfull_colmask(
+def add_rmsnorm_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -735,8 +1237,8 @@ def add_rmsnorm_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -872,20 +1374,28 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_rmsnorm_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_rmsnorm_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_rmsnorm_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_rmsnorm_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_rmsnorm_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_rmsnorm_pre_multi_rowfull_colmask,
-    ('post', 'single', False, False): add_rmsnorm_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_rmsnorm_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_rmsnorm_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_rmsnorm_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_rmsnorm_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_rmsnorm_post_multi_rowfull_colmask,
+    ('pre', 'single', False, False, 'tiles'): add_rmsnorm_pre_single_rowfull_colfull,
+    ('pre', 'single', False, True, 'tiles'): add_rmsnorm_pre_single_rowfull_colmask,
+    ('pre', 'single', True, False, 'tiles'): add_rmsnorm_pre_single_rowmask_colfull,
+    ('pre', 'single', True, True, 'tiles'): add_rmsnorm_pre_single_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_rmsnorm_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_rmsnorm_pre_single_rowfull_colmask_persistent,
+    ('pre', 'multi', False, False, 'tiles'): add_rmsnorm_pre_multi_rowfull_colfull,
+    ('pre', 'multi', False, True, 'tiles'): add_rmsnorm_pre_multi_rowfull_colmask,
+    ('pre', 'multi', False, False, 'persistent'): add_rmsnorm_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_rmsnorm_pre_multi_rowfull_colmask_persistent,
+    ('post', 'single', False, False, 'tiles'): add_rmsnorm_post_single_rowfull_colfull,
+    ('post', 'single', False, True, 'tiles'): add_rmsnorm_post_single_rowfull_colmask,
+    ('post', 'single', True, False, 'tiles'): add_rmsnorm_post_single_rowmask_colfull,
+    ('post', 'single', True, True, 'tiles'): add_rmsnorm_post_single_rowmask_colmask,
+    ('post', 'single', False, False, 'persistent'): add_rmsnorm_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_rmsnorm_post_single_rowfull_colmask_persistent,
+    ('post', 'multi', False, False, 'tiles'): add_rmsnorm_post_multi_rowfull_colfull,
+    ('post', 'multi', False, True, 'tiles'): add_rmsnorm_post_multi_rowfull_colmask,
+    ('post', 'multi', False, False, 'persistent'): add_rmsnorm_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_rmsnorm_post_multi_rowfull_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "cuda", {})

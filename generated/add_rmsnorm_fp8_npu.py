@@ -3,7 +3,7 @@
 """add_rmsnorm_fp8 on the npu target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_single_rowfull_colfull(
+def add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -36,8 +36,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -87,7 +87,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_single_rowfull_colmask(
+def add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -108,8 +108,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -160,7 +160,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_single_rowmask_colfull(
+def add_rmsnorm_fp8_pre_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -181,8 +181,8 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -233,7 +233,7 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_single_rowmask_colmask(
+def add_rmsnorm_fp8_pre_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -254,8 +254,8 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -308,7 +308,7 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
+def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -329,8 +329,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -406,7 +406,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
+def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -427,8 +427,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -507,7 +507,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_multi_rowmask_colfull(
+def add_rmsnorm_fp8_pre_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -528,8 +528,8 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -606,7 +606,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_pre_multi_rowmask_colmask(
+def add_rmsnorm_fp8_pre_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -627,8 +627,8 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -711,7 +711,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_single_rowfull_colfull(
+def add_rmsnorm_fp8_post_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -732,8 +732,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -784,7 +784,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_single_rowfull_colmask(
+def add_rmsnorm_fp8_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -805,8 +805,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -858,7 +858,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_single_rowmask_colfull(
+def add_rmsnorm_fp8_post_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -879,8 +879,8 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -932,7 +932,7 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_single_rowmask_colmask(
+def add_rmsnorm_fp8_post_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -953,8 +953,8 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1008,7 +1008,7 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_multi_rowfull_colfull(
+def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1029,8 +1029,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1107,7 +1107,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_multi_rowfull_colmask(
+def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1128,8 +1128,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1209,7 +1209,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_multi_rowmask_colfull(
+def add_rmsnorm_fp8_post_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1230,8 +1230,8 @@ def add_rmsnorm_fp8_post_multi_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1309,7 +1309,7 @@ def add_rmsnorm_fp8_post_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_fp8_post_multi_rowmask_colmask(
+def add_rmsnorm_fp8_post_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1330,8 +1330,8 @@ def add_rmsnorm_fp8_post_multi_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1510,24 +1510,24 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_rmsnorm_fp8_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_rmsnorm_fp8_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_rmsnorm_fp8_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_rmsnorm_fp8_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_rmsnorm_fp8_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_rmsnorm_fp8_pre_multi_rowfull_colmask,
-    ('pre', 'multi', True, False): add_rmsnorm_fp8_pre_multi_rowmask_colfull,
-    ('pre', 'multi', True, True): add_rmsnorm_fp8_pre_multi_rowmask_colmask,
-    ('post', 'single', False, False): add_rmsnorm_fp8_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_rmsnorm_fp8_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_rmsnorm_fp8_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_rmsnorm_fp8_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_rmsnorm_fp8_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_rmsnorm_fp8_post_multi_rowfull_colmask,
-    ('post', 'multi', True, False): add_rmsnorm_fp8_post_multi_rowmask_colfull,
-    ('post', 'multi', True, True): add_rmsnorm_fp8_post_multi_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent,
+    ('pre', 'single', True, False, 'persistent'): add_rmsnorm_fp8_pre_single_rowmask_colfull_persistent,
+    ('pre', 'single', True, True, 'persistent'): add_rmsnorm_fp8_pre_single_rowmask_colmask_persistent,
+    ('pre', 'multi', False, False, 'persistent'): add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent,
+    ('pre', 'multi', True, False, 'persistent'): add_rmsnorm_fp8_pre_multi_rowmask_colfull_persistent,
+    ('pre', 'multi', True, True, 'persistent'): add_rmsnorm_fp8_pre_multi_rowmask_colmask_persistent,
+    ('post', 'single', False, False, 'persistent'): add_rmsnorm_fp8_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_rmsnorm_fp8_post_single_rowfull_colmask_persistent,
+    ('post', 'single', True, False, 'persistent'): add_rmsnorm_fp8_post_single_rowmask_colfull_persistent,
+    ('post', 'single', True, True, 'persistent'): add_rmsnorm_fp8_post_single_rowmask_colmask_persistent,
+    ('post', 'multi', False, False, 'persistent'): add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent,
+    ('post', 'multi', True, False, 'persistent'): add_rmsnorm_fp8_post_multi_rowmask_colfull_persistent,
+    ('post', 'multi', True, True, 'persistent'): add_rmsnorm_fp8_post_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

@@ -3,7 +3,7 @@
 """add_rmsnorm_int8 on the npu target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_single_rowfull_colfull(
+def add_rmsnorm_int8_pre_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -36,8 +36,8 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -77,7 +77,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_single_rowfull_colmask(
+def add_rmsnorm_int8_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -98,8 +98,8 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -140,7 +140,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_single_rowmask_colfull(
+def add_rmsnorm_int8_pre_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -161,8 +161,8 @@ def add_rmsnorm_int8_pre_single_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -203,7 +203,7 @@ def add_rmsnorm_int8_pre_single_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_single_rowmask_colmask(
+def add_rmsnorm_int8_pre_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -224,8 +224,8 @@ def add_rmsnorm_int8_pre_single_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -268,7 +268,7 @@ def add_rmsnorm_int8_pre_single_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_multi_rowfull_colfull(
+def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -289,8 +289,8 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -356,7 +356,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_multi_rowfull_colmask(
+def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -377,8 +377,8 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -447,7 +447,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_multi_rowmask_colfull(
+def add_rmsnorm_int8_pre_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -468,8 +468,8 @@ def add_rmsnorm_int8_pre_multi_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -536,7 +536,7 @@ def add_rmsnorm_int8_pre_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_pre_multi_rowmask_colmask(
+def add_rmsnorm_int8_pre_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -557,8 +557,8 @@ def add_rmsnorm_int8_pre_multi_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -631,7 +631,7 @@ def add_rmsnorm_int8_pre_multi_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_single_rowfull_colfull(
+def add_rmsnorm_int8_post_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -652,8 +652,8 @@ def add_rmsnorm_int8_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -694,7 +694,7 @@ def add_rmsnorm_int8_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_single_rowfull_colmask(
+def add_rmsnorm_int8_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -715,8 +715,8 @@ def add_rmsnorm_int8_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -758,7 +758,7 @@ def add_rmsnorm_int8_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_single_rowmask_colfull(
+def add_rmsnorm_int8_post_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -779,8 +779,8 @@ def add_rmsnorm_int8_post_single_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -822,7 +822,7 @@ def add_rmsnorm_int8_post_single_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_single_rowmask_colmask(
+def add_rmsnorm_int8_post_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -843,8 +843,8 @@ def add_rmsnorm_int8_post_single_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -888,7 +888,7 @@ def add_rmsnorm_int8_post_single_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_multi_rowfull_colfull(
+def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -909,8 +909,8 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -977,7 +977,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_multi_rowfull_colmask(
+def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -998,8 +998,8 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1069,7 +1069,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_multi_rowmask_colfull(
+def add_rmsnorm_int8_post_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1090,8 +1090,8 @@ def add_rmsnorm_int8_post_multi_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1159,7 +1159,7 @@ def add_rmsnorm_int8_post_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_int8_post_multi_rowmask_colmask(
+def add_rmsnorm_int8_post_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -1180,8 +1180,8 @@ def add_rmsnorm_int8_post_multi_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1350,24 +1350,24 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_rmsnorm_int8_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_rmsnorm_int8_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_rmsnorm_int8_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_rmsnorm_int8_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_rmsnorm_int8_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_rmsnorm_int8_pre_multi_rowfull_colmask,
-    ('pre', 'multi', True, False): add_rmsnorm_int8_pre_multi_rowmask_colfull,
-    ('pre', 'multi', True, True): add_rmsnorm_int8_pre_multi_rowmask_colmask,
-    ('post', 'single', False, False): add_rmsnorm_int8_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_rmsnorm_int8_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_rmsnorm_int8_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_rmsnorm_int8_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_rmsnorm_int8_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_rmsnorm_int8_post_multi_rowfull_colmask,
-    ('post', 'multi', True, False): add_rmsnorm_int8_post_multi_rowmask_colfull,
-    ('post', 'multi', True, True): add_rmsnorm_int8_post_multi_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_rmsnorm_int8_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_rmsnorm_int8_pre_single_rowfull_colmask_persistent,
+    ('pre', 'single', True, False, 'persistent'): add_rmsnorm_int8_pre_single_rowmask_colfull_persistent,
+    ('pre', 'single', True, True, 'persistent'): add_rmsnorm_int8_pre_single_rowmask_colmask_persistent,
+    ('pre', 'multi', False, False, 'persistent'): add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent,
+    ('pre', 'multi', True, False, 'persistent'): add_rmsnorm_int8_pre_multi_rowmask_colfull_persistent,
+    ('pre', 'multi', True, True, 'persistent'): add_rmsnorm_int8_pre_multi_rowmask_colmask_persistent,
+    ('post', 'single', False, False, 'persistent'): add_rmsnorm_int8_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_rmsnorm_int8_post_single_rowfull_colmask_persistent,
+    ('post', 'single', True, False, 'persistent'): add_rmsnorm_int8_post_single_rowmask_colfull_persistent,
+    ('post', 'single', True, True, 'persistent'): add_rmsnorm_int8_post_single_rowmask_colmask_persistent,
+    ('post', 'multi', False, False, 'persistent'): add_rmsnorm_int8_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_rmsnorm_int8_post_multi_rowfull_colmask_persistent,
+    ('post', 'multi', True, False, 'persistent'): add_rmsnorm_int8_post_multi_rowmask_colfull_persistent,
+    ('post', 'multi', True, True, 'persistent'): add_rmsnorm_int8_post_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

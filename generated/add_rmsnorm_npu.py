@@ -3,7 +3,7 @@
 """add_rmsnorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * w
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def add_rmsnorm_pre_single_rowfull_colfull(
+def add_rmsnorm_pre_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -37,8 +37,8 @@ def add_rmsnorm_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -68,7 +68,7 @@ def add_rmsnorm_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_pre_single_rowfull_colmask(
+def add_rmsnorm_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -90,8 +90,8 @@ def add_rmsnorm_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -122,7 +122,7 @@ def add_rmsnorm_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_pre_single_rowmask_colfull(
+def add_rmsnorm_pre_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -144,8 +144,8 @@ def add_rmsnorm_pre_single_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -176,7 +176,7 @@ def add_rmsnorm_pre_single_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_pre_single_rowmask_colmask(
+def add_rmsnorm_pre_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -198,8 +198,8 @@ def add_rmsnorm_pre_single_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -232,7 +232,7 @@ def add_rmsnorm_pre_single_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_pre_multi_rowfull_colfull(
+def add_rmsnorm_pre_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -254,8 +254,8 @@ def add_rmsnorm_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -297,7 +297,7 @@ def add_rmsnorm_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_pre_multi_rowfull_colmask(
+def add_rmsnorm_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -319,8 +319,8 @@ def add_rmsnorm_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -364,7 +364,7 @@ def add_rmsnorm_pre_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_pre_multi_rowmask_colfull(
+def add_rmsnorm_pre_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -386,8 +386,8 @@ def add_rmsnorm_pre_multi_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -430,7 +430,7 @@ def add_rmsnorm_pre_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_pre_multi_rowmask_colmask(
+def add_rmsnorm_pre_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -452,8 +452,8 @@ def add_rmsnorm_pre_multi_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -500,7 +500,7 @@ def add_rmsnorm_pre_multi_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_post_single_rowfull_colfull(
+def add_rmsnorm_post_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -520,8 +520,8 @@ def add_rmsnorm_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -550,7 +550,7 @@ def add_rmsnorm_post_single_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_post_single_rowfull_colmask(
+def add_rmsnorm_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -570,8 +570,8 @@ def add_rmsnorm_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -601,7 +601,7 @@ def add_rmsnorm_post_single_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_post_single_rowmask_colfull(
+def add_rmsnorm_post_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -621,8 +621,8 @@ def add_rmsnorm_post_single_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -652,7 +652,7 @@ def add_rmsnorm_post_single_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_post_single_rowmask_colmask(
+def add_rmsnorm_post_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -672,8 +672,8 @@ def add_rmsnorm_post_single_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -705,7 +705,7 @@ def add_rmsnorm_post_single_rowmask_colmask(
 
 
 @triton.jit
-def add_rmsnorm_post_multi_rowfull_colfull(
+def add_rmsnorm_post_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -725,8 +725,8 @@ def add_rmsnorm_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -767,7 +767,7 @@ def add_rmsnorm_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def add_rmsnorm_post_multi_rowfull_colmask(
+def add_rmsnorm_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -787,8 +787,8 @@ def add_rmsnorm_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -831,7 +831,7 @@ def add_rmsnorm_post_multi_rowfull_colmask(
 
 
 @triton.jit
-def add_rmsnorm_post_multi_rowmask_colfull(
+def add_rmsnorm_post_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -851,8 +851,8 @@ def add_rmsnorm_post_multi_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -894,7 +894,7 @@ def add_rmsnorm_post_multi_rowmask_colfull(
 
 
 @triton.jit
-def add_rmsnorm_post_multi_rowmask_colmask(
+def add_rmsnorm_post_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -914,8 +914,8 @@ def add_rmsnorm_post_multi_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1056,24 +1056,24 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): add_rmsnorm_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): add_rmsnorm_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): add_rmsnorm_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): add_rmsnorm_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): add_rmsnorm_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): add_rmsnorm_pre_multi_rowfull_colmask,
-    ('pre', 'multi', True, False): add_rmsnorm_pre_multi_rowmask_colfull,
-    ('pre', 'multi', True, True): add_rmsnorm_pre_multi_rowmask_colmask,
-    ('post', 'single', False, False): add_rmsnorm_post_single_rowfull_colfull,
-    ('post', 'single', False, True): add_rmsnorm_post_single_rowfull_colmask,
-    ('post', 'single', True, False): add_rmsnorm_post_single_rowmask_colfull,
-    ('post', 'single', True, True): add_rmsnorm_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): add_rmsnorm_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): add_rmsnorm_post_multi_rowfull_colmask,
-    ('post', 'multi', True, False): add_rmsnorm_post_multi_rowmask_colfull,
-    ('post', 'multi', True, True): add_rmsnorm_post_multi_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): add_rmsnorm_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): add_rmsnorm_pre_single_rowfull_colmask_persistent,
+    ('pre', 'single', True, False, 'persistent'): add_rmsnorm_pre_single_rowmask_colfull_persistent,
+    ('pre', 'single', True, True, 'persistent'): add_rmsnorm_pre_single_rowmask_colmask_persistent,
+    ('pre', 'multi', False, False, 'persistent'): add_rmsnorm_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): add_rmsnorm_pre_multi_rowfull_colmask_persistent,
+    ('pre', 'multi', True, False, 'persistent'): add_rmsnorm_pre_multi_rowmask_colfull_persistent,
+    ('pre', 'multi', True, True, 'persistent'): add_rmsnorm_pre_multi_rowmask_colmask_persistent,
+    ('post', 'single', False, False, 'persistent'): add_rmsnorm_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): add_rmsnorm_post_single_rowfull_colmask_persistent,
+    ('post', 'single', True, False, 'persistent'): add_rmsnorm_post_single_rowmask_colfull_persistent,
+    ('post', 'single', True, True, 'persistent'): add_rmsnorm_post_single_rowmask_colmask_persistent,
+    ('post', 'multi', False, False, 'persistent'): add_rmsnorm_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): add_rmsnorm_post_multi_rowfull_colmask_persistent,
+    ('post', 'multi', True, False, 'persistent'): add_rmsnorm_post_multi_rowmask_colfull_persistent,
+    ('post', 'multi', True, True, 'persistent'): add_rmsnorm_post_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

@@ -3,7 +3,7 @@
 """gemma_add_rmsnorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_single_rowfull_colfull(
+def gemma_add_rmsnorm_pre_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -37,8 +37,8 @@ def gemma_add_rmsnorm_pre_single_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -67,7 +67,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_single_rowfull_colmask(
+def gemma_add_rmsnorm_pre_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -89,8 +89,8 @@ def gemma_add_rmsnorm_pre_single_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -120,7 +120,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colmask(
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_single_rowmask_colfull(
+def gemma_add_rmsnorm_pre_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -142,8 +142,8 @@ def gemma_add_rmsnorm_pre_single_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -173,7 +173,7 @@ def gemma_add_rmsnorm_pre_single_rowmask_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_single_rowmask_colmask(
+def gemma_add_rmsnorm_pre_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -195,8 +195,8 @@ def gemma_add_rmsnorm_pre_single_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -228,7 +228,7 @@ def gemma_add_rmsnorm_pre_single_rowmask_colmask(
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_multi_rowfull_colfull(
+def gemma_add_rmsnorm_pre_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -250,8 +250,8 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -292,7 +292,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_multi_rowfull_colmask(
+def gemma_add_rmsnorm_pre_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -314,8 +314,8 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -358,7 +358,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colmask(
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_multi_rowmask_colfull(
+def gemma_add_rmsnorm_pre_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -380,8 +380,8 @@ def gemma_add_rmsnorm_pre_multi_rowmask_colfull(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -423,7 +423,7 @@ def gemma_add_rmsnorm_pre_multi_rowmask_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_pre_multi_rowmask_colmask(
+def gemma_add_rmsnorm_pre_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -445,8 +445,8 @@ def gemma_add_rmsnorm_pre_multi_rowmask_colmask(
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -492,7 +492,7 @@ def gemma_add_rmsnorm_pre_multi_rowmask_colmask(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_single_rowfull_colfull(
+def gemma_add_rmsnorm_post_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -512,8 +512,8 @@ def gemma_add_rmsnorm_post_single_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -541,7 +541,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_single_rowfull_colmask(
+def gemma_add_rmsnorm_post_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -561,8 +561,8 @@ def gemma_add_rmsnorm_post_single_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -591,7 +591,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colmask(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_single_rowmask_colfull(
+def gemma_add_rmsnorm_post_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -611,8 +611,8 @@ def gemma_add_rmsnorm_post_single_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -641,7 +641,7 @@ def gemma_add_rmsnorm_post_single_rowmask_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_single_rowmask_colmask(
+def gemma_add_rmsnorm_post_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -661,8 +661,8 @@ def gemma_add_rmsnorm_post_single_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -693,7 +693,7 @@ def gemma_add_rmsnorm_post_single_rowmask_colmask(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_multi_rowfull_colfull(
+def gemma_add_rmsnorm_post_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -713,8 +713,8 @@ def gemma_add_rmsnorm_post_multi_rowfull_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -754,7 +754,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_multi_rowfull_colmask(
+def gemma_add_rmsnorm_post_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -774,8 +774,8 @@ def gemma_add_rmsnorm_post_multi_rowfull_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -817,7 +817,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colmask(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_multi_rowmask_colfull(
+def gemma_add_rmsnorm_post_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -837,8 +837,8 @@ def gemma_add_rmsnorm_post_multi_rowmask_colfull(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -879,7 +879,7 @@ def gemma_add_rmsnorm_post_multi_rowmask_colfull(
 
 
 @triton.jit
-def gemma_add_rmsnorm_post_multi_rowmask_colmask(
+def gemma_add_rmsnorm_post_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     R_ptr,
@@ -899,8 +899,8 @@ def gemma_add_rmsnorm_post_multi_rowmask_colmask(
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -1040,24 +1040,24 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('pre', 'single', False, False): gemma_add_rmsnorm_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True): gemma_add_rmsnorm_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False): gemma_add_rmsnorm_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True): gemma_add_rmsnorm_pre_single_rowmask_colmask,
-    ('pre', 'multi', False, False): gemma_add_rmsnorm_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True): gemma_add_rmsnorm_pre_multi_rowfull_colmask,
-    ('pre', 'multi', True, False): gemma_add_rmsnorm_pre_multi_rowmask_colfull,
-    ('pre', 'multi', True, True): gemma_add_rmsnorm_pre_multi_rowmask_colmask,
-    ('post', 'single', False, False): gemma_add_rmsnorm_post_single_rowfull_colfull,
-    ('post', 'single', False, True): gemma_add_rmsnorm_post_single_rowfull_colmask,
-    ('post', 'single', True, False): gemma_add_rmsnorm_post_single_rowmask_colfull,
-    ('post', 'single', True, True): gemma_add_rmsnorm_post_single_rowmask_colmask,
-    ('post', 'multi', False, False): gemma_add_rmsnorm_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True): gemma_add_rmsnorm_post_multi_rowfull_colmask,
-    ('post', 'multi', True, False): gemma_add_rmsnorm_post_multi_rowmask_colfull,
-    ('post', 'multi', True, True): gemma_add_rmsnorm_post_multi_rowmask_colmask,
+    ('pre', 'single', False, False, 'persistent'): gemma_add_rmsnorm_pre_single_rowfull_colfull_persistent,
+    ('pre', 'single', False, True, 'persistent'): gemma_add_rmsnorm_pre_single_rowfull_colmask_persistent,
+    ('pre', 'single', True, False, 'persistent'): gemma_add_rmsnorm_pre_single_rowmask_colfull_persistent,
+    ('pre', 'single', True, True, 'persistent'): gemma_add_rmsnorm_pre_single_rowmask_colmask_persistent,
+    ('pre', 'multi', False, False, 'persistent'): gemma_add_rmsnorm_pre_multi_rowfull_colfull_persistent,
+    ('pre', 'multi', False, True, 'persistent'): gemma_add_rmsnorm_pre_multi_rowfull_colmask_persistent,
+    ('pre', 'multi', True, False, 'persistent'): gemma_add_rmsnorm_pre_multi_rowmask_colfull_persistent,
+    ('pre', 'multi', True, True, 'persistent'): gemma_add_rmsnorm_pre_multi_rowmask_colmask_persistent,
+    ('post', 'single', False, False, 'persistent'): gemma_add_rmsnorm_post_single_rowfull_colfull_persistent,
+    ('post', 'single', False, True, 'persistent'): gemma_add_rmsnorm_post_single_rowfull_colmask_persistent,
+    ('post', 'single', True, False, 'persistent'): gemma_add_rmsnorm_post_single_rowmask_colfull_persistent,
+    ('post', 'single', True, True, 'persistent'): gemma_add_rmsnorm_post_single_rowmask_colmask_persistent,
+    ('post', 'multi', False, False, 'persistent'): gemma_add_rmsnorm_post_multi_rowfull_colfull_persistent,
+    ('post', 'multi', False, True, 'persistent'): gemma_add_rmsnorm_post_multi_rowfull_colmask_persistent,
+    ('post', 'multi', True, False, 'persistent'): gemma_add_rmsnorm_post_multi_rowmask_colfull_persistent,
+    ('post', 'multi', True, True, 'persistent'): gemma_add_rmsnorm_post_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

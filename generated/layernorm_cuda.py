@@ -3,7 +3,7 @@
 """layernorm on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
 """
@@ -38,8 +38,247 @@ def layernorm_single_rowfull_colfull(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    if STORE_MEAN:
+        tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def layernorm_single_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    MEAN_ptr,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    STORE_MEAN: tl.constexpr,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+
+    single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    if STORE_MEAN:
+        tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def layernorm_single_rowmask_colfull(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    MEAN_ptr,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    STORE_MEAN: tl.constexpr,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+
+    single pass, each row in one tile.
+    Rows masked, columns a whole number of BLOCK_N blocks.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    if STORE_MEAN:
+        tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
+
+
+@triton.jit
+def layernorm_single_rowmask_colmask(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    MEAN_ptr,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    STORE_MEAN: tl.constexpr,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+
+    single pass, each row in one tile.
+    Rows masked, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    mask = row_mask[:, None] & col_mask[None, :]
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(s, axis=1) / n_cols
+    diff = s - mean[:, None]
+    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
+    if STORE_MEAN:
+        tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = (s - mean[:, None]) * rstd[:, None]
+    y = x_hat * w[None, :]
+    if HAS_BIAS:
+        y = y + b[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
+
+
+@triton.jit
+def layernorm_single_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    MEAN_ptr,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    STORE_MEAN: tl.constexpr,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+
+    single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -75,7 +314,7 @@ def layernorm_single_rowfull_colfull(
 
 
 @triton.jit
-def layernorm_single_rowfull_colmask(
+def layernorm_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -98,8 +337,8 @@ def layernorm_single_rowfull_colmask(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -137,131 +376,6 @@ def layernorm_single_rowfull_colmask(
 
 
 @triton.jit
-def layernorm_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def layernorm_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
-
-
-@triton.jit
 def layernorm_multi_rowfull_colfull(
     X_ptr,
     X_row_stride,
@@ -285,8 +399,156 @@ def layernorm_multi_rowfull_colfull(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the row sums in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        acc += s
+    mean = tl.sum(acc, axis=1) / n_cols
+    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        diff = s - mean[:, None]
+        acc += diff * diff
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_MEAN:
+        tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def layernorm_multi_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    MEAN_ptr,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    STORE_MEAN: tl.constexpr,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+
+    multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the row sums in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        acc += s
+    mean = tl.sum(acc, axis=1) / n_cols
+    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        diff = s - mean[:, None]
+        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+        acc += diff * diff
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_MEAN:
+        tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def layernorm_multi_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    B_ptr,
+    Y_ptr,
+    Y_row_stride,
+    MEAN_ptr,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    HAS_BIAS: tl.constexpr,
+    STORE_MEAN: tl.constexpr,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+
+    multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -336,7 +598,7 @@ def layernorm_multi_rowfull_colfull(
 
 
 @triton.jit
-def layernorm_multi_rowfull_colmask(
+def layernorm_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -359,8 +621,8 @@ def layernorm_multi_rowfull_colmask(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -501,14 +763,18 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('none', 'single', False, False): layernorm_single_rowfull_colfull,
-    ('none', 'single', False, True): layernorm_single_rowfull_colmask,
-    ('none', 'single', True, False): layernorm_single_rowmask_colfull,
-    ('none', 'single', True, True): layernorm_single_rowmask_colmask,
-    ('none', 'multi', False, False): layernorm_multi_rowfull_colfull,
-    ('none', 'multi', False, True): layernorm_multi_rowfull_colmask,
+    ('none', 'single', False, False, 'tiles'): layernorm_single_rowfull_colfull,
+    ('none', 'single', False, True, 'tiles'): layernorm_single_rowfull_colmask,
+    ('none', 'single', True, False, 'tiles'): layernorm_single_rowmask_colfull,
+    ('none', 'single', True, True, 'tiles'): layernorm_single_rowmask_colmask,
+    ('none', 'single', False, False, 'persistent'): layernorm_single_rowfull_colfull_persistent,
+    ('none', 'single', False, True, 'persistent'): layernorm_single_rowfull_colmask_persistent,
+    ('none', 'multi', False, False, 'tiles'): layernorm_multi_rowfull_colfull,
+    ('none', 'multi', False, True, 'tiles'): layernorm_multi_rowfull_colmask,
+    ('none', 'multi', False, False, 'persistent'): layernorm_multi_rowfull_colfull_persistent,
+    ('none', 'multi', False, True, 'persistent'): layernorm_multi_rowfull_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "cuda", {})

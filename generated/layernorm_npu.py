@@ -3,7 +3,7 @@
 """layernorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def layernorm_single_rowfull_colfull(
+def layernorm_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -37,8 +37,8 @@ def layernorm_single_rowfull_colfull(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -69,7 +69,7 @@ def layernorm_single_rowfull_colfull(
 
 
 @triton.jit
-def layernorm_single_rowfull_colmask(
+def layernorm_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -91,8 +91,8 @@ def layernorm_single_rowfull_colmask(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -125,7 +125,7 @@ def layernorm_single_rowfull_colmask(
 
 
 @triton.jit
-def layernorm_single_rowmask_colfull(
+def layernorm_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -147,8 +147,8 @@ def layernorm_single_rowmask_colfull(
 
     single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -180,7 +180,7 @@ def layernorm_single_rowmask_colfull(
 
 
 @triton.jit
-def layernorm_single_rowmask_colmask(
+def layernorm_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -202,8 +202,8 @@ def layernorm_single_rowmask_colmask(
 
     single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -238,7 +238,7 @@ def layernorm_single_rowmask_colmask(
 
 
 @triton.jit
-def layernorm_multi_rowfull_colfull(
+def layernorm_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -260,8 +260,8 @@ def layernorm_multi_rowfull_colfull(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -306,7 +306,7 @@ def layernorm_multi_rowfull_colfull(
 
 
 @triton.jit
-def layernorm_multi_rowfull_colmask(
+def layernorm_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -328,8 +328,8 @@ def layernorm_multi_rowfull_colmask(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -378,7 +378,7 @@ def layernorm_multi_rowfull_colmask(
 
 
 @triton.jit
-def layernorm_multi_rowmask_colfull(
+def layernorm_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -400,8 +400,8 @@ def layernorm_multi_rowmask_colfull(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -447,7 +447,7 @@ def layernorm_multi_rowmask_colfull(
 
 
 @triton.jit
-def layernorm_multi_rowmask_colmask(
+def layernorm_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -469,8 +469,8 @@ def layernorm_multi_rowmask_colmask(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -618,16 +618,16 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('none', 'single', False, False): layernorm_single_rowfull_colfull,
-    ('none', 'single', False, True): layernorm_single_rowfull_colmask,
-    ('none', 'single', True, False): layernorm_single_rowmask_colfull,
-    ('none', 'single', True, True): layernorm_single_rowmask_colmask,
-    ('none', 'multi', False, False): layernorm_multi_rowfull_colfull,
-    ('none', 'multi', False, True): layernorm_multi_rowfull_colmask,
-    ('none', 'multi', True, False): layernorm_multi_rowmask_colfull,
-    ('none', 'multi', True, True): layernorm_multi_rowmask_colmask,
+    ('none', 'single', False, False, 'persistent'): layernorm_single_rowfull_colfull_persistent,
+    ('none', 'single', False, True, 'persistent'): layernorm_single_rowfull_colmask_persistent,
+    ('none', 'single', True, False, 'persistent'): layernorm_single_rowmask_colfull_persistent,
+    ('none', 'single', True, True, 'persistent'): layernorm_single_rowmask_colmask_persistent,
+    ('none', 'multi', False, False, 'persistent'): layernorm_multi_rowfull_colfull_persistent,
+    ('none', 'multi', False, True, 'persistent'): layernorm_multi_rowfull_colmask_persistent,
+    ('none', 'multi', True, False, 'persistent'): layernorm_multi_rowmask_colfull_persistent,
+    ('none', 'multi', True, True, 'persistent'): layernorm_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

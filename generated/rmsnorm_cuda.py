@@ -3,7 +3,7 @@
 """rmsnorm on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * w
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
 """
@@ -34,8 +34,205 @@ def rmsnorm_single_rowfull_colfull(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def rmsnorm_single_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def rmsnorm_single_rowmask_colfull(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    single pass, each row in one tile.
+    Rows masked, columns a whole number of BLOCK_N blocks.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
+
+
+@triton.jit
+def rmsnorm_single_rowmask_colmask(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    single pass, each row in one tile.
+    Rows masked, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # per-column parameters, loaded once per program
+    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    mask = row_mask[:, None] & col_mask[None, :]
+    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+    x_hat = s * rstd[:, None]
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).to(tl.float32)
+    y = x_hat * w[None, :]
+    y = y.to(dtype)
+    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
+
+
+@triton.jit
+def rmsnorm_single_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    single pass, each row in one tile.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -65,7 +262,7 @@ def rmsnorm_single_rowfull_colfull(
 
 
 @triton.jit
-def rmsnorm_single_rowfull_colmask(
+def rmsnorm_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -84,8 +281,8 @@ def rmsnorm_single_rowfull_colmask(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -116,110 +313,6 @@ def rmsnorm_single_rowfull_colmask(
 
 
 @triton.jit
-def rmsnorm_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = s / sqrt(mean(s^2) + eps) * w
-
-    single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def rmsnorm_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = s / sqrt(mean(s^2) + eps) * w
-
-    single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
-
-
-@triton.jit
 def rmsnorm_multi_rowfull_colfull(
     X_ptr,
     X_row_stride,
@@ -239,8 +332,122 @@ def rmsnorm_multi_rowfull_colfull(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the sums of squares in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        acc += s * s
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        w = tl.load(W_ptr + cols).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        # llama casting: x_hat is rounded to the input dtype before the affine part
+        x_hat = x_hat.to(dtype).to(tl.float32)
+        y = x_hat * w[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+
+
+@triton.jit
+def rmsnorm_multi_rowfull_colmask(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns masked.
+    Each program handles one row tile (the grid has one program per tile).
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    pid = tl.program_id(0)
+    tile = pid
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = rows.to(tl.int64)
+    # pass 1: accumulate the sums of squares in fp32 (loads only: every
+    # store waits for the last pass, so no pass reads what an earlier one wrote)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        acc += s * s
+    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+    if STORE_RSTD:
+        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+    # last pass: recompute s, normalize and store every output
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        # llama casting: x_hat is rounded to the input dtype before the affine part
+        x_hat = x_hat.to(dtype).to(tl.float32)
+        y = x_hat * w[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+
+
+@triton.jit
+def rmsnorm_multi_rowfull_colfull_persistent(
+    X_ptr,
+    X_row_stride,
+    W_ptr,
+    Y_ptr,
+    Y_row_stride,
+    RSTD_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * w
+
+    multi pass over BLOCK_N-wide column blocks.
+    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -278,7 +485,7 @@ def rmsnorm_multi_rowfull_colfull(
 
 
 @triton.jit
-def rmsnorm_multi_rowfull_colmask(
+def rmsnorm_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -297,8 +504,8 @@ def rmsnorm_multi_rowfull_colmask(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
@@ -425,14 +632,18 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('none', 'single', False, False): rmsnorm_single_rowfull_colfull,
-    ('none', 'single', False, True): rmsnorm_single_rowfull_colmask,
-    ('none', 'single', True, False): rmsnorm_single_rowmask_colfull,
-    ('none', 'single', True, True): rmsnorm_single_rowmask_colmask,
-    ('none', 'multi', False, False): rmsnorm_multi_rowfull_colfull,
-    ('none', 'multi', False, True): rmsnorm_multi_rowfull_colmask,
+    ('none', 'single', False, False, 'tiles'): rmsnorm_single_rowfull_colfull,
+    ('none', 'single', False, True, 'tiles'): rmsnorm_single_rowfull_colmask,
+    ('none', 'single', True, False, 'tiles'): rmsnorm_single_rowmask_colfull,
+    ('none', 'single', True, True, 'tiles'): rmsnorm_single_rowmask_colmask,
+    ('none', 'single', False, False, 'persistent'): rmsnorm_single_rowfull_colfull_persistent,
+    ('none', 'single', False, True, 'persistent'): rmsnorm_single_rowfull_colmask_persistent,
+    ('none', 'multi', False, False, 'tiles'): rmsnorm_multi_rowfull_colfull,
+    ('none', 'multi', False, True, 'tiles'): rmsnorm_multi_rowfull_colmask,
+    ('none', 'multi', False, False, 'persistent'): rmsnorm_multi_rowfull_colfull_persistent,
+    ('none', 'multi', False, True, 'persistent'): rmsnorm_multi_rowfull_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "cuda", {})

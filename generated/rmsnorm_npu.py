@@ -3,7 +3,7 @@
 """rmsnorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * w
-Kernels: one per (residual mode, single/multi pass, row mask, column mask);
+Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
@@ -15,7 +15,7 @@ from dsl import runtime
 
 
 @triton.jit
-def rmsnorm_single_rowfull_colfull(
+def rmsnorm_single_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -33,8 +33,8 @@ def rmsnorm_single_rowfull_colfull(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -59,7 +59,7 @@ def rmsnorm_single_rowfull_colfull(
 
 
 @triton.jit
-def rmsnorm_single_rowfull_colmask(
+def rmsnorm_single_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -77,8 +77,8 @@ def rmsnorm_single_rowfull_colmask(
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -104,7 +104,7 @@ def rmsnorm_single_rowfull_colmask(
 
 
 @triton.jit
-def rmsnorm_single_rowmask_colfull(
+def rmsnorm_single_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -122,8 +122,8 @@ def rmsnorm_single_rowmask_colfull(
 
     single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -149,7 +149,7 @@ def rmsnorm_single_rowmask_colfull(
 
 
 @triton.jit
-def rmsnorm_single_rowmask_colmask(
+def rmsnorm_single_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -167,8 +167,8 @@ def rmsnorm_single_rowmask_colmask(
 
     single pass, each row in one tile.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -196,7 +196,7 @@ def rmsnorm_single_rowmask_colmask(
 
 
 @triton.jit
-def rmsnorm_multi_rowfull_colfull(
+def rmsnorm_multi_rowfull_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -214,8 +214,8 @@ def rmsnorm_multi_rowfull_colfull(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -248,7 +248,7 @@ def rmsnorm_multi_rowfull_colfull(
 
 
 @triton.jit
-def rmsnorm_multi_rowfull_colmask(
+def rmsnorm_multi_rowfull_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -266,8 +266,8 @@ def rmsnorm_multi_rowfull_colmask(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -302,7 +302,7 @@ def rmsnorm_multi_rowfull_colmask(
 
 
 @triton.jit
-def rmsnorm_multi_rowmask_colfull(
+def rmsnorm_multi_rowmask_colfull_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -320,8 +320,8 @@ def rmsnorm_multi_rowmask_colfull(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -355,7 +355,7 @@ def rmsnorm_multi_rowmask_colfull(
 
 
 @triton.jit
-def rmsnorm_multi_rowmask_colmask(
+def rmsnorm_multi_rowmask_colmask_persistent(
     X_ptr,
     X_row_stride,
     W_ptr,
@@ -373,8 +373,8 @@ def rmsnorm_multi_rowmask_colmask(
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size. Inputs are
-    upcast to fp32 on load; the statistics accumulate in fp32.
+    Each program walks row tiles with a stride of the grid size.
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -507,16 +507,16 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask) -> kernel
+# (mode, pass, row mask, column mask, grid) -> kernel
 KERNELS = {
-    ('none', 'single', False, False): rmsnorm_single_rowfull_colfull,
-    ('none', 'single', False, True): rmsnorm_single_rowfull_colmask,
-    ('none', 'single', True, False): rmsnorm_single_rowmask_colfull,
-    ('none', 'single', True, True): rmsnorm_single_rowmask_colmask,
-    ('none', 'multi', False, False): rmsnorm_multi_rowfull_colfull,
-    ('none', 'multi', False, True): rmsnorm_multi_rowfull_colmask,
-    ('none', 'multi', True, False): rmsnorm_multi_rowmask_colfull,
-    ('none', 'multi', True, True): rmsnorm_multi_rowmask_colmask,
+    ('none', 'single', False, False, 'persistent'): rmsnorm_single_rowfull_colfull_persistent,
+    ('none', 'single', False, True, 'persistent'): rmsnorm_single_rowfull_colmask_persistent,
+    ('none', 'single', True, False, 'persistent'): rmsnorm_single_rowmask_colfull_persistent,
+    ('none', 'single', True, True, 'persistent'): rmsnorm_single_rowmask_colmask_persistent,
+    ('none', 'multi', False, False, 'persistent'): rmsnorm_multi_rowfull_colfull_persistent,
+    ('none', 'multi', False, True, 'persistent'): rmsnorm_multi_rowfull_colmask_persistent,
+    ('none', 'multi', True, False, 'persistent'): rmsnorm_multi_rowmask_colfull_persistent,
+    ('none', 'multi', True, True, 'persistent'): rmsnorm_multi_rowmask_colmask_persistent,
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})

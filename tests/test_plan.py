@@ -220,5 +220,5 @@ def test_variant_names_are_unique_and_canonical(kernel_plan):
     assert len(set(variant_names)) == len(variant_names)
     assert len({v.key for v in kernel_plan.variants}) == len(variant_names)
     for v in kernel_plan.variants:
-        assert v.name == names.variant_name(spec, v.mode, v.passes.value, v.row_mask, v.col_mask)
+        assert v.name == names.variant_name(spec, v.mode, v.passes.value, v.row_mask, v.col_mask, v.grid.value)
         assert v.name.startswith(f"{spec.name}_") and v.name.isidentifier()
