@@ -64,10 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         results[f"{mode}: launcher call"] = per_call_us(lambda: launcher(key, True, 0, launch_args), calls)  # noqa: B023
         launch, grid, function, prefix, blocks = fast
-        stream = torch._C._cuda_getCurrentRawStream
-
         def raw(launch=launch, grid=grid, function=function, prefix=prefix, blocks=blocks, args=launch_args):
-            launch(grid, 1, 1, stream(0), function, *prefix, *args, *blocks)
+            launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(0), function, *prefix, *args, *blocks)
 
         results[f"{mode}: C launch"] = per_call_us(raw, calls)
         saved = launcher.__call__
