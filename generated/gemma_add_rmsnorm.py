@@ -117,12 +117,12 @@ def _check(x, residual, weight, eps, norm_pos, inplace):
 
 def _new_outputs(x, norm_pos, return_rstd, inplace):
     """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
-    layout = torch.preserve_format if x.is_contiguous() else torch.contiguous_format  # contiguous either way
+    dense = x.is_contiguous()  # then empty_like(x) is contiguous, and cheaper without keywords
     new = []
     if not inplace:
-        new.append(torch.empty_like(x, memory_format=layout))
+        new.append(torch.empty_like(x) if dense else torch.empty_like(x, memory_format=torch.contiguous_format))
     if not inplace and norm_pos in _NEW_RESIDUAL_OUT:
-        new.append(torch.empty_like(x, memory_format=layout))
+        new.append(torch.empty_like(x) if dense else torch.empty_like(x, memory_format=torch.contiguous_format))
     if return_rstd:
         new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
     return new
@@ -175,7 +175,7 @@ def _forward(new, x, residual, weight, eps, norm_pos, return_rstd, inplace):
         key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, rstd is not None)
         args = (x, x_stride, residual, residual_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
     aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
-    _kernels(target).LAUNCHER(key, aligned, x.get_device(), args)
+    (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)
     return slots
 
 
