@@ -741,6 +741,16 @@ class OpPlan:
         return ("x",) + ("residual",) * self.spec.has_residual + self.flags
 
     @property
+    def stride_locals(self) -> tuple[str, ...]:
+        """The row-stride locals the launch reads."""
+        names_ = ["x_stride", "out_stride"]
+        if self.spec.has_residual:
+            names_ += ["residual_stride"]
+        if any(launch.new_residual_out for launch in self.launches):
+            names_ += ["residual_out_stride"]
+        return tuple(names_)
+
+    @property
     def align_expression(self) -> str:
         """OR of the input pointers whose alignment the launch key records."""
         terms = ["x.data_ptr()"] + ["residual.data_ptr()"] * self.spec.has_residual

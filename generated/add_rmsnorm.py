@@ -89,6 +89,22 @@ def add_rmsnorm(
         )
     except (AttributeError, IndexError, TypeError):
         fast = False
+    if fast and x.is_cuda:
+        # contiguous rows of n_cols elements on one CUDA device: allocate and launch
+        new = _new_outputs(x, norm_pos, return_rstd, inplace)
+        out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, return_rstd, inplace)
+        n_rows = x.numel() // n_cols
+        if n_rows:
+            x_stride = out_stride = residual_stride = residual_out_stride = n_cols
+            if norm_pos == "pre":
+                key = ("pre", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, rstd is not None)
+                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+            elif norm_pos == "post":
+                key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, rstd is not None)
+                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+            aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
+            (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
+        return _public(slots, return_rstd)
     if not fast:
         eps = _check(x, residual, weight, eps, norm_pos, inplace)
         if torch.compiler.is_compiling():

@@ -77,6 +77,18 @@ def layernorm(
         )
     except (AttributeError, IndexError, TypeError):
         fast = False
+    if fast and x.is_cuda:
+        # contiguous rows of n_cols elements on one CUDA device: allocate and launch
+        new = _new_outputs(x, return_mean, return_rstd)
+        out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_mean, return_rstd)
+        n_rows = x.numel() // n_cols
+        if n_rows:
+            x_stride = out_stride = n_cols
+            key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, bias is not None, mean is not None, rstd is not None)
+            args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
+            aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
+            (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
+        return _public(slots, return_mean, return_rstd)
     if not fast:
         eps = _check(x, weight, bias, eps)
         if torch.compiler.is_compiling():

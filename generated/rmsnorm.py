@@ -72,6 +72,18 @@ def rmsnorm(
         )
     except (AttributeError, IndexError, TypeError):
         fast = False
+    if fast and x.is_cuda:
+        # contiguous rows of n_cols elements on one CUDA device: allocate and launch
+        new = _new_outputs(x, return_rstd)
+        out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_rstd)
+        n_rows = x.numel() // n_cols
+        if n_rows:
+            x_stride = out_stride = n_cols
+            key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, rstd is not None)
+            args = (x, x_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+            aligned = (x.data_ptr() | weight.data_ptr()) & 15 == 0
+            (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
+        return _public(slots, return_rstd)
     if not fast:
         eps = _check(x, weight, eps)
         if torch.compiler.is_compiling():
