@@ -122,7 +122,9 @@ class KernelVariant:
             parts.append("pre mode: s = x + r is written to RES_ptr")
         elif self.mode is ResidualMode.POST:
             parts.append("post mode: the residual out is y (RES_ptr, if any, gets the unquantized y)")
-        parts.append("single pass, each row in one tile" if self.single else "multi pass over BLOCK_N-wide column blocks")
+        parts.append(
+            "single pass, each row in one tile" if self.single else "multi pass over BLOCK_N-wide column blocks"
+        )
         rows = "masked" if self.row_mask else "a whole number of BLOCK_M tiles"
         cols = "masked" if self.col_mask else "a whole number of BLOCK_N blocks"
         grid = (
@@ -656,7 +658,6 @@ class OpPlan:
             result.append("rstd")
         return tuple(result)
 
-
     # Parameter lists of the op module's functions.
     @property
     def call_args(self) -> tuple[str, ...]:
@@ -789,7 +790,11 @@ class OpPlan:
     @property
     def fixed_locals(self) -> tuple[str, ...]:
         """The op's locals returned on every call: out, then residual_out and scale if any."""
-        names_ = ["out"] + (["residual_out"] if self.spec.has_residual else []) + (["scale"] if self.spec.is_quantized else [])
+        names_ = (
+            ["out"]
+            + (["residual_out"] if self.spec.has_residual else [])
+            + (["scale"] if self.spec.is_quantized else [])
+        )
         return tuple(names_)
 
     @property

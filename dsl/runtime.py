@@ -74,7 +74,9 @@ def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     hidden = x.shape[-1]
     if t.shape != (hidden,):
-        raise NormgenError(f"{op}: {name} must have shape ({hidden},) to match x's last dimension, got {tuple(t.shape)}")
+        raise NormgenError(
+            f"{op}: {name} must have shape ({hidden},) to match x's last dimension, got {tuple(t.shape)}"
+        )
     if t.dtype != x.dtype or t.device != x.device:
         raise NormgenError(f"{op}: {name} ({_describe(t)}) must have x's dtype and device ({x.dtype}, {x.device})")
     if t.stride(0) != 1 and hidden > 1:
@@ -125,7 +127,9 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
         _, row_stride = rows(t)
         overlapping_rows = t.numel() > t.shape[-1] and abs(row_stride) < t.shape[-1]
         if overlapping_rows or (t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1):
-            raise NormgenError(f"{op}: inplace=True cannot write into {name}: its elements overlap (stride {t.stride()})")
+            raise NormgenError(
+                f"{op}: inplace=True cannot write into {name}: its elements overlap (stride {t.stride()})"
+            )
     if x.numel() and residual.numel() and x.untyped_storage().data_ptr() == residual.untyped_storage().data_ptr():
         x_lo, r_lo = x.data_ptr(), residual.data_ptr()
         x_hi = x_lo + _extent(x) * x.element_size()

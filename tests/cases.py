@@ -70,7 +70,7 @@ def call(spec: NormSpec, inputs: dict, norm_pos=None, stats=True, eps=None, inpl
     names += ["mean"] if stats and spec.stores_mean else []
     names += ["rstd"] if stats and spec.stores_rstd else []
     assert len(result) == len(names), f"{spec.name} returned {len(result)} outputs, expected {names}"
-    return dict(zip(names, result))
+    return dict(zip(names, result, strict=True))
 
 
 def modes(spec: NormSpec) -> tuple:

@@ -45,7 +45,9 @@ def test_opcheck(name, mode):
     op = getattr(torch.ops.normgen, name)
     torch.library.opcheck(op.default, args)
     if spec.has_residual:
-        torch.library.opcheck(getattr(torch.ops.normgen, f"{name}_inplace").default, inplace_op_args(spec, inputs, mode))
+        torch.library.opcheck(
+            getattr(torch.ops.normgen, f"{name}_inplace").default, inplace_op_args(spec, inputs, mode)
+        )
 
 
 def inplace_op_args(spec, inputs, norm_pos):
@@ -88,7 +90,9 @@ class Block(torch.nn.Module):
         self.norm1 = generated.AddRMSNorm(hidden, norm_pos="pre")
         self.attn = torch.nn.Linear(hidden, hidden)
         self.norm2 = generated.AddLayerNorm(hidden, norm_pos="pre")
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, 4 * hidden), torch.nn.GELU(), torch.nn.Linear(4 * hidden, hidden))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(hidden, 4 * hidden), torch.nn.GELU(), torch.nn.Linear(4 * hidden, hidden)
+        )
         self.final = generated.RMSNorm(hidden)
 
     def forward(self, x, residual):

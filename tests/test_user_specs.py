@@ -107,7 +107,9 @@ def cases():
         modes = [m.value for m in spec.residual] or [None]
         for i, (dtype, mode, width, rows) in enumerate(itertools.product(spec.dtypes, modes, WIDTHS, ROWS)):
             layout = ("2d", "3d", "strided")[i % 3]
-            yield pytest.param(name, dtype.value, mode, width, rows, layout, id=f"{name}-{dtype.value}-{mode}-{width}-{rows}")
+            yield pytest.param(
+                name, dtype.value, mode, width, rows, layout, id=f"{name}-{dtype.value}-{mode}-{width}-{rows}"
+            )
 
 
 def test_user_package_exports_ops_and_modules(package):
