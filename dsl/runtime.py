@@ -13,6 +13,7 @@ Environment variables, read once at import:
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
@@ -253,8 +254,9 @@ class Launcher:
     def __init__(self, table: DispatchTable, kernels: dict, target: str, options: dict):
         self.table, self.kernels, self.target, self.options = table, kernels, target, options
         self.direct = target == "cuda" and not INTERPRET
-        self.fast: dict[tuple, tuple] = {}  # launch key -> direct launch (cuda)
-        self.slow: dict[tuple, tuple] = {}  # launch key -> (kernel, grid, options)
+        # device index -> {launch key -> direct launch} (cuda; compiled kernels are per device)
+        self.fast: collections.defaultdict[int, dict] = collections.defaultdict(dict)
+        self.slow: dict[tuple, tuple] = {}  # (launch key, device) -> (kernel, grid, options)
 
     def decide(self, mode: str, dtype: str, n_rows: int, n_cols: int, device_index: int, ints: tuple = ()) -> tuple:
         """(kernel, grid, options, entry) for a shape: the table lookup and launch policy.
@@ -288,21 +290,21 @@ class Launcher:
 
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
         """Launch; key = (mode, dtype, n_rows, n_cols, *other int and bool arguments)."""
-        fast = self.fast.get(key)
+        fast = self.fast[device_index].get(key)
         if fast is not None:
             launch, grid, function, prefix, blocks = fast
             launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(device_index), function, *prefix, *args, *blocks)
             return
-        decision = self.slow.get(key)
+        decision = self.slow.get((key, device_index))
         if decision is None:
             mode, dtype, n_rows, n_cols = key[:4]
             ints = (n_cols,) + tuple(v for v in key[4:] if type(v) is int)  # the row strides
             kernel, grid, options, _ = self.decide(mode, DTYPE_TOKEN[dtype], n_rows, n_cols, device_index, ints)
-            decision = self.slow[key] = (kernel, grid, options)
+            decision = self.slow[key, device_index] = (kernel, grid, options)
         kernel, grid, options = decision
         compiled = kernel[grid](*args, **options)
         if self.direct and aligned and compiled is not None:
-            self.fast[key] = _direct_launch(compiled, grid, options)
+            self.fast[device_index][key] = _direct_launch(compiled, grid, options)
 
 
 def _direct_launch(compiled, grid: tuple, options: dict):
