@@ -258,11 +258,11 @@ def test_npu_dispatch_entries_lower_to_ttadapter(name, pool, capsys):
     elapsed = time.perf_counter() - start
     failures = [f"{describe(low)}:\n{out.error}" for low, out in zip(lowerings, outcomes, strict=True) if out.error]
     retries = sum(out.retries for out in outcomes)
+    note = f", {retries} {'retry' if retries == 1 else 'retries'} after triton-adapter-opt crashed" if retries else ""
     with capsys.disabled():  # the count is this test's result: show it even when it passes
         print(
             f"\nnpu lowering: {name}: {len(lowerings) - len(failures)}/{len(lowerings)} kernels lowered to ttadapter "
-            f"for {entries} dispatch entries in {elapsed:.1f} s ({WORKERS} workers"
-            + (f", {retries} retries after triton-adapter-opt crashes)" if retries else ")")
+            f"for {entries} dispatch entries in {elapsed:.1f} s ({WORKERS} workers{note})"
         )
     assert not problems and not failures, f"{name}: " + "\n\n".join(problems + tuple(failures))
 
