@@ -16,7 +16,7 @@ import pytest
 import build
 from dsl import pipeline, runtime
 
-from .cases import ROWS
+from .cases import rows_for
 from .test_numerics import check_case
 
 PACKAGE = "normgen_user_specs"
@@ -105,7 +105,12 @@ def cases():
         specs.update({s.name: s for s in pipeline.load_text(text, "combos.norm")})
     for name, spec in sorted(specs.items()):
         modes = [m.value for m in spec.residual] or [None]
-        for i, (dtype, mode, width, rows) in enumerate(itertools.product(spec.dtypes, modes, WIDTHS, ROWS)):
+        combos = [
+            (dtype, mode, width, rows)
+            for dtype, mode, width in itertools.product(spec.dtypes, modes, WIDTHS)
+            for rows in rows_for(spec, width)
+        ]
+        for i, (dtype, mode, width, rows) in enumerate(combos):
             layout = ("2d", "3d", "strided")[i % 3]
             yield pytest.param(
                 name, dtype.value, mode, width, rows, layout, id=f"{name}-{dtype.value}-{mode}-{width}-{rows}"
