@@ -154,14 +154,6 @@ class KernelVariant:
             return "col_mask[None, :]"
         return ""
 
-    @property
-    def col_mask_expr(self) -> str:
-        return "col_mask" if self.col_mask else ""
-
-    @property
-    def row_mask_expr(self) -> str:
-        return "row_mask" if self.row_mask else ""
-
 
 @dataclass(frozen=True)
 class DispatchEntry:
@@ -612,10 +604,6 @@ class OpPlan:
         return tuple(target.value for target in self.spec.targets)
 
     @property
-    def torch_dtypes(self) -> str:
-        return ", ".join(TORCH_DTYPE[d] for d in self.spec.dtypes)
-
-    @property
     def eps(self) -> str:
         return format_number(self.spec.eps)
 
@@ -803,11 +791,6 @@ class OpPlan:
         if self.spec.stores_mean or self.spec.stores_rstd:
             text += "; the optional statistics are appended only when asked for"
         return text + "."
-
-    @property
-    def fixed_count(self) -> int:
-        """How many outputs are always returned (the optional statistics come after)."""
-        return len(self.outputs) - int(self.spec.stores_mean) - int(self.spec.stores_rstd)
 
     @property
     def single_output(self) -> bool:
