@@ -662,6 +662,11 @@ class OpPlan:
         return tuple(["residual"] * spec.has_residual + ["weight"] * spec.has_weight + ["bias"] * spec.has_bias)
 
     @property
+    def grad_tensors(self) -> str:
+        """The op's tensor arguments as a dict display, for the no-gradient check."""
+        return "{" + ", ".join(f'"{name}": {name}' for name in ("x", *self.param_tensors)) + "}"
+
+    @property
     def forward_args(self) -> tuple[str, ...]:
         return self.call_args + ("inplace",) * self.spec.has_residual
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import numbers
 import os
+import threading
 from typing import NamedTuple
 
 import torch
@@ -84,8 +86,27 @@ def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
         raise NormgenError(f"{op}: {name} must be contiguous (stride {t.stride(0)})")
 
 
+def check_no_grad(op: str, tensors: dict) -> None:
+    """Refuse a call that would need a gradient: normgen's ops have no backward yet.
+
+    ``tensors`` maps argument names to tensors (or None). Without this check the
+    kernel paths would return tensors without ``grad_fn`` and autograd would
+    silently leave the inputs without their share of the gradient.
+    """
+    if not torch.is_grad_enabled():
+        return
+    needing = [name for name, t in tensors.items() if t is not None and t.requires_grad]
+    if needing:
+        which = ", ".join(needing)
+        raise NormgenError(
+            f"{op} has no backward: {which} require{'s' if len(needing) == 1 else ''} grad and grad mode is on, "
+            "so autograd would get no gradient through this op. Call it under torch.no_grad() or "
+            "torch.inference_mode() (or pass tensors that do not require grad)"
+        )
+
+
 def check_eps(op: str, eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
     eps = float(eps)
     if not (eps >= 0.0 and math.isfinite(eps)):
@@ -120,6 +141,11 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
     for name, t in (("x", x), ("residual", residual)):
         if t.requires_grad and torch.is_grad_enabled():
             raise NormgenError(f"{op}: inplace=True cannot write into {name}, which requires grad")
+        if t.is_inference() and not torch.is_inference_mode_enabled():
+            raise NormgenError(
+                f"{op}: inplace=True cannot write into {name}, an inference tensor, outside inference mode "
+                "(torch refuses such in-place updates too); call it under torch.inference_mode()"
+            )
         if t.dim() > 2 and rows(t)[0] is not t:
             raise NormgenError(
                 f"{op}: inplace=True needs {name}'s leading dimensions to collapse into one row stride "
@@ -137,6 +163,18 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
         r_hi = r_lo + _extent(residual) * residual.element_size()
         if x_lo < r_hi and r_lo < x_hi:
             raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they overlap")
+
+
+def bump_written(inputs: tuple, outputs: tuple) -> None:
+    """Record the kernels' in-place writes into ``inputs`` (those among ``outputs``), as torch's own in-place ops do.
+
+    Autograd compares a saved tensor's version with its current one; a kernel
+    writes behind autograd's back, so the op bumps the counters itself.
+    Inference tensors have no version counter.
+    """
+    for t in inputs:
+        if any(o is t for o in outputs) and not t.is_inference():
+            torch.autograd.graph.increment_version(t)
 
 
 def _extent(t: torch.Tensor) -> int:
@@ -207,6 +245,9 @@ class Entry(NamedTuple):
     ub_bytes: int
 
 
+_INTERPRETER_LOCK = threading.Lock()
+
+
 class DispatchMiss(LookupError):
     pass
 
@@ -246,9 +287,13 @@ class Launcher:
     variant, sizes the grid and launches through Triton, which compiles. On
     CUDA, later calls with the same key go straight to the compiled kernel's
     C launcher with its cached metadata: no table lookup, no argument binding,
-    no specialization work. Keys whose pointers are not all 16-byte aligned are
-    never cached (Triton specializes on alignment per argument), so they always
-    take Triton's own path.
+    no specialization work. The direct launches are compiled for pointers that
+    are all 16-byte aligned (Triton specializes on alignment per argument), so
+    only aligned calls use them; any other call takes Triton's own path, which
+    picks or compiles the specialization for its pointers.
+
+    Triton's interpreter patches the language module while a kernel runs, so
+    interpreted launches are serialized (one at a time per process).
     """
 
     def __init__(self, table: DispatchTable, kernels: dict, target: str, options: dict):
@@ -290,7 +335,7 @@ class Launcher:
 
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
         """Launch; key = (mode, dtype, n_rows, n_cols, *other int and bool arguments)."""
-        fast = self.fast[device_index].get(key)
+        fast = self.fast[device_index].get(key) if aligned else None
         if fast is not None:
             launch, grid, function, prefix, blocks = fast
             launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(device_index), function, *prefix, *args, *blocks)
@@ -302,6 +347,10 @@ class Launcher:
             kernel, grid, options, _ = self.decide(mode, DTYPE_TOKEN[dtype], n_rows, n_cols, device_index, ints)
             decision = self.slow[key, device_index] = (kernel, grid, options)
         kernel, grid, options = decision
+        if INTERPRET:
+            with _INTERPRETER_LOCK:
+                kernel[grid](*args, **options)
+            return
         compiled = kernel[grid](*args, **options)
         if self.direct and aligned and compiled is not None:
             self.fast[device_index][key] = _direct_launch(compiled, grid, options)

@@ -77,25 +77,31 @@ def add_layernorm(
             and 0.0 <= eps < _INF
             and not inplace
             and norm_pos in _MODES
+            and x.is_cuda
             and (dtype := x.dtype) in _DTYPES
             and (n_cols := (shape := x.shape)[-1]) > 0
             and x.is_contiguous()
-            and (device := x.get_device()) >= -1
+            and not x.requires_grad
+            and (device := x.get_device()) >= 0
+            and residual.is_cuda
             and residual.dtype is dtype
             and residual.shape == shape
             and residual.is_contiguous()
+            and not residual.requires_grad
             and residual.get_device() == device
+            and weight.is_cuda
             and weight.dtype is dtype
             and weight.shape == (n_cols,)
             and weight.is_contiguous()
+            and not weight.requires_grad
             and weight.get_device() == device
-            and (bias is None or (bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and bias.get_device() == device))
+            and (bias is None or (bias.is_cuda and bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and not bias.requires_grad and bias.get_device() == device))
             and not torch.compiler.is_compiling()
         )
     except (AttributeError, IndexError, TypeError):
         fast = False
-    if fast and x.is_cuda:
-        # contiguous rows of n_cols elements on one CUDA device: allocate and launch
+    if fast:
+        # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
         new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
         out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace)
         n_rows = x.numel() // n_cols
@@ -110,18 +116,20 @@ def add_layernorm(
             aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
         return _public(slots, return_mean, return_rstd)
-    if not fast:
-        eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
-        if torch.compiler.is_compiling():
-            # torch.compile records the custom op; its body runs when the graph runs
-            if inplace:
-                new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
-                out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace)
-                torch.ops.normgen.add_layernorm_inplace(x, residual, weight, bias, eps, norm_pos, mean, rstd)
-            else:
-                new = torch.ops.normgen.add_layernorm(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
-            return _public(_slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace), return_mean, return_rstd)
+    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; its body runs when the graph runs
+        if inplace:
+            new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
+            out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace)
+            torch.ops.normgen.add_layernorm_inplace(x, residual, weight, bias, eps, norm_pos, mean, rstd)
+        else:
+            new = torch.ops.normgen.add_layernorm(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
+        return _public(_slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace), return_mean, return_rstd)
     slots = _forward(_new_outputs(x, norm_pos, return_mean, return_rstd, inplace), x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
+    if inplace:
+        # the kernels wrote x (and residual) behind autograd's back: bump their versions as torch's in-place ops do
+        runtime.bump_written((x, residual), slots)
     return _public(slots, return_mean, return_rstd)
 
 
@@ -133,6 +141,7 @@ def _check(x, residual, weight, bias, eps, norm_pos, inplace):
     runtime.check_param(_OP, "weight", weight, x)
     if bias is not None:
         runtime.check_param(_OP, "bias", bias, x)
+    runtime.check_no_grad(_OP, {"x": x, "residual": residual, "weight": weight, "bias": bias})
     if inplace:
         runtime.check_inplace(_OP, x, residual)
     return runtime.check_eps(_OP, eps)
@@ -214,6 +223,7 @@ def _fake(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd):
 @torch.library.custom_op("normgen::add_layernorm", mutates_args=())
 def _add_layernorm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str, return_mean: bool, return_rstd: bool) -> list[torch.Tensor]:
     inplace = False
+    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)  # direct torch.ops calls get the op's checks too
     new = _new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
     _forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
     return new
@@ -228,6 +238,7 @@ def _add_layernorm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: t
     return_mean = mean is not None
     return_rstd = rstd is not None
     inplace = True
+    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
     _forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
 
 

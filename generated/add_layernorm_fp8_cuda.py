@@ -74,11 +74,15 @@ def add_layernorm_fp8_pre_single_rowfull_colfull(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -94,7 +98,8 @@ def add_layernorm_fp8_pre_single_rowfull_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -160,11 +165,15 @@ def add_layernorm_fp8_pre_single_rowfull_colmask(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -180,7 +189,8 @@ def add_layernorm_fp8_pre_single_rowfull_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -245,11 +255,15 @@ def add_layernorm_fp8_pre_single_rowmask_colfull(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -265,7 +279,8 @@ def add_layernorm_fp8_pre_single_rowmask_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -333,11 +348,15 @@ def add_layernorm_fp8_pre_single_rowmask_colmask(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -353,7 +372,8 @@ def add_layernorm_fp8_pre_single_rowmask_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -419,11 +439,15 @@ def add_layernorm_fp8_pre_single_rowfull_colfull_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -439,7 +463,8 @@ def add_layernorm_fp8_pre_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -507,11 +532,15 @@ def add_layernorm_fp8_pre_single_rowfull_colmask_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -527,7 +556,8 @@ def add_layernorm_fp8_pre_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -597,6 +627,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -612,9 +643,11 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -634,6 +667,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull(
             y = y + b[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -649,7 +683,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -722,6 +757,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -738,9 +774,11 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -761,6 +799,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask(
             y = y + b[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -776,7 +815,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -848,6 +888,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -863,9 +904,11 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -885,6 +928,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -900,7 +944,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -975,6 +1020,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -991,9 +1037,11 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1014,6 +1062,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1029,7 +1078,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1094,11 +1144,15 @@ def add_layernorm_fp8_post_single_rowfull_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -1114,7 +1168,8 @@ def add_layernorm_fp8_post_single_rowfull_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1181,11 +1236,15 @@ def add_layernorm_fp8_post_single_rowfull_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -1201,7 +1260,8 @@ def add_layernorm_fp8_post_single_rowfull_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1267,11 +1327,15 @@ def add_layernorm_fp8_post_single_rowmask_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -1287,7 +1351,8 @@ def add_layernorm_fp8_post_single_rowmask_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1356,11 +1421,15 @@ def add_layernorm_fp8_post_single_rowmask_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -1376,7 +1445,8 @@ def add_layernorm_fp8_post_single_rowmask_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -1443,11 +1513,15 @@ def add_layernorm_fp8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1463,7 +1537,8 @@ def add_layernorm_fp8_post_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1532,11 +1607,15 @@ def add_layernorm_fp8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1552,7 +1631,8 @@ def add_layernorm_fp8_post_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1622,6 +1702,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1637,9 +1718,11 @@ def add_layernorm_fp8_post_multi_rowfull_colfull(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1660,6 +1743,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1675,7 +1759,8 @@ def add_layernorm_fp8_post_multi_rowfull_colfull(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1748,6 +1833,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -1764,9 +1850,11 @@ def add_layernorm_fp8_post_multi_rowfull_colmask(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1788,6 +1876,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1803,7 +1892,8 @@ def add_layernorm_fp8_post_multi_rowfull_colmask(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1875,6 +1965,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1890,9 +1981,11 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1913,6 +2006,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1928,7 +2022,8 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -2003,6 +2098,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -2019,9 +2115,11 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -2043,6 +2141,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -2058,7 +2157,8 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 

@@ -68,11 +68,15 @@ def add_layernorm_fp8_pre_single_rowfull_colfull_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -88,7 +92,8 @@ def add_layernorm_fp8_pre_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -148,11 +153,15 @@ def add_layernorm_fp8_pre_single_rowfull_colmask_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -168,7 +177,8 @@ def add_layernorm_fp8_pre_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -227,11 +237,15 @@ def add_layernorm_fp8_pre_single_rowmask_colfull_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -247,7 +261,8 @@ def add_layernorm_fp8_pre_single_rowmask_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -309,11 +324,15 @@ def add_layernorm_fp8_pre_single_rowmask_colmask_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -329,7 +348,8 @@ def add_layernorm_fp8_pre_single_rowmask_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -393,6 +413,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -408,9 +429,11 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -430,6 +453,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -445,7 +469,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -512,6 +537,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -528,9 +554,11 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -551,6 +579,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -566,7 +595,8 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -631,6 +661,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -646,9 +677,11 @@ def add_layernorm_fp8_pre_multi_rowmask_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -668,6 +701,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colfull_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -683,7 +717,8 @@ def add_layernorm_fp8_pre_multi_rowmask_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -753,6 +788,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -770,9 +806,11 @@ def add_layernorm_fp8_pre_multi_rowmask_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -794,6 +832,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colmask_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -809,7 +848,8 @@ def add_layernorm_fp8_pre_multi_rowmask_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -868,11 +908,15 @@ def add_layernorm_fp8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -888,7 +932,8 @@ def add_layernorm_fp8_post_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -949,11 +994,15 @@ def add_layernorm_fp8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -969,7 +1018,8 @@ def add_layernorm_fp8_post_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1029,11 +1079,15 @@ def add_layernorm_fp8_post_single_rowmask_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1049,7 +1103,8 @@ def add_layernorm_fp8_post_single_rowmask_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1112,11 +1167,15 @@ def add_layernorm_fp8_post_single_rowmask_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1132,7 +1191,8 @@ def add_layernorm_fp8_post_single_rowmask_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -1196,6 +1256,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1211,9 +1272,11 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1234,6 +1297,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1249,7 +1313,8 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1316,6 +1381,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1332,9 +1398,11 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1356,6 +1424,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1371,7 +1440,8 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1436,6 +1506,7 @@ def add_layernorm_fp8_post_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -1451,9 +1522,11 @@ def add_layernorm_fp8_post_multi_rowmask_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1474,6 +1547,7 @@ def add_layernorm_fp8_post_multi_rowmask_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1489,7 +1563,8 @@ def add_layernorm_fp8_post_multi_rowmask_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1559,6 +1634,7 @@ def add_layernorm_fp8_post_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1576,9 +1652,11 @@ def add_layernorm_fp8_post_multi_rowmask_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1601,6 +1679,7 @@ def add_layernorm_fp8_post_multi_rowmask_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1616,7 +1695,8 @@ def add_layernorm_fp8_post_multi_rowmask_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 

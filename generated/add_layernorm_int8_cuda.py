@@ -74,17 +74,21 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -150,17 +154,21 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -225,17 +233,21 @@ def add_layernorm_int8_pre_single_rowmask_colfull(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -303,17 +315,21 @@ def add_layernorm_int8_pre_single_rowmask_colmask(
         y = y + b[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -379,17 +395,21 @@ def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -457,17 +477,21 @@ def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -537,6 +561,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -552,9 +577,11 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -574,12 +601,13 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
             y = y + b[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -652,6 +680,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -668,9 +697,11 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -691,12 +722,13 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
             y = y + b[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -768,6 +800,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -783,9 +816,11 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -805,12 +840,13 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -885,6 +921,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -901,9 +938,11 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -924,12 +963,13 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -994,17 +1034,21 @@ def add_layernorm_int8_post_single_rowfull_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1071,17 +1115,21 @@ def add_layernorm_int8_post_single_rowfull_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1147,17 +1195,21 @@ def add_layernorm_int8_post_single_rowmask_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1226,17 +1278,21 @@ def add_layernorm_int8_post_single_rowmask_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -1303,17 +1359,21 @@ def add_layernorm_int8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1382,17 +1442,21 @@ def add_layernorm_int8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1462,6 +1526,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1477,9 +1542,11 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1500,12 +1567,13 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1578,6 +1646,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -1594,9 +1663,11 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1618,12 +1689,13 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1695,6 +1767,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1710,9 +1783,11 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1733,12 +1808,13 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1813,6 +1889,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1829,9 +1906,11 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1853,12 +1932,13 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 

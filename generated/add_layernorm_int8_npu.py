@@ -68,17 +68,21 @@ def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -138,17 +142,21 @@ def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -207,17 +215,21 @@ def add_layernorm_int8_pre_single_rowmask_colfull_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -279,17 +291,21 @@ def add_layernorm_int8_pre_single_rowmask_colmask_persistent(
             y = y + b[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -353,6 +369,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -368,9 +385,11 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -390,12 +409,13 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -462,6 +482,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -478,9 +499,11 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -501,12 +524,13 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -571,6 +595,7 @@ def add_layernorm_int8_pre_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -586,9 +611,11 @@ def add_layernorm_int8_pre_multi_rowmask_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -608,12 +635,13 @@ def add_layernorm_int8_pre_multi_rowmask_colfull_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -683,6 +711,7 @@ def add_layernorm_int8_pre_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -700,9 +729,11 @@ def add_layernorm_int8_pre_multi_rowmask_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -724,12 +755,13 @@ def add_layernorm_int8_pre_multi_rowmask_colmask_persistent(
                 y = y + b[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -788,17 +820,21 @@ def add_layernorm_int8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -859,17 +895,21 @@ def add_layernorm_int8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -929,17 +969,21 @@ def add_layernorm_int8_post_single_rowmask_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1002,17 +1046,21 @@ def add_layernorm_int8_post_single_rowmask_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -1076,6 +1124,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1091,9 +1140,11 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1114,12 +1165,13 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1186,6 +1238,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1202,9 +1255,11 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1226,12 +1281,13 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1296,6 +1352,7 @@ def add_layernorm_int8_post_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -1311,9 +1368,11 @@ def add_layernorm_int8_post_multi_rowmask_colfull_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1334,12 +1393,13 @@ def add_layernorm_int8_post_multi_rowmask_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1409,6 +1469,7 @@ def add_layernorm_int8_post_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1426,9 +1487,11 @@ def add_layernorm_int8_post_multi_rowmask_colmask_persistent(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1451,12 +1514,13 @@ def add_layernorm_int8_post_multi_rowmask_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 

@@ -73,24 +73,30 @@ def add_rmsnorm(
             and 0.0 <= eps < _INF
             and not inplace
             and norm_pos in _MODES
+            and x.is_cuda
             and (dtype := x.dtype) in _DTYPES
             and (n_cols := (shape := x.shape)[-1]) > 0
             and x.is_contiguous()
-            and (device := x.get_device()) >= -1
+            and not x.requires_grad
+            and (device := x.get_device()) >= 0
+            and residual.is_cuda
             and residual.dtype is dtype
             and residual.shape == shape
             and residual.is_contiguous()
+            and not residual.requires_grad
             and residual.get_device() == device
+            and weight.is_cuda
             and weight.dtype is dtype
             and weight.shape == (n_cols,)
             and weight.is_contiguous()
+            and not weight.requires_grad
             and weight.get_device() == device
             and not torch.compiler.is_compiling()
         )
     except (AttributeError, IndexError, TypeError):
         fast = False
-    if fast and x.is_cuda:
-        # contiguous rows of n_cols elements on one CUDA device: allocate and launch
+    if fast:
+        # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
         new = _new_outputs(x, norm_pos, return_rstd, inplace)
         out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, return_rstd, inplace)
         n_rows = x.numel() // n_cols
@@ -105,18 +111,20 @@ def add_rmsnorm(
             aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
         return _public(slots, return_rstd)
-    if not fast:
-        eps = _check(x, residual, weight, eps, norm_pos, inplace)
-        if torch.compiler.is_compiling():
-            # torch.compile records the custom op; its body runs when the graph runs
-            if inplace:
-                new = _new_outputs(x, norm_pos, return_rstd, inplace)
-                out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, return_rstd, inplace)
-                torch.ops.normgen.add_rmsnorm_inplace(x, residual, weight, eps, norm_pos, rstd)
-            else:
-                new = torch.ops.normgen.add_rmsnorm(x, residual, weight, eps, norm_pos, return_rstd)
-            return _public(_slots(new, x, residual, norm_pos, return_rstd, inplace), return_rstd)
+    eps = _check(x, residual, weight, eps, norm_pos, inplace)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; its body runs when the graph runs
+        if inplace:
+            new = _new_outputs(x, norm_pos, return_rstd, inplace)
+            out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, return_rstd, inplace)
+            torch.ops.normgen.add_rmsnorm_inplace(x, residual, weight, eps, norm_pos, rstd)
+        else:
+            new = torch.ops.normgen.add_rmsnorm(x, residual, weight, eps, norm_pos, return_rstd)
+        return _public(_slots(new, x, residual, norm_pos, return_rstd, inplace), return_rstd)
     slots = _forward(_new_outputs(x, norm_pos, return_rstd, inplace), x, residual, weight, eps, norm_pos, return_rstd, inplace)
+    if inplace:
+        # the kernels wrote x (and residual) behind autograd's back: bump their versions as torch's in-place ops do
+        runtime.bump_written((x, residual), slots)
     return _public(slots, return_rstd)
 
 
@@ -126,6 +134,7 @@ def _check(x, residual, weight, eps, norm_pos, inplace):
     runtime.check_input(_OP, x, _DTYPES)
     runtime.check_like(_OP, "residual", residual, x)
     runtime.check_param(_OP, "weight", weight, x)
+    runtime.check_no_grad(_OP, {"x": x, "residual": residual, "weight": weight})
     if inplace:
         runtime.check_inplace(_OP, x, residual)
     return runtime.check_eps(_OP, eps)
@@ -204,6 +213,7 @@ def _fake(x, residual, weight, eps, norm_pos, return_rstd):
 @torch.library.custom_op("normgen::add_rmsnorm", mutates_args=())
 def _add_rmsnorm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, norm_pos: str, return_rstd: bool) -> list[torch.Tensor]:
     inplace = False
+    eps = _check(x, residual, weight, eps, norm_pos, inplace)  # direct torch.ops calls get the op's checks too
     new = _new_outputs(x, norm_pos, return_rstd, inplace)
     _forward(new, x, residual, weight, eps, norm_pos, return_rstd, inplace)
     return new
@@ -217,6 +227,7 @@ def _add_rmsnorm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: tor
     new = [t for t in (rstd,) if t is not None]
     return_rstd = rstd is not None
     inplace = True
+    eps = _check(x, residual, weight, eps, norm_pos, inplace)
     _forward(new, x, residual, weight, eps, norm_pos, return_rstd, inplace)
 
 

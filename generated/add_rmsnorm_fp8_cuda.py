@@ -68,11 +68,15 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -88,7 +92,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -147,11 +152,15 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -167,7 +176,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -226,11 +236,15 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -246,7 +260,8 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -307,11 +322,15 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -327,7 +346,8 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -387,11 +407,15 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -407,7 +431,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -468,11 +493,15 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -488,7 +517,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -544,6 +574,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -557,9 +588,11 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -577,6 +610,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -592,7 +626,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -649,6 +684,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -663,9 +699,11 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -684,6 +722,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -699,7 +738,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -757,6 +797,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -770,9 +811,11 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -790,6 +833,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -805,7 +849,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -864,6 +909,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -878,9 +924,11 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -899,6 +947,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -914,7 +963,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -973,11 +1023,15 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -993,7 +1047,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1053,11 +1108,15 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -1073,7 +1132,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1133,11 +1193,15 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -1153,7 +1217,8 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1215,11 +1280,15 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -448.0), 448.0)
     sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
     a = tl.abs(v)
@@ -1235,7 +1304,8 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask(
     m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
     m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-    q = (code | sign).to(tl.uint8)
+    code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+    q = code.to(tl.uint8)
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -1296,11 +1366,15 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1316,7 +1390,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1378,11 +1453,15 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1398,7 +1477,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1454,6 +1534,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1467,9 +1548,11 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1488,6 +1571,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1503,7 +1587,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1560,6 +1645,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -1574,9 +1660,11 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1596,6 +1684,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1611,7 +1700,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1669,6 +1759,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1682,9 +1773,11 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1703,6 +1796,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1718,7 +1812,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1777,6 +1872,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1791,9 +1887,11 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1813,6 +1911,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1828,7 +1927,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 

@@ -62,11 +62,15 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -82,7 +86,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -135,11 +140,15 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -155,7 +164,8 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -208,11 +218,15 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -228,7 +242,8 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -283,11 +298,15 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -303,7 +322,8 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -353,6 +373,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -366,9 +387,11 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -386,6 +409,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -401,7 +425,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -452,6 +477,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -466,9 +492,11 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -487,6 +515,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -502,7 +531,8 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -553,6 +583,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -566,9 +597,11 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -586,6 +619,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colfull_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -601,7 +635,8 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -654,6 +689,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -669,9 +705,11 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -691,6 +729,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colmask_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -706,7 +745,8 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -759,11 +799,15 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -779,7 +823,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -833,11 +878,15 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -853,7 +902,8 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -907,11 +957,15 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -927,7 +981,8 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -983,11 +1038,15 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
         a = tl.abs(v)
@@ -1003,7 +1062,8 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask_persistent(
         m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
         m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
         code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-        q = (code | sign).to(tl.uint8)
+        code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+        q = code.to(tl.uint8)
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -1053,6 +1113,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1066,9 +1127,11 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1087,6 +1150,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1102,7 +1166,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1153,6 +1218,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1167,9 +1233,11 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1189,6 +1257,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1204,7 +1273,8 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1255,6 +1325,7 @@ def add_rmsnorm_fp8_post_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -1268,9 +1339,11 @@ def add_rmsnorm_fp8_post_multi_rowmask_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1289,6 +1362,7 @@ def add_rmsnorm_fp8_post_multi_rowmask_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1304,7 +1378,8 @@ def add_rmsnorm_fp8_post_multi_rowmask_colfull_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1357,6 +1432,7 @@ def add_rmsnorm_fp8_post_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1372,9 +1448,11 @@ def add_rmsnorm_fp8_post_multi_rowmask_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1395,6 +1473,7 @@ def add_rmsnorm_fp8_post_multi_rowmask_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
             a = tl.abs(v)
@@ -1410,7 +1489,8 @@ def add_rmsnorm_fp8_post_multi_rowmask_colmask_persistent(
             m_odd = (m_floor - 2.0 * tl.floor(m_floor * 0.5)) == 1.0
             m = tl.where((m_frac > 0.5) | ((m_frac == 0.5) & m_odd), m_floor + 1.0, m_floor)
             code = tl.where(a < 0.015625, m.to(tl.int32), normal)
-            q = (code | sign).to(tl.uint8)
+            code = tl.where(is_nan, 0x7F, code | sign)  # NaN: e4m3fn's NaN code, as torch converts it
+            q = code.to(tl.uint8)
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 

@@ -68,17 +68,21 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -137,17 +141,21 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -206,17 +214,21 @@ def add_rmsnorm_int8_pre_single_rowmask_colfull(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -277,17 +289,21 @@ def add_rmsnorm_int8_pre_single_rowmask_colmask(
     y = x_hat * w[None, :]
     y = y.to(dtype)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -347,17 +363,21 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -418,17 +438,21 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -484,6 +508,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -497,9 +522,11 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -517,12 +544,13 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -579,6 +607,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -593,9 +622,11 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -614,12 +645,13 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -677,6 +709,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -690,9 +723,11 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -710,12 +745,13 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -774,6 +810,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -788,9 +825,11 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -809,12 +848,13 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -873,17 +913,21 @@ def add_rmsnorm_int8_post_single_rowfull_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -943,17 +987,21 @@ def add_rmsnorm_int8_post_single_rowfull_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1013,17 +1061,21 @@ def add_rmsnorm_int8_post_single_rowmask_colfull(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.abs(y.to(tl.float32))
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1085,17 +1137,21 @@ def add_rmsnorm_int8_post_single_rowmask_colmask(
     # post mode: the residual out is the unquantized output
     tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale, mask=row_mask)
     v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
     v = tl.minimum(tl.maximum(v, -128.0), 127.0)
     q_floor = tl.floor(v)
     q_frac = v - q_floor
     q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
     q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = q.to(tl.int8)
+    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
     tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -1156,17 +1212,21 @@ def add_rmsnorm_int8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1228,17 +1288,21 @@ def add_rmsnorm_int8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1294,6 +1358,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1307,9 +1372,11 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1328,12 +1395,13 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1390,6 +1458,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask(
     rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
     # the row's largest |y|, which sets the quantization scale
     amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
     for col_start in range(0, n_cols, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         col_mask = cols < n_cols
@@ -1404,9 +1473,11 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask(
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
     tl.store(SCALE_ptr + rows, scale)
     # last pass: recompute s = x + r, normalize, quantize and store every output
     for col_start in range(0, n_cols, BLOCK_N):
@@ -1426,12 +1497,13 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1489,6 +1561,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -1502,9 +1575,11 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1523,12 +1598,13 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1587,6 +1663,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1601,9 +1678,11 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1623,12 +1702,13 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 

@@ -62,17 +62,21 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -125,17 +129,21 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -188,17 +196,21 @@ def add_rmsnorm_int8_pre_single_rowmask_colfull_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -253,17 +265,21 @@ def add_rmsnorm_int8_pre_single_rowmask_colmask_persistent(
         y = x_hat * w[None, :]
         y = y.to(dtype)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -313,6 +329,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -326,9 +343,11 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -346,12 +365,13 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -402,6 +422,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -416,9 +437,11 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -437,12 +460,13 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -493,6 +517,7 @@ def add_rmsnorm_int8_pre_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -506,9 +531,11 @@ def add_rmsnorm_int8_pre_multi_rowmask_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -526,12 +553,13 @@ def add_rmsnorm_int8_pre_multi_rowmask_colfull_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -584,6 +612,7 @@ def add_rmsnorm_int8_pre_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -599,9 +628,11 @@ def add_rmsnorm_int8_pre_multi_rowmask_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -621,12 +652,13 @@ def add_rmsnorm_int8_pre_multi_rowmask_colmask_persistent(
             y = x_hat * w[None, :]
             y = y.to(dtype)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -679,17 +711,21 @@ def add_rmsnorm_int8_post_single_rowfull_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -743,17 +779,21 @@ def add_rmsnorm_int8_post_single_rowfull_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -807,17 +847,21 @@ def add_rmsnorm_int8_post_single_rowmask_colfull_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.abs(y.to(tl.float32))
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -873,17 +917,21 @@ def add_rmsnorm_int8_post_single_rowmask_colmask_persistent(
         # post mode: the residual out is the unquantized output
         tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         q_floor = tl.floor(v)
         q_frac = v - q_floor
         q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
         q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = q.to(tl.int8)
+        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 
@@ -933,6 +981,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
@@ -946,9 +995,11 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -967,12 +1018,13 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
 
 
@@ -1023,6 +1075,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1037,9 +1090,11 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1059,12 +1114,13 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
 
 
@@ -1115,6 +1171,7 @@ def add_rmsnorm_int8_post_multi_rowmask_colfull_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
@@ -1128,9 +1185,11 @@ def add_rmsnorm_int8_post_multi_rowmask_colfull_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.abs(y.to(tl.float32)), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.abs(y.to(tl.float32))
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1149,12 +1208,13 @@ def add_rmsnorm_int8_post_multi_rowmask_colfull_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
 
 
@@ -1207,6 +1267,7 @@ def add_rmsnorm_int8_post_multi_rowmask_colmask_persistent(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -1222,9 +1283,11 @@ def add_rmsnorm_int8_post_multi_rowmask_colmask_persistent(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1))
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12)
+            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
+            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
+            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -1245,12 +1308,13 @@ def add_rmsnorm_int8_post_multi_rowmask_colmask_persistent(
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
             q_floor = tl.floor(v)
             q_frac = v - q_floor
             q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
             q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = q.to(tl.int8)
+            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
 
 

@@ -29,7 +29,8 @@ def add_rmsnorm_int8_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
     y32 = y.float()
     scale = (y32.abs().amax(dim=-1, keepdim=True).double() / 127.0).float().clamp(min=1e-12)
     v = (y32.double() / scale.double()).float().clamp(-128.0, 127.0)
-    q = v.round().to(torch.int8)
+    # int8 has no NaN: a row with a NaN gets q = 0 and a NaN scale
+    q = v.nan_to_num(nan=0.0).round().to(torch.int8)
     residual_out = s_in if norm_pos == "pre" else y
     return (
         q,

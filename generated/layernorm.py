@@ -64,21 +64,25 @@ def layernorm(
         fast = (
             type(eps) is float
             and 0.0 <= eps < _INF
+            and x.is_cuda
             and (dtype := x.dtype) in _DTYPES
             and (n_cols := x.shape[-1]) > 0
             and x.is_contiguous()
-            and (device := x.get_device()) >= -1
+            and not x.requires_grad
+            and (device := x.get_device()) >= 0
+            and weight.is_cuda
             and weight.dtype is dtype
             and weight.shape == (n_cols,)
             and weight.is_contiguous()
+            and not weight.requires_grad
             and weight.get_device() == device
-            and (bias is None or (bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and bias.get_device() == device))
+            and (bias is None or (bias.is_cuda and bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and not bias.requires_grad and bias.get_device() == device))
             and not torch.compiler.is_compiling()
         )
     except (AttributeError, IndexError, TypeError):
         fast = False
-    if fast and x.is_cuda:
-        # contiguous rows of n_cols elements on one CUDA device: allocate and launch
+    if fast:
+        # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
         new = _new_outputs(x, return_mean, return_rstd)
         out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_mean, return_rstd)
         n_rows = x.numel() // n_cols
@@ -89,12 +93,11 @@ def layernorm(
             aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
         return _public(slots, return_mean, return_rstd)
-    if not fast:
-        eps = _check(x, weight, bias, eps)
-        if torch.compiler.is_compiling():
-            # torch.compile records the custom op; its body runs when the graph runs
-            new = torch.ops.normgen.layernorm(x, weight, bias, eps, return_mean, return_rstd)
-            return _public(_slots(new, x, return_mean, return_rstd), return_mean, return_rstd)
+    eps = _check(x, weight, bias, eps)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; its body runs when the graph runs
+        new = torch.ops.normgen.layernorm(x, weight, bias, eps, return_mean, return_rstd)
+        return _public(_slots(new, x, return_mean, return_rstd), return_mean, return_rstd)
     slots = _forward(_new_outputs(x, return_mean, return_rstd), x, weight, bias, eps, return_mean, return_rstd)
     return _public(slots, return_mean, return_rstd)
 
@@ -105,6 +108,7 @@ def _check(x, weight, bias, eps):
     runtime.check_param(_OP, "weight", weight, x)
     if bias is not None:
         runtime.check_param(_OP, "bias", bias, x)
+    runtime.check_no_grad(_OP, {"x": x, "weight": weight, "bias": bias})
     return runtime.check_eps(_OP, eps)
 
 
@@ -169,6 +173,7 @@ def _fake(x, weight, bias, eps, return_mean, return_rstd):
 
 @torch.library.custom_op("normgen::layernorm", mutates_args=())
 def _layernorm_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, return_mean: bool, return_rstd: bool) -> list[torch.Tensor]:
+    eps = _check(x, weight, bias, eps)  # direct torch.ops calls get the op's checks too
     new = _new_outputs(x, return_mean, return_rstd)
     _forward(new, x, weight, bias, eps, return_mean, return_rstd)
     return new

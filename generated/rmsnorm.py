@@ -60,20 +60,24 @@ def rmsnorm(
         fast = (
             type(eps) is float
             and 0.0 <= eps < _INF
+            and x.is_cuda
             and (dtype := x.dtype) in _DTYPES
             and (n_cols := x.shape[-1]) > 0
             and x.is_contiguous()
-            and (device := x.get_device()) >= -1
+            and not x.requires_grad
+            and (device := x.get_device()) >= 0
+            and weight.is_cuda
             and weight.dtype is dtype
             and weight.shape == (n_cols,)
             and weight.is_contiguous()
+            and not weight.requires_grad
             and weight.get_device() == device
             and not torch.compiler.is_compiling()
         )
     except (AttributeError, IndexError, TypeError):
         fast = False
-    if fast and x.is_cuda:
-        # contiguous rows of n_cols elements on one CUDA device: allocate and launch
+    if fast:
+        # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
         new = _new_outputs(x, return_rstd)
         out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_rstd)
         n_rows = x.numel() // n_cols
@@ -84,12 +88,11 @@ def rmsnorm(
             aligned = (x.data_ptr() | weight.data_ptr()) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
         return _public(slots, return_rstd)
-    if not fast:
-        eps = _check(x, weight, eps)
-        if torch.compiler.is_compiling():
-            # torch.compile records the custom op; its body runs when the graph runs
-            new = torch.ops.normgen.rmsnorm(x, weight, eps, return_rstd)
-            return _public(_slots(new, x, return_rstd), return_rstd)
+    eps = _check(x, weight, eps)
+    if torch.compiler.is_compiling():
+        # torch.compile records the custom op; its body runs when the graph runs
+        new = torch.ops.normgen.rmsnorm(x, weight, eps, return_rstd)
+        return _public(_slots(new, x, return_rstd), return_rstd)
     slots = _forward(_new_outputs(x, return_rstd), x, weight, eps, return_rstd)
     return _public(slots, return_rstd)
 
@@ -98,6 +101,7 @@ def _check(x, weight, eps):
     """Every input check, before anything is allocated or launched; returns eps as a float."""
     runtime.check_input(_OP, x, _DTYPES)
     runtime.check_param(_OP, "weight", weight, x)
+    runtime.check_no_grad(_OP, {"x": x, "weight": weight})
     return runtime.check_eps(_OP, eps)
 
 
@@ -159,6 +163,7 @@ def _fake(x, weight, eps, return_rstd):
 
 @torch.library.custom_op("normgen::rmsnorm", mutates_args=())
 def _rmsnorm_op(x: torch.Tensor, weight: torch.Tensor, eps: float, return_rstd: bool) -> list[torch.Tensor]:
+    eps = _check(x, weight, eps)  # direct torch.ops calls get the op's checks too
     new = _new_outputs(x, return_rstd)
     _forward(new, x, weight, eps, return_rstd)
     return new

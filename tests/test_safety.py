@@ -1,0 +1,292 @@
+"""Calls that must fail loudly or stay correct at the edges (issue "Hardening").
+
+The kernel-path tests run in Triton's interpreter on CPU (the cuda kernels here,
+the npu kernels in the triton-ascend venv: their names hold "interpreter" so the
+npu run selects them), the `reference` tests on the generated PyTorch reference,
+and the `gpu` tests on CUDA.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import generated
+from dsl import runtime
+from dsl.runtime import NormgenError
+
+from .cases import SPECS, call, make_inputs
+
+needs_interpreter = pytest.mark.skipif(not runtime.INTERPRET, reason="needs TRITON_INTERPRET=1 (the CPU interpreter)")
+
+
+@pytest.fixture(params=["interpreter", "reference"])
+def cpu_path(request, monkeypatch):
+    """Run CPU tensors through the kernels in the interpreter, or through the generated reference."""
+    if request.param == "interpreter" and not runtime.INTERPRET:
+        pytest.skip("needs TRITON_INTERPRET=1 (the CPU interpreter)")
+    if request.param == "reference":
+        monkeypatch.setattr(runtime, "INTERPRET", False)
+    return request.param
+
+
+def _inputs(name, device="cpu", dtype=torch.float32, rows=3, width=128):
+    return make_inputs(SPECS[name], rows, width, dtype, device, "2d")
+
+
+def _mode(spec):
+    return spec.residual[0].value if spec.has_residual else None
+
+
+# ----------------------------------------------------------------------------
+# Gradients: refused until the ops have a backward
+
+
+def _check_grad_refused(name, device):
+    spec = SPECS[name]
+    for arg in ["x", *(["weight"] if spec.has_weight else []), *(["bias"] if spec.has_bias else [])]:
+        inputs = _inputs(name, device)
+        inputs[arg] = inputs[arg].clone().requires_grad_()
+        with pytest.raises(NormgenError, match=rf"{name} has no backward: {arg} requires grad"):
+            call(spec, inputs, _mode(spec))
+        # without grad mode the same call runs and its outputs carry no graph
+        for context in (torch.no_grad, torch.inference_mode):
+            with context():
+                out = call(spec, inputs, _mode(spec))
+            assert not any(t.requires_grad for t in out.values() if isinstance(t, torch.Tensor))
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_grad_refused_on_cpu_paths(name, cpu_path):
+    _check_grad_refused(name, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_grad_refused_gpu(name):
+    _check_grad_refused(name, "cuda")
+
+
+def _module_and_args(device):
+    module = generated.AddRMSNorm(64).to(device)  # its weight is a Parameter: it requires grad
+    x = torch.randn(2, 64, device=device)
+    return module, (x, torch.randn_like(x))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_grad_refused_for_modules_and_under_compile(device):
+    module, args = _module_and_args(device)
+    with pytest.raises(NormgenError, match="add_rmsnorm has no backward: weight requires grad"):
+        module(*args)
+    torch._dynamo.reset()
+    with pytest.raises(NormgenError, match="add_rmsnorm has no backward: weight requires grad"):
+        torch.compile(module)(*args)
+    torch._dynamo.reset()
+    # fullgraph=True cannot fall back to eager: dynamo reports the op's error as the reason it stopped
+    with pytest.raises(Exception, match="add_rmsnorm has no backward: weight requires grad"):
+        torch.compile(module, fullgraph=True)(*args)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        expected = module(*args)
+        actual = torch.compile(module, fullgraph=True)(*args)
+    torch.testing.assert_close(actual, expected)
+
+
+# ----------------------------------------------------------------------------
+# Quantized outputs keep NaN
+
+
+def _check_nan_rows(name, device):
+    spec = SPECS[name]
+    inputs = _inputs(name, device, rows=5, width=4097)  # multi pass on every target
+    x = inputs["x"].clone()
+    x[1, 7] = float("nan")
+    x[3, 4000] = float("nan")
+    inputs["x"] = x
+    out = call(spec, inputs, _mode(spec))
+    q, scale = out["q"], out["scale"]
+    nan_rows = torch.tensor([False, True, False, True, False], device=device)
+    assert torch.equal(torch.isnan(scale[:, 0]), nan_rows), f"{name}: scale {scale.flatten().tolist()}"
+    if q.dtype is torch.int8:
+        assert (q[nan_rows] == 0).all(), f"{name}: int8 rows with NaN must be 0 (and their scale NaN)"
+    else:
+        assert torch.isnan(q[nan_rows].float()).all(), f"{name}: fp8 rows with NaN must be NaN"
+    clean = _inputs(name, device, rows=5, width=4097)
+    clean["x"] = torch.where(torch.isnan(x), 0.0, x)
+    clean_out = call(spec, clean, _mode(spec))
+    keep = ~nan_rows
+    assert torch.equal(out["scale"][keep], clean_out["scale"][keep])
+    assert torch.equal(out["q"][keep].view(torch.uint8), clean_out["q"][keep].view(torch.uint8))
+
+
+QUANTIZED = sorted(name for name, spec in SPECS.items() if spec.is_quantized)
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_quantized_nan_rows_on_cpu_paths(name, cpu_path):
+    _check_nan_rows(name, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_quantized_nan_rows_gpu(name):
+    _check_nan_rows(name, "cuda")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("width", [128, 4097])
+def test_quantized_nan_single_row_interpreter(width):
+    """Single- and multi-pass kernels: one NaN in a row makes its scale NaN."""
+    spec = SPECS["add_rmsnorm_fp8"]
+    inputs = make_inputs(spec, 2, width, torch.float32, "cpu", "2d")
+    inputs["residual"][0, width - 1] = float("nan")
+    out = call(spec, inputs, "pre")
+    assert torch.isnan(out["scale"][0]).all() and not torch.isnan(out["scale"][1]).any()
+
+
+# ----------------------------------------------------------------------------
+# In place: version counters and inference tensors, as torch's in-place ops
+
+
+def _check_inplace_versions(device):
+    spec = SPECS["add_rmsnorm"]
+    for mode, written in (("pre", ("x", "residual")), ("post", ("x",))):
+        inputs = _inputs("add_rmsnorm", device)
+        before = {k: t._version for k, t in inputs.items()}
+        call(spec, inputs, mode, inplace=True)
+        for k, t in inputs.items():
+            assert (t._version > before[k]) == (k in written), f"{mode}: {k} version {before[k]} -> {t._version}"
+    # autograd then sees the overwrite: a graph that saved x refuses to use its new values
+    inputs = _inputs("add_rmsnorm", device)
+    leaf = torch.randn_like(inputs["x"], requires_grad=True)
+    x = inputs["x"]
+    loss = (leaf * x).sum()  # saves x for leaf's gradient
+    with torch.no_grad():
+        call(spec, inputs, "pre", inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_inplace_bumps_versions_on_cpu_paths(cpu_path):
+    _check_inplace_versions("cpu")
+
+
+@pytest.mark.gpu
+def test_inplace_bumps_versions_gpu():
+    _check_inplace_versions("cuda")
+
+
+def test_inplace_into_inference_tensors(cpu_path):
+    spec = SPECS["add_rmsnorm"]
+    with torch.inference_mode():
+        inputs = _inputs("add_rmsnorm")
+    with pytest.raises(NormgenError, match="inference tensor, outside inference mode"):
+        call(spec, inputs, "pre", inplace=True)
+    with torch.inference_mode():
+        out = call(spec, inputs, "pre", inplace=True)
+    assert out["y"] is inputs["x"]
+
+
+# ----------------------------------------------------------------------------
+# Launch cache and pointer alignment
+
+
+def test_fast_launch_needs_aligned_pointers(monkeypatch):
+    """A direct launch compiled for 16-byte aligned pointers is never reused for others."""
+    table = generated.add_rmsnorm_cuda.TABLE
+    launched = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **options: launched.append("triton") or None
+
+    kernels = {key: Kernel() for key in generated.add_rmsnorm_cuda.KERNELS}
+    launcher = runtime.Launcher(table, kernels, "cuda", {})
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 0, raising=False)
+    key = ("pre", torch.float32, 4, 128, 128, 128, 128, 128, False)
+    launcher.fast[0][key] = (lambda *args: launched.append("direct"), 1, None, (), ())
+    launcher(key, True, 0, ())
+    launcher(key, False, 0, ())
+    assert launched == ["direct", "triton"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("mode", ["pre", "post"])
+def test_misaligned_after_aligned_gpu(dtype, mode):
+    """In a fresh process: an aligned call fills the launch cache, then the same shape at a 2/4-byte offset."""
+    script = textwrap.dedent(
+        f"""
+        import torch, generated
+        dtype, n, h = torch.{dtype}, 8, 4096
+        w = torch.randn(h, device="cuda", dtype=dtype)
+        def run(x, r):
+            return generated.add_rmsnorm(x, r, w, norm_pos="{mode}")
+        x, r = torch.randn(n, h, device="cuda", dtype=dtype), torch.randn(n, h, device="cuda", dtype=dtype)
+        run(x, r); run(x, r)
+        bx = torch.randn(n * h + 1, device="cuda", dtype=dtype)
+        br = torch.randn(n * h + 1, device="cuda", dtype=dtype)
+        mx, mr = bx[1:].view(n, h), br[1:].view(n, h)
+        assert mx.data_ptr() % 16 != 0
+        got = run(mx, mr)
+        torch.cuda.synchronize()
+        ref = run(mx.clone(), mr.clone())
+        for a, b in zip(got, ref):
+            assert torch.equal(a, b), "misaligned call differs from an aligned copy"
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+# ----------------------------------------------------------------------------
+# Inputs
+
+
+@pytest.mark.parametrize("other", ["residual", "weight"])
+def test_mixed_cpu_and_meta_inputs_are_refused(other, cpu_path):
+    inputs = _inputs("add_rmsnorm")
+    inputs[other] = inputs[other].to("meta")
+    with pytest.raises(NormgenError, match=f"{other} .* must"):
+        call(SPECS["add_rmsnorm"], inputs, "pre")
+
+
+@pytest.mark.parametrize("eps", [np.float32(1e-5), np.float64(1e-5), np.int64(0)])
+def test_numpy_eps(eps, cpu_path):
+    inputs = _inputs("rmsnorm")
+    expected = generated.rmsnorm(inputs["x"], inputs["weight"], eps=float(eps))
+    torch.testing.assert_close(generated.rmsnorm(inputs["x"], inputs["weight"], eps=eps), expected)
+
+
+@needs_interpreter
+def test_concurrent_calls_interpreter():
+    """Triton's interpreter patches shared state while a kernel runs: calls from threads must not mix."""
+    spec = SPECS["add_rmsnorm"]
+    cases = [_inputs("add_rmsnorm", rows=3 + i, width=128) for i in range(8)]
+    expected = [call(spec, dict(inputs), "pre") for inputs in cases]
+    results, errors = [None] * len(cases), []
+    barrier = threading.Barrier(len(cases))
+
+    def work(i):
+        try:
+            barrier.wait()
+            results[i] = call(spec, dict(cases[i]), "pre")
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for got, want in zip(results, expected, strict=True):
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
