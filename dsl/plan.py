@@ -567,7 +567,9 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
     else:
         tuning = load_cuda_tuning() if tuning is None else tuning
         table = cuda_table(spec, tuning)
-        options = ()
+        # casting none rounds every step to the input dtype: a fused multiply-add would skip
+        # the rounding between x_hat * w and + b (seen on the GPU), so fusion is off for it
+        options = (("enable_fp_fusion", False),) if spec.casting is Casting.NONE else ()
         source = "dsl/tuning/cuda.json (measured)" if tuning else "the planner's defaults (no tuning data)"
     return KernelPlan(spec, target, variants(spec, table, target is Target.CUDA), table, options, source)
 

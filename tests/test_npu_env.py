@@ -24,7 +24,7 @@ PYTHON = VENV / "bin" / "python"
 PYTEST_ARGS = (
     # -n 2: both cores (the main run waits meanwhile)
     *("-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"),
-    *("tests/test_npu_lowering.py", "tests/test_numerics.py", "tests/test_user_specs.py"),
+    *("tests/test_npu_lowering.py", "tests/test_numerics.py", "tests/test_user_specs.py", "tests/test_safety.py"),
     *("-k", "lowering or interpreter or user"),
 )
 TIMEOUT_S = 60 * 60  # a hung run fails here instead of stalling CI

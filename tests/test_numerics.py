@@ -19,7 +19,7 @@ from dsl import runtime
 from dsl.model import ResidualMode
 
 from .cases import DTYPES, SPECS, call, make_inputs, matrix
-from .oracle import ATOL, RTOL, assert_close, assert_within_ulps, oracle
+from .oracle import ATOL, RTOL, assert_close, assert_steps_match, oracle, rounder, stepwise
 
 # The first op gets the full matrix (every layout for every case); the others
 # cycle through the layouts.
@@ -59,15 +59,22 @@ def check_case(name, dtype_token, mode, width, rows, layout, device, on_gpu, spe
     y64, s, mean64, rstd64 = oracle(spec, **{k: v for k, v in inputs.items()}, norm_pos=mode)
     names = ("q" if spec.is_quantized else "y", "residual_out", "scale", "mean", "rstd")
     ref = dict(zip(names, reference_outputs(spec, inputs, mode, package), strict=True))
-    # The interpreter's fp32 -> bf16 rounding can differ from hardware by one ulp.
-    sum_ulps = 0 if on_gpu or dtype is not torch.bfloat16 else 1
+    # The casting mode's rounding steps, emulated with the rounding this device does
+    # (both Triton interpreters truncate fp32 -> bf16; hardware rounds to nearest even).
+    rnd = rounder(dtype, interpreter=device == "cpu" and runtime.INTERPRET)
+    steps_args = {k: inputs.get(k) for k in ("x", "residual", "weight", "bias")}
+    y_steps, s_steps, magnitude = stepwise(spec, spec.casting.value, **steps_args, rnd=rnd)
 
-    # The residual sum: torch's x + r, bit for bit.
+    # The residual sum: x + r rounded once, as torch's x + r is on hardware, bit for bit.
     if mode == ResidualMode.PRE.value:
-        assert_within_ulps(out["residual_out"], s, sum_ulps, f"{label}: residual sum")
+        assert torch.equal(out["residual_out"], s_steps), f"{label}: residual sum is not x + r rounded once"
+        if on_gpu or dtype is not torch.bfloat16:
+            assert torch.equal(out["residual_out"], s), f"{label}: residual sum differs from torch's x + r"
         assert out["residual_out"].is_contiguous()
     elif mode == ResidualMode.POST.value and not spec.is_quantized:
         assert out["residual_out"] is out["y"], f"{label}: post mode's residual out must be y itself"
+    elif mode == ResidualMode.POST.value and dtype is not torch.float32:
+        assert_steps_match(out["residual_out"], y_steps, f"{label}: unquantized y vs its rounding steps", magnitude)
 
     if spec.is_quantized:
         check_quantized(spec, out, ref, y64, dtype, mode, label, on_gpu)
@@ -76,6 +83,8 @@ def check_case(name, dtype_token, mode, width, rows, layout, device, on_gpu, spe
         assert y.shape == inputs["x"].shape and y.dtype == dtype and y.device == inputs["x"].device
         assert_close(y, y64, rtol=RTOL[dtype], atol=ATOL[dtype], what=f"{label}: y vs float64 formula")
         assert_close(y, ref["y"], rtol=RTOL[dtype], atol=ATOL[dtype], what=f"{label}: y vs generated reference")
+        if dtype is not torch.float32:
+            assert_steps_match(y, y_steps, f"{label}: y vs the {spec.casting.value} rounding steps", magnitude)
 
     stats_tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}[dtype]
     if "rstd" in out:
