@@ -21,6 +21,9 @@ from dsl import emit, pipeline
 from dsl.diagnostics import SpecError
 from dsl.plan import plan
 
+# torch.library namespaces that PyTorch itself defines ops in.
+TORCH_NAMESPACES = ("aten", "prim", "prims", "quantized", "_quantized", "torch", "inductor", "higher_order")
+
 
 class UsageError(Exception):
     """A command-line value that cannot work; the message is one line."""
@@ -37,6 +40,8 @@ def namespace_for(out: Path, given: str | None) -> str:
         fix = "pass --namespace NAME, or rename the --out folder to a Python identifier"
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         raise UsageError(f"{where} is a Python keyword; {fix}")
+    if name in TORCH_NAMESPACES:
+        raise UsageError(f"{where} is one of PyTorch's own operator namespaces; {fix}")
     if not name.isidentifier() or not name.isascii():
         raise UsageError(f"{where} is not a Python identifier (letters, digits and '_', no dots or dashes); {fix}")
     return name
