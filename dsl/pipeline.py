@@ -25,7 +25,10 @@ _BOM = b"\xef\xbb\xbf"
 
 def display_path(path: Path) -> str:
     """Repo-relative where possible, else relative to the working directory (never absolute)."""
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: name the link itself
+        path = Path(os.path.abspath(path))
     for base in (ROOT, Path.cwd()):
         try:
             return path.relative_to(base).as_posix()
@@ -102,6 +105,9 @@ def _load_all(spec_dir: Path) -> tuple[list[NormSpec], list[Diagnostic], dict[st
         if file.is_dir():
             hint = f"rename it or move it out of {display_path(spec_dir)}"
             diagnostics.append(_file_error(path, f"{file.name} is a folder, not a spec file", hint))
+            continue
+        if file.exists() and not file.is_file():
+            diagnostics.append(_file_error(path, f"{file.name} is not a regular file", "spec files are text files"))
             continue
         try:
             data = file.read_bytes()

@@ -219,6 +219,24 @@ def test_a_folder_named_like_a_spec(tmp_path, capsys):
     assert "x.norm is a folder, not a spec file" in err
 
 
+def test_a_spec_file_that_is_a_symlink_loop(tmp_path, capsys):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "loop.norm").symlink_to("loop.norm")
+    status, err = build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})
+    assert status == 2
+    assert err.startswith("specs/loop.norm: error: cannot read the file: ")
+
+
+def test_a_spec_file_that_is_a_fifo(tmp_path, capsys):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    os.mkfifo(specs / "pipe.norm")
+    status, err = build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})
+    assert status == 2
+    assert err.startswith("specs/pipe.norm: error: pipe.norm is not a regular file")
+
+
 def test_a_spec_file_name_that_is_not_utf8(tmp_path, capsys):
     specs = tmp_path / "specs"
     specs.mkdir()
