@@ -395,3 +395,15 @@ def test_a_hostile_spec_file_name_cannot_inject_code(tmp_path, capsys, name):
         assert not any(isinstance(node, ast.Attribute) and node.attr == "_exit" for node in ast.walk(tree))
     init = ast.parse((tmp_path / "out" / "__init__.py").read_text(encoding="utf-8"))
     assert f"specs/{name}" in ast.get_docstring(init)  # escaped, yet reads back as the real path
+
+
+def test_a_long_source_line_is_shown_as_a_window_with_the_caret_in_place():
+    from dsl.diagnostics import Diagnostic
+    from dsl.model import Span
+
+    line = ", ".join(f"v{i:03d}" for i in range(300))
+    for column in (1, 50, 600, len(line) - 3):
+        shown, caret = Diagnostic(Span("p", 1, column, 1, column + 4), "m").render(line).splitlines()[1:3]
+        at = caret.index("^")
+        assert shown[at : at + 4] == line[column - 1 : column + 3]
+        assert len(shown) < 140
