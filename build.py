@@ -6,18 +6,56 @@
     python build.py --specs DIR --out DIR   your own specs into your own package
     python build.py --tune cuda      measure cuda configs on this GPU, write dsl/tuning/cuda.json
 
-Spec errors exit with status 2 (no traceback unless --debug).
+Spec, command-line and --out errors exit with status 2, an internal error with
+status 1 and one line (no traceback unless --debug).
 """
 
 from __future__ import annotations
 
 import argparse
+import keyword
 import sys
 from pathlib import Path
 
 from dsl import emit, pipeline
 from dsl.diagnostics import SpecError
 from dsl.plan import plan
+
+# torch.library namespaces that PyTorch itself defines ops in.
+TORCH_NAMESPACES = ("aten", "prim", "prims", "quantized", "_quantized", "torch", "inductor", "higher_order")
+
+
+class UsageError(Exception):
+    """A command-line value that cannot work; the message is one line."""
+
+
+def namespace_for(out: Path, given: str | None) -> str:
+    """The torch.library namespace: --namespace, else normgen for generated/, else --out's name."""
+    if given is not None:
+        name, where = given, f"--namespace {given!r}"
+        fix = "pass a Python identifier, e.g. --namespace my_ops"
+    else:
+        name = "normgen" if out.resolve() == pipeline.GENERATED else out.resolve().name
+        where = f"the default namespace {name!r} (from the --out folder's name)"
+        fix = "pass --namespace NAME, or rename the --out folder to a Python identifier"
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise UsageError(f"{where} is a Python keyword; {fix}")
+    if name in TORCH_NAMESPACES:
+        raise UsageError(f"{where} is one of PyTorch's own operator namespaces; {fix}")
+    if not name.isidentifier() or not name.isascii():
+        raise UsageError(f"{where} is not a Python identifier (letters, digits and '_', no dots or dashes); {fix}")
+    return name
+
+
+def check_folders(specs: Path, out: Path) -> None:
+    if not specs.exists():
+        raise UsageError(f"--specs {pipeline.display_path(specs)} does not exist")
+    if not specs.is_dir():
+        raise UsageError(
+            f"--specs {pipeline.display_path(specs)} is a file, not a folder; pass the folder that holds it"
+        )
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {pipeline.display_path(out)} is a file, not a folder")
 
 
 def list_ops(spec_dir: Path) -> str:
@@ -60,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     out = args.out
-    namespace = args.namespace or ("normgen" if out.resolve() == pipeline.GENERATED else out.resolve().name)
     try:
+        check_folders(args.specs, out)
         if args.tune:
             from benchmarks.tune import tune
 
@@ -70,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print(list_ops(args.specs))
             return 0
+        namespace = namespace_for(out, args.namespace)
         files = pipeline.generate(args.specs, namespace)
         if args.check:
             delta = emit.diff(files, out)
@@ -90,11 +129,27 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(error.render(), file=sys.stderr)
         return 2
-    except (FileNotFoundError, NotADirectoryError) as error:
+    except (UsageError, FileNotFoundError, NotADirectoryError) as error:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except emit.OutError as error:
+        if args.debug:
+            raise
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug in normgen: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"internal error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

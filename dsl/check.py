@@ -11,17 +11,22 @@ from .diagnostics import Diagnostic
 from .model import NormSpec, ResidualMode, Store
 
 
-def check(spec: NormSpec) -> list[Diagnostic]:
+def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnostic]:
+    """The contradictions in ``spec``; rules that read a key in ``failed`` (a setting that had an
+    error of its own, so the spec holds its default) are skipped."""
     errors = []
 
     def error(key, message, hint):
         errors.append(Diagnostic(spec.span(key), message, hint))
 
-    if spec.has_bias and not spec.is_layer:
+    def ok(*keys):
+        return not failed.intersection(keys)
+
+    if ok("bias", "norm") and spec.has_bias and not spec.is_layer:
         error("bias", "bias = shift needs norm = layer", "an RMS norm subtracts no mean; write `bias = none`")
-    if Store.MEAN in spec.store and not spec.is_layer:
+    if ok("store", "norm") and Store.MEAN in spec.store and not spec.is_layer:
         error("store", "store = mean needs norm = layer", "an RMS norm computes no mean; drop `mean` from store")
-    if Store.RESIDUAL in spec.store:
+    if ok("store", "residual") and Store.RESIDUAL in spec.store:
         if not spec.has_residual:
             hint = "add `residual = pre` or drop `residual` from store"
             error("store", "store = residual needs a residual input", hint)
@@ -40,9 +45,10 @@ def _modules(spec: NormSpec) -> list[str]:
     return modules + [names.target_module(spec, target) for target in spec.targets]
 
 
-def check_names(specs: list[NormSpec]) -> list[Diagnostic]:
-    """Op names must be unique across all spec files, and so must the modules they generate."""
-    errors, seen, owners = [], {}, {}
+def check_names(specs: list[NormSpec], targets_unknown: frozenset[int] = frozenset()) -> list[Diagnostic]:
+    """Op names must be unique across all spec files, and so must the modules and module classes
+    they generate. ``targets_unknown`` holds the id() of specs whose targets had an error."""
+    errors, seen, owners, classes = [], {}, {}, {}
     for spec in specs:
         if spec.name in seen:
             first = seen[spec.name].span("op")
@@ -50,7 +56,9 @@ def check_names(specs: list[NormSpec]) -> list[Diagnostic]:
             errors.append(Diagnostic(spec.span("op"), f"op '{spec.name}' is defined twice", hint))
             continue
         seen[spec.name] = spec
-        for module in _modules(spec):
+        classes.setdefault(names.module_class(spec), []).append(spec)
+        modules = _modules(spec)[:2] if id(spec) in targets_unknown else _modules(spec)
+        for module in modules:
             other = owners.setdefault(module, spec)
             if other is not spec:
                 where = other.span("op")
@@ -62,4 +70,17 @@ def check_names(specs: list[NormSpec]) -> list[Diagnostic]:
                     )
                 )
                 break
+    for class_name, owners_ in classes.items():
+        if len(owners_) < 2:
+            continue
+        for spec in owners_:
+            other = owners_[1] if spec is owners_[0] else owners_[0]
+            where = other.span("op")
+            errors.append(
+                Diagnostic(
+                    spec.span("op"),
+                    f"op '{spec.name}' and op '{other.name}' both generate the module class {class_name}",
+                    f"rename one of them (op '{other.name}' is at {where.path}:{where.line})",
+                )
+            )
     return errors

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from .model import Span
 
+# At most this many errors are shown per file; a count line says how many more there are.
+MAX_PER_FILE = 50
+# A longer source line is shown as a window around the caret.
+MAX_LINE = 120
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -13,16 +18,28 @@ class Diagnostic:
     message: str
     hint: str = ""
 
-    def render(self, source: str | None) -> str:
-        """The full text of one error; ``source`` is the file's text, if known."""
+    def render(self, source: str | list[str] | None) -> str:
+        """The full text of one error; ``source`` is the file's text (or its lines), if known."""
         span = self.span
+        if span.line == 0:  # about a whole file
+            return f"{span.path}: error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
         lines = [f"{span.path}:{span.line}:{span.column}: error: {self.message}"]
-        text_lines = source.splitlines() if source is not None else []
+        text_lines = source.splitlines() if isinstance(source, str) else source or []
         if 0 < span.line <= len(text_lines):
             line = text_lines[span.line - 1]
-            width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
+            start = span.column - 1
+            width = span.end_column - span.column if span.end_line == span.line else len(line) - start
+            width = max(min(width, MAX_LINE), 1)
+            if len(line) > MAX_LINE:
+                # A window around the caret, so that long lines do not repeat in full per error.
+                left = max(start - MAX_LINE // 3, 0)
+                shown = line[left : left + MAX_LINE]
+                prefix = "..." if left else ""
+                suffix = "..." if left + MAX_LINE < len(line) else ""
+                line, start = prefix + shown + suffix, start - left + len(prefix)
+                width = min(width, len(line) - start)
             # Keep the line's tabs in the caret's indent so the caret lines up under them.
-            indent = "".join(c if c == "\t" else " " for c in line[: span.column - 1]).ljust(span.column - 1)
+            indent = "".join(c if c == "\t" else " " for c in line[:start]).ljust(start)
             lines.append(f"    {line}")
             lines.append(f"    {indent}^" + "~" * max(width - 1, 0))
         if self.hint:
@@ -39,7 +56,21 @@ class SpecError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        parts = [d.render(self.sources.get(d.span.path)) for d in self.diagnostics]
+        """Every error, in file and source order; at most MAX_PER_FILE per file, then a count line."""
+        parts, shown, lines = [], {}, {}
+        for diagnostic in self.diagnostics:
+            path = diagnostic.span.path
+            shown[path] = shown.get(path, 0) + 1
+            if shown[path] > MAX_PER_FILE:
+                continue
+            if path not in lines:
+                source = self.sources.get(path)
+                lines[path] = source.splitlines() if source is not None else None
+            parts.append(diagnostic.render(lines[path]))
+        for path, count in shown.items():
+            if count > MAX_PER_FILE:
+                more = count - MAX_PER_FILE
+                parts.append(f"{path}: {more} more error{'s' if more != 1 else ''} not shown")
         count = len(self.diagnostics)
         parts.append(f"{count} error{'s' if count != 1 else ''}")
         return "\n".join(parts)

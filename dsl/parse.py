@@ -201,7 +201,8 @@ def _syntax_diagnostic(path: str, text: str, error: UnexpectedInput) -> Diagnost
         found = f"'{error.token}'"
         width = max(len(str(error.token)), 1)
     elif isinstance(error, UnexpectedCharacters):
-        found = f"'{text[error.pos_in_stream]}'"
+        char = text[error.pos_in_stream]
+        found = f"'{char}'" if char.isprintable() else repr(char)
     else:
         found = "the end of the file"
         lines = text.splitlines() or [""]

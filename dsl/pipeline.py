@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
+import tokenize
 from pathlib import Path
 
 from .check import check, check_names
-from .diagnostics import SpecError
-from .model import NormSpec
+from .diagnostics import Diagnostic, SpecError
+from .model import NormSpec, Span
 from .parse import parse
-from .render import render_all
-from .resolve import resolve
+from .plan import op_plan
+from .render import render_all, render_op, render_reference
+from .resolve import resolve_partial
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "dsl" / "specs"
 GENERATED = ROOT / "generated"
 
+_BOM = b"\xef\xbb\xbf"
+
 
 def display_path(path: Path) -> str:
     """Repo-relative where possible, else relative to the working directory (never absolute)."""
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: name the link itself
+        path = Path(os.path.abspath(path))
     for base in (ROOT, Path.cwd()):
         try:
             return path.relative_to(base).as_posix()
@@ -28,36 +37,136 @@ def display_path(path: Path) -> str:
     return Path(os.path.relpath(path)).as_posix()
 
 
+def _file_error(path: str, message: str, hint: str = "") -> Diagnostic:
+    """An error about a whole file (line 0: rendered as ``path: error: message``)."""
+    return Diagnostic(Span(path, 0, 0, 0, 0), message, hint)
+
+
+def _load(text: str, path: str) -> tuple[list[tuple[NormSpec, frozenset[str]]], list[Diagnostic]]:
+    """Every op of one file's text that names its norm (with the keys that failed), and every error."""
+    try:
+        syntax = parse(text, path)
+    except SpecError as error:
+        return [], error.diagnostics
+    if not syntax.ops:
+        hint = "a spec file holds one or more ops, each written `op NAME { key = value ... }`"
+        return [], [Diagnostic(Span(path, 1, 1, 1, 2), "the file defines no ops", hint)]
+    partial, errors = resolve_partial(syntax)
+    for spec, failed in partial:
+        errors += check(spec, failed)
+    return partial, errors
+
+
 def load_text(text: str, path: str) -> list[NormSpec]:
     """Parse, resolve and check one file's text; SpecError carries every error."""
-    syntax = parse(text, path)
-    specs, errors = resolve(syntax)
-    for spec in specs:
-        errors += check(spec)
+    partial, errors = _load(text, path)
     if errors:
         raise SpecError(errors, {path: text})
-    return specs
+    return [spec for spec, _ in partial]
+
+
+def _decode(data: bytes, path: str) -> tuple[str, list[Diagnostic]]:
+    """A spec file's text, and an error when it is not plain UTF-8."""
+    if data.startswith(_BOM):
+        hint = "save the file as UTF-8 without a byte order mark"
+        return data[len(_BOM) :].decode("utf-8", "replace"), [
+            Diagnostic(Span(path, 1, 1, 1, 2), "the file starts with a byte order mark", hint)
+        ]
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        line = data.count(b"\n", 0, error.start) + 1
+        column = len(data[line_start : error.start].decode("utf-8", "replace")) + 1
+        message = f"the file is not valid UTF-8 (byte 0x{data[error.start]:02x})"
+        span = Span(path, line, column, line, column + 1)
+        return data.decode("utf-8", "replace"), [Diagnostic(span, message, "spec files are UTF-8 text")]
+
+
+def _load_all(spec_dir: Path) -> tuple[list[NormSpec], list[Diagnostic], dict[str, str]]:
+    """(specs without errors, every error of every file, {path: text})."""
+    if not spec_dir.exists():
+        raise FileNotFoundError(f"{display_path(spec_dir)} does not exist")
+    if not spec_dir.is_dir():
+        raise NotADirectoryError(f"{display_path(spec_dir)} is a file, not a folder of *.norm spec files")
+    files = sorted(spec_dir.glob("*.norm"))
+    if not files:
+        raise FileNotFoundError(f"no *.norm spec files in {display_path(spec_dir)}")
+    partial, diagnostics, sources = [], [], {}
+    for file in files:
+        raw_name = os.fsencode(file.name)
+        try:
+            raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            shown = f"{display_path(spec_dir)}/{raw_name.decode('utf-8', 'backslashreplace')}"
+            diagnostics.append(_file_error(shown, "the file name is not valid UTF-8", "rename the file"))
+            continue
+        path = display_path(file)
+        if file.is_dir():
+            hint = f"rename it or move it out of {display_path(spec_dir)}"
+            diagnostics.append(_file_error(path, f"{file.name} is a folder, not a spec file", hint))
+            continue
+        if file.exists() and not file.is_file():
+            diagnostics.append(_file_error(path, f"{file.name} is not a regular file", "spec files are text files"))
+            continue
+        try:
+            data = file.read_bytes()
+        except OSError as error:
+            diagnostics.append(_file_error(path, f"cannot read the file: {error.strerror or error}"))
+            continue
+        text, errors = _decode(data, path)
+        sources[path] = text
+        if errors:
+            diagnostics += errors
+            continue
+        file_partial, errors = _load(text, path)
+        partial += file_partial
+        diagnostics += errors
+    specs = [spec for spec, _ in partial]
+    unknown = frozenset(id(spec) for spec, failed in partial if "targets" in failed)
+    diagnostics += check_names(specs, unknown)
+    return [spec for spec, failed in partial if not failed], diagnostics, sources
 
 
 def load_specs(spec_dir: Path) -> list[NormSpec]:
     """Every op of every ``*.norm`` file in ``spec_dir``, with all errors of all files at once."""
-    files = sorted(spec_dir.glob("*.norm"))
-    if not files:
-        raise FileNotFoundError(f"no *.norm spec files in {display_path(spec_dir)}")
-    specs, diagnostics, sources = [], [], {}
-    for file in files:
-        path = display_path(file)
-        text = file.read_text(encoding="utf-8")
-        sources[path] = text
-        try:
-            specs += load_text(text, path)
-        except SpecError as error:
-            diagnostics += error.diagnostics
-    diagnostics += check_names(specs)
+    specs, diagnostics, sources = _load_all(spec_dir)
     if diagnostics:
         raise SpecError(diagnostics, sources)
     return specs
 
 
+_STAND_IN = "zz_normgen_op_zz"
+
+
+def _names_used(text: str) -> set[str]:
+    """Every identifier in a piece of Python source."""
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    return {token.string for token in tokens if token.type == tokenize.NAME}
+
+
+def check_generated_names(specs: list[NormSpec], namespace: str) -> list[Diagnostic]:
+    """An op name must not be a name the op's generated code uses for something else (a
+    parameter, a local, an import): the op's modules are rendered with a stand-in name and
+    the real name must not occur in them."""
+    errors = []
+    for spec in specs:
+        stand_in = op_plan(dataclasses.replace(spec, name=_STAND_IN), namespace)
+        used = _names_used(render_op(stand_in)) | _names_used(render_reference(stand_in))
+        if spec.name in used:
+            errors.append(
+                Diagnostic(
+                    spec.span("op"),
+                    f"op name '{spec.name}' is reserved: the generated code uses '{spec.name}' as another name",
+                    f"choose another name, e.g. '{spec.name}_norm'",
+                )
+            )
+    return errors
+
+
 def generate(spec_dir: Path, namespace: str, tuning: dict | None = None) -> dict[str, str]:
-    return render_all(load_specs(spec_dir), namespace, tuning)
+    specs, diagnostics, sources = _load_all(spec_dir)
+    diagnostics += check_generated_names(specs, namespace)
+    if diagnostics:
+        raise SpecError(diagnostics, sources)
+    return render_all(specs, namespace, tuning)

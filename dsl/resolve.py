@@ -8,11 +8,13 @@ checker's job (``check``).
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import enum
 import keyword
 import math
 import re
+import struct
 
 from .diagnostics import Diagnostic, allowed
 from .model import (
@@ -58,8 +60,68 @@ _DEFAULTS = {
 }
 
 _OP_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+# Longest op name: its longest generated file name (NAME_reference.py) must stay far below
+# the 255 bytes most file systems allow.
+MAX_OP_NAME = 64
 # Module names the generated op module imports: an op of that name would hide them.
 _RESERVED = ("runtime", "torch")
+# Words that are no GPU or NPU target name but mean one: (target, why).
+_TARGET_ALIASES = {
+    "gpu": ("cuda", "NVIDIA and AMD GPUs are the 'cuda' target"),
+    "nvidia": ("cuda", "NVIDIA GPUs are the 'cuda' target"),
+    "amd": ("cuda", "AMD GPUs are the 'cuda' target (Triton's ROCm backend)"),
+    "rocm": ("cuda", "AMD GPUs are the 'cuda' target (Triton's ROCm backend)"),
+    "hip": ("cuda", "AMD GPUs are the 'cuda' target (Triton's ROCm backend)"),
+    "triton": ("cuda", "every target emits Triton; NVIDIA and AMD GPUs are the 'cuda' target"),
+    "ascend": ("npu", "Ascend NPUs are the 'npu' target"),
+}
+_FP32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]  # 3.4028234663852886e38
+_FP32_MIN_NORMAL = 2.0**-126  # 1.1754943508222875e-38; smaller non-zero values are denormal or 0
+
+
+def op_name_problem(name: str) -> tuple[str, str] | None:
+    """(message, hint) when ``name`` cannot be an op name, else None."""
+    if len(name) > MAX_OP_NAME:
+        return (
+            f"op name is {len(name)} characters long; at most {MAX_OP_NAME} are allowed",
+            "the name becomes file, module and kernel names; choose a shorter one",
+        )
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return (
+            f"op name '{name}' is a Python keyword",
+            f"the name becomes a Python function and module name; choose another, e.g. '{name}_norm'",
+        )
+    if not _OP_NAME.match(name):
+        return (
+            f"op name '{name}' is not a valid module name",
+            "use lower case letters, digits and '_', starting with a letter",
+        )
+    if hasattr(builtins, name):
+        return (
+            f"op name '{name}' shadows the Python builtin '{name}', which the generated code may use",
+            f"choose another name, e.g. '{name}_norm'",
+        )
+    if name in _RESERVED:
+        return (
+            f"op name '{name}' is reserved (the generated code imports a module of that name)",
+            "choose another name; reserved names are " + ", ".join(_RESERVED),
+        )
+    return None
+
+
+def fp32_problem(what: str, value: ValueNode) -> str | None:
+    """Why the number written in ``value`` does not survive the conversion to fp32, or None."""
+    number = value.number
+    text = value.text.split("+", 1)[1].strip() if value.kind == "offset" else value.text
+    written_zero = not re.search(r"[1-9]", text.split("e")[0].split("E")[0])
+    if not math.isfinite(number) or abs(number) > _FP32_MAX:
+        return f"{what} {text} is out of fp32's range (the largest fp32 number is about 3.4e38)"
+    if not written_zero and abs(number) < _FP32_MIN_NORMAL:
+        return (
+            f"{what} {text} is too small for fp32 "
+            "(it would become 0 or a denormal; the smallest normal fp32 number is about 1.2e-38)"
+        )
+    return None
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -83,7 +145,11 @@ class _Resolver:
         try:
             return kind(value.word)
         except ValueError:
-            hint = _did_you_mean(value.word, choices) + allowed(choices)
+            alias = _TARGET_ALIASES.get(value.word.lower()) if kind is Target else None
+            if alias:
+                hint = f"'{value.word}' is not a target name: {alias[1]}; " + allowed(choices)
+            else:
+                hint = _did_you_mean(value.word, choices) + allowed(choices)
             self.error(value.span, f"unknown {setting.key} '{value.word}'", hint)
             return None
 
@@ -143,9 +209,9 @@ class _Resolver:
                 hint = "write `weight = scale + OFFSET` or `weight = none`"
                 self.error(value.span, "an offset needs a weight to add to", hint)
                 return None
-            if not math.isfinite(value.number):
-                hint = "write e.g. `weight = scale + 1.0`"
-                self.error(value.span, f"the weight offset must be a finite number, got '{value.text}'", hint)
+            problem = fp32_problem("the weight offset", value)
+            if problem:
+                self.error(value.span, problem, "the kernels add the offset in fp32; write e.g. `weight = scale + 1.0`")
                 return None
             return Weight(kind, value.number)
         return Weight(kind)
@@ -157,32 +223,26 @@ class _Resolver:
         if value.kind != "number":
             self.error(value.span, f"eps takes a number, not '{value.text}'", "write e.g. `eps = 1e-6`")
             return None
+        problem = fp32_problem("eps", value)
+        if problem:
+            self.error(value.span, problem, "the kernels add eps in fp32; write e.g. `eps = 1e-6`")
+            return None
         if not value.number > 0.0:
             self.error(value.span, f"eps must be a positive number, got {value.text}", "write e.g. `eps = 1e-6`")
-            return None
-        if not math.isfinite(value.number):
-            self.error(value.span, f"eps must be a finite number, got {value.text}", "write e.g. `eps = 1e-6`")
             return None
         return value.number
 
     # -- ops ----------------------------------------------------------------
-    def op(self, node: OpNode, path: str) -> NormSpec | None:
+    def op(self, node: OpNode, path: str) -> tuple[NormSpec | None, frozenset[str]]:
+        """The op's spec and the keys that failed; with failed keys the spec holds defaults for them."""
         before = len(self.errors)
-        if not _OP_NAME.match(node.name) or keyword.iskeyword(node.name):
-            self.error(
-                node.name_span,
-                f"op name '{node.name}' is not a valid module name",
-                "use lower case letters, digits and '_', starting with a letter",
-            )
-        elif node.name in _RESERVED:
-            self.error(
-                node.name_span,
-                f"op name '{node.name}' is reserved (the generated code imports a module of that name)",
-                "choose another name; reserved names are " + ", ".join(_RESERVED),
-            )
+        problem = op_name_problem(node.name)
+        if problem:
+            self.error(node.name_span, *problem)
         values: dict[str, object] = {}
         spans = [("op", node.name_span)]
         first: dict[str, SettingNode] = {}
+        failed = set()
         for setting in node.settings:
             key = setting.key
             if key not in KEY_ORDER:
@@ -204,18 +264,29 @@ class _Resolver:
                 result = self.eps(setting)
             if result is not None:
                 values[key] = result
+            else:
+                failed.add(key)
         if "norm" not in first:
             hint = "add `norm = rms` or `norm = layer`"
             self.error(node.name_span, f"op '{node.name}' does not say which norm it is", hint)
+        if "norm" not in values:
+            return None, frozenset(KEY_ORDER)
         if len(self.errors) > before:
-            return None
+            failed.add("op")
         norm = values["norm"]
         settings = {**_DEFAULTS, "eps": DEFAULT_EPS[norm], **values}
-        return NormSpec(name=node.name, path=path, spans=tuple(spans), **settings)
+        return NormSpec(name=node.name, path=path, spans=tuple(spans), **settings), frozenset(failed)
+
+
+def resolve_partial(spec_file: SpecFile) -> tuple[list[tuple[NormSpec, frozenset[str]]], list[Diagnostic]]:
+    """Every op of one file that names its norm, with the keys that failed (defaults stand in for
+    them, so that the checker can still report the contradictions between the other settings)."""
+    resolver = _Resolver()
+    results = [resolver.op(node, spec_file.path) for node in spec_file.ops]
+    return [(spec, failed) for spec, failed in results if spec is not None], resolver.errors
 
 
 def resolve(spec_file: SpecFile) -> tuple[list[NormSpec], list[Diagnostic]]:
-    """All ops of one file, and every error found in it."""
-    resolver = _Resolver()
-    specs = [resolver.op(node, spec_file.path) for node in spec_file.ops]
-    return [s for s in specs if s is not None], resolver.errors
+    """All ops of one file that have no error, and every error found in it."""
+    partial, errors = resolve_partial(spec_file)
+    return [spec for spec, failed in partial if not failed], errors

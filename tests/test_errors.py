@@ -236,10 +236,10 @@ op a {
 }
 """,
         """\
-bad.norm:3:12: error: eps must be a finite number, got 1e999
+bad.norm:3:12: error: eps 1e999 is out of fp32's range (the largest fp32 number is about 3.4e38)
         eps  = 1e999
                ^~~~~
-hint: write e.g. `eps = 1e-6`
+hint: the kernels add eps in fp32; write e.g. `eps = 1e-6`
 1 error
 """,
     ),
@@ -252,10 +252,10 @@ op a {
 }
 """,
         """\
-bad.norm:3:14: error: the weight offset must be a finite number, got 'scale + 1e999'
+bad.norm:3:14: error: the weight offset 1e999 is out of fp32's range (the largest fp32 number is about 3.4e38)
         weight = scale + 1e999
                  ^~~~~~~~~~~~~
-hint: write e.g. `weight = scale + 1.0`
+hint: the kernels add the offset in fp32; write e.g. `weight = scale + 1.0`
 1 error
 """,
     ),
