@@ -1,0 +1,119 @@
+"""normgen's generator on the command line: ``python build.py`` in a checkout, ``normgen-build`` when installed.
+
+    python build.py                  regenerate generated/ from dsl/specs/ (writes only what changed)
+    python build.py --check          write nothing; exit 1 with a diff if generated/ is stale
+    python build.py --list           each op, its kernel variants and its dispatch tables
+    python build.py --specs DIR --out DIR   your own specs into your own package
+    python build.py --tune cuda      measure cuda configs on this GPU, write dsl/tuning/cuda.json
+
+From an installed copy (``pip install normgen``), ``normgen-build --specs DIR --out
+DIR`` does the same for your own specs; there ``--out`` is required to write
+(the installed ``generated`` package is never written to), ``--specs`` defaults
+to the shipped specs, and ``--check`` without ``--out`` compares the installed
+``generated`` package with them.
+
+Spec errors exit with status 2 (no traceback unless --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import emit, pipeline
+from .diagnostics import SpecError
+from .plan import plan
+
+# A source checkout has build.py next to dsl/; an installed copy (site-packages) does not.
+IN_CHECKOUT = (pipeline.ROOT / "build.py").is_file()
+
+
+def list_ops(spec_dir: Path) -> str:
+    lines = []
+    for spec in sorted(pipeline.load_specs(spec_dir), key=lambda s: s.name):
+        lines.append(f"{spec.name}  ({spec.path})")
+        for target in spec.targets:
+            kernel_plan = plan(spec, target)
+            counts = f"{len(kernel_plan.variants)} kernels, {len(kernel_plan.table)} dispatch entries"
+            lines.append(f"  {target.value}: {counts}")
+            for variant in kernel_plan.variants:
+                lines.append(f"    {variant.name}")
+            for dtype in spec.dtypes:
+                entries = [e for e in kernel_plan.table if e.dtype is dtype]
+                single = [e for e in entries if e.passes.value == "single"]
+                widest = max((e.cols_hi for e in single), default=0)
+                blocks_m = sorted({e.block_m for e in entries})
+                lines.append(
+                    f"    {dtype.value}: {len(entries)} entries; single pass up to {widest} columns, "
+                    f"multi pass beyond; BLOCK_M in {blocks_m}"
+                )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--specs", type=Path, default=pipeline.SPECS, help="folder of *.norm specs (default: the shipped dsl/specs)"
+    )
+    out_default = "generated" if IN_CHECKOUT else "none: required to write; --check compares the installed generated"
+    parser.add_argument("--out", type=Path, help=f"package folder to write (default: {out_default})")
+    parser.add_argument(
+        "--namespace",
+        help="torch.library namespace of the ops (default: normgen for generated/, else the --out folder name)",
+    )
+    parser.add_argument("--check", action="store_true", help="write nothing; fail with a diff when --out is stale")
+    parser.add_argument("--list", action="store_true", help="print each op, its variants and dispatch tables")
+    parser.add_argument(
+        "--tune", choices=["cuda"], help="measure configs on this machine's GPU (see benchmarks/tune.py; a checkout)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    out = args.out
+    if out is None:
+        if not (IN_CHECKOUT or args.check or args.list or args.tune):
+            parser.error("--out DIR is required outside a normgen checkout (the installed generated/ is not written)")
+        out = pipeline.GENERATED
+    namespace = args.namespace or ("normgen" if out.resolve() == pipeline.GENERATED else out.resolve().name)
+    try:
+        if args.tune:
+            if not IN_CHECKOUT:
+                print("error: --tune needs a source checkout (benchmarks/ is not installed)", file=sys.stderr)
+                return 2
+            from benchmarks.tune import tune
+
+            tune(args.specs)
+            return 0
+        if args.list:
+            print(list_ops(args.specs))
+            return 0
+        files = pipeline.generate(args.specs, namespace)
+        if args.check:
+            delta = emit.diff(files, out)
+            if delta:
+                sys.stdout.write(delta)
+                stale = f"{pipeline.display_path(out)} is stale: run `python build.py` and commit the result"
+                print(f"\n{stale}", file=sys.stderr)
+                return 1
+            print(f"{pipeline.display_path(out)} is up to date ({len(files)} files)")
+            return 0
+        changed = emit.write(files, out)
+        for name in changed:
+            print(f"wrote {pipeline.display_path(out)}/{name}")
+        print(f"{len(files)} files, {len(changed)} changed")
+        return 0
+    except SpecError as error:
+        if args.debug:
+            raise
+        print(error.render(), file=sys.stderr)
+        return 2
+    except (FileNotFoundError, NotADirectoryError) as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def console_main() -> None:
+    """The ``normgen-build`` console script."""
+    sys.exit(main(prog="normgen-build"))
