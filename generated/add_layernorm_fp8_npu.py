@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_layernorm_fp8 on the npu target: Triton kernels, dispatch table, launcher.
 
-y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -34,7 +34,7 @@ def add_layernorm_fp8_pre_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -112,7 +112,7 @@ def add_layernorm_fp8_pre_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -192,7 +192,7 @@ def add_layernorm_fp8_pre_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -271,7 +271,7 @@ def add_layernorm_fp8_pre_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -353,7 +353,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -469,7 +469,7 @@ def add_layernorm_fp8_pre_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -590,7 +590,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -707,7 +707,7 @@ def add_layernorm_fp8_pre_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
@@ -833,7 +833,7 @@ def add_layernorm_fp8_post_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -912,7 +912,7 @@ def add_layernorm_fp8_post_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -993,7 +993,7 @@ def add_layernorm_fp8_post_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1073,7 +1073,7 @@ def add_layernorm_fp8_post_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -1156,7 +1156,7 @@ def add_layernorm_fp8_post_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1273,7 +1273,7 @@ def add_layernorm_fp8_post_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1395,7 +1395,7 @@ def add_layernorm_fp8_post_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1513,7 +1513,7 @@ def add_layernorm_fp8_post_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_layernorm_int8 on the cuda target: Triton kernels, dispatch table, launcher.
 
-y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
@@ -35,7 +35,7 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -109,7 +109,7 @@ def add_layernorm_int8_pre_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -185,7 +185,7 @@ def add_layernorm_int8_pre_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -260,7 +260,7 @@ def add_layernorm_int8_pre_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -338,7 +338,7 @@ def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -414,7 +414,7 @@ def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -492,7 +492,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -604,7 +604,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -721,7 +721,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -835,7 +835,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -954,7 +954,7 @@ def add_layernorm_int8_post_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1029,7 +1029,7 @@ def add_layernorm_int8_post_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1106,7 +1106,7 @@ def add_layernorm_int8_post_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1182,7 +1182,7 @@ def add_layernorm_int8_post_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -1261,7 +1261,7 @@ def add_layernorm_int8_post_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1338,7 +1338,7 @@ def add_layernorm_int8_post_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1417,7 +1417,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1530,7 +1530,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1648,7 +1648,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1763,7 +1763,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_layernorm_int8 on the npu target: Triton kernels, dispatch table, launcher.
 
-y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -34,7 +34,7 @@ def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -102,7 +102,7 @@ def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -172,7 +172,7 @@ def add_layernorm_int8_pre_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -241,7 +241,7 @@ def add_layernorm_int8_pre_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -313,7 +313,7 @@ def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -419,7 +419,7 @@ def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -530,7 +530,7 @@ def add_layernorm_int8_pre_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -637,7 +637,7 @@ def add_layernorm_int8_pre_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
@@ -753,7 +753,7 @@ def add_layernorm_int8_post_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -822,7 +822,7 @@ def add_layernorm_int8_post_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -893,7 +893,7 @@ def add_layernorm_int8_post_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -963,7 +963,7 @@ def add_layernorm_int8_post_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -1036,7 +1036,7 @@ def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1143,7 +1143,7 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1255,7 +1255,7 @@ def add_layernorm_int8_post_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1363,7 +1363,7 @@ def add_layernorm_int8_post_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_layernorm on the npu target: Triton kernels, dispatch table, launcher.
 
-y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -37,7 +37,7 @@ def add_layernorm_pre_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -100,7 +100,7 @@ def add_layernorm_pre_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -165,7 +165,7 @@ def add_layernorm_pre_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -229,7 +229,7 @@ def add_layernorm_pre_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -296,7 +296,7 @@ def add_layernorm_pre_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -381,7 +381,7 @@ def add_layernorm_pre_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -470,7 +470,7 @@ def add_layernorm_pre_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -556,7 +556,7 @@ def add_layernorm_pre_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
@@ -647,7 +647,7 @@ def add_layernorm_post_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -707,7 +707,7 @@ def add_layernorm_post_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -769,7 +769,7 @@ def add_layernorm_post_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -830,7 +830,7 @@ def add_layernorm_post_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -894,7 +894,7 @@ def add_layernorm_post_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -976,7 +976,7 @@ def add_layernorm_post_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1062,7 +1062,7 @@ def add_layernorm_post_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1145,7 +1145,7 @@ def add_layernorm_post_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

@@ -10,7 +10,7 @@ import torch
 
 
 def add_layernorm_reference(x, residual, weight, bias=None, eps=1e-5, norm_pos="pre"):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b.
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual.
 
     Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
     """

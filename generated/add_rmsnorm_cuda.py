@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_rmsnorm on the cuda target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w
+y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
@@ -34,7 +34,7 @@ def add_rmsnorm_pre_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -93,7 +93,7 @@ def add_rmsnorm_pre_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -153,7 +153,7 @@ def add_rmsnorm_pre_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -213,7 +213,7 @@ def add_rmsnorm_pre_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -275,7 +275,7 @@ def add_rmsnorm_pre_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -336,7 +336,7 @@ def add_rmsnorm_pre_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -398,7 +398,7 @@ def add_rmsnorm_pre_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -469,7 +469,7 @@ def add_rmsnorm_pre_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -542,7 +542,7 @@ def add_rmsnorm_pre_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -615,7 +615,7 @@ def add_rmsnorm_pre_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -688,7 +688,7 @@ def add_rmsnorm_post_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -743,7 +743,7 @@ def add_rmsnorm_post_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -799,7 +799,7 @@ def add_rmsnorm_post_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -855,7 +855,7 @@ def add_rmsnorm_post_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -913,7 +913,7 @@ def add_rmsnorm_post_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -970,7 +970,7 @@ def add_rmsnorm_post_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1028,7 +1028,7 @@ def add_rmsnorm_post_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1095,7 +1095,7 @@ def add_rmsnorm_post_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1164,7 +1164,7 @@ def add_rmsnorm_post_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1233,7 +1233,7 @@ def add_rmsnorm_post_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.

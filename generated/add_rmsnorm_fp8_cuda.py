@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_rmsnorm_fp8 on the cuda target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
@@ -33,7 +33,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -111,7 +111,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -190,7 +190,7 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -269,7 +269,7 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -350,7 +350,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -430,7 +430,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -511,7 +511,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -615,7 +615,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -722,7 +722,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -828,7 +828,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -937,7 +937,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1016,7 +1016,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1096,7 +1096,7 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1176,7 +1176,7 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -1258,7 +1258,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1339,7 +1339,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1421,7 +1421,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1526,7 +1526,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1634,7 +1634,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1741,7 +1741,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_rmsnorm_fp8 on the npu target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -32,7 +32,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -104,7 +104,7 @@ def add_rmsnorm_fp8_pre_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -177,7 +177,7 @@ def add_rmsnorm_fp8_pre_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -250,7 +250,7 @@ def add_rmsnorm_fp8_pre_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -325,7 +325,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -423,7 +423,7 @@ def add_rmsnorm_fp8_pre_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -524,7 +524,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -623,7 +623,7 @@ def add_rmsnorm_fp8_pre_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
@@ -728,7 +728,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -801,7 +801,7 @@ def add_rmsnorm_fp8_post_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -875,7 +875,7 @@ def add_rmsnorm_fp8_post_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -949,7 +949,7 @@ def add_rmsnorm_fp8_post_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -1025,7 +1025,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1124,7 +1124,7 @@ def add_rmsnorm_fp8_post_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1226,7 +1226,7 @@ def add_rmsnorm_fp8_post_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1326,7 +1326,7 @@ def add_rmsnorm_fp8_post_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

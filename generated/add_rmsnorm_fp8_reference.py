@@ -10,7 +10,7 @@ import torch
 
 
 def add_rmsnorm_fp8_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3.
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual.
 
     Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
     """

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_rmsnorm_int8 on the cuda target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
@@ -33,7 +33,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -101,7 +101,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -170,7 +170,7 @@ def add_rmsnorm_int8_pre_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -239,7 +239,7 @@ def add_rmsnorm_int8_pre_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -310,7 +310,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -380,7 +380,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -451,7 +451,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -545,7 +545,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -642,7 +642,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -738,7 +738,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -837,7 +837,7 @@ def add_rmsnorm_int8_post_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -906,7 +906,7 @@ def add_rmsnorm_int8_post_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -976,7 +976,7 @@ def add_rmsnorm_int8_post_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1046,7 +1046,7 @@ def add_rmsnorm_int8_post_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -1118,7 +1118,7 @@ def add_rmsnorm_int8_post_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1189,7 +1189,7 @@ def add_rmsnorm_int8_post_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1261,7 +1261,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1356,7 +1356,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1454,7 +1454,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1551,7 +1551,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_rmsnorm_int8 on the npu target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -32,7 +32,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -94,7 +94,7 @@ def add_rmsnorm_int8_pre_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -157,7 +157,7 @@ def add_rmsnorm_int8_pre_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -220,7 +220,7 @@ def add_rmsnorm_int8_pre_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -285,7 +285,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -373,7 +373,7 @@ def add_rmsnorm_int8_pre_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -464,7 +464,7 @@ def add_rmsnorm_int8_pre_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -553,7 +553,7 @@ def add_rmsnorm_int8_pre_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
@@ -648,7 +648,7 @@ def add_rmsnorm_int8_post_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -711,7 +711,7 @@ def add_rmsnorm_int8_post_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -775,7 +775,7 @@ def add_rmsnorm_int8_post_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -839,7 +839,7 @@ def add_rmsnorm_int8_post_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -905,7 +905,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -994,7 +994,7 @@ def add_rmsnorm_int8_post_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1086,7 +1086,7 @@ def add_rmsnorm_int8_post_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -1176,7 +1176,7 @@ def add_rmsnorm_int8_post_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

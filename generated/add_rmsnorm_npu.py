@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_rmsnorm on the npu target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w
+y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -33,7 +33,7 @@ def add_rmsnorm_pre_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -86,7 +86,7 @@ def add_rmsnorm_pre_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -140,7 +140,7 @@ def add_rmsnorm_pre_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -194,7 +194,7 @@ def add_rmsnorm_pre_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -250,7 +250,7 @@ def add_rmsnorm_pre_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -315,7 +315,7 @@ def add_rmsnorm_pre_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -382,7 +382,7 @@ def add_rmsnorm_pre_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -448,7 +448,7 @@ def add_rmsnorm_pre_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
@@ -516,7 +516,7 @@ def add_rmsnorm_post_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -566,7 +566,7 @@ def add_rmsnorm_post_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -617,7 +617,7 @@ def add_rmsnorm_post_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -668,7 +668,7 @@ def add_rmsnorm_post_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -721,7 +721,7 @@ def add_rmsnorm_post_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -783,7 +783,7 @@ def add_rmsnorm_post_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -847,7 +847,7 @@ def add_rmsnorm_post_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -910,7 +910,7 @@ def add_rmsnorm_post_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

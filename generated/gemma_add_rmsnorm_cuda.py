@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """gemma_add_rmsnorm on the cuda target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
@@ -34,7 +34,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -92,7 +92,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -151,7 +151,7 @@ def gemma_add_rmsnorm_pre_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -210,7 +210,7 @@ def gemma_add_rmsnorm_pre_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -271,7 +271,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -331,7 +331,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -392,7 +392,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -462,7 +462,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -534,7 +534,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -606,7 +606,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -678,7 +678,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -732,7 +732,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -787,7 +787,7 @@ def gemma_add_rmsnorm_post_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -842,7 +842,7 @@ def gemma_add_rmsnorm_post_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -899,7 +899,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -955,7 +955,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1012,7 +1012,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1078,7 +1078,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -1146,7 +1146,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -1214,7 +1214,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.

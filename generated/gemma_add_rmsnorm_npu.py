@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """gemma_add_rmsnorm on the npu target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -33,7 +33,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -85,7 +85,7 @@ def gemma_add_rmsnorm_pre_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -138,7 +138,7 @@ def gemma_add_rmsnorm_pre_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -191,7 +191,7 @@ def gemma_add_rmsnorm_pre_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
     Rows masked, columns masked.
@@ -246,7 +246,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -310,7 +310,7 @@ def gemma_add_rmsnorm_pre_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -376,7 +376,7 @@ def gemma_add_rmsnorm_pre_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -441,7 +441,7 @@ def gemma_add_rmsnorm_pre_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.
@@ -508,7 +508,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -557,7 +557,7 @@ def gemma_add_rmsnorm_post_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -607,7 +607,7 @@ def gemma_add_rmsnorm_post_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -657,7 +657,7 @@ def gemma_add_rmsnorm_post_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
     Rows masked, columns masked.
@@ -709,7 +709,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -770,7 +770,7 @@ def gemma_add_rmsnorm_post_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -833,7 +833,7 @@ def gemma_add_rmsnorm_post_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -895,7 +895,7 @@ def gemma_add_rmsnorm_post_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0)
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
 
     post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

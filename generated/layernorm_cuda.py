@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """layernorm on the cuda target: Triton kernels, dispatch table, launcher.
 
-y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
@@ -34,7 +34,7 @@ def layernorm_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -92,7 +92,7 @@ def layernorm_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -152,7 +152,7 @@ def layernorm_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -211,7 +211,7 @@ def layernorm_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows masked, columns masked.
@@ -273,7 +273,7 @@ def layernorm_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -333,7 +333,7 @@ def layernorm_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -395,7 +395,7 @@ def layernorm_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -467,7 +467,7 @@ def layernorm_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -543,7 +543,7 @@ def layernorm_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -617,7 +617,7 @@ def layernorm_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.

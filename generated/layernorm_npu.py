@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """layernorm on the npu target: Triton kernels, dispatch table, launcher.
 
-y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -33,7 +33,7 @@ def layernorm_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -87,7 +87,7 @@ def layernorm_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -143,7 +143,7 @@ def layernorm_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -198,7 +198,7 @@ def layernorm_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     single pass, each row in one tile.
     Rows masked, columns masked.
@@ -256,7 +256,7 @@ def layernorm_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -324,7 +324,7 @@ def layernorm_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -396,7 +396,7 @@ def layernorm_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -465,7 +465,7 @@ def layernorm_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

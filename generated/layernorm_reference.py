@@ -10,7 +10,7 @@ import torch
 
 
 def layernorm_reference(x, weight, bias=None, eps=1e-5):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b.
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b.
 
     Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
     """

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """rmsnorm on the cuda target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w
+y = x / sqrt(mean(x^2) + eps) * w
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from dsl/tuning/cuda.json (measured).
@@ -30,7 +30,7 @@ def rmsnorm_single_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -78,7 +78,7 @@ def rmsnorm_single_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -127,7 +127,7 @@ def rmsnorm_single_rowmask_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -176,7 +176,7 @@ def rmsnorm_single_rowmask_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows masked, columns masked.
@@ -227,7 +227,7 @@ def rmsnorm_single_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -277,7 +277,7 @@ def rmsnorm_single_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -328,7 +328,7 @@ def rmsnorm_multi_rowfull_colfull(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -384,7 +384,7 @@ def rmsnorm_multi_rowfull_colmask(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -442,7 +442,7 @@ def rmsnorm_multi_rowfull_colfull_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -500,7 +500,7 @@ def rmsnorm_multi_rowfull_colmask_persistent(
     BLOCK_N: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """rmsnorm on the npu target: Triton kernels, dispatch table, launcher.
 
-y = s / sqrt(mean(s^2) + eps) * w
+y = x / sqrt(mean(x^2) + eps) * w
 Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
 the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
 from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
@@ -29,7 +29,7 @@ def rmsnorm_single_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -73,7 +73,7 @@ def rmsnorm_single_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -118,7 +118,7 @@ def rmsnorm_single_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -163,7 +163,7 @@ def rmsnorm_single_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     single pass, each row in one tile.
     Rows masked, columns masked.
@@ -210,7 +210,7 @@ def rmsnorm_multi_rowfull_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
@@ -262,7 +262,7 @@ def rmsnorm_multi_rowfull_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows a whole number of BLOCK_M tiles, columns masked.
@@ -316,7 +316,7 @@ def rmsnorm_multi_rowmask_colfull_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns a whole number of BLOCK_N blocks.
@@ -369,7 +369,7 @@ def rmsnorm_multi_rowmask_colmask_persistent(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w
 
     multi pass over BLOCK_N-wide column blocks.
     Rows masked, columns masked.

@@ -10,7 +10,7 @@ import torch
 
 
 def rmsnorm_reference(x, weight, eps=1e-6):
-    """y = s / sqrt(mean(s^2) + eps) * w.
+    """y = x / sqrt(mean(x^2) + eps) * w.
 
     Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
     """
