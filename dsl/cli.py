@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             delta = emit.diff(files, out)
             if delta:
                 sys.stdout.write(delta)
-                stale = f"{pipeline.display_path(out)} is stale: run `python build.py` and commit the result"
+                rebuild = "python build.py" if IN_CHECKOUT else "normgen-build with the same --specs and --out"
+                stale = f"{pipeline.display_path(out)} is stale: run `{rebuild}` and commit the result"
                 print(f"\n{stale}", file=sys.stderr)
                 return 1
             print(f"{pipeline.display_path(out)} is up to date ({len(files)} files)")
