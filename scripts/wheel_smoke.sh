@@ -24,12 +24,13 @@ git ls-files -z --cached --others --exclude-standard \
     | tar --null -T - -cf - | tar -xf - -C "$tmp/src"
 "$python" -m pip wheel --quiet --no-deps "$tmp/src" -w "$tmp/dist"
 wheel=("$tmp"/dist/normgen-*.whl)
-echo "built ${wheel[0]##*/}"
+echo "built ${wheel[0]##*/} ($SECONDS s)"
 
 "$python" -m venv "$tmp/venv"
 # torch first, pinned as in .ci/run (the CPU build; see the README's install note).
 "$tmp/venv/bin/python" -m pip install --quiet --no-compile torch==2.13.0
 "$tmp/venv/bin/python" -m pip install --quiet --no-compile "${wheel[0]}"
+echo "installed into a fresh venv ($SECONDS s)"
 
 mkdir "$tmp/run"
 cp scripts/wheel_smoke.py "$tmp/run/"
