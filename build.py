@@ -1,4 +1,4 @@
-"""normgen's build: regenerate generated/ from dsl/specs/ (see README).
+"""normgen's build: regenerate generated/ from dsl/specs/ (see README and dsl/cli.py).
 
     python build.py                  regenerate (writes only what changed)
     python build.py --check          write nothing; exit 1 with a diff if generated/ is stale
@@ -7,150 +7,15 @@
     python build.py --tune cuda      measure cuda configs on this GPU, write dsl/tuning/cuda.json
 
 Spec, command-line and --out errors exit with status 2, an internal error with
-status 1 and one line (no traceback unless --debug).
+status 1 and one line (no traceback unless --debug). An installed copy
+has the same command as ``normgen-build``.
 """
 
-from __future__ import annotations
-
-import argparse
-import keyword
 import sys
-from pathlib import Path
 
-from dsl import emit, pipeline
-from dsl.diagnostics import SpecError
-from dsl.plan import plan
+from dsl.cli import list_ops, main
 
-# torch.library namespaces that PyTorch itself defines ops in.
-TORCH_NAMESPACES = ("aten", "prim", "prims", "quantized", "_quantized", "torch", "inductor", "higher_order")
-
-
-class UsageError(Exception):
-    """A command-line value that cannot work; the message is one line."""
-
-
-def namespace_for(out: Path, given: str | None) -> str:
-    """The torch.library namespace: --namespace, else normgen for generated/, else --out's name."""
-    if given is not None:
-        name, where = given, f"--namespace {given!r}"
-        fix = "pass a Python identifier, e.g. --namespace my_ops"
-    else:
-        name = "normgen" if out.resolve() == pipeline.GENERATED else out.resolve().name
-        where = f"the default namespace {name!r} (from the --out folder's name)"
-        fix = "pass --namespace NAME, or rename the --out folder to a Python identifier"
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise UsageError(f"{where} is a Python keyword; {fix}")
-    if name in TORCH_NAMESPACES:
-        raise UsageError(f"{where} is one of PyTorch's own operator namespaces; {fix}")
-    if not name.isidentifier() or not name.isascii():
-        raise UsageError(f"{where} is not a Python identifier (letters, digits and '_', no dots or dashes); {fix}")
-    return name
-
-
-def check_folders(specs: Path, out: Path) -> None:
-    if not specs.exists():
-        raise UsageError(f"--specs {pipeline.display_path(specs)} does not exist")
-    if not specs.is_dir():
-        raise UsageError(
-            f"--specs {pipeline.display_path(specs)} is a file, not a folder; pass the folder that holds it"
-        )
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {pipeline.display_path(out)} is a file, not a folder")
-
-
-def list_ops(spec_dir: Path) -> str:
-    lines = []
-    for spec in sorted(pipeline.load_specs(spec_dir), key=lambda s: s.name):
-        lines.append(f"{spec.name}  ({spec.path})")
-        for target in spec.targets:
-            kernel_plan = plan(spec, target)
-            counts = f"{len(kernel_plan.variants)} kernels, {len(kernel_plan.table)} dispatch entries"
-            lines.append(f"  {target.value}: {counts}")
-            for variant in kernel_plan.variants:
-                lines.append(f"    {variant.name}")
-            for dtype in spec.dtypes:
-                entries = [e for e in kernel_plan.table if e.dtype is dtype]
-                single = [e for e in entries if e.passes.value == "single"]
-                widest = max((e.cols_hi for e in single), default=0)
-                blocks_m = sorted({e.block_m for e in entries})
-                lines.append(
-                    f"    {dtype.value}: {len(entries)} entries; single pass up to {widest} columns, "
-                    f"multi pass beyond; BLOCK_M in {blocks_m}"
-                )
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--specs", type=Path, default=pipeline.SPECS, help="folder of *.norm specs (default dsl/specs)")
-    parser.add_argument(
-        "--out", type=Path, default=pipeline.GENERATED, help="package folder to write (default generated)"
-    )
-    parser.add_argument(
-        "--namespace",
-        help="torch.library namespace of the ops (default: normgen for generated/, else the --out folder name)",
-    )
-    parser.add_argument("--check", action="store_true", help="write nothing; fail with a diff when --out is stale")
-    parser.add_argument("--list", action="store_true", help="print each op, its variants and dispatch tables")
-    parser.add_argument(
-        "--tune", choices=["cuda"], help="measure configs on this machine's GPU (see benchmarks/tune.py)"
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
-    out = args.out
-    try:
-        check_folders(args.specs, out)
-        if args.tune:
-            from benchmarks.tune import tune
-
-            tune(args.specs)
-            return 0
-        if args.list:
-            print(list_ops(args.specs))
-            return 0
-        namespace = namespace_for(out, args.namespace)
-        files = pipeline.generate(args.specs, namespace)
-        if args.check:
-            delta = emit.diff(files, out)
-            if delta:
-                sys.stdout.write(delta)
-                stale = f"{pipeline.display_path(out)} is stale: run `python build.py` and commit the result"
-                print(f"\n{stale}", file=sys.stderr)
-                return 1
-            print(f"{pipeline.display_path(out)} is up to date ({len(files)} files)")
-            return 0
-        changed = emit.write(files, out)
-        for name in changed:
-            print(f"wrote {pipeline.display_path(out)}/{name}")
-        print(f"{len(files)} files, {len(changed)} changed")
-        return 0
-    except SpecError as error:
-        if args.debug:
-            raise
-        print(error.render(), file=sys.stderr)
-        return 2
-    except (UsageError, FileNotFoundError, NotADirectoryError) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except emit.OutError as error:
-        if args.debug:
-            raise
-        for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # a bug in normgen: one line, the traceback on request
-        if args.debug:
-            raise
-        print(f"internal error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
-        return 1
-
+__all__ = ["list_ops", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,7 @@ One module per pipeline stage, in order:
     resolve  syntax tree -> NormSpec (frozen model, see ``model``)
     check    NormSpec -> errors for contradictions
     plan     NormSpec x target -> KernelPlan (variants, launch rules, dispatch table)
-    render   KernelPlan -> text (Jinja2 templates under ``templates/``)
+    render   KernelPlan -> text (Jinja2 templates under ``dsl/templates/``)
     emit     text -> files under ``generated/`` (the only stage that writes)
 
 ``pipeline`` strings the stages together; ``runtime`` holds the small helpers

@@ -259,10 +259,12 @@ def kernel_facts(spec: NormSpec) -> KernelFacts:
 
 
 def formula(spec: NormSpec) -> str:
+    """One line for docstrings: the norm of x, or of s = x + residual for residual ops."""
+    v = "s" if spec.has_residual else "x"
     if spec.is_layer:
-        core = "(s - mean(s)) / sqrt(var(s) + eps)"
+        core = f"({v} - mean({v})) / sqrt(var({v}) + eps)"
     else:
-        core = "s / sqrt(mean(s^2) + eps)"
+        core = f"{v} / sqrt(mean({v}^2) + eps)"
     affine = ""
     if spec.has_weight:
         w = f"(w + {format_number(spec.weight.offset)})" if spec.weight.has_offset else "w"
@@ -272,6 +274,8 @@ def formula(spec: NormSpec) -> str:
     text = f"y = {core}{affine}"
     if spec.is_quantized:
         text += f", quantized per row to {spec.quantize.value}"
+    if spec.has_residual:
+        text += ", where s = x + residual"
     return text
 
 
@@ -755,10 +759,24 @@ class OpPlan:
         return " | ".join(terms)
 
     @property
+    def norm_pos_doc(self) -> tuple[str, ...]:
+        """One docstring line per residual mode the spec has (and only those)."""
+        lines = {
+            ResidualMode.PRE: "pre: s = x + residual; returns norm(s) and s.",
+            ResidualMode.POST: "post: returns norm(x + residual) and, as the residual out, "
+            + ("the unquantized norm in x's dtype." if self.spec.is_quantized else "that same tensor."),
+        }
+        return tuple(lines[mode] for mode in self.spec.residual)
+
+    @property
     def inplace_doc(self) -> str:
-        if self.spec.is_quantized:
-            return "pre mode puts s in residual, post mode puts the unquantized output in x."
-        return "pre mode puts s in residual and the output in x, post mode puts the output in x."
+        """What an in-place call writes, for the spec's residual modes only."""
+        quantized = self.spec.is_quantized
+        parts = {
+            ResidualMode.PRE: "pre mode puts s in residual" + ("" if quantized else " and the output in x"),
+            ResidualMode.POST: "post mode puts the " + ("unquantized " if quantized else "") + "output in x",
+        }
+        return ", ".join(parts[mode] for mode in self.spec.residual) + "."
 
     @property
     def new_residual_modes(self) -> tuple[str, ...]:

@@ -81,7 +81,15 @@ def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
             f"{op}: {name} must have shape ({hidden},) to match x's last dimension, got {tuple(t.shape)}"
         )
     if t.dtype != x.dtype or t.device != x.device:
-        raise NormgenError(f"{op}: {name} ({_describe(t)}) must have x's dtype and device ({x.dtype}, {x.device})")
+        hint = (
+            f"; a normgen module built without dtype= has {torch.get_default_dtype()} parameters: "
+            f"build it with dtype={x.dtype} or call module.to({x.dtype})"
+            if t.dtype != x.dtype
+            else ""
+        )
+        raise NormgenError(
+            f"{op}: {name} ({_describe(t)}) must have x's dtype and device ({x.dtype}, {x.device}){hint}"
+        )
     if t.stride(0) != 1 and hidden > 1:
         raise NormgenError(f"{op}: {name} must be contiguous (stride {t.stride(0)})")
 

@@ -5,6 +5,11 @@ machine without a GPU it defaults to 1, so CPU tensors run the kernels in
 Triton's interpreter; on a GPU machine it defaults to 0 and the `gpu` tests
 run the kernels on the device. NORMGEN_INTERPRET_TARGET (cuda or npu) picks
 which target's kernels the interpreter runs.
+
+At the end pytest prints one line saying what ran where: how many tests ran
+kernels on the GPU or in the cuda/npu interpreter, how many ran ops on the
+generated PyTorch reference, how many called no op at all (parser, planner,
+build), and the npu run in .venv-npu (tests/test_npu_env.py).
 """
 
 import os
@@ -19,9 +24,71 @@ from dsl import runtime  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available() and not runtime.INTERPRET
 
+if not torch.cuda.is_available():
+    GPU_SKIP = "no CUDA GPU on this machine (torch.cuda.is_available() is False)"
+else:
+    GPU_SKIP = "TRITON_INTERPRET=1 is set: kernels run in the CPU interpreter; unset it to run the gpu tests"
+
 
 def pytest_collection_modifyitems(config, items):
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (TRITON_INTERPRET unset)")
+    skip_gpu = pytest.mark.skip(reason=GPU_SKIP)
     for item in items:
         if "gpu" in item.keywords and not HAS_GPU:
             item.add_marker(skip_gpu)
+
+
+# -- what ran where ---------------------------------------------------------------
+# The generated ops ask runtime.kernel_target where a non-CUDA tensor runs: a
+# target's kernels (in the interpreter, for CPU tensors) or, with None, the
+# PyTorch reference. Recording its answers per test tells what each test ran.
+
+PLACES = ("GPU", "npu interpreter", "cuda interpreter", "reference")  # a test counts once, under the first it used
+_used: set[str] = set()
+_kernel_target = runtime.kernel_target
+
+
+def _recording_kernel_target(device: torch.device):
+    target = _kernel_target(device)
+    _used.add("reference" if target is None else f"{target} interpreter" if device.type == "cpu" else "GPU")
+    return target
+
+
+runtime.kernel_target = _recording_kernel_target
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    _used.clear()
+    try:
+        return (yield)
+    finally:
+        used = set(_used) | ({"GPU"} if "gpu" in item.keywords else set())
+        place = next((p for p in PLACES if p in used), "no op")
+        item.user_properties.append(("normgen_ran", place))  # travels in the report, also from xdist workers
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counts = dict.fromkeys((*PLACES, "no op"), 0)
+    npu_runs = []
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            properties = dict(report.user_properties)
+            if "normgen_ran" in properties:
+                counts[properties["normgen_ran"]] += 1
+            if "npu_venv_summary" in properties:
+                npu_runs.append(properties["npu_venv_summary"])
+    words = {
+        "GPU": "ran kernels on the GPU",
+        "npu interpreter": "ran npu kernels in triton-ascend's interpreter",
+        "cuda interpreter": "ran cuda kernels in Triton's interpreter",
+        "reference": "ran ops on the PyTorch reference",
+        "no op": "called no op (specs, planner, build, lowering)",
+    }
+    parts = [f"{n} {words[place]}" for place, n in counts.items() if n or place in ("GPU", "no op")]
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    line = f"normgen: of the tests that ran, {', '.join(parts)}; {skipped} skipped"
+    if npu_runs:
+        line += f"; npu suite in .venv-npu: {'; '.join(npu_runs)}"
+    terminalreporter.write_line(line)

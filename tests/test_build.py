@@ -93,7 +93,7 @@ def test_check_finds_a_stale_generated_file_and_build_removes_it(tmp_path, capsy
     out = tmp_path / "pkg"
     assert build.main(["--out", str(out)]) == 0
     stale = out / "gone_op.py"
-    stale.write_text(f"{HEADER}dsl/specs/gone.norm with templates/op.py.jinja.\n# Do not edit.\n", encoding="utf-8")
+    stale.write_text(f"{HEADER}dsl/specs/gone.norm with dsl/templates/op.py.jinja.\n# Do not edit.\n", encoding="utf-8")
     mine = out / "helpers.py"  # not generated: no header, never touched
     mine.write_text("# my own module\n", encoding="utf-8")
     capsys.readouterr()
@@ -128,7 +128,7 @@ def test_every_generated_file_compiles_and_has_the_header(built):
         sources, template = first[len(HEADER) : -1].split(" with ")
         for source in sources.split(", "):
             assert source.startswith("dsl/specs/") and (ROOT / source).is_file(), path.name
-        assert template.startswith("templates/") and (ROOT / template).is_file(), path.name
+        assert template.startswith("dsl/templates/") and (ROOT / template).is_file(), path.name
         assert second == "# Do not edit: change the spec or the template and run `python build.py`.", path.name
 
 
@@ -136,7 +136,7 @@ def test_op_files_name_their_own_spec(built):
     for spec in pipeline.load_specs(pipeline.SPECS):
         for name in (f"{spec.name}.py", f"{spec.name}_reference.py"):
             first = (built / name).read_text(encoding="utf-8").splitlines()[0]
-            assert first.startswith(f"{HEADER}{spec.path} with templates/")
+            assert first.startswith(f"{HEADER}{spec.path} with dsl/templates/")
 
 
 def test_generated_text_is_portable(built):
@@ -206,7 +206,7 @@ def test_own_specs_build_an_importable_package(tmp_path):
         "tiny_norm_reference.py",
     ]
     header = (out / "tiny_norm.py").read_text(encoding="utf-8").splitlines()[0]
-    assert header == f"{HEADER}specs/tiny.norm with templates/op.py.jinja."
+    assert header == f"{HEADER}specs/tiny.norm with dsl/templates/op.py.jinja."
 
     (tmp_path / "use_tiny.py").write_text(USE_TINY, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "NORMGEN_INTERPRET_TARGET")}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import build
-from dsl import emit
+from dsl import emit, pipeline
 
 OK_SPEC = "op tiny { norm = rms\n targets = cuda\n dtypes = fp32 }\n"
 
@@ -284,7 +284,7 @@ def test_an_internal_error_is_one_line_that_mentions_debug(tmp_path, capsys, mon
     def boom(*args, **kwargs):
         raise RuntimeError("something broke")
 
-    monkeypatch.setattr(build.pipeline, "generate", boom)
+    monkeypatch.setattr(pipeline, "generate", boom)
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "ok.norm").write_text(OK_SPEC, encoding="utf-8")
     os.chdir(tmp_path)

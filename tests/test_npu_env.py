@@ -42,7 +42,7 @@ def tail(output: str, lines: int = 60) -> str:
 
 
 @pytest.mark.skipif(not PYTHON.exists(), reason=f"no triton-ascend venv at {VENV}: run bash scripts/npu_env.sh")
-def test_npu_lowering_and_interpreter_in_triton_ascend_venv(tmp_path):
+def test_npu_lowering_and_interpreter_in_triton_ascend_venv(tmp_path, record_property):
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(
         TRITON_INTERPRET="1",  # CPU tensors run the kernels in the interpreter...
@@ -68,4 +68,7 @@ def test_npu_lowering_and_interpreter_in_triton_ascend_venv(tmp_path):
     # Every selected test must have run there: the lowering tests skip outside triton-ascend,
     # the numerics ones without the interpreter.
     assert not counts.get("skipped"), f"{counts['skipped']} npu tests skipped in {VENV}{where}"
-    print(run.stdout.strip().splitlines()[-1])
+    # for conftest's "what ran where" line: the run's pytest summary and its own "normgen: ..." line
+    lines = run.stdout.strip().splitlines()
+    where_ran = next((line.removeprefix("normgen: ") for line in lines if line.startswith("normgen: ")), "")
+    record_property("npu_venv_summary", lines[-1] + (f" ({where_ran})" if where_ran else ""))

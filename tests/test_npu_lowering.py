@@ -46,7 +46,8 @@ def _has_triton_ascend() -> bool:
 
 if not _has_triton_ascend():
     pytest.skip(
-        "needs triton-ascend (its own venv: bash scripts/npu_env.sh; tests/test_npu_env.py runs this there)",
+        "this venv's triton is not triton-ascend: tests/test_npu_env.py runs this file in .venv-npu "
+        "(bash scripts/npu_env.sh builds it)",
         allow_module_level=True,
     )
 

@@ -150,7 +150,10 @@ def check_quantized(spec, out, ref, y64, dtype, mode, label, on_gpu):
     assert worst <= 0, f"{label}: dequantized q further than one step from the formula (by {worst:.3g})"
 
 
-@pytest.mark.skipif(not runtime.INTERPRET, reason="needs TRITON_INTERPRET=1 (the CPU interpreter)")
+@pytest.mark.skipif(
+    not runtime.INTERPRET,
+    reason="TRITON_INTERPRET is not 1 (with a GPU, conftest leaves it off and test_gpu runs these cases)",
+)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_interpreter(case):
     check_case(*case, device="cpu", on_gpu=False)

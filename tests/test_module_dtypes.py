@@ -1,0 +1,80 @@
+"""Modules like torch's norm layers: device= and dtype= make the parameters; a dtype mismatch says how to fix it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import generated
+from dsl import runtime
+from dsl.names import module_class
+
+from .cases import SPECS, call
+
+WEIGHTED = sorted(name for name, spec in SPECS.items() if spec.has_weight)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    """The modules' parameters require grad, and the ops have no backward yet: inference only."""
+    with torch.no_grad():
+        yield
+
+
+def build(name, **kwargs):
+    return getattr(generated, module_class(SPECS[name]))(64, **kwargs)
+
+
+def inputs(spec, dtype):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 64, generator=generator).to(dtype)
+    return [x] + ([torch.randn(3, 64, generator=generator).to(dtype)] if spec.has_residual else [])
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_dtype_and_device_make_the_parameters_and_the_output(name):
+    spec = SPECS[name]
+    module = build(name, dtype=torch.bfloat16, device="cpu")
+    params = dict(module.named_parameters())
+    assert set(params) == {"weight"} | ({"bias"} if spec.has_bias else set())
+    for param in params.values():
+        assert param.dtype is torch.bfloat16 and param.device == torch.device("cpu")
+    args = inputs(spec, torch.bfloat16)
+    out = module(*args)
+    outputs = out if isinstance(out, tuple) else (out,)
+    # y in bf16; a quantized op's y is q, and its residual out (the sum or the unquantized y) is bf16
+    assert outputs[1 if spec.is_quantized else 0].dtype is torch.bfloat16
+    # the same as the op called with the module's parameters
+    expected = call(
+        spec,
+        {"x": args[0], **({"residual": args[1]} if spec.has_residual else {}), **params},
+        norm_pos=spec.residual[0].value if spec.has_residual else None,
+        stats=False,
+    )
+    for got, want in zip(outputs, expected.values(), strict=True):
+        assert torch.equal(got, want)
+    assert build(name, device="meta").weight.is_meta
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "add_layernorm"])
+def test_default_dtype_module_on_bf16_input_says_how_to_fix_it(name):
+    spec = SPECS[name]
+    module = build(name)
+    assert module.weight.dtype is torch.get_default_dtype() is torch.float32
+    args = inputs(spec, torch.bfloat16)
+    fix = (
+        "a normgen module built without dtype= has torch.float32 parameters: "
+        "build it with dtype=torch.bfloat16 or call module.to(torch.bfloat16)"
+    )
+    with pytest.raises(runtime.NormgenError, match=r"weight \(.*\) must have x's dtype and device") as error:
+        module(*args)
+    assert fix in str(error.value)
+    out = module.to(torch.bfloat16)(*args)  # the fix the message names works
+    assert (out[0] if isinstance(out, tuple) else out).dtype is torch.bfloat16
+
+
+def test_device_mismatch_does_not_blame_the_dtype():
+    x = torch.randn(2, 8)
+    with pytest.raises(runtime.NormgenError) as error:
+        runtime.check_param("rmsnorm", "weight", torch.ones(8, device="meta"), x)
+    assert "must have x's dtype and device" in str(error.value) and "dtype=" not in str(error.value)
