@@ -96,7 +96,7 @@ def logits(model, ids):
 
 def bf16_ulp_at_scale(t):
     """One bfloat16 ulp at the largest magnitude of t."""
-    top = t.detach().abs().max().to(torch.bfloat16)
+    top = t.detach().abs().max().to("cpu", torch.bfloat16)
     return (torch.nextafter(top, torch.tensor(float("inf"), dtype=torch.bfloat16)) - top).item()
 
 
