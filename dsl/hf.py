@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -116,7 +117,7 @@ class _Kind(NamedTuple):
 
     module: str  # class name in the generated package
     op: str  # op name, for messages
-    reference: object  # (x, weight, bias, eps) -> y, the generated reference's rounding steps
+    reference: Callable  # (x, weight, bias, eps) -> y: the generated reference's rounding steps
     exact: bool  # the probe must be bit-identical (else within torch's default tolerances)
 
 
@@ -250,7 +251,7 @@ def _probe(module: torch.nn.Module, kind: _Kind, n: int, eps: float, has_bias: b
             return f"its forward fails on a {_short(dtype)} probe: {type(error).__name__}: {error}", False
         if not isinstance(want, torch.Tensor) or want.shape != x.shape or want.dtype != dtype:
             what = f"{want.dtype} {tuple(want.shape)}" if isinstance(want, torch.Tensor) else type(want).__name__
-            return f"it returns {what} for {dtype} {tuple(x.shape)} input", False
+            return f"it returns {what} for {_short(dtype)} {tuple(x.shape)} input", False
         got = kind.reference(x, params["weight"], params.get("bias"), eps)
         if torch.equal(want, got):
             continue
