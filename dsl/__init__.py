@@ -10,5 +10,6 @@ One module per pipeline stage, in order:
     emit     text -> files under ``generated/`` (the only stage that writes)
 
 ``pipeline`` strings the stages together; ``runtime`` holds the small helpers
-that the generated code imports at run time.
+that the generated code imports at run time; ``hf`` swaps a model's norm layers
+(Hugging Face transformers or any nn.Module tree) for the generated modules.
 """
