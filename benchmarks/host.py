@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         results[f"{mode}: launcher call"] = per_call_us(lambda: launcher(key, True, 0, launch_args), calls)  # noqa: B023
         launch, grid, function, prefix, blocks = fast
+
         def raw(launch=launch, grid=grid, function=function, prefix=prefix, blocks=blocks, args=launch_args):
             launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(0), function, *prefix, *args, *blocks)
 
@@ -76,7 +77,6 @@ def main(argv: list[str] | None = None) -> None:
             type(launcher).__call__ = saved
     results["2x empty_like"] = per_call_us(lambda: (torch.empty_like(x), torch.empty_like(x)), calls)
     results["pre: op (again)"] = per_call_us(lambda: generated.add_rmsnorm(x, r, w, 1e-6, "pre"), calls)
-
 
     class Counting(dict):
         misses = 0
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in launcher.fast[0]:
         print("  direct key:", key)
     results["eager torch x + r; rms_norm"] = per_call_us(
-        lambda: (torch.nn.functional.rms_norm(x + r, (cols,), w, 1e-6)), calls
+        lambda: torch.nn.functional.rms_norm(x + r, (cols,), w, 1e-6), calls
     )
     for name, value in results.items():
         print(f"{name:32s} {value:7.2f} us")
