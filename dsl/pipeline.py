@@ -7,10 +7,11 @@ from pathlib import Path
 
 from .check import check, check_names
 from .diagnostics import SpecError
-from .model import NormSpec
+from .model import NormSpec, Target
 from .parse import parse
 from .render import render_all
 from .resolve import resolve
+from .targets import cuda
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "dsl" / "specs"
@@ -59,5 +60,10 @@ def load_specs(spec_dir: Path) -> list[NormSpec]:
     return specs
 
 
-def generate(spec_dir: Path, namespace: str, tuning: dict | None = None) -> dict[str, str]:
-    return render_all(load_specs(spec_dir), namespace, tuning)
+def read_tuning() -> dict[Target, dict | None]:
+    """Each target's tuning data, read from its file (the planner itself reads no files)."""
+    return {Target.CUDA: cuda.load_tuning(), Target.NPU: None}
+
+
+def generate(spec_dir: Path, namespace: str, tuning: dict[Target, dict | None] | None = None) -> dict[str, str]:
+    return render_all(load_specs(spec_dir), namespace, read_tuning() if tuning is None else tuning)

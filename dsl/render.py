@@ -11,8 +11,9 @@ from pathlib import Path
 import jinja2
 
 from . import names
-from .model import NormSpec
-from .plan import KernelPlan, OpPlan, op_plan, plan
+from .model import NormSpec, Target
+from .op_view import OpPlan, op_plan
+from .plan import KernelPlan, plan
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -41,7 +42,9 @@ def _render(template: str, sources: list[str], **context) -> str:
 
 
 def render_target(kernel_plan: KernelPlan) -> str:
-    return _render("target.py.jinja", [kernel_plan.spec.path], plan=kernel_plan, f=kernel_plan.facts)
+    return _render(
+        "target.py.jinja", [kernel_plan.spec.path], plan=kernel_plan, f=kernel_plan.facts, abi=kernel_plan.signature
+    )
 
 
 def render_op(plan_: OpPlan) -> str:
@@ -58,8 +61,8 @@ def render_package(specs: list[NormSpec], namespace: str) -> str:
     return _render("package_init.py.jinja", sorted({s.path for s in specs}), specs=specs, ops=ops, exported=exported)
 
 
-def render_all(specs: list[NormSpec], namespace: str, tuning: dict | None = None) -> dict[str, str]:
-    """Every generated file: {file name: text}."""
+def render_all(specs: list[NormSpec], namespace: str, tuning: dict[Target, dict | None]) -> dict[str, str]:
+    """Every generated file: {file name: text}; ``tuning``: each target's tuning data (pipeline.read_tuning)."""
     specs = sorted(specs, key=lambda s: s.name)
     files = {"__init__.py": render_package(specs, namespace)}
     for spec in specs:
@@ -67,5 +70,5 @@ def render_all(specs: list[NormSpec], namespace: str, tuning: dict | None = None
         files[f"{names.op_module(spec)}.py"] = render_op(op)
         files[f"{names.reference_module(spec)}.py"] = render_reference(op)
         for target in spec.targets:
-            files[f"{names.target_module(spec, target)}.py"] = render_target(plan(spec, target, tuning))
+            files[f"{names.target_module(spec, target)}.py"] = render_target(plan(spec, target, tuning.get(target)))
     return dict(sorted(files.items()))

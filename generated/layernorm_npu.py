@@ -3,480 +3,99 @@
 """layernorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
-the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
-from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+One forward kernel per pass (single: a row in one tile; multi: a loop over
+BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
+one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
+tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
+of the grid; else one tile per program).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
 
 import triton
 import triton.language as tl
 
-from dsl import runtime
+from dsl import device, runtime
+from dsl.abi import Kind, Param, Signature, Source
 
 
 @triton.jit
-def layernorm_single_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+def layernorm_forward_single(
+    X_ptr, X_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, MEAN_ptr, RSTD_ptr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b: forward, single pass, each row in one tile.
 
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
-
-
-@triton.jit
-def layernorm_single_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
     if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
-
-
-@triton.jit
-def layernorm_single_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
+        b = device.load(B_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
         mean = tl.sum(s, axis=1) / n_cols
         diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def layernorm_single_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
-
-
-@triton.jit
-def layernorm_multi_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        # last pass: recompute s, normalize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
-
-
-@triton.jit
-def layernorm_multi_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            diff = s - mean[:, None]
+        if not EVEN_N:
             diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
         if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
+            device.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), row_mask, EVEN_M)
         if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        # last pass: recompute s, normalize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+            device.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), row_mask, EVEN_M)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask, EVEN)
 
 
 @triton.jit
-def layernorm_multi_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+def layernorm_forward_multi(
+    X_ptr, X_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, MEAN_ptr, RSTD_ptr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b: forward, multi pass over BLOCK_N-wide column blocks.
 
-    multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        # last pass: recompute s, normalize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def layernorm_multi_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -486,8 +105,8 @@ def layernorm_multi_rowmask_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
             acc += s
         mean = tl.sum(acc, axis=1) / n_cols
         # pass 2: the variance around that mean (two passes keep it accurate in fp32)
@@ -495,32 +114,58 @@ def layernorm_multi_rowmask_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
             diff = s - mean[:, None]
-            diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+            if not EVEN_N:
+                diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
             acc += diff * diff
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
+            device.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), row_mask, EVEN_M)
         if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+            device.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), row_mask, EVEN_M)
         # last pass: recompute s, normalize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
             if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+                b = device.load(B_ptr + cols, col_mask, EVEN_N).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
+            device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask, EVEN)
 
+
+# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+ABI = Signature(
+    (
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
+        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
+        Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
+        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("eps", Kind.SCALAR, Source.EPS),
+        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+        Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
+        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+    )
+)
 
 # Dispatch table: the first entry whose dtype, column range and row range
 # (inclusive; None = unbounded) cover the call decides the kernel and launch.
@@ -618,16 +263,10 @@ TABLE = runtime.DispatchTable(
     ),
 )
 
-# (mode, pass, row mask, column mask, grid) -> kernel
+# pass -> kernel
 KERNELS = {
-    ('none', 'single', False, False, 'persistent'): layernorm_single_rowfull_colfull_persistent,
-    ('none', 'single', False, True, 'persistent'): layernorm_single_rowfull_colmask_persistent,
-    ('none', 'single', True, False, 'persistent'): layernorm_single_rowmask_colfull_persistent,
-    ('none', 'single', True, True, 'persistent'): layernorm_single_rowmask_colmask_persistent,
-    ('none', 'multi', False, False, 'persistent'): layernorm_multi_rowfull_colfull_persistent,
-    ('none', 'multi', False, True, 'persistent'): layernorm_multi_rowfull_colmask_persistent,
-    ('none', 'multi', True, False, 'persistent'): layernorm_multi_rowmask_colfull_persistent,
-    ('none', 'multi', True, True, 'persistent'): layernorm_multi_rowmask_colmask_persistent,
+    "single": layernorm_forward_single,
+    "multi": layernorm_forward_multi,
 }
 
-LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})
+LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "npu", {"sync_solver": True})
