@@ -1,0 +1,75 @@
+"""The runtime's use of Triton's private C launcher: only for a known layout, after a probe; else kernel[grid]."""
+
+import warnings
+
+import pytest
+import torch
+
+from dsl import runtime
+
+from .conftest import HAS_GPU
+
+
+@pytest.fixture
+def fresh_probe(monkeypatch):
+    monkeypatch.setattr(runtime, "_DIRECT_OK", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+
+
+def test_unknown_triton_version_falls_back_with_one_warning(fresh_probe, monkeypatch):
+    import triton
+
+    monkeypatch.setattr(triton, "__version__", "3.9.0")
+    with pytest.warns(UserWarning, match=r"kernel\[grid\].*triton 3.9.0 is outside"):
+        assert runtime.direct_launch_ok(0) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        assert runtime.direct_launch_ok(0) is False
+
+
+def test_no_probe_during_graph_capture(monkeypatch):
+    monkeypatch.setattr(runtime, "_DIRECT_OK", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert runtime.direct_launch_ok(0) is False
+    assert runtime._DIRECT_OK == {}  # decided at the next launch outside the capture
+
+
+@pytest.mark.gpu
+def test_probe_accepts_this_tritons_layout(fresh_probe):
+    import triton
+
+    version = tuple(int(v) for v in triton.__version__.split(".")[:2])
+    low, high = runtime.DIRECT_LAUNCH_VERSIONS
+    assert runtime.direct_launch_ok(torch.cuda.current_device()) is (low <= version <= high)
+
+
+@pytest.mark.gpu
+def test_probe_rejects_a_wrong_layout(fresh_probe, monkeypatch):
+    import triton
+
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    real = runtime._direct_launch
+
+    def swapped(compiled, grid, constexprs):  # the scratch arguments where the metadata goes
+        launch, programs, function, prefix, constexprs = real(compiled, grid, constexprs)
+        return launch, programs, function, prefix[::-1], constexprs
+
+    monkeypatch.setattr(runtime, "_direct_launch", swapped)
+    with pytest.warns(UserWarning, match="probe launch"):
+        assert runtime.direct_launch_ok(torch.cuda.current_device()) is False
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+def test_ops_still_launch_when_the_direct_path_is_off(monkeypatch):
+    import importlib
+
+    import generated
+
+    monkeypatch.setattr(runtime, "_DIRECT_OK", {torch.cuda.current_device(): False})
+    launcher = importlib.import_module("generated.add_rmsnorm_cuda").LAUNCHER
+    monkeypatch.setattr(launcher, "fast", type(launcher.fast)(dict))
+    x = torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16)
+    for _ in range(2):
+        y, s = generated.add_rmsnorm(x, x, torch.ones(4096, device="cuda", dtype=torch.bfloat16))
+    assert not any(launcher.fast.values())  # every launch took kernel[grid]
+    torch.testing.assert_close(s, x + x)
