@@ -163,8 +163,18 @@ class Signature:
 
     @property
     def declaration_lines(self) -> tuple[str, ...]:
-        """A kernel's parameter list in four lines: tensors, scalars, the call's constexprs, the launcher's."""
+        """A kernel's parameter list by group (tensors, scalars, the call's constexprs, the
+        launcher's), each group on lines of at most 110 characters."""
         tensors = tuple(p for p in self.params if p.kind in (Kind.POINTER, Kind.ROW_STRIDE))
         switches = tuple(p for p in self.params if p.kind is Kind.CONSTEXPR and not p.decided)
-        groups = (tensors, self.of_kind(Kind.SCALAR), switches, self.decided)
-        return tuple(", ".join(p.declaration for p in group) for group in groups if group)
+        lines: list[str] = []
+        for group in (tensors, self.of_kind(Kind.SCALAR), switches, self.decided):
+            line = ""
+            for p in group:
+                if line and len(line) + len(p.declaration) + 3 > 110:
+                    lines.append(line)
+                    line = ""
+                line = f"{line}, {p.declaration}" if line else p.declaration
+            if line:
+                lines.append(line)
+        return tuple(lines)

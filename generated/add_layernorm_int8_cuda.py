@@ -21,10 +21,12 @@ from dsl.abi import Kind, Param, Signature, Source
 
 @triton.jit
 def add_layernorm_int8_forward_single(
-    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride, SCALE_ptr,
+    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride,
+    SCALE_ptr,
     n_rows, n_cols, eps,
     HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8: forward, single pass, each row in one tile.
 
@@ -94,10 +96,12 @@ def add_layernorm_int8_forward_single(
 
 @triton.jit
 def add_layernorm_int8_forward_multi(
-    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride, SCALE_ptr,
+    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride,
+    SCALE_ptr,
     n_rows, n_cols, eps,
     HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8: forward, multi pass over BLOCK_N-wide column blocks.
 

@@ -24,7 +24,8 @@ def add_rmsnorm_fp8_forward_single(
     X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride, SCALE_ptr,
     n_rows, n_cols, eps,
     PRE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3: forward, single pass, each row in one tile.
 
@@ -84,7 +85,8 @@ def add_rmsnorm_fp8_forward_multi(
     X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride, SCALE_ptr,
     n_rows, n_cols, eps,
     PRE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3: forward, multi pass over BLOCK_N-wide column blocks.
 

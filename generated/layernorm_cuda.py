@@ -23,7 +23,8 @@ def layernorm_forward_single(
     X_ptr, X_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, MEAN_ptr, RSTD_ptr,
     n_rows, n_cols, eps,
     HAS_BIAS: tl.constexpr, STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b: forward, single pass, each row in one tile.
 
@@ -81,7 +82,8 @@ def layernorm_forward_multi(
     X_ptr, X_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, MEAN_ptr, RSTD_ptr,
     n_rows, n_cols, eps,
     HAS_BIAS: tl.constexpr, STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b: forward, multi pass over BLOCK_N-wide column blocks.
 

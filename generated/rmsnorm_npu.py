@@ -23,7 +23,8 @@ def rmsnorm_forward_single(
     X_ptr, X_row_stride, W_ptr, Y_ptr, Y_row_stride, RSTD_ptr,
     n_rows, n_cols, eps,
     STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w: forward, single pass, each row in one tile.
 
@@ -68,7 +69,8 @@ def rmsnorm_forward_multi(
     X_ptr, X_row_stride, W_ptr, Y_ptr, Y_row_stride, RSTD_ptr,
     n_rows, n_cols, eps,
     STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w: forward, multi pass over BLOCK_N-wide column blocks.
 
