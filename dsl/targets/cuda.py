@@ -70,13 +70,15 @@ def load_tuning(path: Path = TUNING_FILE) -> dict | None:
 
 
 def op_configs(spec: NormSpec, tuning: dict | None) -> tuple[dict, str]:
-    """The configs measured for this op (or the fallback op), and which op they were measured on."""
+    """The configs measured for this op, over the fallback op's for buckets it has not measured,
+    and which op the configs were measured on."""
     if not tuning:
         return {}, ""
-    if spec.name in tuning["ops"]:
-        return tuning["ops"][spec.name], spec.name
     fallback = tuning["fallback"]
-    return (tuning["ops"][fallback], fallback) if fallback else ({}, "")
+    configs = dict(tuning["ops"][fallback]) if fallback else {}
+    if spec.name in tuning["ops"]:
+        return configs | tuning["ops"][spec.name], spec.name
+    return configs, fallback or ""
 
 
 class CudaRules(TargetRules):
