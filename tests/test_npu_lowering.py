@@ -1,7 +1,7 @@
 """Every npu dispatch entry's kernels lower through triton-ascend's compiler.
 
 Runs only inside the triton-ascend virtual environment (``bash
-scripts/npu_env.sh`` builds it; ``tests/test_npu_env.py`` runs this file there
+scripts/npu_env.sh`` builds it; ``bash scripts/npu_checks.sh`` runs this file there
 from the main one). For each shipped spec with the npu target and each entry of
 its generated dispatch table, the kernel the entry dispatches to is compiled with
 the constexprs the runtime's launcher decides for shapes in the entry's range
@@ -48,7 +48,7 @@ def _has_triton_ascend() -> bool:
 
 if not _has_triton_ascend():
     pytest.skip(
-        "needs triton-ascend (its own venv: bash scripts/npu_env.sh; tests/test_npu_env.py runs this there)",
+        "needs triton-ascend (its own venv: bash scripts/npu_env.sh; bash scripts/npu_checks.sh runs this there)",
         allow_module_level=True,
     )
 

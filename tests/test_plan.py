@@ -210,7 +210,7 @@ def test_cuda_blocks_are_powers_of_two_and_hold_the_row(kernel_plan):
 FAKE_TUNING = {
     "fallback": "add_rmsnorm",
     "ops": {
-        "add_rmsnorm": {(DType.BF16, 4096, 1): (2, 8, Grid.PERSISTENT)},
+        "add_rmsnorm": {(DType.BF16, 4096, 1): (2, 8, Grid.PERSISTENT), (DType.BF16, 8192, 1): (1, 32, Grid.TILES)},
         "rmsnorm": {(DType.BF16, 4096, 1): (4, 16, Grid.TILES)},
     },
 }
@@ -218,8 +218,11 @@ FAKE_TUNING = {
 
 def test_cuda_tables_read_each_ops_own_tuning_else_the_fallback():
     by_name = {s.name: s for s in SHIPPED}
-    own = lookup(plan(by_name["rmsnorm"], Target.CUDA, FAKE_TUNING), DType.BF16, 100, 4000)
+    rmsnorm = plan(by_name["rmsnorm"], Target.CUDA, FAKE_TUNING)
+    own = lookup(rmsnorm, DType.BF16, 100, 4000)
     assert (own.block_m, own.num_warps, own.grid) == (4, 16, Grid.TILES)
+    # a bucket the op has not measured: the fallback op's config
+    assert (lookup(rmsnorm, DType.BF16, 100, 8000).block_m, lookup(rmsnorm, DType.BF16, 100, 8000).num_warps) == (1, 32)
     fallback = plan(by_name["layernorm"], Target.CUDA, FAKE_TUNING)
     entry = lookup(fallback, DType.BF16, 100, 4000)
     assert (entry.block_m, entry.num_warps, entry.grid) == (2, 8, Grid.PERSISTENT)
