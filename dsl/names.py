@@ -21,6 +21,11 @@ def target_module(spec: NormSpec, target: Target) -> str:
     return f"{spec.name}_{target.value}"
 
 
+def tables_module(target: Target) -> str:
+    """The target's dispatch tables, shared by its kernel modules (no op name starts with _)."""
+    return f"_{target.value}_tables"
+
+
 def reference_module(spec: NormSpec) -> str:
     return f"{spec.name}_reference"
 

@@ -18,6 +18,8 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
+from ._cuda_tables import TABLE_1
+
 
 @triton.jit
 def add_rmsnorm_forward_single(
@@ -178,93 +180,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "add_rmsnorm",
-    "cuda",
-    (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 16, 1, 1023, "single", 16, 16, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 17, 32, 1, 1023, "single", 16, 32, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 33, 64, 1, 1023, "single", 8, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 129, 256, 1024, None, "single", 2, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1024, None, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 513, 1024, 1, 1023, "single", 1, 1024, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 513, 1024, 1024, None, "single", 1, 1024, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 1025, 2048, 1, 1023, "single", 1, 2048, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 1025, 2048, 1024, None, "single", 1, 2048, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 2049, 4096, 1024, None, "single", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 4097, 8192, 1024, None, "single", 1, 8192, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 8193, 16384, 1, 1023, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 8193, 16384, 1024, None, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "persistent", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1024, None, "single", 1, 32768, 16, "persistent", False, 0),
-        runtime.Entry("fp32", 32769, None, 1, 1023, "multi", 1, 4096, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 32769, None, 1024, None, "multi", 1, 4096, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
-        runtime.Entry("fp16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("bf16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
-        runtime.Entry("bf16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
-    ),
-)
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("add_rmsnorm", "cuda", TABLE_1)
 
 # pass -> kernel
 KERNELS = {

@@ -18,6 +18,8 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
+from ._npu_tables import TABLE_4
+
 
 @triton.jit
 def add_rmsnorm_int8_forward_single(
@@ -196,101 +198,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "add_rmsnorm_int8",
-    "npu",
-    (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 64, 1, 32, "single", 4, 64, 1, "persistent", True, 2560),
-        runtime.Entry("fp32", 1, 64, 33, None, "single", 32, 64, 1, "persistent", True, 18688),
-        runtime.Entry("fp32", 65, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 5120),
-        runtime.Entry("fp32", 65, 128, 33, None, "single", 32, 128, 1, "persistent", True, 37376),
-        runtime.Entry("fp32", 129, 192, 1, None, "single", 16, 192, 1, "persistent", True, 28416),
-        runtime.Entry("fp32", 193, 256, 1, None, "single", 16, 256, 1, "persistent", True, 37888),
-        runtime.Entry("fp32", 257, 320, 1, None, "single", 8, 320, 1, "persistent", True, 24320),
-        runtime.Entry("fp32", 321, 384, 1, None, "single", 8, 384, 1, "persistent", True, 29184),
-        runtime.Entry("fp32", 385, 448, 1, None, "single", 8, 448, 1, "persistent", True, 34048),
-        runtime.Entry("fp32", 449, 511, 1, None, "single", 8, 512, 1, "persistent", True, 38912),
-        runtime.Entry("fp32", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 75776),
-        runtime.Entry("fp32", 513, 576, 1, None, "single", 16, 576, 1, "persistent", True, 85248),
-        runtime.Entry("fp32", 577, 640, 1, None, "single", 16, 640, 1, "persistent", True, 94720),
-        runtime.Entry("fp32", 641, 704, 1, None, "single", 16, 704, 1, "persistent", False, 104192),
-        runtime.Entry("fp32", 705, 768, 1, None, "single", 16, 768, 1, "persistent", False, 113664),
-        runtime.Entry("fp32", 769, 832, 1, None, "single", 16, 832, 1, "persistent", False, 123136),
-        runtime.Entry("fp32", 833, 896, 1, None, "single", 16, 896, 1, "persistent", False, 132608),
-        runtime.Entry("fp32", 897, 960, 1, None, "single", 16, 960, 1, "persistent", False, 142080),
-        runtime.Entry("fp32", 961, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 151552),
-        runtime.Entry("fp32", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 77824),
-        runtime.Entry("fp32", 1025, 1088, 1, None, "single", 8, 1088, 1, "persistent", True, 82688),
-        runtime.Entry("fp32", 1089, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 87552),
-        runtime.Entry("fp32", 1153, 1216, 1, None, "single", 8, 1216, 1, "persistent", True, 92416),
-        runtime.Entry("fp32", 1217, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 97280),
-        runtime.Entry("fp32", 1281, 1344, 1, None, "single", 8, 1344, 1, "persistent", False, 102144),
-        runtime.Entry("fp32", 1345, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 107008),
-        runtime.Entry("fp32", 1409, 1472, 1, None, "single", 8, 1472, 1, "persistent", False, 111872),
-        runtime.Entry("fp32", 1473, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 116736),
-        runtime.Entry("fp32", 1537, 1600, 1, None, "single", 8, 1600, 1, "persistent", False, 121600),
-        runtime.Entry("fp32", 1601, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 126464),
-        runtime.Entry("fp32", 1665, 1728, 1, None, "single", 8, 1728, 1, "persistent", False, 131328),
-        runtime.Entry("fp32", 1729, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 136192),
-        runtime.Entry("fp32", 1793, 1856, 1, None, "single", 8, 1856, 1, "persistent", False, 141056),
-        runtime.Entry("fp32", 1857, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 145920),
-        runtime.Entry("fp32", 1921, 1984, 1, None, "single", 8, 1984, 1, "persistent", False, 150784),
-        runtime.Entry("fp32", 1985, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 155648),
-        runtime.Entry("fp32", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 81920),
-        runtime.Entry("fp32", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 81920),
-        runtime.Entry("fp32", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 45056),
-        runtime.Entry("fp32", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 26624),
-        runtime.Entry("fp16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 6400),
-        runtime.Entry("fp16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 45824),
-        runtime.Entry("fp16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 46592),
-        runtime.Entry("fp16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 36096),
-        runtime.Entry("fp16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 48128),
-        runtime.Entry("fp16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 93184),
-        runtime.Entry("fp16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", False, 116480),
-        runtime.Entry("fp16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 139776),
-        runtime.Entry("fp16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 163072),
-        runtime.Entry("fp16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 186368),
-        runtime.Entry("fp16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 96256),
-        runtime.Entry("fp16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", False, 108288),
-        runtime.Entry("fp16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", False, 120320),
-        runtime.Entry("fp16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 132352),
-        runtime.Entry("fp16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 144384),
-        runtime.Entry("fp16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 156416),
-        runtime.Entry("fp16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 168448),
-        runtime.Entry("fp16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 180480),
-        runtime.Entry("fp16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 192512),
-        runtime.Entry("fp16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", False, 102400),
-        runtime.Entry("fp16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", False, 102400),
-        runtime.Entry("fp16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 57344),
-        runtime.Entry("fp16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 34816),
-        runtime.Entry("bf16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 6400),
-        runtime.Entry("bf16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 45824),
-        runtime.Entry("bf16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 46592),
-        runtime.Entry("bf16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 36096),
-        runtime.Entry("bf16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 48128),
-        runtime.Entry("bf16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 93184),
-        runtime.Entry("bf16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", False, 116480),
-        runtime.Entry("bf16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 139776),
-        runtime.Entry("bf16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 163072),
-        runtime.Entry("bf16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 186368),
-        runtime.Entry("bf16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 96256),
-        runtime.Entry("bf16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", False, 108288),
-        runtime.Entry("bf16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", False, 120320),
-        runtime.Entry("bf16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 132352),
-        runtime.Entry("bf16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 144384),
-        runtime.Entry("bf16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 156416),
-        runtime.Entry("bf16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 168448),
-        runtime.Entry("bf16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 180480),
-        runtime.Entry("bf16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 192512),
-        runtime.Entry("bf16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", False, 102400),
-        runtime.Entry("bf16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", False, 102400),
-        runtime.Entry("bf16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 57344),
-        runtime.Entry("bf16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 34816),
-    ),
-)
+# Dispatch table (TABLE_4 of _npu_tables.py, which 2 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("add_rmsnorm_int8", "npu", TABLE_4)
 
 # pass -> kernel
 KERNELS = {

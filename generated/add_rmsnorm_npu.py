@@ -18,6 +18,8 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
+from ._npu_tables import TABLE_3
+
 
 @triton.jit
 def add_rmsnorm_forward_single(
@@ -163,101 +165,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "add_rmsnorm",
-    "npu",
-    (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 64, 1, 32, "single", 4, 64, 1, "persistent", True, 2304),
-        runtime.Entry("fp32", 1, 64, 33, None, "single", 32, 64, 1, "persistent", True, 16640),
-        runtime.Entry("fp32", 65, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 4608),
-        runtime.Entry("fp32", 65, 128, 33, None, "single", 32, 128, 1, "persistent", True, 33280),
-        runtime.Entry("fp32", 129, 192, 1, None, "single", 16, 192, 1, "persistent", True, 25344),
-        runtime.Entry("fp32", 193, 256, 1, None, "single", 16, 256, 1, "persistent", True, 33792),
-        runtime.Entry("fp32", 257, 320, 1, None, "single", 8, 320, 1, "persistent", True, 21760),
-        runtime.Entry("fp32", 321, 384, 1, None, "single", 8, 384, 1, "persistent", True, 26112),
-        runtime.Entry("fp32", 385, 448, 1, None, "single", 8, 448, 1, "persistent", True, 30464),
-        runtime.Entry("fp32", 449, 511, 1, None, "single", 8, 512, 1, "persistent", True, 34816),
-        runtime.Entry("fp32", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 67584),
-        runtime.Entry("fp32", 513, 576, 1, None, "single", 16, 576, 1, "persistent", True, 76032),
-        runtime.Entry("fp32", 577, 640, 1, None, "single", 16, 640, 1, "persistent", True, 84480),
-        runtime.Entry("fp32", 641, 704, 1, None, "single", 16, 704, 1, "persistent", True, 92928),
-        runtime.Entry("fp32", 705, 768, 1, None, "single", 16, 768, 1, "persistent", False, 101376),
-        runtime.Entry("fp32", 769, 832, 1, None, "single", 16, 832, 1, "persistent", False, 109824),
-        runtime.Entry("fp32", 833, 896, 1, None, "single", 16, 896, 1, "persistent", False, 118272),
-        runtime.Entry("fp32", 897, 960, 1, None, "single", 16, 960, 1, "persistent", False, 126720),
-        runtime.Entry("fp32", 961, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 135168),
-        runtime.Entry("fp32", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 69632),
-        runtime.Entry("fp32", 1025, 1088, 1, None, "single", 8, 1088, 1, "persistent", True, 73984),
-        runtime.Entry("fp32", 1089, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 78336),
-        runtime.Entry("fp32", 1153, 1216, 1, None, "single", 8, 1216, 1, "persistent", True, 82688),
-        runtime.Entry("fp32", 1217, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 87040),
-        runtime.Entry("fp32", 1281, 1344, 1, None, "single", 8, 1344, 1, "persistent", True, 91392),
-        runtime.Entry("fp32", 1345, 1408, 1, None, "single", 8, 1408, 1, "persistent", True, 95744),
-        runtime.Entry("fp32", 1409, 1472, 1, None, "single", 8, 1472, 1, "persistent", False, 100096),
-        runtime.Entry("fp32", 1473, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 104448),
-        runtime.Entry("fp32", 1537, 1600, 1, None, "single", 8, 1600, 1, "persistent", False, 108800),
-        runtime.Entry("fp32", 1601, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 113152),
-        runtime.Entry("fp32", 1665, 1728, 1, None, "single", 8, 1728, 1, "persistent", False, 117504),
-        runtime.Entry("fp32", 1729, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 121856),
-        runtime.Entry("fp32", 1793, 1856, 1, None, "single", 8, 1856, 1, "persistent", False, 126208),
-        runtime.Entry("fp32", 1857, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 130560),
-        runtime.Entry("fp32", 1921, 1984, 1, None, "single", 8, 1984, 1, "persistent", False, 134912),
-        runtime.Entry("fp32", 1985, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 139264),
-        runtime.Entry("fp32", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 73728),
-        runtime.Entry("fp32", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 73728),
-        runtime.Entry("fp32", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 40960),
-        runtime.Entry("fp32", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 24576),
-        runtime.Entry("fp16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 5888),
-        runtime.Entry("fp16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 41728),
-        runtime.Entry("fp16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 42496),
-        runtime.Entry("fp16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 33024),
-        runtime.Entry("fp16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 44032),
-        runtime.Entry("fp16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 84992),
-        runtime.Entry("fp16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", False, 106240),
-        runtime.Entry("fp16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 127488),
-        runtime.Entry("fp16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 148736),
-        runtime.Entry("fp16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 169984),
-        runtime.Entry("fp16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 88064),
-        runtime.Entry("fp16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", False, 99072),
-        runtime.Entry("fp16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", False, 110080),
-        runtime.Entry("fp16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 121088),
-        runtime.Entry("fp16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 132096),
-        runtime.Entry("fp16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 143104),
-        runtime.Entry("fp16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 154112),
-        runtime.Entry("fp16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 165120),
-        runtime.Entry("fp16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 176128),
-        runtime.Entry("fp16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 94208),
-        runtime.Entry("fp16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 94208),
-        runtime.Entry("fp16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 53248),
-        runtime.Entry("fp16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 32768),
-        runtime.Entry("bf16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 5888),
-        runtime.Entry("bf16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 41728),
-        runtime.Entry("bf16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 42496),
-        runtime.Entry("bf16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 33024),
-        runtime.Entry("bf16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 44032),
-        runtime.Entry("bf16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 84992),
-        runtime.Entry("bf16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", False, 106240),
-        runtime.Entry("bf16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 127488),
-        runtime.Entry("bf16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 148736),
-        runtime.Entry("bf16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 169984),
-        runtime.Entry("bf16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 88064),
-        runtime.Entry("bf16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", False, 99072),
-        runtime.Entry("bf16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", False, 110080),
-        runtime.Entry("bf16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 121088),
-        runtime.Entry("bf16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 132096),
-        runtime.Entry("bf16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 143104),
-        runtime.Entry("bf16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 154112),
-        runtime.Entry("bf16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 165120),
-        runtime.Entry("bf16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 176128),
-        runtime.Entry("bf16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 94208),
-        runtime.Entry("bf16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 94208),
-        runtime.Entry("bf16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 53248),
-        runtime.Entry("bf16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 32768),
-    ),
-)
+# Dispatch table (TABLE_3 of _npu_tables.py, which 2 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("add_rmsnorm", "npu", TABLE_3)
 
 # pass -> kernel
 KERNELS = {

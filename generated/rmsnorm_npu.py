@@ -17,6 +17,8 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
+from ._npu_tables import TABLE_6
+
 
 @triton.jit
 def rmsnorm_forward_single(
@@ -141,101 +143,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "rmsnorm",
-    "npu",
-    (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 64, 1, 32, "single", 4, 64, 1, "persistent", True, 1280),
-        runtime.Entry("fp32", 1, 64, 33, None, "single", 32, 64, 1, "persistent", True, 8448),
-        runtime.Entry("fp32", 65, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 2560),
-        runtime.Entry("fp32", 65, 128, 33, None, "single", 32, 128, 1, "persistent", True, 16896),
-        runtime.Entry("fp32", 129, 192, 1, None, "single", 16, 192, 1, "persistent", True, 13056),
-        runtime.Entry("fp32", 193, 256, 1, None, "single", 16, 256, 1, "persistent", True, 17408),
-        runtime.Entry("fp32", 257, 320, 1, None, "single", 8, 320, 1, "persistent", True, 11520),
-        runtime.Entry("fp32", 321, 384, 1, None, "single", 8, 384, 1, "persistent", True, 13824),
-        runtime.Entry("fp32", 385, 448, 1, None, "single", 8, 448, 1, "persistent", True, 16128),
-        runtime.Entry("fp32", 449, 511, 1, None, "single", 8, 512, 1, "persistent", True, 18432),
-        runtime.Entry("fp32", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 34816),
-        runtime.Entry("fp32", 513, 576, 1, None, "single", 16, 576, 1, "persistent", True, 39168),
-        runtime.Entry("fp32", 577, 640, 1, None, "single", 16, 640, 1, "persistent", True, 43520),
-        runtime.Entry("fp32", 641, 704, 1, None, "single", 16, 704, 1, "persistent", True, 47872),
-        runtime.Entry("fp32", 705, 768, 1, None, "single", 16, 768, 1, "persistent", True, 52224),
-        runtime.Entry("fp32", 769, 832, 1, None, "single", 16, 832, 1, "persistent", True, 56576),
-        runtime.Entry("fp32", 833, 896, 1, None, "single", 16, 896, 1, "persistent", True, 60928),
-        runtime.Entry("fp32", 897, 960, 1, None, "single", 16, 960, 1, "persistent", True, 65280),
-        runtime.Entry("fp32", 961, 1023, 1, None, "single", 16, 1024, 1, "persistent", True, 69632),
-        runtime.Entry("fp32", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 36864),
-        runtime.Entry("fp32", 1025, 1088, 1, None, "single", 8, 1088, 1, "persistent", True, 39168),
-        runtime.Entry("fp32", 1089, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 41472),
-        runtime.Entry("fp32", 1153, 1216, 1, None, "single", 8, 1216, 1, "persistent", True, 43776),
-        runtime.Entry("fp32", 1217, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 46080),
-        runtime.Entry("fp32", 1281, 1344, 1, None, "single", 8, 1344, 1, "persistent", True, 48384),
-        runtime.Entry("fp32", 1345, 1408, 1, None, "single", 8, 1408, 1, "persistent", True, 50688),
-        runtime.Entry("fp32", 1409, 1472, 1, None, "single", 8, 1472, 1, "persistent", True, 52992),
-        runtime.Entry("fp32", 1473, 1536, 1, None, "single", 8, 1536, 1, "persistent", True, 55296),
-        runtime.Entry("fp32", 1537, 1600, 1, None, "single", 8, 1600, 1, "persistent", True, 57600),
-        runtime.Entry("fp32", 1601, 1664, 1, None, "single", 8, 1664, 1, "persistent", True, 59904),
-        runtime.Entry("fp32", 1665, 1728, 1, None, "single", 8, 1728, 1, "persistent", True, 62208),
-        runtime.Entry("fp32", 1729, 1792, 1, None, "single", 8, 1792, 1, "persistent", True, 64512),
-        runtime.Entry("fp32", 1793, 1856, 1, None, "single", 8, 1856, 1, "persistent", True, 66816),
-        runtime.Entry("fp32", 1857, 1920, 1, None, "single", 8, 1920, 1, "persistent", True, 69120),
-        runtime.Entry("fp32", 1921, 1984, 1, None, "single", 8, 1984, 1, "persistent", True, 71424),
-        runtime.Entry("fp32", 1985, 2047, 1, None, "single", 8, 2048, 1, "persistent", True, 73728),
-        runtime.Entry("fp32", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 40960),
-        runtime.Entry("fp32", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 40960),
-        runtime.Entry("fp32", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 24576),
-        runtime.Entry("fp32", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 16384),
-        runtime.Entry("fp16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 4864),
-        runtime.Entry("fp16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 33536),
-        runtime.Entry("fp16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 34304),
-        runtime.Entry("fp16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 26880),
-        runtime.Entry("fp16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 35840),
-        runtime.Entry("fp16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 68608),
-        runtime.Entry("fp16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", True, 85760),
-        runtime.Entry("fp16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 102912),
-        runtime.Entry("fp16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 120064),
-        runtime.Entry("fp16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 137216),
-        runtime.Entry("fp16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 71680),
-        runtime.Entry("fp16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 80640),
-        runtime.Entry("fp16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 89600),
-        runtime.Entry("fp16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 98560),
-        runtime.Entry("fp16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 107520),
-        runtime.Entry("fp16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 116480),
-        runtime.Entry("fp16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 125440),
-        runtime.Entry("fp16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 134400),
-        runtime.Entry("fp16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 143360),
-        runtime.Entry("fp16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 77824),
-        runtime.Entry("fp16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 77824),
-        runtime.Entry("fp16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 45056),
-        runtime.Entry("fp16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 28672),
-        runtime.Entry("bf16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 4864),
-        runtime.Entry("bf16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 33536),
-        runtime.Entry("bf16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 34304),
-        runtime.Entry("bf16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 26880),
-        runtime.Entry("bf16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 35840),
-        runtime.Entry("bf16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 68608),
-        runtime.Entry("bf16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", True, 85760),
-        runtime.Entry("bf16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 102912),
-        runtime.Entry("bf16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 120064),
-        runtime.Entry("bf16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 137216),
-        runtime.Entry("bf16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 71680),
-        runtime.Entry("bf16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 80640),
-        runtime.Entry("bf16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 89600),
-        runtime.Entry("bf16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 98560),
-        runtime.Entry("bf16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 107520),
-        runtime.Entry("bf16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 116480),
-        runtime.Entry("bf16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 125440),
-        runtime.Entry("bf16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 134400),
-        runtime.Entry("bf16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 143360),
-        runtime.Entry("bf16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 77824),
-        runtime.Entry("bf16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 77824),
-        runtime.Entry("bf16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 45056),
-        runtime.Entry("bf16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 28672),
-    ),
-)
+# Dispatch table (TABLE_6 of _npu_tables.py, which 1 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("rmsnorm", "npu", TABLE_6)
 
 # pass -> kernel
 KERNELS = {

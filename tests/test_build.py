@@ -201,6 +201,7 @@ def test_own_specs_build_an_importable_package(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "__init__.py",
+        "_cuda_tables.py",
         "tiny_norm.py",
         "tiny_norm_cuda.py",
         "tiny_norm_reference.py",

@@ -114,7 +114,8 @@ def spec():
 
 
 def target_text() -> str:
-    return render.render_target(plan(spec(), Target.CUDA, None))
+    kernel_plan = plan(spec(), Target.CUDA, None)
+    return render.render_target(kernel_plan, render.shared_tables([kernel_plan])["tiny"])
 
 
 def kernel_text() -> str:
