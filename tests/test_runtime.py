@@ -73,3 +73,29 @@ def test_ops_still_launch_when_the_direct_path_is_off(monkeypatch):
         y, s = generated.add_rmsnorm(x, x, torch.ones(4096, device="cuda", dtype=torch.bfloat16))
     assert not any(launcher.fast.values())  # every launch took kernel[grid]
     torch.testing.assert_close(s, x + x)
+
+
+@pytest.mark.skipif(not runtime.INTERPRET or runtime.INTERPRET_TARGET != "cuda", reason="the cuda kernels on CPU")
+@pytest.mark.parametrize("op", ["add_rmsnorm", "add_layernorm", "add_rmsnorm_int8"])
+@pytest.mark.parametrize(("passes", "block_n", "cols"), [("single", 128, 100), ("multi", 64, 200)])
+def test_each_mode_writes_only_its_outputs(op, passes, block_n, cols):
+    """Launched through the ABI with every output a tensor of its own: pre mode writes the sum,
+    post mode never does (its residual out, when it has one, is the unquantized y)."""
+    from benchmarks.calls import check, launcher_for, make_call
+    from dsl.abi import Source
+
+    spec = next(s for s in runtime_specs() if s.name == op)
+    for mode in ("pre", "post"):
+        call = make_call(op, mode, 3, cols, "fp32", "cpu")
+        residual_out = call["tensors"][Source.RESIDUAL_OUT].fill_(float("nan"))
+        launcher_for(op, "fp32", passes, 2, block_n, 4, "tiles")(call["key"], False, 0, call["args"])
+        written = not residual_out.isnan().any()
+        assert written == (mode == "pre" or spec.is_quantized), (mode, passes)
+        if written:
+            check(op, spec, call, mode)
+
+
+def runtime_specs():
+    from dsl import pipeline
+
+    return pipeline.load_specs(pipeline.SPECS)
