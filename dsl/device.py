@@ -4,15 +4,16 @@ Both targets' kernels call these (they are ordinary Triton, which upstream
 Triton and triton-ascend both compile, and both interpreters run). Triton
 inlines a helper into its caller before optimizing, and resolves each
 ``tl.constexpr`` branch at compile time, so a kernel specialized with
-EVEN=True contains only the unmasked load: the same code as if it were
-written inline. Generated modules import this module as ``device``.
+EVEN_N=True contains only the unmasked code. Generated modules import this
+module as ``device``. (Loads and stores stay in the kernels' text: see
+templates/kernel_macros.jinja.)
 """
 
 import triton
 import triton.language as tl
 
 # ----------------------------------------------------------------------------
-# Masked or unmasked memory access (the seed's DROP_ROWS_MASK/DROP_COLS_MASK idiom)
+# Masks
 
 
 @triton.jit
@@ -25,25 +26,6 @@ def tile_mask(row_mask, col_mask, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr):
     else:
         mask = row_mask[:, None] & col_mask[None, :]
     return mask
-
-
-@triton.jit
-def load(pointers, mask, EVEN: tl.constexpr):
-    """tl.load; masked (padding reads 0) unless EVEN says every element is in bounds."""
-    if EVEN:
-        value = tl.load(pointers)
-    else:
-        value = tl.load(pointers, mask=mask, other=0.0)
-    return value
-
-
-@triton.jit
-def store(pointers, value, mask, EVEN: tl.constexpr):
-    """tl.store; masked unless EVEN says every element is in bounds."""
-    if EVEN:
-        tl.store(pointers, value)
-    else:
-        tl.store(pointers, value, mask=mask)
 
 
 # ----------------------------------------------------------------------------

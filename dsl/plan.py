@@ -17,7 +17,7 @@ from .abi import Kind, Param, Signature, Source
 from .model import (
     QUANT_MAX,
     QUANT_MIN,
-    QUANT_STORAGE_DTYPE,
+    QUANT_STORAGE_TOKEN,
     Casting,
     NormSpec,
     Quantize,
@@ -159,9 +159,7 @@ def writes_residual_out(spec: NormSpec, mode: ResidualMode | None) -> bool:
 def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
     """The forward kernels' parameters: tensors, scalars, the call's switches, the launcher's constexprs."""
     stats = "x" if spec.casting is Casting.NONE else "fp32"
-    out = (
-        {"torch.int8": "int8", "torch.uint8": "uint8"}[QUANT_STORAGE_DTYPE[spec.quantize]] if spec.is_quantized else "x"
-    )
+    out = QUANT_STORAGE_TOKEN[spec.quantize] if spec.is_quantized else "x"
 
     def tensor(prefix: str, source: Source, element: str, strided: bool, optional: bool = False) -> list[Param]:
         params = [Param(f"{prefix}_ptr", Kind.POINTER, source, element=element, optional=optional)]

@@ -43,9 +43,9 @@ def add_layernorm_fp8_forward_single(
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     if HAS_BIAS:
-        b = device.load(B_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+        b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
     # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
     if PERSISTENT:
@@ -58,12 +58,12 @@ def add_layernorm_fp8_forward_single(
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-        x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-        r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
         s = (x + r).to(dtype)
         if PRE:
-            device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask, EVEN)
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
         s = s.to(tl.float32)
         mean = tl.sum(s, axis=1) / n_cols
         diff = s - mean[:, None]
@@ -77,16 +77,16 @@ def add_layernorm_fp8_forward_single(
         y = y.to(dtype)
         if not PRE:
             # post mode: the residual out is the unquantized output
-            device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask, EVEN)
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
         amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
         scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
-        device.store(SCALE_ptr + rows, scale, row_mask, EVEN_M)
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         q = device.fp8_e4m3_bits(v)
-        device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask, EVEN)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
 @triton.jit
@@ -126,8 +126,8 @@ def add_layernorm_fp8_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
@@ -139,8 +139,8 @@ def add_layernorm_fp8_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
@@ -155,14 +155,14 @@ def add_layernorm_fp8_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
-            w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = device.load(B_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
@@ -171,22 +171,22 @@ def add_layernorm_fp8_forward_multi(
             amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
         scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
-        device.store(SCALE_ptr + rows, scale, row_mask, EVEN_M)
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             if PRE:
-                device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask, EVEN)
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
             s = s.to(tl.float32)
-            w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = device.load(B_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
@@ -194,11 +194,11 @@ def add_layernorm_fp8_forward_multi(
             y = y.to(dtype)
             if not PRE:
                 # post mode: the residual out is the unquantized output
-                device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask, EVEN)
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             q = device.fp8_e4m3_bits(v)
-            device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask, EVEN)
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
 # The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.

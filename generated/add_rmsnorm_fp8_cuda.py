@@ -49,7 +49,7 @@ def add_rmsnorm_fp8_forward_single(
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
     # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
     if PERSISTENT:
@@ -62,12 +62,12 @@ def add_rmsnorm_fp8_forward_single(
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-        x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-        r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
         s = (x + r).to(dtype)
         if PRE:
-            device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask, EVEN)
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
         s = s.to(tl.float32)
         rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
         x_hat = s * rstd[:, None]
@@ -77,16 +77,16 @@ def add_rmsnorm_fp8_forward_single(
         y = y.to(dtype)
         if not PRE:
             # post mode: the residual out is the unquantized output
-            device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask, EVEN)
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
         amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
         scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
-        device.store(SCALE_ptr + rows, scale, row_mask, EVEN_M)
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         q = device.fp8_e4m3_bits(v)
-        device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask, EVEN)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
 @triton.jit
@@ -132,8 +132,8 @@ def add_rmsnorm_fp8_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
@@ -145,12 +145,12 @@ def add_rmsnorm_fp8_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
-            w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = s * rstd[:, None]
             # llama casting: x_hat is rounded to the input dtype before the affine part
             x_hat = x_hat.to(dtype).to(tl.float32)
@@ -159,20 +159,20 @@ def add_rmsnorm_fp8_forward_multi(
             amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row
         scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12)
-        device.store(SCALE_ptr + rows, scale, row_mask, EVEN_M)
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             if PRE:
-                device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask, EVEN)
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
             s = s.to(tl.float32)
-            w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = s * rstd[:, None]
             # llama casting: x_hat is rounded to the input dtype before the affine part
             x_hat = x_hat.to(dtype).to(tl.float32)
@@ -180,11 +180,11 @@ def add_rmsnorm_fp8_forward_multi(
             y = y.to(dtype)
             if not PRE:
                 # post mode: the residual out is the unquantized output
-                device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask, EVEN)
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
             q = device.fp8_e4m3_bits(v)
-            device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask, EVEN)
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
 # The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.

@@ -42,7 +42,7 @@ def gemma_add_rmsnorm_forward_single(
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     w = w + 1.0
     # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
     # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
@@ -56,20 +56,20 @@ def gemma_add_rmsnorm_forward_single(
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-        x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-        r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
         s = (x + r).to(dtype)
         if PRE:
-            device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask, EVEN)
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
         s = s.to(tl.float32)
         rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
         if STORE_RSTD:
-            device.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), row_mask, EVEN_M)
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         x_hat = s * rstd[:, None]
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask, EVEN)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
 @triton.jit
@@ -108,33 +108,33 @@ def gemma_add_rmsnorm_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
             acc += s * s
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         if STORE_RSTD:
-            device.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), row_mask, EVEN_M)
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         # last pass: recompute s = x + r, normalize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            r = device.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             if PRE:
-                device.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask, EVEN)
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
             s = s.to(tl.float32)
-            w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             x_hat = s * rstd[:, None]
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask, EVEN)
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
 # The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.

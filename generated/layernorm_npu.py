@@ -41,9 +41,9 @@ def layernorm_forward_single(
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     if HAS_BIAS:
-        b = device.load(B_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+        b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
     # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
     if PERSISTENT:
@@ -56,22 +56,22 @@ def layernorm_forward_single(
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-        s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         mean = tl.sum(s, axis=1) / n_cols
         diff = s - mean[:, None]
         if not EVEN_N:
             diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
         rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
         if STORE_MEAN:
-            device.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), row_mask, EVEN_M)
+            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         if STORE_RSTD:
-            device.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), row_mask, EVEN_M)
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         x_hat = (s - mean[:, None]) * rstd[:, None]
         y = x_hat * w[None, :]
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask, EVEN)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
 @triton.jit
@@ -110,7 +110,7 @@ def layernorm_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             acc += s
         mean = tl.sum(acc, axis=1) / n_cols
         # pass 2: the variance around that mean (two passes keep it accurate in fp32)
@@ -119,31 +119,31 @@ def layernorm_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             diff = s - mean[:, None]
             if not EVEN_N:
                 diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
             acc += diff * diff
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         if STORE_MEAN:
-            device.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), row_mask, EVEN_M)
+            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         if STORE_RSTD:
-            device.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), row_mask, EVEN_M)
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         # last pass: recompute s, normalize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
-            w = device.load(W_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = device.load(B_ptr + cols, col_mask, EVEN_N).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask, EVEN)
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
 # The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.

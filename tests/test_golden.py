@@ -54,14 +54,14 @@ def tiny_forward_single(
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-        s = device.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask, EVEN).to(tl.float32)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
         x_hat = s * rstd[:, None]
         # llama casting: x_hat is rounded to the input dtype before the affine part
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat
         y = y.to(dtype)
-        device.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask, EVEN)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 '''
 
 ABI = """\
