@@ -44,18 +44,20 @@ def test_probe_accepts_this_tritons_layout(fresh_probe):
 
 
 @pytest.mark.gpu
-def test_probe_rejects_a_wrong_layout(fresh_probe, monkeypatch):
+@pytest.mark.parametrize(
+    ("launch", "why"),
+    [
+        (lambda *args: None, "wrote"),  # a layout the C function accepts but launches nothing with
+        (lambda *args: (_ for _ in ()).throw(TypeError("function takes 16 arguments")), "failed"),
+    ],
+)
+def test_probe_rejects_a_launcher_that_does_not_work(fresh_probe, monkeypatch, launch, why):
     import triton
 
     monkeypatch.setattr(triton, "__version__", "3.6.0")
     real = runtime._direct_launch
-
-    def swapped(compiled, grid, constexprs):  # the scratch arguments where the metadata goes
-        launch, programs, function, prefix, constexprs = real(compiled, grid, constexprs)
-        return launch, programs, function, prefix[::-1], constexprs
-
-    monkeypatch.setattr(runtime, "_direct_launch", swapped)
-    with pytest.warns(UserWarning, match="probe launch"):
+    monkeypatch.setattr(runtime, "_direct_launch", lambda *a: (launch, *real(*a)[1:]))
+    with pytest.warns(UserWarning, match=f"probe launch through it {why}"):
         assert runtime.direct_launch_ok(torch.cuda.current_device()) is False
 
 
