@@ -2,7 +2,7 @@
 
     python build.py                  regenerate (writes only what changed)
     python build.py --check          write nothing; exit 1 with a diff if generated/ is stale
-    python build.py --list           each op, its kernel variants and its dispatch tables
+    python build.py --list           each op, its kernels and its dispatch tables
     python build.py --specs DIR --out DIR   your own specs into your own package
     python build.py --tune cuda      measure cuda configs on this GPU, write dsl/tuning/cuda.json
 

@@ -2,7 +2,9 @@
 
     timing  device time from CUDA-graph replay, host time per call, copy bandwidth, output checks
     bench   normgen's add_rmsnorm against torch eager, torch.compile and Liger-Kernel
-    tune    candidate launch configs per cuda dispatch bucket -> dsl/tuning/cuda.json
+    report  the benchmark's tables, targets, JSON and plots
+    tune    launch configs per op and cuda dispatch bucket -> dsl/tuning/cuda.json
+    calls   a kernel launch built from the ABI and checked against the generated reference
 
 Importing these modules makes no CUDA call; see benchmarks/README.md for the commands.
 """

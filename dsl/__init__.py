@@ -5,11 +5,14 @@ One module per pipeline stage, in order:
     parse    text -> syntax tree (Lark, ``grammar.lark``)
     resolve  syntax tree -> NormSpec (frozen model, see ``model``)
     check    NormSpec -> errors for contradictions
-    plan     NormSpec x target -> KernelPlan (variants, launch rules, dispatch table)
+    plan     NormSpec x target -> KernelPlan (kernels, their ``abi``, the dispatch table
+             from the target's rules in ``targets/``); ``op_view`` for the op module
     render   KernelPlan -> text (Jinja2 templates under ``dsl/templates/``)
     emit     text -> files under ``generated/`` (the only stage that writes)
 
-``pipeline`` strings the stages together; ``runtime`` holds the small helpers
-that the generated code imports at run time; ``hf`` swaps a model's norm layers
-(Hugging Face transformers or any nn.Module tree) for the generated modules.
+``pipeline`` strings the stages together and reads the tuning file; ``runtime``
+(checks, the launcher), ``abi`` (the kernels' parameters) and ``device`` (shared
+``@triton.jit`` helpers) are what the generated code imports at run time;
+``hf`` swaps a model's norm layers (Hugging Face transformers or any nn.Module
+tree) for the generated modules.
 """

@@ -2,7 +2,7 @@
 
     python build.py                  regenerate generated/ from dsl/specs/ (writes only what changed)
     python build.py --check          write nothing; exit 1 with a diff if generated/ is stale
-    python build.py --list           each op, its kernel variants and its dispatch tables
+    python build.py --list           each op, its kernels and its dispatch tables
     python build.py --specs DIR --out DIR   your own specs into your own package
     python build.py --tune cuda      measure cuda configs on this GPU, write dsl/tuning/cuda.json
 
@@ -69,14 +69,15 @@ def check_folders(specs: Path, out: Path) -> None:
 
 def list_ops(spec_dir: Path) -> str:
     lines = []
+    tuning = pipeline.read_tuning()
     for spec in sorted(pipeline.load_specs(spec_dir), key=lambda s: s.name):
         lines.append(f"{spec.name}  ({spec.path})")
         for target in spec.targets:
-            kernel_plan = plan(spec, target)
-            counts = f"{len(kernel_plan.variants)} kernels, {len(kernel_plan.table)} dispatch entries"
+            kernel_plan = plan(spec, target, tuning[target])
+            counts = f"{len(kernel_plan.kernels)} kernels, {len(kernel_plan.table)} dispatch entries"
             lines.append(f"  {target.value}: {counts}")
-            for variant in kernel_plan.variants:
-                lines.append(f"    {variant.name}")
+            for kernel in kernel_plan.kernels:
+                lines.append(f"    {kernel.name}")
             for dtype in spec.dtypes:
                 entries = [e for e in kernel_plan.table if e.dtype is dtype]
                 single = [e for e in entries if e.passes.value == "single"]
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         help="torch.library namespace of the ops (default: normgen for generated/, else the --out folder name)",
     )
     parser.add_argument("--check", action="store_true", help="write nothing; fail with a diff when --out is stale")
-    parser.add_argument("--list", action="store_true", help="print each op, its variants and dispatch tables")
+    parser.add_argument("--list", action="store_true", help="print each op, its kernels and dispatch tables")
     parser.add_argument(
         "--tune", choices=["cuda"], help="measure configs on this machine's GPU (see benchmarks/tune.py; a checkout)"
     )

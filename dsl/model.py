@@ -98,6 +98,7 @@ DTYPE_BYTES = {DType.FP32: 4, DType.FP16: 2, DType.BF16: 2}
 # stores (fp8 is written as its exact bit pattern in uint8 and viewed back).
 QUANT_TORCH_DTYPE = {Quantize.INT8: "torch.int8", Quantize.FP8_E4M3: "torch.float8_e4m3fn"}
 QUANT_STORAGE_DTYPE = {Quantize.INT8: "torch.int8", Quantize.FP8_E4M3: "torch.uint8"}
+QUANT_STORAGE_TOKEN = {Quantize.INT8: "int8", Quantize.FP8_E4M3: "uint8"}  # the same, as a kernel ABI element
 QUANT_MIN = {Quantize.INT8: -128.0, Quantize.FP8_E4M3: -448.0}
 QUANT_MAX = {Quantize.INT8: 127.0, Quantize.FP8_E4M3: 448.0}
 QUANT_SCALE_FLOOR = 1e-12

@@ -1,27 +1,16 @@
 """Every generated name, computed here and nowhere else.
 
-A kernel variant's canonical name is its Triton function name, its key in the
-generated ``KERNELS`` map and its test id.
+A kernel's canonical name is its Triton function name and its test id.
 """
 
 from __future__ import annotations
 
-from .model import NormSpec, ResidualMode, Target
+from .model import NormSpec, Target
 
 
-def variant_name(
-    spec: NormSpec, mode: ResidualMode | None, passes: str, row_mask: bool, col_mask: bool, grid: str
-) -> str:
-    """e.g. add_rmsnorm_pre_single_rowfull_colmask (one tile per program) or ..._persistent."""
-    parts = [spec.name]
-    if mode is not None:
-        parts.append(mode.value)
-    parts.append(passes)
-    parts.append("rowmask" if row_mask else "rowfull")
-    parts.append("colmask" if col_mask else "colfull")
-    if grid == "persistent":
-        parts.append("persistent")
-    return "_".join(parts)
+def kernel_name(spec: NormSpec, direction: str, passes: str) -> str:
+    """e.g. add_rmsnorm_forward_single: the op, the direction, the pass."""
+    return f"{spec.name}_{direction}_{passes}"
 
 
 def op_module(spec: NormSpec) -> str:
@@ -30,6 +19,11 @@ def op_module(spec: NormSpec) -> str:
 
 def target_module(spec: NormSpec, target: Target) -> str:
     return f"{spec.name}_{target.value}"
+
+
+def tables_module(target: Target) -> str:
+    """The target's dispatch tables, shared by its kernel modules (no op name starts with _)."""
+    return f"_{target.value}_tables"
 
 
 def reference_module(spec: NormSpec) -> str:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from .check import check, check_names
 from .diagnostics import Diagnostic, SpecError
-from .model import NormSpec, Span
+from .model import NormSpec, Span, Target
+from .op_view import op_plan
 from .parse import parse
-from .plan import op_plan
 from .render import render_all, render_op, render_reference
 from .resolve import resolve_partial
+from .targets import cuda
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "dsl" / "specs"
@@ -164,9 +165,14 @@ def check_generated_names(specs: list[NormSpec], namespace: str) -> list[Diagnos
     return errors
 
 
-def generate(spec_dir: Path, namespace: str, tuning: dict | None = None) -> dict[str, str]:
+def read_tuning() -> dict[Target, dict | None]:
+    """Each target's tuning data, read from its file (the planner itself reads no files)."""
+    return {Target.CUDA: cuda.load_tuning(), Target.NPU: None}
+
+
+def generate(spec_dir: Path, namespace: str, tuning: dict[Target, dict | None] | None = None) -> dict[str, str]:
     specs, diagnostics, sources = _load_all(spec_dir)
     diagnostics += check_generated_names(specs, namespace)
     if diagnostics:
         raise SpecError(diagnostics, sources)
-    return render_all(specs, namespace, tuning)
+    return render_all(specs, namespace, read_tuning() if tuning is None else tuning)

@@ -6,13 +6,15 @@ the planner's lists. Every file gets a header naming its spec and template.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from . import names
-from .model import NormSpec
-from .plan import KernelPlan, OpPlan, op_plan, plan
+from .model import NormSpec, Target
+from .op_view import OpPlan, op_plan
+from .plan import DispatchEntry, KernelPlan, plan
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -58,8 +60,42 @@ def _render(template: str, sources: list[str], **context) -> str:
     return text.rstrip("\n") + "\n"
 
 
-def render_target(kernel_plan: KernelPlan) -> str:
-    return _render("target.py.jinja", [kernel_plan.spec.path], plan=kernel_plan, f=kernel_plan.facts)
+@dataclass(frozen=True)
+class SharedTable:
+    """One dispatch table of a target's tables module, and the ops whose kernel modules use it."""
+
+    name: str
+    ops: tuple[str, ...]
+    entries: tuple[DispatchEntry, ...]
+
+
+def shared_tables(plans: list[KernelPlan]) -> dict[str, SharedTable]:
+    """Op name -> its table, for one target's plans: ops with equal tables share one (TABLE_1, ... in
+    the order of the ops' names)."""
+    groups: dict[tuple, list[KernelPlan]] = {}
+    for kernel_plan in sorted(plans, key=lambda p: p.spec.name):
+        groups.setdefault(kernel_plan.table, []).append(kernel_plan)
+    result = {}
+    for number, (entries, members) in enumerate(groups.items(), start=1):
+        ops = tuple(p.spec.name for p in members)
+        result.update({op: SharedTable(f"TABLE_{number}", ops, entries) for op in ops})
+    return result
+
+
+def render_target(kernel_plan: KernelPlan, table: SharedTable) -> str:
+    return _render(
+        "target.py.jinja",
+        [kernel_plan.spec.path],
+        plan=kernel_plan,
+        f=kernel_plan.facts,
+        abi=kernel_plan.signature,
+        table=table,
+        tables_module=names.tables_module(kernel_plan.target),
+    )
+
+
+def render_tables(target: Target, tables: list[SharedTable], sources: list[str]) -> str:
+    return _render("tables.py.jinja", sources, target=target.value, tables=tables)
 
 
 def render_op(plan_: OpPlan) -> str:
@@ -76,14 +112,22 @@ def render_package(specs: list[NormSpec], namespace: str) -> str:
     return _render("package_init.py.jinja", sorted({s.path for s in specs}), specs=specs, ops=ops, exported=exported)
 
 
-def render_all(specs: list[NormSpec], namespace: str, tuning: dict | None = None) -> dict[str, str]:
-    """Every generated file: {file name: text}."""
+def render_all(specs: list[NormSpec], namespace: str, tuning: dict[Target, dict | None]) -> dict[str, str]:
+    """Every generated file: {file name: text}; ``tuning``: each target's tuning data (pipeline.read_tuning)."""
     specs = sorted(specs, key=lambda s: s.name)
     files = {"__init__.py": render_package(specs, namespace)}
     for spec in specs:
         op = op_plan(spec, namespace)
         files[f"{names.op_module(spec)}.py"] = render_op(op)
         files[f"{names.reference_module(spec)}.py"] = render_reference(op)
-        for target in spec.targets:
-            files[f"{names.target_module(spec, target)}.py"] = render_target(plan(spec, target, tuning))
+    for target in Target:
+        plans = [plan(spec, target, tuning.get(target)) for spec in specs if target in spec.targets]
+        if not plans:
+            continue
+        tables = shared_tables(plans)
+        for kernel_plan in plans:
+            files[f"{kernel_plan.module}.py"] = render_target(kernel_plan, tables[kernel_plan.spec.name])
+        distinct = sorted(set(tables.values()), key=lambda t: int(t.name.split("_")[1]))
+        sources = sorted({p.spec.path for p in plans})
+        files[f"{names.tables_module(target)}.py"] = render_tables(target, distinct, sources)
     return dict(sorted(files.items()))

@@ -19,9 +19,12 @@ import math
 import numbers
 import os
 import threading
+import warnings
 from typing import NamedTuple
 
 import torch
+
+from .abi import Kind, Signature, Source
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 INTERPRET_TARGET = os.environ.get("NORMGEN_INTERPRET_TARGET", "cuda")
@@ -283,19 +286,19 @@ class DispatchTable:
         )
 
 
-def variant_key(mode: str, entry: Entry, n_rows: int, n_cols: int) -> tuple:
-    return (mode, entry.passes, n_rows % entry.block_m != 0, n_cols % entry.block_n != 0, entry.grid)
-
-
 class Launcher:
-    """Launches one op's kernels on one target; the generated op module calls it.
+    """Launches one op's kernels of one direction on one target; the generated op module calls it.
 
-    The first call of a launch key (mode, dtype, shape, strides, optional
-    outputs, pointer alignment) looks up the dispatch table, picks the kernel
-    variant, sizes the grid and launches through Triton, which compiles. On
-    CUDA, later calls with the same key go straight to the compiled kernel's
-    C launcher with its cached metadata: no table lookup, no argument binding,
-    no specialization work. The direct launches are compiled for pointers that
+    ``abi`` is the kernels' parameter list (dsl/abi.py): the op passes a launch
+    key (x's dtype, then the values of the ABI's launch-key parameters) and the
+    call's arguments in kernel order; the launcher appends the constexprs it
+    decides (blocks, masks, grid, VEC). The first call of a launch key looks up
+    the dispatch table, picks the pass's kernel, sizes the grid and launches
+    through Triton, which compiles. On CUDA, later calls with the same key go
+    straight to the compiled kernel's C launcher with its cached metadata, where
+    this Triton's launcher layout is known and passed its first-launch check
+    (``direct_launch_ok``): no table lookup, no argument binding, no
+    specialization work. The direct launches are compiled for pointers that
     are all 16-byte aligned (Triton specializes on alignment per argument), so
     only aligned calls use them; any other call takes Triton's own path, which
     picks or compiles the specialization for its pointers.
@@ -304,34 +307,46 @@ class Launcher:
     interpreted launches are serialized (one at a time per process).
     """
 
-    def __init__(self, table: DispatchTable, kernels: dict, target: str, options: dict):
-        self.table, self.kernels, self.target, self.options = table, kernels, target, options
+    def __init__(self, table: DispatchTable, kernels: dict, abi: Signature, target: str, options: dict):
+        self.table, self.kernels, self.abi, self.target, self.options = table, kernels, abi, target, options
         self.direct = target == "cuda" and not INTERPRET
+        # Where the launch key holds n_rows, n_cols and the row strides (the ABI says).
+        self.rows_at = abi.key_position(Source.N_ROWS, Kind.SCALAR)
+        self.cols_at = abi.key_position(Source.N_COLS, Kind.SCALAR)
+        self.strides_at = tuple(abi.key_position(p.source, Kind.ROW_STRIDE) for p in abi.row_strides)
         # device index -> {launch key -> direct launch} (cuda; compiled kernels are per device)
         self.fast: collections.defaultdict[int, dict] = collections.defaultdict(dict)
         self.slow: dict[tuple, tuple] = {}  # (launch key, device) -> (kernel, grid, options)
 
-    def decide(self, mode: str, dtype: str, n_rows: int, n_cols: int, device_index: int, ints: tuple = ()) -> tuple:
+    def decide(self, dtype: str, n_rows: int, n_cols: int, device_index: int, ints: tuple = ()) -> tuple:
         """(kernel, grid, options, entry) for a shape: the table lookup and launch policy.
 
-        ``ints``: n_cols and the row strides of the call (contiguous rows if empty),
-        from which the cuda kernels' VEC (the widest vector, up to 16 bytes, that
-        divides them all) is derived.
+        ``options`` holds the launcher's constexprs (the ABI's decided parameters,
+        in order) and then the launch options. ``ints``: n_cols and the row
+        strides of the call (contiguous rows if empty), from which VEC (the
+        widest vector, up to 16 bytes, that divides them all) is derived.
         """
         entry = self.table.lookup(dtype, n_rows, n_cols)
-        kernel = self.kernels[variant_key(mode, entry, n_rows, n_cols)]
+        kernel = self.kernels[entry.passes]
         tiles = -(-n_rows // entry.block_m)
-        if entry.grid == "persistent":
+        persistent = entry.grid == "persistent"
+        if persistent:
             cores = npu_vector_cores(device_index) if self.target == "npu" else cuda_sm_count(device_index)
             programs = max(1, min(cores, tiles, 65535))
         else:
             programs = max(1, tiles)
-        options = {"BLOCK_M": entry.block_m, "BLOCK_N": entry.block_n}
-        if self.target == "cuda":
-            common = 0
-            for value in ints or (n_cols,):
-                common |= value
-            options["VEC"] = min(common & -common, 16 // DTYPE_BYTES[dtype])
+        common = 0
+        for value in ints or (n_cols,):
+            common |= value
+        values = {
+            Source.BLOCK_M: entry.block_m,
+            Source.BLOCK_N: entry.block_n,
+            Source.EVEN_M: n_rows % entry.block_m == 0,
+            Source.EVEN_N: n_cols % entry.block_n == 0,
+            Source.PERSISTENT: persistent,
+            Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
+        }
+        options = {p.name: values[p.source] for p in self.abi.decided}
         if not INTERPRET:
             options.update(self.options)
             if self.target == "npu":
@@ -342,17 +357,17 @@ class Launcher:
         return kernel, (programs,), options, entry
 
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
-        """Launch; key = (mode, dtype, n_rows, n_cols, *other int and bool arguments)."""
+        """Launch; key = (x's dtype, *the values of the ABI's launch-key parameters)."""
         fast = self.fast[device_index].get(key) if aligned else None
         if fast is not None:
-            launch, grid, function, prefix, blocks = fast
-            launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(device_index), function, *prefix, *args, *blocks)
+            launch, grid, function, prefix, constexprs = fast
+            launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(device_index), function, *prefix, *args, *constexprs)
             return
         decision = self.slow.get((key, device_index))
         if decision is None:
-            mode, dtype, n_rows, n_cols = key[:4]
-            ints = (n_cols,) + tuple(v for v in key[4:] if type(v) is int)  # the row strides
-            kernel, grid, options, _ = self.decide(mode, DTYPE_TOKEN[dtype], n_rows, n_cols, device_index, ints)
+            n_rows, n_cols = key[self.rows_at], key[self.cols_at]
+            ints = (n_cols,) + tuple(key[i] for i in self.strides_at)
+            kernel, grid, options, _ = self.decide(DTYPE_TOKEN[key[0]], n_rows, n_cols, device_index, ints)
             decision = self.slow[key, device_index] = (kernel, grid, options)
         kernel, grid, options = decision
         if INTERPRET:
@@ -360,21 +375,77 @@ class Launcher:
                 kernel[grid](*args, **options)
             return
         compiled = kernel[grid](*args, **options)
-        if self.direct and aligned and compiled is not None:
-            self.fast[device_index][key] = _direct_launch(compiled, grid, options)
+        if self.direct and aligned and compiled is not None and direct_launch_ok(device_index):
+            constexprs = tuple(options[p.name] for p in self.abi.decided)
+            self.fast[device_index][key] = _direct_launch(compiled, grid, constexprs)
 
 
-def _direct_launch(compiled, grid: tuple, options: dict):
-    """The compiled kernel's C launcher and its constant leading arguments (Triton 3.3+ layout)."""
+# ----------------------------------------------------------------------------
+# Triton's private C launcher (cuda): a positional layout that changes between
+# Triton versions. Used only for versions whose layout is known, and only after a
+# probe kernel launched through it wrote what it should; otherwise every launch
+# takes kernel[grid] (Triton's public path), after a one-time warning.
+
+DIRECT_LAUNCH_VERSIONS = ((3, 3), (3, 6))  # inclusive (major, minor) range of the layout below; tested: 3.6
+
+
+def _direct_launch(compiled, grid: tuple, constexprs: tuple):
+    """The compiled kernel's C launcher and its constant leading arguments (Triton 3.3 to 3.6 layout)."""
     runner = compiled.run  # CudaLauncher: Python wrapper around the C launch function
-    blocks = tuple(options[name] for name in ("BLOCK_M", "BLOCK_N", "VEC") if name in options)
     scratch = getattr(runner, "global_scratch_size", 0) or getattr(runner, "profile_scratch_size", 0)
     if scratch or not hasattr(runner, "launch"):
         # Kernels that need scratch memory keep Triton's wrapper, which allocates it.
         prefix = (compiled.packed_metadata, None, None, None)
-        return runner, grid[0], compiled.function, prefix, blocks
+        return runner, grid[0], compiled.function, prefix, constexprs
     prefix = (runner.launch_cooperative_grid, runner.launch_pdl, None, None, compiled.packed_metadata, None, None, None)
-    return runner.launch, grid[0], compiled.function, prefix, blocks
+    return runner.launch, grid[0], compiled.function, prefix, constexprs
+
+
+def _probe_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def normgen_launch_probe(out_ptr, value, ADD: tl.constexpr):
+        tl.store(out_ptr + tl.program_id(0), value + ADD)
+
+    return normgen_launch_probe
+
+
+_DIRECT_OK: dict[int, bool] = {}
+
+
+def direct_launch_ok(device_index: int) -> bool:
+    """Whether the direct launch works with this Triton on this device (checked once; False: warned once)."""
+    ok = _DIRECT_OK.get(device_index)
+    if ok is not None:
+        return ok
+    if torch.cuda.is_current_stream_capturing():
+        return False  # the probe synchronizes; check at the next launch outside a capture
+    import triton
+
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    low, high = DIRECT_LAUNCH_VERSIONS
+    why = ""
+    if not low <= version <= high:
+        why = f"triton {triton.__version__} is outside the versions whose launcher layout normgen knows"
+    else:
+        try:
+            out = torch.zeros(2, dtype=torch.int32, device=f"cuda:{device_index}")
+            kernel = _probe_kernel()
+            compiled = kernel[(1,)](out, 5, 2)
+            launch, _, function, prefix, constexprs = _direct_launch(compiled, (2,), (2,))
+            stream = torch._C._cuda_getCurrentRawStream(device_index)
+            launch(2, 1, 1, stream, function, *prefix, out, 40, *constexprs)
+            torch.cuda.synchronize(device_index)
+            if out.tolist() != [42, 42]:
+                why = f"a probe launch through it wrote {out.tolist()}, not [42, 42]"
+        except Exception as error:  # any failure means: do not use it
+            why = f"a probe launch through it failed ({type(error).__name__}: {error})"
+    ok = _DIRECT_OK[device_index] = not why
+    if why:
+        warnings.warn(f"normgen: launching through kernel[grid] (slower host path): {why}", stacklevel=3)
+    return ok
 
 
 @functools.cache

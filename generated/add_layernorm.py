@@ -109,11 +109,11 @@ def add_layernorm(
         if n_rows:
             x_stride = out_stride = residual_stride = residual_out_stride = n_cols
             if norm_pos == "pre":
-                key = ("pre", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, bias is not None, mean is not None, rstd is not None)
-                args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
+                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None, True)
+                args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None, True)
             elif norm_pos == "post":
-                key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, bias is not None, mean is not None, rstd is not None)
-                args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
+                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None, False)
+                args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None, False)
             aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
         return _public(slots, return_mean, return_rstd)
@@ -205,11 +205,11 @@ def _forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_
     x = x_rows
     residual = residual_rows
     if norm_pos == "pre":
-        key = ("pre", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, bias is not None, mean is not None, rstd is not None)
-        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
+        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None, True)
+        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None, True)
     elif norm_pos == "post":
-        key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, bias is not None, mean is not None, rstd is not None)
-        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
+        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None, False)
+        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None, False)
     aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
     (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)
     return slots

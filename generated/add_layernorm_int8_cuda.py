@@ -3,43 +3,35 @@
 """add_layernorm_int8 on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
-the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
-from dsl/tuning/cuda.json (measured).
+One forward kernel per pass (single: a row in one tile; multi: a loop over
+BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
+one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
+tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
+of the grid; else one tile per program), PRE (pre mode: s = x + r is written
+to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
+Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this op has no measurements of its own yet).
 """
 
 import triton
 import triton.language as tl
 
-from dsl import runtime
+from dsl import device, runtime
+from dsl.abi import Kind, Param, Signature, Source
+
+from ._cuda_tables import TABLE_1
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowfull_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
+def add_layernorm_int8_forward_single(
+    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride,
     SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, single pass, each row in one tile.
 
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
@@ -50,1800 +42,74 @@ def add_layernorm_int8_pre_single_rowfull_colfull(
     R_row_stride = (R_row_stride // VEC) * VEC
     Y_row_stride = (Y_row_stride // VEC) * VEC
     RES_row_stride = (RES_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.abs(y.to(tl.float32))
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowfull_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < n_rows
-    rows = rows.to(tl.int64)
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=row_mask[:, None])
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.abs(y.to(tl.float32))
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < n_rows
-    rows = rows.to(tl.int64)
-    mask = row_mask[:, None] & col_mask[None, :]
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=mask)
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
+        b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
         s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
+        if PRE:
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
         s = s.to(tl.float32)
         mean = tl.sum(s, axis=1) / n_cols
         diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    # pass 1: accumulate the row sums in fp32 (loads only: every
-    # store waits for the last pass, so no pass reads what an earlier one wrote)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        acc += s
-    mean = tl.sum(acc, axis=1) / n_cols
-    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        diff = s - mean[:, None]
-        acc += diff * diff
-    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-    # the row's largest |y|, which sets the quantization scale
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    # last pass: recompute s = x + r, normalize, quantize and store every output
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    # pass 1: accumulate the row sums in fp32 (loads only: every
-    # store waits for the last pass, so no pass reads what an earlier one wrote)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        acc += s
-    mean = tl.sum(acc, axis=1) / n_cols
-    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        acc += diff * diff
-    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-    # the row's largest |y|, which sets the quantization scale
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    # last pass: recompute s = x + r, normalize, quantize and store every output
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.abs(y.to(tl.float32))
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
+        if not EVEN_N:
             diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowfull_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    # post mode: the residual out is the unquantized output
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.abs(y.to(tl.float32))
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowfull_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    # post mode: the residual out is the unquantized output
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < n_rows
-    rows = rows.to(tl.int64)
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    # post mode: the residual out is the unquantized output
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.abs(y.to(tl.float32))
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < n_rows
-    rows = rows.to(tl.int64)
-    mask = row_mask[:, None] & col_mask[None, :]
-    x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    # s = x + r, rounded to the input dtype exactly as torch's x + r is
-    s = (x + r).to(dtype)
-    s = s.to(tl.float32)
-    mean = tl.sum(s, axis=1) / n_cols
-    diff = s - mean[:, None]
-    diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-    rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-    x_hat = (s - mean[:, None]) * rstd[:, None]
-    y = x_hat * w[None, :]
-    if HAS_BIAS:
-        y = y + b[None, :]
-    y = y.to(dtype)
-    # post mode: the residual out is the unquantized output
-    tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-    amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-    nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-    v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-    is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-    v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-    q_floor = tl.floor(v)
-    q_frac = v - q_floor
-    q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-    q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-    q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
         rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
         x_hat = (s - mean[:, None]) * rstd[:, None]
         y = x_hat * w[None, :]
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_post_multi_rowfull_colfull(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    # pass 1: accumulate the row sums in fp32 (loads only: every
-    # store waits for the last pass, so no pass reads what an earlier one wrote)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        acc += s
-    mean = tl.sum(acc, axis=1) / n_cols
-    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        diff = s - mean[:, None]
-        acc += diff * diff
-    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-    # the row's largest |y|, which sets the quantization scale
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    # last pass: recompute s = x + r, normalize, quantize and store every output
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_post_multi_rowfull_colmask(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    # pass 1: accumulate the row sums in fp32 (loads only: every
-    # store waits for the last pass, so no pass reads what an earlier one wrote)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        acc += s
-    mean = tl.sum(acc, axis=1) / n_cols
-    # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        acc += diff * diff
-    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-    # the row's largest |y|, which sets the quantization scale
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-    nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-    # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-    scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-    tl.store(SCALE_ptr + rows, scale)
-    # last pass: recompute s = x + r, normalize, quantize and store every output
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    R_row_stride = (R_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    RES_row_stride = (RES_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.abs(y.to(tl.float32))
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
+        if not PRE:
             # post mode: the residual out is the unquantized output
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
+        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
+        nan_seen += device.row_nan(y, col_mask, EVEN_N)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
+        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+        q = tl.where(is_nan, 0.0, device.round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
 @triton.jit
-def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
+def add_layernorm_int8_forward_multi(
+    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride,
     SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks.
 
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
@@ -1854,11 +120,21 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
     R_row_stride = (R_row_stride // VEC) * VEC
     Y_row_stride = (Y_row_stride // VEC) * VEC
     RES_row_stride = (RES_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         # pass 1: accumulate the row sums in fp32 (loads only: every
         # store waits for the last pass, so no pass reads what an earlier one wrote)
@@ -1866,8 +142,9 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
@@ -1878,13 +155,15 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
             diff = s - mean[:, None]
-            diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+            if not EVEN_N:
+                diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
             acc += diff * diff
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
@@ -1893,165 +172,91 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+            amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
+            nan_seen += device.row_nan(y, col_mask, EVEN_N)
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
         scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
+            if PRE:
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
             s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            # post mode: the residual out is the unquantized output
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
+            if not PRE:
+                # post mode: the residual out is the unquantized output
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
             is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
+            q = tl.where(is_nan, 0.0, device.round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "add_layernorm_int8",
-    "cuda",
+# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+ABI = Signature(
     (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 16, 1, 1023, "single", 16, 16, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 17, 32, 1, 1023, "single", 16, 32, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 33, 64, 1, 1023, "single", 8, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 129, 256, 1024, None, "single", 2, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1024, None, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 513, 1024, 1, 1023, "single", 1, 1024, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 513, 1024, 1024, None, "single", 1, 1024, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 1025, 2048, 1, 1023, "single", 1, 2048, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 1025, 2048, 1024, None, "single", 1, 2048, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 2049, 4096, 1024, None, "single", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 4097, 8192, 1024, None, "single", 1, 8192, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 8193, 16384, 1, 1023, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 8193, 16384, 1024, None, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "persistent", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1024, None, "single", 1, 32768, 16, "persistent", False, 0),
-        runtime.Entry("fp32", 32769, None, 1, 1023, "multi", 1, 4096, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 32769, None, 1024, None, "multi", 1, 4096, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
-        runtime.Entry("fp16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("bf16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
-        runtime.Entry("bf16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
-    ),
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
+        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+        Param("Y_ptr", Kind.POINTER, Source.OUT, element="int8"),
+        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
+        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
+        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
+        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("eps", Kind.SCALAR, Source.EPS),
+        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        Param("VEC", Kind.CONSTEXPR, Source.VEC),
+    )
 )
 
-# (mode, pass, row mask, column mask, grid) -> kernel
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 10 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("add_layernorm_int8", "cuda", TABLE_1)
+
+# pass -> kernel
 KERNELS = {
-    ('pre', 'single', False, False, 'tiles'): add_layernorm_int8_pre_single_rowfull_colfull,
-    ('pre', 'single', False, True, 'tiles'): add_layernorm_int8_pre_single_rowfull_colmask,
-    ('pre', 'single', True, False, 'tiles'): add_layernorm_int8_pre_single_rowmask_colfull,
-    ('pre', 'single', True, True, 'tiles'): add_layernorm_int8_pre_single_rowmask_colmask,
-    ('pre', 'single', False, False, 'persistent'): add_layernorm_int8_pre_single_rowfull_colfull_persistent,
-    ('pre', 'single', False, True, 'persistent'): add_layernorm_int8_pre_single_rowfull_colmask_persistent,
-    ('pre', 'multi', False, False, 'tiles'): add_layernorm_int8_pre_multi_rowfull_colfull,
-    ('pre', 'multi', False, True, 'tiles'): add_layernorm_int8_pre_multi_rowfull_colmask,
-    ('pre', 'multi', False, False, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colfull_persistent,
-    ('pre', 'multi', False, True, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colmask_persistent,
-    ('post', 'single', False, False, 'tiles'): add_layernorm_int8_post_single_rowfull_colfull,
-    ('post', 'single', False, True, 'tiles'): add_layernorm_int8_post_single_rowfull_colmask,
-    ('post', 'single', True, False, 'tiles'): add_layernorm_int8_post_single_rowmask_colfull,
-    ('post', 'single', True, True, 'tiles'): add_layernorm_int8_post_single_rowmask_colmask,
-    ('post', 'single', False, False, 'persistent'): add_layernorm_int8_post_single_rowfull_colfull_persistent,
-    ('post', 'single', False, True, 'persistent'): add_layernorm_int8_post_single_rowfull_colmask_persistent,
-    ('post', 'multi', False, False, 'tiles'): add_layernorm_int8_post_multi_rowfull_colfull,
-    ('post', 'multi', False, True, 'tiles'): add_layernorm_int8_post_multi_rowfull_colmask,
-    ('post', 'multi', False, False, 'persistent'): add_layernorm_int8_post_multi_rowfull_colfull_persistent,
-    ('post', 'multi', False, True, 'persistent'): add_layernorm_int8_post_multi_rowfull_colmask_persistent,
+    "single": add_layernorm_int8_forward_single,
+    "multi": add_layernorm_int8_forward_multi,
 }
 
-LAUNCHER = runtime.Launcher(TABLE, KERNELS, "cuda", {})
+LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})

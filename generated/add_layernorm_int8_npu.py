@@ -3,1211 +3,124 @@
 """add_layernorm_int8 on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
-the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
-from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+One forward kernel per pass (single: a row in one tile; multi: a loop over
+BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
+one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
+tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
+of the grid; else one tile per program), PRE (pre mode: s = x + r is written
+to RES_ptr; else post mode).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
 
 import triton
 import triton.language as tl
 
-from dsl import runtime
+from dsl import device, runtime
+from dsl.abi import Kind, Param, Signature, Source
+
+from ._npu_tables import TABLE_2
 
 
 @triton.jit
-def add_layernorm_int8_pre_single_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
+def add_layernorm_int8_forward_single(
+    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride,
     SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, single pass, each row in one tile.
 
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
+        b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
         s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=row_mask[:, None])
+        if PRE:
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
         s = s.to(tl.float32)
         mean = tl.sum(s, axis=1) / n_cols
         diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_pre_single_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=mask)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.abs(y.to(tl.float32))
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
+        if not EVEN_N:
             diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=col_mask[None, :])
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.abs(y.to(tl.float32))
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=row_mask[:, None])
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_pre_multi_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    pre mode: s = x + r is written to RES_ptr; multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=mask)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
         rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
         x_hat = (s - mean[:, None]) * rstd[:, None]
         y = x_hat * w[None, :]
         if HAS_BIAS:
             y = y + b[None, :]
         y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.abs(y.to(tl.float32))
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_post_single_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        # s = x + r, rounded to the input dtype exactly as torch's x + r is
-        s = (x + r).to(dtype)
-        s = s.to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        # post mode: the residual out is the unquantized output
-        tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-        amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-        nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q_floor = tl.floor(v)
-        q_frac = v - q_floor
-        q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-        q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-        q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-@triton.jit
-def add_layernorm_int8_post_multi_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.abs(y.to(tl.float32))
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :]).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
+        if not PRE:
             # post mode: the residual out is the unquantized output
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q)
+            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
+        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
+        amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
+        nan_seen += device.row_nan(y, col_mask, EVEN_N)
+        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
+        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
+        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
+        q = tl.where(is_nan, 0.0, device.round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
 @triton.jit
-def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
+def add_layernorm_int8_forward_multi(
+    X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride,
     SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks.
 
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         # pass 1: accumulate the row sums in fp32 (loads only: every
         # store waits for the last pass, so no pass reads what an earlier one wrote)
@@ -1215,8 +128,9 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
@@ -1227,13 +141,15 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
             diff = s - mean[:, None]
-            diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+            if not EVEN_N:
+                diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
             acc += diff * diff
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
@@ -1242,402 +158,90 @@ def add_layernorm_int8_post_multi_rowfull_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
+            amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
+            nan_seen += device.row_nan(y, col_mask, EVEN_N)
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
         scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale)
+        tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
+            if PRE:
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
             s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            # post mode: the residual out is the unquantized output
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=col_mask[None, :])
+            if not PRE:
+                # post mode: the residual out is the unquantized output
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
             is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=col_mask[None, :])
+            q = tl.where(is_nan, 0.0, device.round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-@triton.jit
-def add_layernorm_int8_post_multi_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.abs(y.to(tl.float32))
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            # post mode: the residual out is the unquantized output
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=row_mask[:, None])
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=row_mask[:, None])
-
-
-@triton.jit
-def add_layernorm_int8_post_multi_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    R_ptr,
-    R_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RES_ptr,
-    RES_row_stride,
-    SCALE_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
-
-    post mode: the residual out is y (RES_ptr, if any, gets the unquantized y); multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            diff = s - mean[:, None]
-            diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        # the row's largest |y|, which sets the quantization scale
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            y_abs = tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0)
-            amax = tl.maximum(amax, tl.max(y_abs, axis=1))
-            nan_seen += tl.sum(tl.where(y_abs == y_abs, 0.0, y_abs), axis=1)
-        # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
-        tl.store(SCALE_ptr + rows, scale, mask=row_mask)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            # post mode: the residual out is the unquantized output
-            tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=mask)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q_floor = tl.floor(v)
-            q_frac = v - q_floor
-            q_odd = (q_floor - 2.0 * tl.floor(q_floor * 0.5)) == 1.0
-            q = tl.where((q_frac > 0.5) | ((q_frac == 0.5) & q_odd), q_floor + 1.0, q_floor)
-            q = tl.where(is_nan, 0.0, q).to(tl.int8)  # int8 has no NaN: 0, and the row's scale is NaN
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=mask)
-
-
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "add_layernorm_int8",
-    "npu",
+# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+ABI = Signature(
     (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 64, 1, 32, "single", 4, 64, 1, "persistent", True, 2816),
-        runtime.Entry("fp32", 1, 64, 33, None, "single", 32, 64, 1, "persistent", True, 18944),
-        runtime.Entry("fp32", 65, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 5632),
-        runtime.Entry("fp32", 65, 128, 33, None, "single", 32, 128, 1, "persistent", True, 37888),
-        runtime.Entry("fp32", 129, 192, 1, None, "single", 16, 192, 1, "persistent", True, 29184),
-        runtime.Entry("fp32", 193, 256, 1, None, "single", 16, 256, 1, "persistent", True, 38912),
-        runtime.Entry("fp32", 257, 320, 1, None, "single", 8, 320, 1, "persistent", True, 25600),
-        runtime.Entry("fp32", 321, 384, 1, None, "single", 8, 384, 1, "persistent", True, 30720),
-        runtime.Entry("fp32", 385, 448, 1, None, "single", 8, 448, 1, "persistent", True, 35840),
-        runtime.Entry("fp32", 449, 511, 1, None, "single", 8, 512, 1, "persistent", True, 40960),
-        runtime.Entry("fp32", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 77824),
-        runtime.Entry("fp32", 513, 576, 1, None, "single", 16, 576, 1, "persistent", True, 87552),
-        runtime.Entry("fp32", 577, 640, 1, None, "single", 16, 640, 1, "persistent", True, 97280),
-        runtime.Entry("fp32", 641, 704, 1, None, "single", 16, 704, 1, "persistent", False, 107008),
-        runtime.Entry("fp32", 705, 768, 1, None, "single", 16, 768, 1, "persistent", False, 116736),
-        runtime.Entry("fp32", 769, 832, 1, None, "single", 16, 832, 1, "persistent", False, 126464),
-        runtime.Entry("fp32", 833, 896, 1, None, "single", 16, 896, 1, "persistent", False, 136192),
-        runtime.Entry("fp32", 897, 960, 1, None, "single", 16, 960, 1, "persistent", False, 145920),
-        runtime.Entry("fp32", 961, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 155648),
-        runtime.Entry("fp32", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 81920),
-        runtime.Entry("fp32", 1025, 1088, 1, None, "single", 8, 1088, 1, "persistent", True, 87040),
-        runtime.Entry("fp32", 1089, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 92160),
-        runtime.Entry("fp32", 1153, 1216, 1, None, "single", 8, 1216, 1, "persistent", True, 97280),
-        runtime.Entry("fp32", 1217, 1280, 1, None, "single", 8, 1280, 1, "persistent", False, 102400),
-        runtime.Entry("fp32", 1281, 1344, 1, None, "single", 8, 1344, 1, "persistent", False, 107520),
-        runtime.Entry("fp32", 1345, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 112640),
-        runtime.Entry("fp32", 1409, 1472, 1, None, "single", 8, 1472, 1, "persistent", False, 117760),
-        runtime.Entry("fp32", 1473, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 122880),
-        runtime.Entry("fp32", 1537, 1600, 1, None, "single", 8, 1600, 1, "persistent", False, 128000),
-        runtime.Entry("fp32", 1601, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 133120),
-        runtime.Entry("fp32", 1665, 1728, 1, None, "single", 8, 1728, 1, "persistent", False, 138240),
-        runtime.Entry("fp32", 1729, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 143360),
-        runtime.Entry("fp32", 1793, 1856, 1, None, "single", 8, 1856, 1, "persistent", False, 148480),
-        runtime.Entry("fp32", 1857, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 153600),
-        runtime.Entry("fp32", 1921, 1984, 1, None, "single", 8, 1984, 1, "persistent", False, 158720),
-        runtime.Entry("fp32", 1985, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 163840),
-        runtime.Entry("fp32", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 90112),
-        runtime.Entry("fp32", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 90112),
-        runtime.Entry("fp32", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 53248),
-        runtime.Entry("fp32", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 34816),
-        runtime.Entry("fp16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 7168),
-        runtime.Entry("fp16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 46592),
-        runtime.Entry("fp16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 48128),
-        runtime.Entry("fp16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 38400),
-        runtime.Entry("fp16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 51200),
-        runtime.Entry("fp16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 96256),
-        runtime.Entry("fp16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", False, 120320),
-        runtime.Entry("fp16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 144384),
-        runtime.Entry("fp16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 168448),
-        runtime.Entry("fp16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 192512),
-        runtime.Entry("fp16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", False, 102400),
-        runtime.Entry("fp16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", False, 115200),
-        runtime.Entry("fp16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", False, 128000),
-        runtime.Entry("fp16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 140800),
-        runtime.Entry("fp16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 153600),
-        runtime.Entry("fp16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 166400),
-        runtime.Entry("fp16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 179200),
-        runtime.Entry("fp16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 192000),
-        runtime.Entry("fp16", 1921, 2047, 1, None, "single", 4, 2048, 1, "persistent", False, 114688),
-        runtime.Entry("fp16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", False, 114688),
-        runtime.Entry("fp16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", False, 114688),
-        runtime.Entry("fp16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 69632),
-        runtime.Entry("fp16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 47104),
-        runtime.Entry("bf16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 7168),
-        runtime.Entry("bf16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 46592),
-        runtime.Entry("bf16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 48128),
-        runtime.Entry("bf16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 38400),
-        runtime.Entry("bf16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 51200),
-        runtime.Entry("bf16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 96256),
-        runtime.Entry("bf16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", False, 120320),
-        runtime.Entry("bf16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 144384),
-        runtime.Entry("bf16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 168448),
-        runtime.Entry("bf16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 192512),
-        runtime.Entry("bf16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", False, 102400),
-        runtime.Entry("bf16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", False, 115200),
-        runtime.Entry("bf16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", False, 128000),
-        runtime.Entry("bf16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 140800),
-        runtime.Entry("bf16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 153600),
-        runtime.Entry("bf16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 166400),
-        runtime.Entry("bf16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 179200),
-        runtime.Entry("bf16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 192000),
-        runtime.Entry("bf16", 1921, 2047, 1, None, "single", 4, 2048, 1, "persistent", False, 114688),
-        runtime.Entry("bf16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", False, 114688),
-        runtime.Entry("bf16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", False, 114688),
-        runtime.Entry("bf16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 69632),
-        runtime.Entry("bf16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 47104),
-    ),
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
+        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+        Param("Y_ptr", Kind.POINTER, Source.OUT, element="int8"),
+        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
+        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
+        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
+        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("eps", Kind.SCALAR, Source.EPS),
+        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+    )
 )
 
-# (mode, pass, row mask, column mask, grid) -> kernel
+# Dispatch table (TABLE_2 of _npu_tables.py, which 2 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("add_layernorm_int8", "npu", TABLE_2)
+
+# pass -> kernel
 KERNELS = {
-    ('pre', 'single', False, False, 'persistent'): add_layernorm_int8_pre_single_rowfull_colfull_persistent,
-    ('pre', 'single', False, True, 'persistent'): add_layernorm_int8_pre_single_rowfull_colmask_persistent,
-    ('pre', 'single', True, False, 'persistent'): add_layernorm_int8_pre_single_rowmask_colfull_persistent,
-    ('pre', 'single', True, True, 'persistent'): add_layernorm_int8_pre_single_rowmask_colmask_persistent,
-    ('pre', 'multi', False, False, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colfull_persistent,
-    ('pre', 'multi', False, True, 'persistent'): add_layernorm_int8_pre_multi_rowfull_colmask_persistent,
-    ('pre', 'multi', True, False, 'persistent'): add_layernorm_int8_pre_multi_rowmask_colfull_persistent,
-    ('pre', 'multi', True, True, 'persistent'): add_layernorm_int8_pre_multi_rowmask_colmask_persistent,
-    ('post', 'single', False, False, 'persistent'): add_layernorm_int8_post_single_rowfull_colfull_persistent,
-    ('post', 'single', False, True, 'persistent'): add_layernorm_int8_post_single_rowfull_colmask_persistent,
-    ('post', 'single', True, False, 'persistent'): add_layernorm_int8_post_single_rowmask_colfull_persistent,
-    ('post', 'single', True, True, 'persistent'): add_layernorm_int8_post_single_rowmask_colmask_persistent,
-    ('post', 'multi', False, False, 'persistent'): add_layernorm_int8_post_multi_rowfull_colfull_persistent,
-    ('post', 'multi', False, True, 'persistent'): add_layernorm_int8_post_multi_rowfull_colmask_persistent,
-    ('post', 'multi', True, False, 'persistent'): add_layernorm_int8_post_multi_rowmask_colfull_persistent,
-    ('post', 'multi', True, True, 'persistent'): add_layernorm_int8_post_multi_rowmask_colmask_persistent,
+    "single": add_layernorm_int8_forward_single,
+    "multi": add_layernorm_int8_forward_multi,
 }
 
-LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})
+LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "npu", {"sync_solver": True})

@@ -104,11 +104,11 @@ def add_rmsnorm(
         if n_rows:
             x_stride = out_stride = residual_stride = residual_out_stride = n_cols
             if norm_pos == "pre":
-                key = ("pre", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, rstd is not None)
-                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, True)
+                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, True)
             elif norm_pos == "post":
-                key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, rstd is not None)
-                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, False)
+                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, False)
             aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
         return _public(slots, return_rstd)
@@ -195,11 +195,11 @@ def _forward(new, x, residual, weight, eps, norm_pos, return_rstd, inplace):
     x = x_rows
     residual = residual_rows
     if norm_pos == "pre":
-        key = ("pre", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, residual_out_stride, rstd is not None)
-        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, True)
+        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, True)
     elif norm_pos == "post":
-        key = ("post", x.dtype, n_rows, n_cols, x_stride, residual_stride, out_stride, rstd is not None)
-        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
+        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, False)
+        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, False)
     aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
     (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)
     return slots

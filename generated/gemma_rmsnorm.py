@@ -83,7 +83,7 @@ def gemma_rmsnorm(
         n_rows = x.numel() // n_cols
         if n_rows:
             x_stride = out_stride = n_cols
-            key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, rstd is not None)
+            key = (x.dtype, x_stride, out_stride, n_rows, n_cols, rstd is not None)
             args = (x, x_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
             aligned = (x.data_ptr() | weight.data_ptr()) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
@@ -149,7 +149,7 @@ def _forward(new, x, weight, eps, return_rstd):
     x_rows, x_stride = (x, n_cols) if x.is_contiguous() else runtime.rows(x)
     out_stride = n_cols
     x = x_rows
-    key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, rstd is not None)
+    key = (x.dtype, x_stride, out_stride, n_rows, n_cols, rstd is not None)
     args = (x, x_stride, weight, out, out_stride, rstd, n_rows, n_cols, eps, rstd is not None)
     aligned = (x.data_ptr() | weight.data_ptr()) & 15 == 0
     (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)

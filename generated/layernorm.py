@@ -88,7 +88,7 @@ def layernorm(
         n_rows = x.numel() // n_cols
         if n_rows:
             x_stride = out_stride = n_cols
-            key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, bias is not None, mean is not None, rstd is not None)
+            key = (x.dtype, x_stride, out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None)
             args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
             aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
             (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
@@ -159,7 +159,7 @@ def _forward(new, x, weight, bias, eps, return_mean, return_rstd):
     x_rows, x_stride = (x, n_cols) if x.is_contiguous() else runtime.rows(x)
     out_stride = n_cols
     x = x_rows
-    key = ("none", x.dtype, n_rows, n_cols, x_stride, out_stride, bias is not None, mean is not None, rstd is not None)
+    key = (x.dtype, x_stride, out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None)
     args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
     aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
     (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)

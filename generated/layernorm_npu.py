@@ -3,480 +3,103 @@
 """layernorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
-the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
-from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+One forward kernel per pass (single: a row in one tile; multi: a loop over
+BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
+one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
+tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
+of the grid; else one tile per program).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
 
 import triton
 import triton.language as tl
 
-from dsl import runtime
+from dsl import device, runtime
+from dsl.abi import Kind, Param, Signature, Source
+
+from ._npu_tables import TABLE_6
 
 
 @triton.jit
-def layernorm_single_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+def layernorm_forward_single(
+    X_ptr, X_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, MEAN_ptr, RSTD_ptr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: forward, single pass, each row in one tile.
 
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
-
-
-@triton.jit
-def layernorm_single_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
-
-
-@triton.jit
-def layernorm_single_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
+        b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         mean = tl.sum(s, axis=1) / n_cols
         diff = s - mean[:, None]
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def layernorm_single_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-
-    single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        mask = row_mask[:, None] & col_mask[None, :]
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        mean = tl.sum(s, axis=1) / n_cols
-        diff = s - mean[:, None]
-        diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        x_hat = (s - mean[:, None]) * rstd[:, None]
-        y = x_hat * w[None, :]
-        if HAS_BIAS:
-            y = y + b[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
-
-
-@triton.jit
-def layernorm_multi_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        # last pass: recompute s, normalize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
-
-
-@triton.jit
-def layernorm_multi_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            diff = s - mean[:, None]
+        if not EVEN_N:
             diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+        rstd = tl.math.rsqrt(tl.sum(diff * diff, axis=1) / n_cols + eps)
         if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty))
+            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        # last pass: recompute s, normalize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        y = x_hat * w[None, :]
+        if HAS_BIAS:
+            y = y + b[None, :]
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
 @triton.jit
-def layernorm_multi_rowmask_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+def layernorm_forward_multi(
+    X_ptr, X_row_stride, W_ptr, B_ptr, Y_ptr, Y_row_stride, MEAN_ptr, RSTD_ptr,
+    n_rows, n_cols, eps,
+    HAS_BIAS: tl.constexpr, STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
 ):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: forward, multi pass over BLOCK_N-wide column blocks.
 
-    multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            acc += s
-        mean = tl.sum(acc, axis=1) / n_cols
-        # pass 2: the variance around that mean (two passes keep it accurate in fp32)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            diff = s - mean[:, None]
-            acc += diff * diff
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-        # last pass: recompute s, normalize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            if HAS_BIAS:
-                b = tl.load(B_ptr + cols).to(tl.float32)
-            x_hat = (s - mean[:, None]) * rstd[:, None]
-            y = x_hat * w[None, :]
-            if HAS_BIAS:
-                y = y + b[None, :]
-            y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def layernorm_multi_rowmask_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    B_ptr,
-    Y_ptr,
-    Y_row_stride,
-    MEAN_ptr,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    HAS_BIAS: tl.constexpr,
-    STORE_MEAN: tl.constexpr,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows masked, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -486,8 +109,8 @@ def layernorm_multi_rowmask_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             acc += s
         mean = tl.sum(acc, axis=1) / n_cols
         # pass 2: the variance around that mean (two passes keep it accurate in fp32)
@@ -495,139 +118,67 @@ def layernorm_multi_rowmask_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             diff = s - mean[:, None]
-            diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
+            if not EVEN_N:
+                diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
             acc += diff * diff
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         if STORE_MEAN:
-            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=row_mask)
+            tl.store(MEAN_ptr + rows, mean.to(MEAN_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         # last pass: recompute s, normalize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = row_mask[:, None] & col_mask[None, :]
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
-                b = tl.load(B_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+                b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = (s - mean[:, None]) * rstd[:, None]
             y = x_hat * w[None, :]
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "layernorm",
-    "npu",
+# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+ABI = Signature(
     (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 64, 1, 32, "single", 4, 64, 1, "persistent", True, 1536),
-        runtime.Entry("fp32", 1, 64, 33, None, "single", 32, 64, 1, "persistent", True, 8704),
-        runtime.Entry("fp32", 65, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 3072),
-        runtime.Entry("fp32", 65, 128, 33, None, "single", 32, 128, 1, "persistent", True, 17408),
-        runtime.Entry("fp32", 129, 192, 1, None, "single", 16, 192, 1, "persistent", True, 13824),
-        runtime.Entry("fp32", 193, 256, 1, None, "single", 16, 256, 1, "persistent", True, 18432),
-        runtime.Entry("fp32", 257, 320, 1, None, "single", 8, 320, 1, "persistent", True, 12800),
-        runtime.Entry("fp32", 321, 384, 1, None, "single", 8, 384, 1, "persistent", True, 15360),
-        runtime.Entry("fp32", 385, 448, 1, None, "single", 8, 448, 1, "persistent", True, 17920),
-        runtime.Entry("fp32", 449, 511, 1, None, "single", 8, 512, 1, "persistent", True, 20480),
-        runtime.Entry("fp32", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 36864),
-        runtime.Entry("fp32", 513, 576, 1, None, "single", 16, 576, 1, "persistent", True, 41472),
-        runtime.Entry("fp32", 577, 640, 1, None, "single", 16, 640, 1, "persistent", True, 46080),
-        runtime.Entry("fp32", 641, 704, 1, None, "single", 16, 704, 1, "persistent", True, 50688),
-        runtime.Entry("fp32", 705, 768, 1, None, "single", 16, 768, 1, "persistent", True, 55296),
-        runtime.Entry("fp32", 769, 832, 1, None, "single", 16, 832, 1, "persistent", True, 59904),
-        runtime.Entry("fp32", 833, 896, 1, None, "single", 16, 896, 1, "persistent", True, 64512),
-        runtime.Entry("fp32", 897, 960, 1, None, "single", 16, 960, 1, "persistent", True, 69120),
-        runtime.Entry("fp32", 961, 1023, 1, None, "single", 16, 1024, 1, "persistent", True, 73728),
-        runtime.Entry("fp32", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 40960),
-        runtime.Entry("fp32", 1025, 1088, 1, None, "single", 8, 1088, 1, "persistent", True, 43520),
-        runtime.Entry("fp32", 1089, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 46080),
-        runtime.Entry("fp32", 1153, 1216, 1, None, "single", 8, 1216, 1, "persistent", True, 48640),
-        runtime.Entry("fp32", 1217, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 51200),
-        runtime.Entry("fp32", 1281, 1344, 1, None, "single", 8, 1344, 1, "persistent", True, 53760),
-        runtime.Entry("fp32", 1345, 1408, 1, None, "single", 8, 1408, 1, "persistent", True, 56320),
-        runtime.Entry("fp32", 1409, 1472, 1, None, "single", 8, 1472, 1, "persistent", True, 58880),
-        runtime.Entry("fp32", 1473, 1536, 1, None, "single", 8, 1536, 1, "persistent", True, 61440),
-        runtime.Entry("fp32", 1537, 1600, 1, None, "single", 8, 1600, 1, "persistent", True, 64000),
-        runtime.Entry("fp32", 1601, 1664, 1, None, "single", 8, 1664, 1, "persistent", True, 66560),
-        runtime.Entry("fp32", 1665, 1728, 1, None, "single", 8, 1728, 1, "persistent", True, 69120),
-        runtime.Entry("fp32", 1729, 1792, 1, None, "single", 8, 1792, 1, "persistent", True, 71680),
-        runtime.Entry("fp32", 1793, 1856, 1, None, "single", 8, 1856, 1, "persistent", True, 74240),
-        runtime.Entry("fp32", 1857, 1920, 1, None, "single", 8, 1920, 1, "persistent", True, 76800),
-        runtime.Entry("fp32", 1921, 1984, 1, None, "single", 8, 1984, 1, "persistent", True, 79360),
-        runtime.Entry("fp32", 1985, 2047, 1, None, "single", 8, 2048, 1, "persistent", True, 81920),
-        runtime.Entry("fp32", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 49152),
-        runtime.Entry("fp32", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 49152),
-        runtime.Entry("fp32", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 32768),
-        runtime.Entry("fp32", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 24576),
-        runtime.Entry("fp16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 5632),
-        runtime.Entry("fp16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 34304),
-        runtime.Entry("fp16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 35840),
-        runtime.Entry("fp16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 29184),
-        runtime.Entry("fp16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 38912),
-        runtime.Entry("fp16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 71680),
-        runtime.Entry("fp16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", True, 89600),
-        runtime.Entry("fp16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 107520),
-        runtime.Entry("fp16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 125440),
-        runtime.Entry("fp16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 143360),
-        runtime.Entry("fp16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 77824),
-        runtime.Entry("fp16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 87552),
-        runtime.Entry("fp16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 97280),
-        runtime.Entry("fp16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 107008),
-        runtime.Entry("fp16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 116736),
-        runtime.Entry("fp16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 126464),
-        runtime.Entry("fp16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 136192),
-        runtime.Entry("fp16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 145920),
-        runtime.Entry("fp16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 155648),
-        runtime.Entry("fp16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 90112),
-        runtime.Entry("fp16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 90112),
-        runtime.Entry("fp16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 57344),
-        runtime.Entry("fp16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 40960),
-        runtime.Entry("bf16", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 5632),
-        runtime.Entry("bf16", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 34304),
-        runtime.Entry("bf16", 129, 256, 1, None, "single", 16, 256, 1, "persistent", True, 35840),
-        runtime.Entry("bf16", 257, 384, 1, None, "single", 8, 384, 1, "persistent", True, 29184),
-        runtime.Entry("bf16", 385, 511, 1, None, "single", 8, 512, 1, "persistent", True, 38912),
-        runtime.Entry("bf16", 512, 512, 1, None, "single", 16, 512, 1, "persistent", True, 71680),
-        runtime.Entry("bf16", 513, 640, 1, None, "single", 16, 640, 1, "persistent", True, 89600),
-        runtime.Entry("bf16", 641, 768, 1, None, "single", 16, 768, 1, "persistent", False, 107520),
-        runtime.Entry("bf16", 769, 896, 1, None, "single", 16, 896, 1, "persistent", False, 125440),
-        runtime.Entry("bf16", 897, 1023, 1, None, "single", 16, 1024, 1, "persistent", False, 143360),
-        runtime.Entry("bf16", 1024, 1024, 1, None, "single", 8, 1024, 1, "persistent", True, 77824),
-        runtime.Entry("bf16", 1025, 1152, 1, None, "single", 8, 1152, 1, "persistent", True, 87552),
-        runtime.Entry("bf16", 1153, 1280, 1, None, "single", 8, 1280, 1, "persistent", True, 97280),
-        runtime.Entry("bf16", 1281, 1408, 1, None, "single", 8, 1408, 1, "persistent", False, 107008),
-        runtime.Entry("bf16", 1409, 1536, 1, None, "single", 8, 1536, 1, "persistent", False, 116736),
-        runtime.Entry("bf16", 1537, 1664, 1, None, "single", 8, 1664, 1, "persistent", False, 126464),
-        runtime.Entry("bf16", 1665, 1792, 1, None, "single", 8, 1792, 1, "persistent", False, 136192),
-        runtime.Entry("bf16", 1793, 1920, 1, None, "single", 8, 1920, 1, "persistent", False, 145920),
-        runtime.Entry("bf16", 1921, 2047, 1, None, "single", 8, 2048, 1, "persistent", False, 155648),
-        runtime.Entry("bf16", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 90112),
-        runtime.Entry("bf16", 2049, 4095, 1, None, "multi", 4, 2048, 1, "persistent", True, 90112),
-        runtime.Entry("bf16", 4096, 8191, 1, None, "multi", 2, 2048, 1, "persistent", True, 57344),
-        runtime.Entry("bf16", 8192, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 40960),
-    ),
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
+        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
+        Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
+        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("eps", Kind.SCALAR, Source.EPS),
+        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+        Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
+        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+    )
 )
 
-# (mode, pass, row mask, column mask, grid) -> kernel
+# Dispatch table (TABLE_6 of _npu_tables.py, which 1 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_6)
+
+# pass -> kernel
 KERNELS = {
-    ('none', 'single', False, False, 'persistent'): layernorm_single_rowfull_colfull_persistent,
-    ('none', 'single', False, True, 'persistent'): layernorm_single_rowfull_colmask_persistent,
-    ('none', 'single', True, False, 'persistent'): layernorm_single_rowmask_colfull_persistent,
-    ('none', 'single', True, True, 'persistent'): layernorm_single_rowmask_colmask_persistent,
-    ('none', 'multi', False, False, 'persistent'): layernorm_multi_rowfull_colfull_persistent,
-    ('none', 'multi', False, True, 'persistent'): layernorm_multi_rowfull_colmask_persistent,
-    ('none', 'multi', True, False, 'persistent'): layernorm_multi_rowmask_colfull_persistent,
-    ('none', 'multi', True, True, 'persistent'): layernorm_multi_rowmask_colmask_persistent,
+    "single": layernorm_forward_single,
+    "multi": layernorm_forward_multi,
 }
 
-LAUNCHER = runtime.Launcher(TABLE, KERNELS, "npu", {"sync_solver": True})
+LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "npu", {"sync_solver": True})

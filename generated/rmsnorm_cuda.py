@@ -3,38 +3,33 @@
 """rmsnorm on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = x / sqrt(mean(x^2) + eps) * w
-Kernels: one per (residual mode, single/multi pass, row mask, column mask, grid);
-the mask-free ones serve shapes that the blocks divide. Dispatch numbers come
-from dsl/tuning/cuda.json (measured).
+One forward kernel per pass (single: a row in one tile; multi: a loop over
+BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
+one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
+tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
+of the grid; else one tile per program), VEC (divides n_cols and every row stride).
+Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this op has no measurements of its own yet).
 """
 
 import triton
 import triton.language as tl
 
-from dsl import runtime
+from dsl import device, runtime
+from dsl.abi import Kind, Param, Signature, Source
+
+from ._cuda_tables import TABLE_1
 
 
 @triton.jit
-def rmsnorm_single_rowfull_colfull(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
+def rmsnorm_forward_single(
+    X_ptr, X_row_stride, W_ptr, Y_ptr, Y_row_stride, RSTD_ptr,
+    n_rows, n_cols, eps,
     STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w: forward, single pass, each row in one tile.
 
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
@@ -43,245 +38,49 @@ def rmsnorm_single_rowfull_colfull(
     n_cols = (n_cols // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
     Y_row_stride = (Y_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-    if STORE_RSTD:
-        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-    x_hat = s * rstd[:, None]
-    # llama casting: x_hat is rounded to the input dtype before the affine part
-    x_hat = x_hat.to(dtype).to(tl.float32)
-    y = x_hat * w[None, :]
-    y = y.to(dtype)
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
-
-
-@triton.jit
-def rmsnorm_single_rowfull_colmask(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-    if STORE_RSTD:
-        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-    x_hat = s * rstd[:, None]
-    # llama casting: x_hat is rounded to the input dtype before the affine part
-    x_hat = x_hat.to(dtype).to(tl.float32)
-    y = x_hat * w[None, :]
-    y = y.to(dtype)
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
-
-
-@triton.jit
-def rmsnorm_single_rowmask_colfull(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    single pass, each row in one tile.
-    Rows masked, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < n_rows
-    rows = rows.to(tl.int64)
-    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=row_mask[:, None], other=0.0).to(tl.float32)
-    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-    if STORE_RSTD:
-        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-    x_hat = s * rstd[:, None]
-    # llama casting: x_hat is rounded to the input dtype before the affine part
-    x_hat = x_hat.to(dtype).to(tl.float32)
-    y = x_hat * w[None, :]
-    y = y.to(dtype)
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=row_mask[:, None])
-
-
-@triton.jit
-def rmsnorm_single_rowmask_colmask(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    single pass, each row in one tile.
-    Rows masked, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < n_rows
-    rows = rows.to(tl.int64)
-    mask = row_mask[:, None] & col_mask[None, :]
-    s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-    if STORE_RSTD:
-        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=row_mask)
-    x_hat = s * rstd[:, None]
-    # llama casting: x_hat is rounded to the input dtype before the affine part
-    x_hat = x_hat.to(dtype).to(tl.float32)
-    y = x_hat * w[None, :]
-    y = y.to(dtype)
-    tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=mask)
-
-
-@triton.jit
-def rmsnorm_single_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
         if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         x_hat = s * rstd[:, None]
         # llama casting: x_hat is rounded to the input dtype before the affine part
         x_hat = x_hat.to(dtype).to(tl.float32)
         y = x_hat * w[None, :]
         y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
 @triton.jit
-def rmsnorm_single_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
+def rmsnorm_forward_multi(
+    X_ptr, X_row_stride, W_ptr, Y_ptr, Y_row_stride, RSTD_ptr,
+    n_rows, n_cols, eps,
     STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps) * w
+    """y = x / sqrt(mean(x^2) + eps) * w: forward, multi pass over BLOCK_N-wide column blocks.
 
-    single pass, each row in one tile.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
     Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
     """
     dtype = X_ptr.dtype.element_ty
@@ -290,234 +89,21 @@ def rmsnorm_single_rowfull_colmask_persistent(
     n_cols = (n_cols // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
     Y_row_stride = (Y_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    for tile in range(pid, num_tiles, num_programs):
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
-
-
-@triton.jit
-def rmsnorm_multi_rowfull_colfull(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    # pass 1: accumulate the sums of squares in fp32 (loads only: every
-    # store waits for the last pass, so no pass reads what an earlier one wrote)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        acc += s * s
-    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-    if STORE_RSTD:
-        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-    # last pass: recompute s, normalize and store every output
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-        w = tl.load(W_ptr + cols).to(tl.float32)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
-
-
-@triton.jit
-def rmsnorm_multi_rowfull_colmask(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program handles one row tile (the grid has one program per tile).
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    tile = pid
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = rows.to(tl.int64)
-    # pass 1: accumulate the sums of squares in fp32 (loads only: every
-    # store waits for the last pass, so no pass reads what an earlier one wrote)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        acc += s * s
-    rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-    if STORE_RSTD:
-        tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-    # last pass: recompute s, normalize and store every output
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_mask = cols < n_cols
-        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-        w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-        x_hat = s * rstd[:, None]
-        # llama casting: x_hat is rounded to the input dtype before the affine part
-        x_hat = x_hat.to(dtype).to(tl.float32)
-        y = x_hat * w[None, :]
-        y = y.to(dtype)
-        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
-
-
-@triton.jit
-def rmsnorm_multi_rowfull_colfull_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns a whole number of BLOCK_N blocks.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        rows = rows.to(tl.int64)
-        # pass 1: accumulate the sums of squares in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            acc += s * s
-        rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
-        if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
-        # last pass: recompute s, normalize and store every output
-        for col_start in range(0, n_cols, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :]).to(tl.float32)
-            w = tl.load(W_ptr + cols).to(tl.float32)
-            x_hat = s * rstd[:, None]
-            # llama casting: x_hat is rounded to the input dtype before the affine part
-            x_hat = x_hat.to(dtype).to(tl.float32)
-            y = x_hat * w[None, :]
-            y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y)
-
-
-@triton.jit
-def rmsnorm_multi_rowfull_colmask_persistent(
-    X_ptr,
-    X_row_stride,
-    W_ptr,
-    Y_ptr,
-    Y_row_stride,
-    RSTD_ptr,
-    n_rows,
-    n_cols,
-    eps,
-    STORE_RSTD: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    VEC: tl.constexpr,
-):
-    """y = x / sqrt(mean(x^2) + eps) * w
-
-    multi pass over BLOCK_N-wide column blocks.
-    Rows a whole number of BLOCK_M tiles, columns masked.
-    Each program walks row tiles with a stride of the grid size.
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
-    dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
-    pid = tl.program_id(0)
-    num_programs = tl.num_programs(0)
-    num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    for tile in range(pid, num_tiles, num_programs):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
         rows = rows.to(tl.int64)
         # pass 1: accumulate the sums of squares in fp32 (loads only: every
         # store waits for the last pass, so no pass reads what an earlier one wrote)
@@ -525,125 +111,57 @@ def rmsnorm_multi_rowfull_colmask_persistent(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             acc += s * s
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         if STORE_RSTD:
-            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty))
+            tl.store(RSTD_ptr + rows, rstd.to(RSTD_ptr.dtype.element_ty), mask=None if EVEN_M else row_mask)
         # last pass: recompute s, normalize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
-            w = tl.load(W_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = s * rstd[:, None]
             # llama casting: x_hat is rounded to the input dtype before the affine part
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=col_mask[None, :])
+            tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
-# Dispatch table: the first entry whose dtype, column range and row range
-# (inclusive; None = unbounded) cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable(
-    "rmsnorm",
-    "cuda",
+# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+ABI = Signature(
     (
-        # dtype, cols_lo, cols_hi, rows_lo, rows_hi, pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer, UB bytes
-        runtime.Entry("fp32", 1, 16, 1, 1023, "single", 16, 16, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 17, 32, 1, 1023, "single", 16, 32, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp32", 33, 64, 1, 1023, "single", 8, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 129, 256, 1024, None, "single", 2, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 257, 512, 1024, None, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp32", 513, 1024, 1, 1023, "single", 1, 1024, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 513, 1024, 1024, None, "single", 1, 1024, 4, "tiles", False, 0),
-        runtime.Entry("fp32", 1025, 2048, 1, 1023, "single", 1, 2048, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 1025, 2048, 1024, None, "single", 1, 2048, 8, "tiles", False, 0),
-        runtime.Entry("fp32", 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 2049, 4096, 1024, None, "single", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("fp32", 4097, 8192, 1024, None, "single", 1, 8192, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 8193, 16384, 1, 1023, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 8193, 16384, 1024, None, "single", 1, 16384, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "persistent", False, 0),
-        runtime.Entry("fp32", 16385, 32768, 1024, None, "single", 1, 32768, 16, "persistent", False, 0),
-        runtime.Entry("fp32", 32769, None, 1, 1023, "multi", 1, 4096, 32, "tiles", False, 0),
-        runtime.Entry("fp32", 32769, None, 1024, None, "multi", 1, 4096, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
-        runtime.Entry("fp16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("fp16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
-        runtime.Entry("fp16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("fp16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
-        runtime.Entry("fp16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("fp16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
-        runtime.Entry("fp16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 1, 16, 1, 1023, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1, 1023, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 17, 32, 1024, None, "single", 16, 32, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1, 1023, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 33, 64, 1024, None, "single", 16, 64, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1, 1023, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 129, 256, 1024, None, "single", 16, 256, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 257, 512, 1, 1023, "single", 1, 512, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 257, 512, 1024, None, "single", 2, 512, 1, "tiles", False, 0),
-        runtime.Entry("bf16", 513, 1024, 1, 1023, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-        runtime.Entry("bf16", 1025, 2048, 1, 1023, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
-        runtime.Entry("bf16", 4097, 8192, 1, 1023, "single", 1, 8192, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 8193, 16384, 1024, None, "single", 1, 16384, 8, "tiles", False, 0),
-        runtime.Entry("bf16", 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
-        runtime.Entry("bf16", 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
-        runtime.Entry("bf16", 32769, None, 1, 1023, "multi", 1, 4096, 16, "persistent", False, 0),
-        runtime.Entry("bf16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
-    ),
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
+        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
+        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("eps", Kind.SCALAR, Source.EPS),
+        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        Param("VEC", Kind.CONSTEXPR, Source.VEC),
+    )
 )
 
-# (mode, pass, row mask, column mask, grid) -> kernel
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 10 op(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_1)
+
+# pass -> kernel
 KERNELS = {
-    ('none', 'single', False, False, 'tiles'): rmsnorm_single_rowfull_colfull,
-    ('none', 'single', False, True, 'tiles'): rmsnorm_single_rowfull_colmask,
-    ('none', 'single', True, False, 'tiles'): rmsnorm_single_rowmask_colfull,
-    ('none', 'single', True, True, 'tiles'): rmsnorm_single_rowmask_colmask,
-    ('none', 'single', False, False, 'persistent'): rmsnorm_single_rowfull_colfull_persistent,
-    ('none', 'single', False, True, 'persistent'): rmsnorm_single_rowfull_colmask_persistent,
-    ('none', 'multi', False, False, 'tiles'): rmsnorm_multi_rowfull_colfull,
-    ('none', 'multi', False, True, 'tiles'): rmsnorm_multi_rowfull_colmask,
-    ('none', 'multi', False, False, 'persistent'): rmsnorm_multi_rowfull_colfull_persistent,
-    ('none', 'multi', False, True, 'persistent'): rmsnorm_multi_rowfull_colmask_persistent,
+    "single": rmsnorm_forward_single,
+    "multi": rmsnorm_forward_multi,
 }
 
-LAUNCHER = runtime.Launcher(TABLE, KERNELS, "cuda", {})
+LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})

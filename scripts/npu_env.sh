@@ -22,7 +22,7 @@ requirements=(
     jinja2
     "lark[interegular]"
     pytest
-    pytest-xdist          # tests/test_npu_env.py runs the npu suite on both cores
+    pytest-xdist          # scripts/npu_checks.sh runs the npu suite on both cores
 )
 marker="$venv/.normgen-npu-env"
 # The project is installed editable, so the marker names this checkout as well.

@@ -9,7 +9,7 @@ which target's kernels the interpreter runs.
 At the end pytest prints one line saying what ran where: how many tests ran
 kernels on the GPU or in the cuda/npu interpreter, how many ran ops on the
 generated PyTorch reference, how many called no op at all (parser, planner,
-build), and the npu run in .venv-npu (tests/test_npu_env.py).
+build). The npu run in .venv-npu (scripts/npu_checks.sh) prints its own line.
 """
 
 import os
@@ -69,7 +69,6 @@ def pytest_runtest_call(item):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     counts = dict.fromkeys((*PLACES, "no op"), 0)
-    npu_runs = []
     for outcome in ("passed", "failed"):
         for report in terminalreporter.stats.get(outcome, []):
             if getattr(report, "when", None) != "call":
@@ -77,8 +76,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             properties = dict(report.user_properties)
             if "normgen_ran" in properties:
                 counts[properties["normgen_ran"]] += 1
-            if "npu_venv_summary" in properties:
-                npu_runs.append(properties["npu_venv_summary"])
     words = {
         "GPU": "ran kernels on the GPU",
         "npu interpreter": "ran npu kernels in triton-ascend's interpreter",
@@ -89,6 +86,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     parts = [f"{n} {words[place]}" for place, n in counts.items() if n or place in ("GPU", "no op")]
     skipped = len(terminalreporter.stats.get("skipped", []))
     line = f"normgen: of the tests that ran, {', '.join(parts)}; {skipped} skipped"
-    if npu_runs:
-        line += f"; npu suite in .venv-npu: {'; '.join(npu_runs)}"
     terminalreporter.write_line(line)

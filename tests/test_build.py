@@ -201,6 +201,7 @@ def test_own_specs_build_an_importable_package(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "__init__.py",
+        "_cuda_tables.py",
         "tiny_norm.py",
         "tiny_norm_cuda.py",
         "tiny_norm_reference.py",
@@ -279,7 +280,7 @@ def test_a_folder_without_specs_is_an_error(tmp_path, capsys):
 # -- (f) --list ------------------------------------------------------------------
 
 
-def test_list_prints_each_op_its_variants_and_a_table_summary(capsys):
+def test_list_prints_each_op_its_kernels_and_a_table_summary(capsys):
     assert build.main(["--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     specs = pipeline.load_specs(pipeline.SPECS)
@@ -289,10 +290,10 @@ def test_list_prints_each_op_its_variants_and_a_table_summary(capsys):
     for spec in specs:
         start = lines.index(f"{spec.name}  ({spec.path})")
         for target in spec.targets:
-            kernel_plan = plan(spec, target)
-            title = f"  {target.value}: {len(kernel_plan.variants)} kernels, {len(kernel_plan.table)} dispatch entries"
+            kernel_plan = plan(spec, target, pipeline.read_tuning()[target])
+            title = f"  {target.value}: {len(kernel_plan.kernels)} kernels, {len(kernel_plan.table)} dispatch entries"
             at = lines.index(title, start)
-            names = [f"    {variant.name}" for variant in kernel_plan.variants]
+            names = [f"    {kernel.name}" for kernel in kernel_plan.kernels]
             assert lines[at + 1 : at + 1 + len(names)] == names
             summary = lines[at + 1 + len(names) : at + 1 + len(names) + len(spec.dtypes)]
             for dtype, line in zip(spec.dtypes, summary, strict=True):
@@ -307,5 +308,5 @@ def test_list_reads_the_given_specs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("tiny_norm  (")
     assert "  cuda: " in out and "  npu: " not in out
-    assert "    tiny_norm_pre_single_rowfull_colfull" in out
+    assert "    tiny_norm_forward_single\n    tiny_norm_forward_multi\n" in out
     assert out.count("    fp32: ") == 1

@@ -10,7 +10,7 @@ import re
 
 import generated
 from dsl import pipeline
-from dsl.plan import op_plan
+from dsl.op_view import op_plan
 from dsl.render import render_op
 
 PRE_ONLY = """

@@ -1,11 +1,13 @@
 """Every npu dispatch entry's kernels lower through triton-ascend's compiler.
 
 Runs only inside the triton-ascend virtual environment (``bash
-scripts/npu_env.sh`` builds it; ``tests/test_npu_env.py`` runs this file there
+scripts/npu_env.sh`` builds it; ``bash scripts/npu_checks.sh`` runs this file there
 from the main one). For each shipped spec with the npu target and each entry of
-its generated dispatch table, every kernel variant the entry can dispatch to is
-compiled with the entry's dtype, BLOCK_M, BLOCK_N and launch options, every
-optional input and store switched on. triton-ascend lowers it through ``ttir``
+its generated dispatch table, the kernel the entry dispatches to is compiled with
+the constexprs the runtime's launcher decides for shapes in the entry's range
+(BLOCK_M, BLOCK_N, with and without row and column masks, the grid), the entry's
+launch options, every optional input and store switched on and each residual
+mode. Parameters and their types come from the generated module's ``ABI``. triton-ascend lowers it through ``ttir``
 and ``ttadapter`` (linalg/HIVM, by its bundled ``triton-adapter-opt``); the next
 stage, ``npubin``, needs the CANN toolkit and stops with "ASCEND_HOME_PATH is
 not set". Reaching that error with the ``.ttadapter`` file written is the pass
@@ -23,7 +25,7 @@ import concurrent.futures
 import functools
 import importlib
 import importlib.util
-import inspect
+import itertools
 import multiprocessing
 import os
 import re
@@ -46,13 +48,14 @@ def _has_triton_ascend() -> bool:
 
 if not _has_triton_ascend():
     pytest.skip(
-        "this venv's triton is not triton-ascend: tests/test_npu_env.py runs this file in .venv-npu "
+        "this venv's triton is not triton-ascend: bash scripts/npu_checks.sh runs this file in .venv-npu "
         "(bash scripts/npu_env.sh builds it)",
         allow_module_level=True,
     )
 
 from dsl import pipeline  # noqa: E402
-from dsl.model import QUANT_STORAGE_DTYPE, Casting, NormSpec, Target  # noqa: E402
+from dsl.abi import Kind, Param, Source  # noqa: E402
+from dsl.model import Target  # noqa: E402
 
 pytestmark = pytest.mark.npu_env
 
@@ -66,15 +69,14 @@ WORKERS = min(2, os.cpu_count() or 1)
 
 SPECS = [spec for spec in pipeline.load_specs(pipeline.SPECS) if Target.NPU in spec.targets]
 
-# The op allocates quantized outputs in these dtypes (dsl/model.py); Triton's spelling.
-QUANT_SIGNATURE = {"torch.int8": "i8", "torch.uint8": "u8"}
+POINTER_TYPE = {"fp32": "*fp32", "int8": "*i8", "uint8": "*u8"}  # by the ABI's element type; "x": x's dtype
 
 
 class Lowering(NamedTuple):
     """One compile, as plain data: it pickles to a worker and is its own dedupe key."""
 
     module: str  # generated.<op>_npu
-    key: tuple  # the kernel's key in the module's KERNELS
+    key: str  # the kernel's key in the module's KERNELS (its pass)
     name: str  # the kernel's name, for messages
     signature: tuple[tuple[str, str], ...]
     constants: tuple[tuple[str, object], ...]
@@ -90,49 +92,18 @@ class Outcome(NamedTuple):
 # What to lower (planned in this process)
 
 
-def param_type(spec: NormSpec, name: str, dtype: str) -> str:
-    """The Triton signature type of a runtime kernel parameter, as the generated op passes it."""
-    if name == "Y_ptr" and spec.is_quantized:
-        return "*" + QUANT_SIGNATURE[QUANT_STORAGE_DTYPE[spec.quantize]]
-    if name == "SCALE_ptr":  # the op allocates the per-row scale in fp32 whatever the casting
-        return "*fp32"
-    if name in ("MEAN_ptr", "RSTD_ptr"):  # the op's stats dtype: fp32, or x's dtype for casting none
-        return f"*{dtype}" if spec.casting is Casting.NONE else "*fp32"
-    if name in ("X_ptr", "R_ptr", "W_ptr", "B_ptr", "Y_ptr", "RES_ptr"):
-        return f"*{dtype}"  # the dtype tokens fp32/fp16/bf16 are Triton's spellings too
-    if name.endswith("_row_stride") or name in ("n_rows", "n_cols"):
-        return "i32"
-    if name == "eps":
+def signature_type(param: Param, dtype: str) -> str:
+    """The Triton signature type of a parameter the call passes, from its ABI description."""
+    if param.kind is Kind.POINTER:
+        return POINTER_TYPE.get(param.element, f"*{dtype}")  # the dtype tokens fp32/fp16/bf16 are Triton's too
+    if param.kind is Kind.SCALAR and param.source is Source.EPS:
         return "fp32"
-    raise LookupError(f"{spec.name}: kernel parameter {name} has no signature rule in {__name__}; add one")
+    return "i32"  # row strides, n_rows, n_cols
 
 
-def constant_value(spec: NormSpec, name: str, block_m: int, block_n: int) -> object:
-    if name == "BLOCK_M":
-        return block_m
-    if name == "BLOCK_N":
-        return block_n
-    if name.startswith(("HAS_", "STORE_")):  # optional inputs and stores: lower the kernel with all of them
-        return True
-    raise LookupError(f"{spec.name}: constexpr {name} has no value rule in {__name__}; add one")
-
-
-def kernel_params(kernel) -> list[tuple[str, bool]]:
-    """(name, is constexpr) per parameter. ``kernel.fn`` is the Python function both in a
-    JITFunction and in the interpreter's InterpretedFunction."""
-    params = []
-    for param in inspect.signature(kernel.fn).parameters.values():
-        annotation = param.annotation
-        spelling = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-        params.append((param.name, spelling.endswith("constexpr")))
-    return params
-
-
-def reachable_keys(mode: str, entry) -> set[tuple]:
-    """The KERNELS keys an entry dispatches to, from runtime.variant_key itself, asked about
-    shapes the entry covers: for rows and for columns, the first multiple of the block and
-    the first non-multiple in the entry's range, where there is one."""
-    from dsl import runtime
+def probe_shapes(entry) -> list[tuple[int, int]]:
+    """(rows, cols) the entry covers: for rows and for columns, the first multiple of the block
+    and the first non-multiple in the entry's range, where there is one."""
 
     def probes(lo: int, hi: int | None, block: int) -> list[int]:
         first_multiple = -(-lo // block) * block
@@ -141,36 +112,39 @@ def reachable_keys(mode: str, entry) -> set[tuple]:
 
     rows = probes(entry.rows_lo, entry.rows_hi, entry.block_m)
     cols = probes(entry.cols_lo, entry.cols_hi, entry.block_n)
-    return {runtime.variant_key(mode, entry, r, c) for r in rows for c in cols}
+    return [(r, c) for r in rows for c in cols]
 
 
 @functools.cache
 def plan_lowerings(name: str) -> tuple[tuple[Lowering, ...], int, tuple[str, ...]]:
-    """Every (kernel, dtype, blocks, options) the op's npu table can launch, deduped; the
-    number of entries; and the entries that dispatch to no kernel."""
-    spec = next(spec for spec in SPECS if spec.name == name)
+    """Every (kernel, dtype, constexprs, options) the op's npu table can launch, deduped; the
+    number of entries; and the entries whose launch decision is not theirs."""
     module_name = f"generated.{name}_npu"
     module = importlib.import_module(module_name)
-    modes = [m.value for m in spec.residual] or ["none"]
+    abi = module.ABI
+    # The call's switches (optional inputs and stores, the residual mode): every value.
+    switches = [p for p in abi.call if p.kind is Kind.CONSTEXPR]
+    switch_values = list(
+        itertools.product(*[(True, False) if p.source is Source.MODE_PRE else (True,) for p in switches])
+    )
     launch_options = tuple(module.LAUNCHER.options.items())
     lowerings: dict[Lowering, None] = {}  # ordered set
     problems = []
     for entry in module.TABLE.entries:
-        for mode in modes:
-            for key in sorted(reachable_keys(mode, entry)):
-                kernel = module.KERNELS.get(key)
-                if kernel is None:
-                    problems.append(f"{name}: entry {tuple(entry)} dispatches to {key}, which is not in KERNELS")
-                    continue
-                signature, constants = [], []
-                for param, constexpr in kernel_params(kernel):
-                    if constexpr:
-                        constants.append((param, constant_value(spec, param, entry.block_m, entry.block_n)))
-                    else:
-                        signature.append((param, param_type(spec, param, entry.dtype)))
-                # The launcher's options: the module's fixed ones and the entry's double buffering.
-                options = tuple(sorted(launch_options + (("multibuffer", entry.multibuffer),)))
-                lowering = Lowering(module_name, key, kernel.__name__, tuple(signature), tuple(constants), options)
+        signature = tuple((p.name, signature_type(p, entry.dtype)) for p in abi.call if p.kind is not Kind.CONSTEXPR)
+        # The launcher's options: the module's fixed ones and the entry's double buffering.
+        options = tuple(sorted(launch_options + (("multibuffer", entry.multibuffer),)))
+        for n_rows, n_cols in probe_shapes(entry):
+            kernel, _, decided, chosen = module.LAUNCHER.decide(entry.dtype, n_rows, n_cols, 0)
+            if chosen != entry:
+                problems.append(f"{name}: {n_rows}x{n_cols} is in entry {tuple(entry)} but dispatches to {chosen}")
+                continue
+            constants = tuple((p.name, decided[p.name]) for p in abi.decided)
+            for values in switch_values:
+                switched = tuple((p.name, v) for p, v in zip(switches, values, strict=True))
+                lowering = Lowering(
+                    module_name, entry.passes, kernel.__name__, signature, switched + constants, options
+                )
                 lowerings[lowering] = None
     return tuple(lowerings), len(module.TABLE.entries), tuple(problems)
 

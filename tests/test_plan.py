@@ -1,29 +1,27 @@
-"""Planner properties: the dispatch tables cover every shape once, fit their budgets and
-name kernels that exist; the npu table holds the seed kernel's measured blocks."""
+"""Planner properties, checked against arithmetic written here (never the planner's own functions):
+the dispatch tables cover every shape once, fit their budgets and hold the seed kernel's blocks;
+each direction has one kernel per pass whose parameters are the ABI's; the launcher's constexprs;
+per-op tuning; plan() reads no files."""
 
 import functools
+import inspect
 
 import pytest
 
-from dsl import names
-from dsl.model import DTYPE_BYTES, DType, Target
+from dsl import pipeline
+from dsl.abi import Kind, Source
+from dsl.model import DType, Target
 from dsl.pipeline import SPECS, load_specs
-from dsl.plan import (
-    NPU_MAX_GRID,
-    NPU_UB_BYTES,
-    DispatchEntry,
-    Grid,
-    Pass,
-    cdiv,
-    npu_ub_bytes,
-    plan,
-)
+from dsl.plan import Grid, Pass, plan
 
 SHIPPED = sorted(load_specs(SPECS), key=lambda spec: spec.name)
-PLANS = [plan(spec, target) for spec in SHIPPED for target in spec.targets]
+TUNING = pipeline.read_tuning()
+PLANS = [plan(spec, target, TUNING[target]) for spec in SHIPPED for target in spec.targets]
 PLAN_IDS = [f"{p.spec.name}-{p.target.value}" for p in PLANS]
 NPU_PLANS = [p for p in PLANS if p.target is Target.NPU]
 CUDA_PLANS = [p for p in PLANS if p.target is Target.CUDA]
+BYTES = {DType.FP32: 4, DType.FP16: 2, DType.BF16: 2}
+UB = 192 * 1024  # unified buffer per vector core on Ascend A2 parts
 
 # Every width up to 4200 (both sides of every npu and small cuda boundary), then a spread
 # up to 70000 with both sides of each power of two.
@@ -36,8 +34,13 @@ WIDTHS = sorted(
 ROWS = (1, 2, 3, 5, 31, 32, 33, 34, 64, 100, 1000, 1023, 1024, 1025, 4096, 65535, 65536, 99999, 100000)
 
 
-def entries_of(kernel_plan, dtype: DType) -> list[DispatchEntry]:
+def entries_of(kernel_plan, dtype: DType) -> list:
     return [e for e in kernel_plan.table if e.dtype is dtype]
+
+
+def lookup(kernel_plan, dtype: DType, n_rows: int, n_cols: int):
+    (entry,) = [e for e in entries_of(kernel_plan, dtype) if e.covers(n_rows, n_cols)]
+    return entry
 
 
 @functools.cache
@@ -70,38 +73,60 @@ def test_table_has_entries_only_for_the_specs_dtypes(kernel_plan):
 # -- npu -------------------------------------------------------------------------
 
 
+def tile_bytes(spec, dtype: DType, rows: int, cols: int) -> int:
+    """The unified buffer a tile holds, counted tensor by tensor: x (and r) in their dtype; for
+    16-bit inputs an fp32 working copy and the 16-bit output; the 1-byte quantized output;
+    each per-column parameter row in its dtype (and fp32 for 16-bit inputs)."""
+    size = BYTES[dtype]
+    tensors = [size] + [size] * spec.has_residual
+    if size == 2:
+        tensors += [4, 2]
+    if spec.is_quantized:
+        tensors.append(1)
+    param_rows = (spec.has_weight + spec.has_bias) * (size + (4 if size == 2 else 0))
+    return rows * cols * sum(tensors) + cols * param_rows
+
+
+def test_tile_bytes_by_hand():
+    """The counting above on two tiles worked out by hand."""
+    (add_rmsnorm,) = [s for s in SHIPPED if s.name == "add_rmsnorm"]
+    # bf16, 4 x 2048: x, r (2 + 2) + fp32 copy (4) + output (2) = 10 bytes per element, weight 2 + 4 bytes per column
+    assert tile_bytes(add_rmsnorm, DType.BF16, 4, 2048) == 4 * 2048 * 10 + 2048 * 6 == 94208
+    (layer_int8,) = [s for s in SHIPPED if s.name == "add_layernorm_int8"]
+    # fp32, 2 x 2048: x, r (4 + 4) + q (1) per element; weight and bias 4 bytes each per column
+    assert tile_bytes(layer_int8, DType.FP32, 2, 2048) == 2 * 2048 * 9 + 2048 * 8 == 53248
+
+
 @pytest.mark.parametrize("kernel_plan", NPU_PLANS, ids=lambda p: p.spec.name)
 def test_npu_tiles_fit_the_unified_buffer(kernel_plan):
-    spec = kernel_plan.spec
     for e in kernel_plan.table:
-        assert e.ub_bytes == npu_ub_bytes(spec, e.dtype, e.block_m, e.block_n), e
-        budget = NPU_UB_BYTES // 2 if e.multibuffer else NPU_UB_BYTES
-        assert 0 < e.ub_bytes <= budget, e
+        footprint = tile_bytes(kernel_plan.spec, e.dtype, e.block_m, e.block_n)
+        assert e.ub_bytes == footprint, e
+        assert footprint <= (UB // 2 if e.multibuffer else UB), e
+        # double buffering is on exactly where two tiles fit
+        assert e.multibuffer == (2 * footprint <= UB), e
 
 
 @pytest.mark.parametrize("kernel_plan", NPU_PLANS, ids=lambda p: p.spec.name)
 def test_npu_single_pass_blocks_are_aligned_and_hold_the_row(kernel_plan):
     for e in kernel_plan.table:
-        row_bytes = e.block_n * DTYPE_BYTES[e.dtype]
-        assert row_bytes % 32 == 0 and row_bytes % 256 == 0, e
+        row_bytes = e.block_n * BYTES[e.dtype]
+        assert row_bytes % 256 == 0, e
         if e.passes is Pass.SINGLE:
             assert e.cols_hi is not None and e.block_n >= e.cols_hi, e
-            # The seed's rule: the width rounded up to 256 bytes, no further.
-            assert e.block_n == cdiv(e.cols_hi * DTYPE_BYTES[e.dtype], 256) * 256 // DTYPE_BYTES[e.dtype], e
+            # the seed's rule: the width rounded up to 256 bytes, no further
+            assert e.block_n * BYTES[e.dtype] - e.cols_hi * BYTES[e.dtype] < 256, e
 
 
 @pytest.mark.parametrize("kernel_plan", NPU_PLANS, ids=lambda p: p.spec.name)
-def test_npu_grid_stays_within_the_grid_limit(kernel_plan):
+def test_npu_entries_are_persistent_one_warp(kernel_plan):
     for e in kernel_plan.table:
-        assert e.block_m >= 1 and e.num_warps == 1
-        if e.grid is Grid.PERSISTENT:
-            continue  # min(vector cores, row tiles), capped at the limit by the runtime
-        assert e.rows_hi is not None and cdiv(e.rows_hi, e.block_m) <= NPU_MAX_GRID, e
+        assert e.block_m >= 1 and e.num_warps == 1 and e.grid is Grid.PERSISTENT, e
 
 
 def seed_blocks(dtype: DType, n_cols: int, n_rows: int) -> tuple[Pass, int, int]:
     """The seed kernel's (pass, BLOCK_N, BLOCK_M), as shared/seed/npu-tuning-facts.md tabulates them."""
-    size = DTYPE_BYTES[dtype]
+    size = BYTES[dtype]
     if n_cols > 2048:
         passes, block_n = Pass.MULTI, 2048
     else:
@@ -125,14 +150,9 @@ def seed_blocks(dtype: DType, n_cols: int, n_rows: int) -> tuple[Pass, int, int]
     return passes, block_n, block_m
 
 
-def add_rmsnorm_npu():
+def add_rmsnorm_plan(target: Target):
     (spec,) = [s for s in SHIPPED if s.name == "add_rmsnorm"]
-    return plan(spec, Target.NPU)
-
-
-def lookup(kernel_plan, dtype: DType, n_rows: int, n_cols: int) -> DispatchEntry:
-    (entry,) = [e for e in entries_of(kernel_plan, dtype) if e.covers(n_rows, n_cols)]
-    return entry
+    return plan(spec, target, TUNING[target])
 
 
 @pytest.mark.parametrize(
@@ -154,12 +174,12 @@ def lookup(kernel_plan, dtype: DType, n_rows: int, n_cols: int) -> DispatchEntry
     ],
 )
 def test_npu_blocks_match_the_seed_facts(dtype, n_cols, n_rows, passes, block_n, block_m):
-    entry = lookup(add_rmsnorm_npu(), dtype, n_rows, n_cols)
+    entry = lookup(add_rmsnorm_plan(Target.NPU), dtype, n_rows, n_cols)
     assert (entry.passes, entry.block_n, entry.block_m) == (passes, block_n, block_m)
 
 
 def test_npu_table_is_the_seed_table_for_every_width():
-    kernel_plan = add_rmsnorm_npu()
+    kernel_plan = add_rmsnorm_plan(Target.NPU)
     for dtype in kernel_plan.spec.dtypes:
         for n_cols in range(1, 9001):
             for n_rows in (1, 32, 33, 1000):
@@ -182,43 +202,135 @@ def test_cuda_blocks_are_powers_of_two_and_hold_the_row(kernel_plan):
         assert e.ub_bytes == 0 and not e.multibuffer, e
         if e.passes is Pass.SINGLE:
             assert e.cols_hi is not None and e.block_n >= e.cols_hi, e
+            assert e.block_m * e.block_n <= 32768, e  # one program's registers
         else:
             assert e.cols_hi is None, e
 
 
-# -- variants --------------------------------------------------------------------
+FAKE_TUNING = {
+    "fallback": "add_rmsnorm",
+    "ops": {
+        "add_rmsnorm": {(DType.BF16, 4096, 1): (2, 8, Grid.PERSISTENT), (DType.BF16, 8192, 1): (1, 32, Grid.TILES)},
+        "rmsnorm": {(DType.BF16, 4096, 1): (4, 16, Grid.TILES)},
+    },
+}
 
 
-def sample_shapes(e: DispatchEntry) -> set[tuple[int, int]]:
-    """Rows and columns on both sides of the entry's bounds and of its block multiples."""
-    cols_hi = e.cols_hi if e.cols_hi is not None else e.cols_lo + 3 * e.block_n
-    rows_hi = e.rows_hi if e.rows_hi is not None else e.rows_lo + 3 * e.block_m
-    cols = {e.cols_lo, e.cols_lo + 1, cols_hi - 1, cols_hi}
-    cols |= {k * e.block_n + d for k in (cdiv(e.cols_lo, e.block_n), cols_hi // e.block_n) for d in (-1, 0, 1)}
-    rows = {e.rows_lo, e.rows_lo + 1, rows_hi - 1, rows_hi}
-    rows |= {k * e.block_m + d for k in (cdiv(e.rows_lo, e.block_m), rows_hi // e.block_m) for d in (-1, 0, 1)}
-    return {(r, c) for r in rows for c in cols if e.covers(r, c)}
+def test_cuda_tables_read_each_ops_own_tuning_else_the_fallback():
+    by_name = {s.name: s for s in SHIPPED}
+    rmsnorm = plan(by_name["rmsnorm"], Target.CUDA, FAKE_TUNING)
+    own = lookup(rmsnorm, DType.BF16, 100, 4000)
+    assert (own.block_m, own.num_warps, own.grid) == (4, 16, Grid.TILES)
+    # a bucket the op has not measured: the fallback op's config
+    assert (lookup(rmsnorm, DType.BF16, 100, 8000).block_m, lookup(rmsnorm, DType.BF16, 100, 8000).num_warps) == (1, 32)
+    fallback = plan(by_name["layernorm"], Target.CUDA, FAKE_TUNING)
+    entry = lookup(fallback, DType.BF16, 100, 4000)
+    assert (entry.block_m, entry.num_warps, entry.grid) == (2, 8, Grid.PERSISTENT)
+    assert "measured on add_rmsnorm" in fallback.tuning_source
+    untuned = lookup(plan(by_name["layernorm"], Target.CUDA, None), DType.BF16, 100, 4000)
+    assert untuned.grid is Grid.TILES and (untuned.block_m, untuned.num_warps) != (2, 8)
+
+
+def test_plan_reads_no_files(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("plan() touched the file system")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    monkeypatch.setattr("pathlib.Path.read_text", refuse)
+    monkeypatch.setattr("pathlib.Path.exists", refuse)
+    for spec in SHIPPED:
+        for target in spec.targets:
+            plan(spec, target, FAKE_TUNING if target is Target.CUDA else None)
+
+
+# -- kernels and their ABI ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("kernel_plan", PLANS, ids=PLAN_IDS)
-def test_every_dispatch_entry_names_an_existing_variant(kernel_plan):
-    keys = {variant.key for variant in kernel_plan.variants}
-    used = set()
-    for e in kernel_plan.table:
-        for n_rows, n_cols in sample_shapes(e):
-            for mode in kernel_plan.modes:
-                key = e.variant_key(mode, n_rows, n_cols)
-                assert key in keys, (e, n_rows, n_cols)
-                used.add(key)
-    assert used == keys, f"variants no sampled shape reaches: {sorted(keys - used)}"
+def test_one_forward_kernel_per_pass(kernel_plan):
+    name = kernel_plan.spec.name
+    assert [k.name for k in kernel_plan.kernels] == [f"{name}_forward_single", f"{name}_forward_multi"]
+    assert {e.passes for e in kernel_plan.table} <= {k.passes for k in kernel_plan.kernels}
 
 
 @pytest.mark.parametrize("kernel_plan", PLANS, ids=PLAN_IDS)
-def test_variant_names_are_unique_and_canonical(kernel_plan):
-    spec = kernel_plan.spec
-    variant_names = [v.name for v in kernel_plan.variants]
-    assert len(set(variant_names)) == len(variant_names)
-    assert len({v.key for v in kernel_plan.variants}) == len(variant_names)
-    for v in kernel_plan.variants:
-        assert v.name == names.variant_name(spec, v.mode, v.passes.value, v.row_mask, v.col_mask, v.grid.value)
-        assert v.name.startswith(f"{spec.name}_") and v.name.isidentifier()
+def test_generated_kernels_take_exactly_the_abi(kernel_plan):
+    """The printed parameter lists (and the module's ABI literal) are the planner's ABI."""
+    import importlib
+
+    module = importlib.import_module(f"generated.{kernel_plan.module}")
+    assert module.ABI == kernel_plan.signature
+    expected = [(p.name, p.kind is Kind.CONSTEXPR) for p in kernel_plan.signature.params]
+    for kernel in module.KERNELS.values():
+        params = inspect.signature(kernel.fn).parameters.values()
+        assert [(p.name, "constexpr" in str(p.annotation)) for p in params] == expected
+
+
+@pytest.mark.parametrize("kernel_plan", PLANS, ids=PLAN_IDS)
+def test_abi_layout(kernel_plan):
+    spec, abi = kernel_plan.spec, kernel_plan.signature
+    # tensors (pointer, then its row stride), then scalars, then constexprs; the launcher's last
+    rank = {Kind.POINTER: 0, Kind.ROW_STRIDE: 0, Kind.SCALAR: 1, Kind.CONSTEXPR: 2}
+    ranks = [rank[p.kind] + p.decided for p in abi.params]
+    assert ranks == sorted(ranks)
+    for stride in abi.row_strides:
+        (pointer,) = [p for p in abi.of_kind(Kind.POINTER) if p.source is stride.source]
+        assert abi.params.index(stride) == abi.params.index(pointer) + 1
+    decided = [p.source for p in abi.decided]
+    expected = [Source.BLOCK_M, Source.BLOCK_N, Source.EVEN_M, Source.EVEN_N, Source.PERSISTENT]
+    assert decided == expected + [Source.VEC] * (kernel_plan.target is Target.CUDA)
+    # every row stride, n_rows, n_cols and every switch of the call are in the launch key; pointers are not
+    for p in abi.params:
+        in_key = (
+            p.kind is Kind.ROW_STRIDE
+            or p.source in (Source.N_ROWS, Source.N_COLS)
+            or (p.kind is Kind.CONSTEXPR and not p.decided)
+        )
+        assert p.launch_key == in_key, p
+    tensors = {p.source for p in abi.of_kind(Kind.POINTER)}
+    assert (Source.RESIDUAL in tensors) == spec.has_residual
+    assert (Source.SCALE in tensors) == spec.is_quantized
+    assert (Source.BIAS in tensors) == spec.has_bias
+    # both residual modes: the PRE switch; the residual out exists whenever some mode writes one
+    assert any(p.source is Source.MODE_PRE for p in abi.params) == (len(spec.residual) == 2)
+
+
+def launcher(name: str, target: str):
+    import importlib
+
+    return importlib.import_module(f"generated.{name}_{target}").LAUNCHER
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rows", "cols", "strides", "expected"),
+    [
+        # 3 rows of 4097 bf16: one 8192-wide tile per row, a column mask, odd width: no vectors
+        ("bf16", 3, 4097, (4097,), {"BLOCK_N": 8192, "EVEN_N": False, "VEC": 1}),
+        # 40000 columns (2^6 * 625): past the 32768-column single pass, 4096-wide blocks, 16-byte vectors
+        ("bf16", 1, 40000, (40000,), {"BLOCK_N": 4096, "EVEN_M": True, "EVEN_N": False, "VEC": 8}),
+        # 7338 = 2 * 3669: two-element vectors; 7338 columns fill no 8192 block
+        ("bf16", 64, 7338, (7338, 7338), {"BLOCK_N": 8192, "EVEN_N": False, "VEC": 2}),
+        # 4096 contiguous bf16 columns: 16-byte vectors, no column mask
+        ("bf16", 4096, 4096, (4096,), {"BLOCK_N": 4096, "EVEN_N": True, "VEC": 8}),
+        # a padded row stride of 4100 fp32 elements limits VEC to 4 (16 bytes of fp32 anyway)
+        ("fp32", 5, 4096, (4100,), {"BLOCK_N": 4096, "EVEN_N": True, "VEC": 4}),
+        # a row stride of 4098: pairs only
+        ("fp16", 5, 4096, (4098,), {"VEC": 2}),
+    ],
+)
+def test_cuda_launcher_constexprs(dtype, rows, cols, strides, expected):
+    kernel, grid, options, entry = launcher("add_rmsnorm", "cuda").decide(dtype, rows, cols, 0, (cols, *strides))
+    assert kernel.__name__ == f"add_rmsnorm_forward_{'single' if cols <= 32768 else 'multi'}"
+    assert {name: options[name] for name in expected} == expected
+    assert options["EVEN_M"] == (rows % entry.block_m == 0) and options["BLOCK_M"] == entry.block_m
+    assert options["PERSISTENT"] == (entry.grid == "persistent")
+    if not options["PERSISTENT"]:
+        assert grid == (-(-rows // entry.block_m),)
+
+
+def test_npu_launcher_constexprs():
+    # fp32 x 111 over 33 rows: a 128-column block (512 bytes), 32 rows per tile; 33 rows need a row mask
+    _, grid, options, _ = launcher("add_rmsnorm", "npu").decide("fp32", 33, 111, 0)
+    assert (options["BLOCK_M"], options["BLOCK_N"], options["EVEN_M"], options["EVEN_N"]) == (32, 128, False, False)
+    assert options["PERSISTENT"] and "VEC" not in options
+    assert grid == (2,)  # min(cores, 2 tiles)

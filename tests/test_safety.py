@@ -199,17 +199,18 @@ def test_inplace_into_inference_tensors(cpu_path):
 
 def test_fast_launch_needs_aligned_pointers(monkeypatch):
     """A direct launch compiled for 16-byte aligned pointers is never reused for others."""
-    table = generated.add_rmsnorm_cuda.TABLE
+    module = generated.add_rmsnorm_cuda
     launched = []
 
     class Kernel:
         def __getitem__(self, grid):
             return lambda *args, **options: launched.append("triton") or None
 
-    kernels = {key: Kernel() for key in generated.add_rmsnorm_cuda.KERNELS}
-    launcher = runtime.Launcher(table, kernels, "cuda", {})
+    kernels = {key: Kernel() for key in module.KERNELS}
+    launcher = runtime.Launcher(module.TABLE, kernels, module.ABI, "cuda", {})
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 0, raising=False)
-    key = ("pre", torch.float32, 4, 128, 128, 128, 128, 128, False)
+    # the op's launch key in pre mode: x's dtype, the row strides, n_rows, n_cols, rstd stored?, PRE
+    key = (torch.float32, 128, 128, 128, 128, 4, 128, False, True)
     launcher.fast[0][key] = (lambda *args: launched.append("direct"), 1, None, (), ())
     launcher(key, True, 0, ())
     launcher(key, False, 0, ())

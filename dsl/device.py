@@ -1,0 +1,76 @@
+"""Device code shared by every generated kernel (hand-written ``@triton.jit`` helpers).
+
+Both targets' kernels call these (they are ordinary Triton, which upstream
+Triton and triton-ascend both compile, and both interpreters run). Triton
+inlines a helper into its caller before optimizing, and resolves each
+``tl.constexpr`` branch at compile time, so a kernel specialized with
+EVEN_N=True contains only the unmasked code. Generated modules import this
+module as ``device``. (Loads and stores stay in the kernels' text: see
+templates/kernel_macros.jinja.)
+"""
+
+import triton
+import triton.language as tl
+
+# ----------------------------------------------------------------------------
+# Masks
+
+
+@triton.jit
+def tile_mask(row_mask, col_mask, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr):
+    """The (BLOCK_M, BLOCK_N) tile's mask: rows, columns or both (unused, hence free, when both are even)."""
+    if EVEN_M:
+        mask = col_mask[None, :]
+    elif EVEN_N:
+        mask = row_mask[:, None]
+    else:
+        mask = row_mask[:, None] & col_mask[None, :]
+    return mask
+
+
+# ----------------------------------------------------------------------------
+# Quantization
+
+
+@triton.jit
+def row_amax(y, col_mask, EVEN_N: tl.constexpr):
+    """Each row's largest |y| in fp32, padding columns excluded."""
+    if EVEN_N:
+        amax = tl.max(tl.abs(y.to(tl.float32)), axis=1)
+    else:
+        amax = tl.max(tl.where(col_mask[None, :], tl.abs(y.to(tl.float32)), 0.0), axis=1)
+    return amax
+
+
+@triton.jit
+def row_nan(y, col_mask, EVEN_N: tl.constexpr):
+    """Per row: 0, or NaN where the row holds a NaN (a sum keeps NaN where max may drop it)."""
+    a = y.to(tl.float32)
+    if not EVEN_N:
+        a = tl.where(col_mask[None, :], a, 0.0)
+    return tl.sum(tl.where(a == a, 0.0, a), axis=1)
+
+
+@triton.jit
+def round_half_even(v):
+    """fp32 v rounded to the nearest integer, ties to even (torch.round's rule), as fp32."""
+    v_floor = tl.floor(v)
+    v_frac = v - v_floor
+    v_odd = (v_floor - 2.0 * tl.floor(v_floor * 0.5)) == 1.0
+    return tl.where((v_frac > 0.5) | ((v_frac == 0.5) & v_odd), v_floor + 1.0, v_floor)
+
+
+@triton.jit
+def fp8_e4m3_bits(v):
+    """The float8_e4m3fn bit pattern (uint8) of fp32 v in [-448, 448], rounded to nearest even."""
+    sign = (v.to(tl.int32, bitcast=True) >> 24) & 0x80
+    a = tl.abs(v)
+    # normal numbers (|v| >= 2^-6): keep 3 of fp32's 23 mantissa bits, ties to even,
+    # then re-bias the exponent from 127 to 7
+    bits = a.to(tl.int32, bitcast=True)
+    bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & 0x7FF00000
+    normal = (bits >> 20) - (120 << 3)
+    # subnormals (|v| < 2^-6): multiples of 2^-9, rounded half to even
+    m = round_half_even(a * 512.0)
+    code = tl.where(a < 0.015625, m.to(tl.int32), normal)
+    return (code | sign).to(tl.uint8)

@@ -1,0 +1,44 @@
+"""Per-target planning rules behind one interface.
+
+A target module defines a ``TargetRules`` subclass: its dispatch table (block
+sizes, warps, grid policy per dtype, width range and row range), whether its
+kernels take the VEC constexpr, its launch options and its resource budgets.
+The target-neutral planner (``dsl/plan.py``) asks ``rules(target)`` and never
+branches on the target itself. Adding a target: a module here, an entry in
+``_RULES``, a value of ``dsl.model.Target``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ..model import NormSpec, Target
+from ..table import DispatchEntry
+
+
+class TargetRules(ABC):
+    target: Target
+    vector_width: bool = False  # kernels take VEC (the widest vector dividing n_cols and the row strides)
+    launch_options: tuple[tuple[str, object], ...] = ()  # extra compile options of every launch
+
+    def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
+        """The compile options of every launch of this spec's kernels."""
+        return self.launch_options
+
+    @abstractmethod
+    def table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
+        """The dispatch table; ``tuning`` is this op's measured data, as the pipeline read it (None: none)."""
+
+    @abstractmethod
+    def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:
+        """Where the table's numbers come from, for the generated module's docstring."""
+
+    def budget_problems(self, spec: NormSpec, entry: DispatchEntry) -> list[str]:
+        """What an entry exceeds of the target's resource budgets (empty: it fits)."""
+        return []
+
+
+def rules(target: Target) -> TargetRules:
+    from . import cuda, npu
+
+    return {Target.CUDA: cuda.RULES, Target.NPU: npu.RULES}[target]

@@ -1,0 +1,128 @@
+"""cuda (NVIDIA through upstream Triton): power-of-two blocks, configs measured per op.
+
+Single pass up to ``MAX_SINGLE_PASS`` columns (a width bucket per power of two),
+one multi-pass bucket beyond, times the row buckets ``ROW_BUCKETS``. Rows per
+program, warps and the grid policy of each bucket come from the measured tuning
+file (``dsl/tuning/cuda.json``, written by ``python build.py --tune cuda``) for
+the op, or, for an op not measured yet, the file's fallback op; else from
+``default_config``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..model import DTYPE_BYTES, Casting, DType, NormSpec, Target
+from ..table import DispatchEntry, Grid, Pass, cdiv, next_pow2
+from . import TargetRules
+
+MAX_SINGLE_PASS = 32768  # elements held in registers by one program
+MULTI_BLOCK_N = 4096
+MIN_BLOCK_N = 16
+ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
+TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
+
+
+def buckets() -> list[tuple[int, int | None, Pass, int]]:
+    """(cols_lo, cols_hi, pass, BLOCK_N) per width bucket, narrowest first."""
+    result = []
+    lo, hi = 1, MIN_BLOCK_N
+    while hi <= MAX_SINGLE_PASS:
+        result.append((lo, hi, Pass.SINGLE, hi))
+        lo, hi = hi + 1, hi * 2
+    result.append((lo, None, Pass.MULTI, MULTI_BLOCK_N))
+    return result
+
+
+def default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, Grid]:
+    """(rows per program, warps, grid) before any measurement: about 16 bytes per thread."""
+    block_m = 1 if rows_lo < 1024 or block_n >= 1024 else min(16, 1024 // block_n)
+    elements = block_m * block_n
+    per_thread = 16 // DTYPE_BYTES[dtype]
+    num_warps = min(32, max(1, next_pow2(cdiv(elements, 32 * per_thread * 2))))
+    return block_m, num_warps, Grid.TILES
+
+
+def parse_tuning(data: dict) -> dict:
+    """The tuning file's JSON -> {"fallback": op, "ops": {op: {(dtype, cols_hi, rows_lo): config}}}."""
+    ops = {}
+    for op, section in data["ops"].items():
+        best = {}
+        for row in section["best"]:
+            best[DType(row["dtype"]), row["cols_hi"], row["rows_lo"]] = (
+                row["block_m"],
+                row["num_warps"],
+                Grid(row["grid"]),
+            )
+        ops[op] = best
+    fallback = data.get("fallback")
+    if fallback is not None and fallback not in ops:
+        raise ValueError(f"the tuning file's fallback op {fallback!r} has no measurements")
+    return {"fallback": fallback, "ops": ops}
+
+
+def load_tuning(path: Path = TUNING_FILE) -> dict | None:
+    """The parsed tuning file, or None when there is none (the pipeline calls this, never the planner)."""
+    if not path.exists():
+        return None
+    return parse_tuning(json.loads(path.read_text(encoding="utf-8")))
+
+
+def op_configs(spec: NormSpec, tuning: dict | None) -> tuple[dict, str]:
+    """The configs measured for this op, over the fallback op's for buckets it has not measured,
+    and which op the configs were measured on."""
+    if not tuning:
+        return {}, ""
+    fallback = tuning["fallback"]
+    configs = dict(tuning["ops"][fallback]) if fallback else {}
+    if spec.name in tuning["ops"]:
+        return configs | tuning["ops"][spec.name], spec.name
+    return configs, fallback or ""
+
+
+class CudaRules(TargetRules):
+    target = Target.CUDA
+    vector_width = True
+
+    def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
+        # casting none rounds every step to the input dtype: a fused multiply-add would skip
+        # the rounding between x_hat * w and + b (seen on the GPU), so fusion is off for it
+        return (("enable_fp_fusion", False),) if spec.casting is Casting.NONE else ()
+
+    def table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
+        configs, _ = op_configs(spec, tuning)
+        entries = []
+        for dtype in spec.dtypes:
+            for cols_lo, cols_hi, passes, block_n in buckets():
+                for rows_lo, rows_hi in ROW_BUCKETS:
+                    config = configs.get((dtype, cols_hi, rows_lo)) or default_config(dtype, block_n, rows_lo)
+                    block_m, num_warps, grid = config
+                    entries.append(
+                        DispatchEntry(
+                            dtype=dtype,
+                            cols_lo=cols_lo,
+                            cols_hi=cols_hi,
+                            rows_lo=rows_lo,
+                            rows_hi=rows_hi,
+                            passes=passes,
+                            block_m=block_m,
+                            block_n=block_n,
+                            num_warps=num_warps,
+                            grid=grid,
+                            multibuffer=False,
+                            ub_bytes=0,
+                        )
+                    )
+        return tuple(entries)
+
+    def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:
+        configs, measured_on = op_configs(spec, tuning)
+        if not configs:
+            return "the planner's defaults (no tuning data)"
+        if measured_on == spec.name:
+            return "dsl/tuning/cuda.json (measured on this op)"
+        return f"dsl/tuning/cuda.json (measured on {measured_on}; this op has no measurements of its own yet)"
+
+
+RULES = CudaRules()

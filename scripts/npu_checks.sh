@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The npu checks, in the triton-ascend virtual environment (bash scripts/npu_env.sh builds it):
+# every npu dispatch entry's kernels lower through triton-ascend's compiler to the ttadapter
+# stage (tests/test_npu_lowering.py), and the numerics matrix and the user specs run the npu
+# kernels in triton-ascend's interpreter with the real npu block sizes.
+#
+#   bash scripts/npu_checks.sh [extra pytest arguments, e.g. -k add_rmsnorm]
+#
+# CI runs this as its own step. NORMGEN_NPU_VENV picks the venv (default .venv-npu).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+venv="${NORMGEN_NPU_VENV:-.venv-npu}"
+if [[ ! -x "$venv/bin/python" ]]; then
+    echo "npu checks: no triton-ascend venv at $venv (bash scripts/npu_env.sh builds it)" >&2
+    exit 1
+fi
+cache="$(mktemp -d)"  # a failed compile is cached: start clean
+trap 'rm -rf "$cache"' EXIT
+# -n 2: both cores; every selected test must run (the lowering tests skip outside triton-ascend,
+# the numerics ones without the interpreter), so skips fail the step.
+env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV \
+    TRITON_INTERPRET=1 NORMGEN_INTERPRET_TARGET=npu TRITON_CACHE_DIR="$cache" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NORMGEN_NPU_WORKERS:-2}" \
+    tests/test_npu_lowering.py tests/test_numerics.py tests/test_user_specs.py tests/test_safety.py tests/test_casting.py \
+    -k "lowering or interpreter or user" -r s "$@" | tee "$cache/out.txt"
+if grep -Eq "[0-9]+ skipped" "$cache/out.txt"; then
+    echo "npu checks: tests were skipped in $venv; every npu test must run there" >&2
+    exit 1
+fi

@@ -1,0 +1,150 @@
+"""Golden text: a five-line spec through each template this checkout owns, compared exactly.
+
+When a template changes on purpose, print the new text (python -m tests.test_golden) and paste it here.
+"""
+
+from dsl import pipeline, render
+from dsl.model import Target
+from dsl.op_view import op_plan
+from dsl.plan import plan
+
+TINY = """\
+op tiny {
+    norm    = rms
+    weight  = none
+    dtypes  = fp32
+    targets = cuda
+}
+"""
+
+KERNEL = '''\
+@triton.jit
+def tiny_forward_single(
+    X_ptr, X_row_stride, Y_ptr, Y_row_stride,
+    n_rows, n_cols, eps,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+):
+    """y = x / sqrt(mean(x^2) + eps): forward, single pass, each row in one tile.
+
+    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    Y_row_stride = (Y_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    if PERSISTENT:
+        num_programs = tl.num_programs(0)
+        num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
+    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
+    if PERSISTENT:
+        first, stop, step = pid, num_tiles, num_programs
+    else:
+        first, stop, step = 0, 1, 1
+    for i in range(first, stop, step):
+        tile = i if PERSISTENT else pid
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
+        x_hat = s * rstd[:, None]
+        # llama casting: x_hat is rounded to the input dtype before the affine part
+        x_hat = x_hat.to(dtype).to(tl.float32)
+        y = x_hat
+        y = y.to(dtype)
+        tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
+'''
+
+ABI = """\
+ABI = Signature(
+    (
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
+        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("eps", Kind.SCALAR, Source.EPS),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        Param("VEC", Kind.CONSTEXPR, Source.VEC),
+    )
+)
+"""
+
+REFERENCE = '''\
+def tiny_reference(x, eps=1e-6):
+    """y = x / sqrt(mean(x^2) + eps).
+
+    Returns (out, residual_out, scale, mean, rstd); None where the op has no such output.
+    """
+    dtype = x.dtype
+    s = x.float()
+    rstd = torch.rsqrt(s.square().mean(dim=-1, keepdim=True) + eps)
+    x_hat = s * rstd
+    # llama casting: x_hat is rounded to the input dtype before the affine part
+    x_hat = x_hat.to(dtype).float()
+    y = x_hat
+    y = y.to(dtype)
+    return (
+        y,
+        None,
+        None,
+        None,
+        rstd.squeeze(-1).to(torch.float32),
+    )
+'''
+
+
+def spec():
+    (tiny,) = pipeline.load_text(TINY, "tiny.norm")
+    return tiny
+
+
+def target_text() -> str:
+    kernel_plan = plan(spec(), Target.CUDA, None)
+    return render.render_target(kernel_plan, render.shared_tables([kernel_plan])["tiny"])
+
+
+def kernel_text() -> str:
+    text = target_text()
+    start = text.index("@triton.jit\ndef tiny_forward_single")
+    return text[start : text.index("\n\n\n@triton.jit\ndef tiny_forward_multi")] + "\n"
+
+
+def abi_text() -> str:
+    text = target_text()
+    return text[text.index("ABI = Signature(") : text.index("\n\n# Dispatch table")] + "\n"
+
+
+def reference_text() -> str:
+    text = render.render_reference(op_plan(spec(), "normgen"))
+    return text[text.index("def tiny_reference") :]
+
+
+def test_target_template_kernel():
+    assert kernel_text() == KERNEL
+
+
+def test_target_template_abi():
+    assert abi_text() == ABI
+
+
+def test_reference_template():
+    assert reference_text() == REFERENCE
+
+
+if __name__ == "__main__":
+    print(kernel_text(), abi_text(), reference_text(), sep="\n")

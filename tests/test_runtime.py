@@ -1,0 +1,103 @@
+"""The runtime's use of Triton's private C launcher: only for a known layout, after a probe; else kernel[grid]."""
+
+import warnings
+
+import pytest
+import torch
+
+from dsl import runtime
+
+from .conftest import HAS_GPU
+
+
+@pytest.fixture
+def fresh_probe(monkeypatch):
+    monkeypatch.setattr(runtime, "_DIRECT_OK", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+
+
+def test_unknown_triton_version_falls_back_with_one_warning(fresh_probe, monkeypatch):
+    import triton
+
+    monkeypatch.setattr(triton, "__version__", "3.9.0")
+    with pytest.warns(UserWarning, match=r"kernel\[grid\].*triton 3.9.0 is outside"):
+        assert runtime.direct_launch_ok(0) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        assert runtime.direct_launch_ok(0) is False
+
+
+def test_no_probe_during_graph_capture(monkeypatch):
+    monkeypatch.setattr(runtime, "_DIRECT_OK", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert runtime.direct_launch_ok(0) is False
+    assert runtime._DIRECT_OK == {}  # decided at the next launch outside the capture
+
+
+@pytest.mark.gpu
+def test_probe_accepts_this_tritons_layout(fresh_probe):
+    import triton
+
+    version = tuple(int(v) for v in triton.__version__.split(".")[:2])
+    low, high = runtime.DIRECT_LAUNCH_VERSIONS
+    assert runtime.direct_launch_ok(torch.cuda.current_device()) is (low <= version <= high)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("launch", "why"),
+    [
+        (lambda *args: None, "wrote"),  # a layout the C function accepts but launches nothing with
+        (lambda *args: (_ for _ in ()).throw(TypeError("function takes 16 arguments")), "failed"),
+    ],
+)
+def test_probe_rejects_a_launcher_that_does_not_work(fresh_probe, monkeypatch, launch, why):
+    import triton
+
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    real = runtime._direct_launch
+    monkeypatch.setattr(runtime, "_direct_launch", lambda *a: (launch, *real(*a)[1:]))
+    with pytest.warns(UserWarning, match=f"probe launch through it {why}"):
+        assert runtime.direct_launch_ok(torch.cuda.current_device()) is False
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+def test_ops_still_launch_when_the_direct_path_is_off(monkeypatch):
+    import importlib
+
+    import generated
+
+    monkeypatch.setattr(runtime, "_DIRECT_OK", {torch.cuda.current_device(): False})
+    launcher = importlib.import_module("generated.add_rmsnorm_cuda").LAUNCHER
+    monkeypatch.setattr(launcher, "fast", type(launcher.fast)(dict))
+    x = torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16)
+    for _ in range(2):
+        y, s = generated.add_rmsnorm(x, x, torch.ones(4096, device="cuda", dtype=torch.bfloat16))
+    assert not any(launcher.fast.values())  # every launch took kernel[grid]
+    torch.testing.assert_close(s, x + x)
+
+
+@pytest.mark.skipif(not runtime.INTERPRET or runtime.INTERPRET_TARGET != "cuda", reason="the cuda kernels on CPU")
+@pytest.mark.parametrize("op", ["add_rmsnorm", "add_layernorm", "add_rmsnorm_int8"])
+@pytest.mark.parametrize(("passes", "block_n", "cols"), [("single", 128, 100), ("multi", 64, 200)])
+def test_each_mode_writes_only_its_outputs(op, passes, block_n, cols):
+    """Launched through the ABI with every output a tensor of its own: pre mode writes the sum,
+    post mode never does (its residual out, when it has one, is the unquantized y)."""
+    from benchmarks.calls import check, launcher_for, make_call
+    from dsl.abi import Source
+
+    spec = next(s for s in runtime_specs() if s.name == op)
+    for mode in ("pre", "post"):
+        call = make_call(op, mode, 3, cols, "fp32", "cpu")
+        residual_out = call["tensors"][Source.RESIDUAL_OUT].fill_(float("nan"))
+        launcher_for(op, "fp32", passes, 2, block_n, 4, "tiles")(call["key"], False, 0, call["args"])
+        written = not residual_out.isnan().any()
+        assert written == (mode == "pre" or spec.is_quantized), (mode, passes)
+        if written:
+            check(op, spec, call, mode)
+
+
+def runtime_specs():
+    from dsl import pipeline
+
+    return pipeline.load_specs(pipeline.SPECS)
