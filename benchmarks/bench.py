@@ -253,8 +253,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--peers", default=",".join(PEERS), type=lambda t: split_list(t, PEERS, "peer"),
         help=f"peers besides normgen, or none (default {','.join(PEERS)})")  # fmt: skip
     add("--reps", type=int, default=10, help="timed repeats per measurement (median reported)")
-    add("--time-limit", type=float, default=420.0, help="seconds after which no new shape is started (default 420)")
-    add("--self-test", action="store_true", help="CPU: the op in the interpreter, the writers on fake timings")
+    add("--time-limit", type=float, default=420.0, help="seconds after which no new case is started (default 420)")
+    add("--self-test", action="store_true", help="CPU: every op in the interpreter, its peers, the writers on fake timings")
     args = parser.parse_args(argv)
     if args.reps < 1 or not args.modes or not args.ops or not args.shapes:
         parser.error("--reps must be at least 1, and --modes, --ops and --shapes name one at least")
