@@ -254,7 +254,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"peers besides normgen, or none (default {','.join(PEERS)})")  # fmt: skip
     add("--reps", type=int, default=10, help="timed repeats per measurement (median reported)")
     add("--time-limit", type=float, default=420.0, help="seconds after which no new case is started (default 420)")
-    add("--self-test", action="store_true", help="CPU: every op in the interpreter, its peers, the writers on fake timings")
+    add("--self-test", action="store_true", help="CPU: every op and its peers, the writers")
     args = parser.parse_args(argv)
     if args.reps < 1 or not args.modes or not args.ops or not args.shapes:
         parser.error("--reps must be at least 1, and --modes, --ops and --shapes name one at least")
