@@ -1,20 +1,21 @@
-"""normgen's add_rmsnorm against its peers, in one process, on the same inputs.
+"""normgen's ops against their peers, in one process, on the same inputs.
 
-    python -m benchmarks.bench [--quick] [--out DIR] [--shapes seed,llm] [--modes pre,post]
-                               [--peers torch,compile,liger] [--reps N] [--time-limit S]
-    python -m benchmarks.bench --self-test [--out DIR]   # CPU: the op in the interpreter, the writers
+    python -m benchmarks.bench [--quick] [--out DIR] [--ops add_rmsnorm,layernorm] [--shapes family,seed,llm]
+                               [--modes pre,post] [--peers torch,compile,liger] [--reps N] [--time-limit S]
+    python -m benchmarks.bench --self-test [--out DIR]   # CPU: the ops in the interpreter, the writers
 
-Measures (see benchmarks/README.md and timing.py for the method):
+Measures, for every shipped op (or --ops; see benchmarks/README.md and timing.py for the method):
 
 * device time per call from CUDA-graph replay, GB/s of the bytes the op must
   move and that as a fraction of the device-to-device copy bandwidth measured
   in the same run; medians of repeated runs;
-* host time per eager call at bf16 (8, 4096), every impl timed in turns;
-* each impl's output against torch eager before it is timed.
+* host time per eager call of add_rmsnorm at bf16 (8, 4096), every impl timed in turns;
+* each impl's outputs against the op's generated reference before it is timed.
 
-Writes DIR/bench.md, DIR/bench.json (every median and sample), DIR/bench_bf16_pre.png
-and DIR/bench_bf16_post.png, and prints the markdown last. The run stops starting
-new shapes after --time-limit seconds and still writes what it measured.
+Writes DIR/bench.md (a summary and targets per op, one table per op), DIR/bench.json
+(every median and sample), DIR/bench_bf16_pre.png and DIR/bench_bf16_post.png
+(add_rmsnorm), and prints the markdown last. The run stops starting new shapes
+after --time-limit seconds and still writes what it measured.
 """
 
 from __future__ import annotations
@@ -22,19 +23,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import json
 import os
 import sys
-import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from benchmarks import timing
+from benchmarks import ops, timing
+from benchmarks.ops import MAKERS, OPS
 from benchmarks.report import (
     HOST_SHAPE,
     LABELS,
@@ -42,95 +40,56 @@ from benchmarks.report import (
     Case,
     DeviceRow,
     HostRow,
-    fake_results,
     fmt_us,
     log,
     write_outputs,
 )
 
-EPS = 1e-6
+FAMILY_ROWS = (16384, 4096, 64, 1)
+FAMILY_HIDDEN = (4096, 8192)
+FAMILY_EXTRA = ((2048, 8192),)  # 16M elements exactly: the smallest shape the bandwidth target covers
+QUICK_FAMILY = ((4096, 4096), (64, 8192))
 LLM_ROWS = (1, 8, 64, 512, 4096, 16384, 32768)
 LLM_HIDDEN = (2048, 4096, 5120, 7168, 7338, 8192)
 QUICK_SEED_SHAPES = ((32, 2048), (1024, 1024))
 QUICK_LLM_ROWS = (8, 4096)
 QUICK_LLM_HIDDEN = (4096, 7338)
 
+GROUPS = ("family", "seed", "llm")
 PEERS = ("torch", "compile", "liger")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEVICE = "cuda"  # the self-test measures on "cpu" with fake timings
 
 
 # ----------------------------------------------------------------------------
 # What is measured
 
 
-def cases(groups: list[str], modes: list[str], quick: bool) -> list[Case]:
-    """Every (shape, mode) to measure, in measuring order: the large llm shapes first (they carry the targets)."""
-    result = []
-    for group in groups:
-        if group == "seed":
-            shapes = [("fp32", rows, cols) for rows, cols in (QUICK_SEED_SHAPES if quick else SEED_SHAPES)]
-        elif group == "llm":
-            rows_list = QUICK_LLM_ROWS if quick else LLM_ROWS
-            hidden_list = QUICK_LLM_HIDDEN if quick else LLM_HIDDEN
-            shapes = [("bf16", rows, cols) for rows in sorted(rows_list, reverse=True) for cols in hidden_list]
-        else:
-            raise ValueError(f"unknown shape group {group!r}; the groups are seed, llm")
-        result += [Case(group, dtype, rows, cols, mode) for dtype, rows, cols in shapes for mode in modes]
-    return sorted(result, key=lambda c: (c.group != "llm", -c.rows, c.cols, c.mode))
+def group_shapes(group: str, quick: bool) -> list[tuple[str, int, int]]:
+    """(dtype, rows, cols) of a shape group: family (bf16, every op), seed (fp32), llm (bf16, 42 shapes)."""
+    if group == "family":
+        shapes = QUICK_FAMILY if quick else [(r, c) for r in FAMILY_ROWS for c in FAMILY_HIDDEN] + list(FAMILY_EXTRA)
+        return [("bf16", rows, cols) for rows, cols in shapes]
+    if group == "seed":
+        return [("fp32", rows, cols) for rows, cols in (QUICK_SEED_SHAPES if quick else SEED_SHAPES)]
+    if group == "llm":
+        rows_list = QUICK_LLM_ROWS if quick else LLM_ROWS
+        return [("bf16", rows, cols) for rows in rows_list for cols in (QUICK_LLM_HIDDEN if quick else LLM_HIDDEN)]
+    raise ValueError(f"unknown shape group {group!r}; the groups are {', '.join(GROUPS)}")
 
 
-# ----------------------------------------------------------------------------
-# The impls: each maker returns fn(x, r, w) -> (y, residual_out)
-
-
-def torch_function(mode: str, n_cols: int, eps: float) -> Callable:
-    """Eager PyTorch, two ops: x + r, then F.rms_norm."""
-    if mode == "pre":
-
-        def add_rmsnorm_pre(x, r, w):
-            s = x + r
-            return F.rms_norm(s, (n_cols,), w, eps), s
-
-        return add_rmsnorm_pre
-
-    def add_rmsnorm_post(x, r, w):
-        y = F.rms_norm(x + r, (n_cols,), w, eps)
-        return y, y
-
-    return add_rmsnorm_post
-
-
-def compiled_function(mode: str, n_cols: int, eps: float) -> Callable:
-    """torch.compile of the eager function, static shapes, compiled afresh per shape (on its first call)."""
-    torch._dynamo.reset()  # one shape's graphs at a time: no recompile limit, no stale guards
-    return torch.compile(torch_function(mode, n_cols, eps), dynamic=False)
-
-
-def liger_function(mode: str, n_cols: int, eps: float) -> Callable:
-    """Liger-Kernel's fused add + RMSNorm (llama casting); it writes s in post mode too."""
-    from liger_kernel.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction
-
-    apply = LigerFusedAddRMSNormFunction.apply
-
-    def liger_fused(x, r, w):
-        y, s = apply(x, r, w, eps, 0.0, "llama", False)
-        return (y, s) if mode == "pre" else (y, y)
-
-    return liger_fused
-
-
-def normgen_function(mode: str, n_cols: int, eps: float) -> Callable:
-    import generated
-
-    op = generated.add_rmsnorm
-
-    def normgen(x, r, w):
-        return op(x, r, w, eps, norm_pos=mode)
-
-    return normgen
-
-
-MAKERS = {"normgen": normgen_function, "torch": torch_function, "compile": compiled_function, "liger": liger_function}
+def cases(op_names: list[str], groups: list[str], modes: list[str], quick: bool) -> list[Case]:
+    """Every (op, shape, mode) to measure, in measuring order: the largest shapes of every op first
+    (they carry the bandwidth target), the seed group last; a time limit drops the smallest."""
+    result = {
+        Case(op, group, dtype, rows, cols, mode): None
+        for group in groups
+        for dtype, rows, cols in group_shapes(group, quick)
+        for op in op_names
+        for mode in ops.modes_of(op, modes)
+    }
+    order = {op: i for i, op in enumerate(OPS)}
+    return sorted(result, key=lambda c: (c.group == "seed", -c.elements, c.cols, order[c.op], c.mode))
 
 
 def availability(impls: list[str]) -> dict[str, str]:
@@ -169,33 +128,31 @@ def short_error(error: BaseException) -> str:
 
 
 def measure_case(case: Case, impls: list[str], missing: dict, reps: int, copy_gbps: float, l2: int) -> list[DeviceRow]:
+    """Every impl that has the op, on one (op, shape, mode): outputs checked, then timed."""
     elem = timing.element_bytes(case.dtype)
-    call_bytes = timing.bytes_moved(case.mode, case.rows, case.cols, elem)
+    call_bytes = ops.bytes_moved(case.op, case.mode, case.rows, case.cols, elem)
     n_sets = timing.rotation_sets(call_bytes, l2)
     calls = timing.calls_per_graph(call_bytes)
-    sets = timing.make_inputs(case.rows, case.cols, case.dtype, n_sets)
-    x, r, w = sets[0]
+    sets = ops.make_inputs(case.op, case.rows, case.cols, case.dtype, n_sets, device=DEVICE)
     rows = []
     with torch.no_grad():
-        y_ref, res_ref = torch_function(case.mode, case.cols, EPS)(x, r, w)
-        for impl in impls:
-            row = DeviceRow(
-                case.group, case.dtype, case.rows, case.cols, case.mode, impl, call_bytes, calls=calls, sets=n_sets
-            )
+        want = ops.reference(case.op, case.mode, sets[0])
+        for impl in (impl for impl in impls if ops.has_impl(case.op, impl)):
+            row = DeviceRow(*(case.op, case.group, case.dtype, case.rows, case.cols, case.mode, impl, call_bytes))
+            row.calls, row.sets = calls, n_sets
             rows.append(row)
             if missing.get(impl):
                 row.error = missing[impl]
                 continue
+            fn = None
             try:
-                fn = MAKERS[impl](case.mode, case.cols, EPS)
+                fn = MAKERS[impl](case.op, case.mode)
                 t0 = time.perf_counter()
-                y, res = fn(x, r, w)
-                torch.cuda.synchronize()
+                got = fn(*sets[0])
+                synchronize()
                 row.compile_s = time.perf_counter() - t0
-                ok_y, err_y = timing.compare(y, y_ref)
-                ok_res, err_res = timing.compare(res, res_ref) if case.mode == "pre" else (True, 0.0)
-                row.ok, row.max_err = ok_y and ok_res, max(err_y, err_res)
-                del y, res
+                row.ok, row.max_err = ops.check(case.op, case.mode, got, want)
+                del got
                 for inputs in sets:  # every set once outside the graph: nothing compiles inside it
                     fn(*inputs)
                 row.samples = timing.graph_time_us(fn, sets, calls, reps)
@@ -207,21 +164,27 @@ def measure_case(case: Case, impls: list[str], missing: dict, reps: int, copy_gb
                 log(f"  {impl} failed on {case}:\n" + traceback.format_exc())
             finally:
                 fn = None
-                torch.cuda.synchronize()
-    del sets, x, r, w, y_ref, res_ref
-    torch.cuda.empty_cache()
+                synchronize()
+    del sets, want
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
     return rows
 
 
-def host_callables(impls: list[str], missing: dict, mode: str, x, r, w) -> list[tuple]:
-    """(impl, fn, args, kwargs, error) for each host-time column; the op itself is called as users call it."""
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def host_callables(impls: list[str], missing: dict, mode: str, inputs: tuple) -> list[tuple]:
+    """(impl, fn, args, kwargs, error) for each host-time column of add_rmsnorm."""
     result = []
     for impl in impls:
         if missing.get(impl):
             result.append((impl, None, (), {}, missing[impl]))
             continue
         try:
-            result.append((impl, MAKERS[impl](mode, x.shape[-1], EPS), (x, r, w), {}, None))
+            result.append((impl, MAKERS[impl]("add_rmsnorm", mode), inputs, {}, None))
         except Exception as error:
             log(f"  host-time setup of {impl} ({mode}) failed:\n" + traceback.format_exc())
             result.append((impl, None, (), {}, short_error(error)))
@@ -229,19 +192,19 @@ def host_callables(impls: list[str], missing: dict, mode: str, x, r, w) -> list[
 
 
 def measure_host(impls: list[str], missing: dict, modes: list[str], quick: bool) -> list[HostRow]:
-    """Host time per eager call at HOST_SHAPE, for each impl.
+    """Host time per eager call of add_rmsnorm at HOST_SHAPE, for each impl.
 
     The impls are timed in turns (one batch of calls each, then the next impl, for
     every repeat), so that drift in the host's speed reaches them all alike.
     """
     dtype, n_rows, n_cols = HOST_SHAPE
     calls, reps = (500, 5) if quick else (2000, 9)
-    (x, r, w) = timing.make_inputs(n_rows, n_cols, dtype, 1)[0]
+    inputs = ops.make_inputs("add_rmsnorm", n_rows, n_cols, dtype, 1)[0]
     result = []
     with torch.no_grad():
         for mode in modes:
             timed = []
-            for impl, fn, args, kwargs, error in host_callables(impls, missing, mode, x, r, w):
+            for impl, fn, args, kwargs, error in host_callables(impls, missing, mode, inputs):
                 row = HostRow(impl, mode, dtype, n_rows, n_cols, error=error)
                 result.append(row)
                 if fn is not None:
@@ -281,17 +244,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--quick", action="store_true", help="a handful of shapes, for a smoke run")
     add("--out", type=Path, help="folder for bench.md, bench.json and the plots (default benchmarks/results)")
-    add("--shapes", default="seed,llm", type=lambda t: split_list(t, ("seed", "llm"), "shape group"),
-        help="shape groups: seed (the seed PR's fp32 table), llm (bf16 LLM shapes); default seed,llm")  # fmt: skip
+    add("--ops", default=",".join(OPS), type=lambda t: split_list(t, tuple(OPS), "op"),
+        help="ops to measure (default: every shipped op)")  # fmt: skip
+    add("--shapes", default="family", type=lambda t: split_list(t, GROUPS, "shape group"),
+        help="shape groups: family (bf16 rows 1, 64, 4096, 16384 x hidden 4096, 8192, and 2048 x 8192), "
+        "seed (the seed PR's fp32 table), llm (add_rmsnorm's 42 bf16 shapes); default family")  # fmt: skip
     add("--modes", default="pre,post", type=lambda t: split_list(t, ("pre", "post"), "mode"), help="default pre,post")
     add("--peers", default=",".join(PEERS), type=lambda t: split_list(t, PEERS, "peer"),
         help=f"peers besides normgen, or none (default {','.join(PEERS)})")  # fmt: skip
     add("--reps", type=int, default=10, help="timed repeats per measurement (median reported)")
-    add("--time-limit", type=float, default=480.0, help="seconds after which no new shape is started (default 480)")
-    add("--self-test", action="store_true", help="CPU: the op in the interpreter, the writers on fake timings")
+    add("--time-limit", type=float, default=420.0, help="seconds after which no new case is started (default 420)")
+    add("--self-test", action="store_true", help="CPU: every op and its peers, the writers")
     args = parser.parse_args(argv)
-    if args.reps < 1 or not args.modes:
-        parser.error("--reps must be at least 1 and --modes name a mode")
+    if args.reps < 1 or not args.modes or not args.ops or not args.shapes:
+        parser.error("--reps must be at least 1, and --modes, --ops and --shapes name one at least")
     return args
 
 
@@ -304,6 +270,7 @@ def environment(args: argparse.Namespace) -> dict:
         f"{properties.total_memory / 2**30:.0f} GiB, L2 {l2 / 2**20:.0f} MiB)",
         "versions": versions(),
         "l2_mib": l2 / 2**20,
+        "ops": args.ops,
         "groups": args.shapes,
         "modes": args.modes,
         "peers": args.peers,
@@ -336,10 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{meta['device']}; {meta['versions']}")
     copy = timing.copy_bandwidth()
     log(f"copy bandwidth {copy['gbps']:.0f} GB/s")
-    host = measure_host(impls, missing, args.modes, args.quick)
+    host = measure_host(impls, missing, args.modes, args.quick) if "add_rmsnorm" in args.ops else []
     for row in host:
         log(f"host {row.mode} {LABELS[row.impl]}: {fmt_us(row.us) or row.error} µs")
-    todo = cases(args.shapes, args.modes, args.quick)
+    todo = cases(args.ops, args.shapes, args.modes, args.quick)
     device: list[DeviceRow] = []
     l2 = int(meta["l2_mib"] * 2**20)
     for number, case in enumerate(todo, 1):
@@ -351,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure_case(case, impls, missing, args.reps, copy["gbps"], l2)
         device += rows
         summary = ", ".join(f"{LABELS[r.impl]} {fmt_us(r.us) or 'n/a/err'}{' ✗' * (r.ok is False)}" for r in rows)
-        log(f"[{number}/{len(todo)} {elapsed:.0f} s] {case.dtype} {case.mode} {case.rows}×{case.cols}: {summary}")
-        if number % 10 == 0:  # partial results survive a killed run
+        shape = f"{case.op} {case.dtype} {case.mode} {case.rows}×{case.cols}"
+        log(f"[{number}/{len(todo)} {elapsed:.0f} s] {shape}: {summary}")
+        if number % 20 == 0:  # partial results survive a killed run
             write_outputs(args.out, meta, copy, device, host, impls, plots=False)
     text = write_outputs(args.out, meta, copy, device, host, impls, plots=True)
     log(f"wrote {args.out}/bench.md, bench.json and the plots in {time.perf_counter() - started:.0f} s")
@@ -360,57 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------
-# Self-test: the CPU-only parts, on fake timings
-
-
 def self_test(out: Path | None) -> int:
-    """Argument parsing, shape lists, normgen's maker in the interpreter, and the writers, without a GPU."""
-    args = parse_args(["--quick", "--shapes", "llm", "--modes", "post", "--peers", "liger,torch", "--reps", "3"])
-    assert args.quick and args.shapes == ["llm"] and args.modes == ["post"] and args.peers == ["liger", "torch"]
-    assert parse_args(["--peers", "none"]).peers == []
-    full = cases(["seed", "llm"], ["pre", "post"], quick=False)
-    assert len(full) == 2 * (len(SEED_SHAPES) + len(LLM_ROWS) * len(LLM_HIDDEN)), len(full)
-    assert full[0].rows == max(LLM_ROWS) and full[-1].group == "seed"
-    assert len(cases(["seed", "llm"], ["pre"], quick=True)) == len(QUICK_SEED_SHAPES) + 4
-    assert timing.bytes_moved("pre", 2, 8, 2) == 2 * (4 * 16 + 8) and timing.rotation_sets(1 << 20, 50 << 20) == 200
+    from benchmarks.bench_selftest import run
 
-    # normgen's maker on CPU tensors (the kernels in Triton's interpreter) against torch eager.
-    for mode in ("pre", "post"):
-        x, r, w = (torch.randn(3, 100), torch.randn(3, 100), torch.rand(100) + 0.5)
-        got, want = normgen_function(mode, 100, EPS)(x, r, w), torch_function(mode, 100, EPS)(x, r, w)
-        assert all(timing.compare(a, b)[0] for a, b in zip(got, want, strict=True)), mode
-
-    impls = ["normgen", *PEERS]
-    groups, modes = ["seed", "llm"], ["pre", "post"]
-    copy = {"bytes": 1 << 30, "ms": 0.72, "gbps": 2983.0, "samples_ms": [0.72] * 10}
-    device, host = fake_results(cases(groups, modes, quick=False), impls, modes, copy["gbps"])
-    versions = {"python": "3.12", "torch": "2.11.0", "triton": "3.6.0", "liger-kernel": "0.8.5"}
-    meta = {"date": "2026-01-01 00:00", "device": "Fake H100 (132 SMs)", "versions": versions, "l2_mib": 50.0}
-    meta |= {"groups": groups, "modes": modes, "peers": list(PEERS), "reps": 10, "quick": False}
-    meta |= {"time_limit_s": 480.0, "complete": False}
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = out or Path(scratch)
-        text = write_outputs(folder, meta, copy, device, host, impls, plots=True)
-        data = json.loads((folder / "bench.json").read_text(encoding="utf-8"))
-        assert len(data["device"]) == len(device) and len(data["host"]) == len(host)
-        assert data["device"][0]["samples"] == device[0].samples
-        table_rows = [line for line in text.splitlines() if line.startswith("| ") and " × " in line]
-        assert len(table_rows) == len(full), (len(table_rows), len(full))
-        assert "✗" in text and "n/a" in text and "err" in text and "**incomplete**" in text
-        assert text == (folder / "bench.md").read_text(encoding="utf-8")
-        for entry in data["targets"]:
-            assert entry["met"] <= entry["of"], entry
-        pngs = sorted(p.name for p in folder.glob("bench_bf16_*.png"))
-        try:
-            import matplotlib  # noqa: F401
-
-            assert pngs == ["bench_bf16_post.png", "bench_bf16_pre.png"], pngs
-        except ImportError:
-            log("matplotlib not installed: plots not tested")
-        print(text)
-        log(f"self-test passed ({'wrote ' + str(folder) if out else 'in a temporary folder'})")
-    return 0
+    return run(out)
 
 
 if __name__ == "__main__":
