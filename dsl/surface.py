@@ -34,23 +34,15 @@ from .checks import NormgenError
 _INF = float("inf")
 INPUTS = ("x", "residual", "weight", "bias")
 
-_TYPES = {
-    "x": torch.Tensor,
-    "residual": torch.Tensor,
-    "weight": torch.Tensor,
-    "bias": torch.Tensor | None,
-    "eps": float,
-    "norm_pos": str,
-    "return_mean": bool,
-    "return_rstd": bool,
-}
+# The custom ops' parameter types (their schemas are inferred from these).
+_TENSOR, _MAYBE = torch.Tensor, torch.Tensor | None
+_TYPES = {"x": _TENSOR, "residual": _TENSOR, "weight": _TENSOR, "bias": _MAYBE, "eps": float, "norm_pos": str}
+_TYPES.update(return_mean=bool, return_rstd=bool, q=_TENSOR, scale=_TENSOR, mean=_MAYBE, rstd=_MAYBE)
 
 
-def _signature(params: tuple, types: dict, returns) -> inspect.Signature:
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature(
-        [inspect.Parameter(p, kind, annotation=types[p]) for p in params], return_annotation=returns
-    )
+def _signature(params: tuple, returns) -> inspect.Signature:
+    parameters = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_TYPES[p]) for p in params]
+    return inspect.Signature(parameters, return_annotation=returns)
 
 
 class Op:
@@ -201,11 +193,19 @@ class Op:
             checks.check_param(name, "weight", weight, x)
         if self.has_bias and bias is not None:
             checks.check_param(name, "bias", bias, x)
-        given = {"x": x, "residual": residual, "weight": weight, "bias": bias}
-        checks.check_no_grad(name, {p: given[p] for p in self.inputs})
+        checks.check_no_grad(name, self._named(x, residual, weight, bias))
         if inplace:
             checks.check_inplace(name, x, residual)
         return checks.check_eps(name, eps)
+
+    def _named(self, x, residual, weight, bias) -> dict:
+        """The op's tensor arguments by name, in order (bias may be None)."""
+        named = {"x": x, "residual": residual} if self.has_residual else {"x": x}
+        if self.has_weight:
+            named["weight"] = weight
+        if self.has_bias:
+            named["bias"] = bias
+        return named
 
     def new_outputs(self, x, norm_pos, return_mean, return_rstd, inplace) -> list:
         """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
@@ -262,9 +262,8 @@ class Op:
         )
         target = "cuda" if x.is_cuda else runtime.kernel_target(x.device)
         if target is None:
-            given = {"x": x, "residual": residual, "weight": weight, "bias": bias}
             extra = (norm_pos,) if self.has_residual else ()
-            checks.copy_outputs(slots, self.reference(*[given[p] for p in self.inputs], eps, *extra))
+            checks.copy_outputs(slots, self.reference(*self._named(x, residual, weight, bias).values(), eps, *extra))
             return slots
         n_cols = x.shape[-1]
         n_rows = x.numel() // n_cols
@@ -313,7 +312,7 @@ class Op:
             call = self._arguments(given, inplace=False)
             return self.new_outputs(call[0], *call[5:8], False)
 
-        functional.__signature__ = _signature(self.call_params, _TYPES, list[torch.Tensor])
+        functional.__signature__ = _signature(self.call_params, list[torch.Tensor])
         custom = torch.library.custom_op(self.custom_op, functional, mutates_args=())
         custom.register_fake(fake)
         self.functional_op = getattr(getattr(torch.ops, namespace), opname)
@@ -330,8 +329,7 @@ class Op:
             eps = self.check(*call[:6], True)
             self.forward(new, *call[:4], eps, *call[5:])
 
-        types = dict(_TYPES, q=torch.Tensor, scale=torch.Tensor, mean=torch.Tensor | None, rstd=torch.Tensor | None)
-        inplace.__signature__ = _signature(self.inplace_params, types, None)
+        inplace.__signature__ = _signature(self.inplace_params, None)
         mutates = ("x", "residual") + extras
         custom = torch.library.custom_op(f"{self.custom_op}_inplace", inplace, mutates_args=mutates)
         custom.register_fake(lambda *args: None)
