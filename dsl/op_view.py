@@ -1,7 +1,8 @@
 """The op module's view of a spec: what ``templates/op.py.jinja`` and the reference print.
 
-Target-independent. The kernel arguments and launch key of each residual mode
-come from the forward kernels' ABI (``dsl/abi.py``), in kernel order.
+Target-independent. The op module is the public function (signature and
+docstring), the module class and the descriptor ``surface.Op`` reads; the
+kernels' arguments and launch key come at run time from the kernel module's ABI.
 """
 
 from __future__ import annotations
@@ -9,43 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import names
-from .abi import Kind, Param, Source
 from .model import QUANT_STORAGE_DTYPE, QUANT_TORCH_DTYPE, TORCH_DTYPE, Casting, NormSpec, ResidualMode, format_number
-from .plan import KernelFacts, forward_signature, kernel_facts, writes_residual_out
-
-# The op module's expression for each value a call passes (its locals).
-_SWITCH_EXPRESSIONS = {
-    Source.BIAS_GIVEN: "bias is not None",
-    Source.MEAN_ASKED: "mean is not None",
-    Source.RSTD_ASKED: "rstd is not None",
-}
-
-
-def op_expression(param: Param, mode: ResidualMode | None) -> str:
-    """What the op passes for a parameter of the call, in a call of residual mode ``mode``."""
-    if param.kind is Kind.ROW_STRIDE:
-        return f"{param.source.value}_stride"
-    if param.source is Source.MODE_PRE:
-        return str(mode is ResidualMode.PRE)
-    return _SWITCH_EXPRESSIONS.get(param.source, param.source.value)
-
-
-@dataclass(frozen=True)
-class ModeLaunch:
-    """How the op launches the kernels of one residual mode."""
-
-    mode: str  # "pre", "post" or "none"
-    new_residual_out: bool  # pre, or post with a quantized y: a second tensor is written
-    args: tuple[str, ...]  # expressions, in kernel order: every parameter the call passes
-    key: tuple[str, ...]  # launch-key expressions after x's dtype (ABI order)
-
-
-def mode_launch(spec: NormSpec, mode: ResidualMode | None) -> ModeLaunch:
-    signature = forward_signature(spec, vector_width=False)  # the call's parameters are the same on every target
-    args = tuple(op_expression(p, mode) for p in signature.call)
-    key = tuple(op_expression(p, mode) for p in signature.key)
-    token = mode.value if mode else "none"
-    return ModeLaunch(token, writes_residual_out(spec, mode), args, key)
+from .plan import KernelFacts, kernel_facts, writes_residual_out
 
 
 @dataclass(frozen=True)
@@ -58,10 +24,6 @@ class OpPlan:
     @property
     def facts(self) -> KernelFacts:
         return kernel_facts(self.spec)
-
-    @property
-    def launches(self) -> tuple[ModeLaunch, ...]:
-        return tuple(mode_launch(self.spec, mode) for mode in self.spec.residual or (None,))
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -93,10 +55,6 @@ class OpPlan:
         return QUANT_TORCH_DTYPE.get(self.spec.quantize, "")
 
     @property
-    def quant_views_storage(self) -> bool:
-        return self.quant_storage_dtype != self.quant_dtype
-
-    @property
     def reference(self) -> str:
         return names.reference_function(self.spec)
 
@@ -117,112 +75,6 @@ class OpPlan:
         if self.spec.stores_rstd:
             result.append("rstd")
         return tuple(result)
-
-    # Parameter lists of the op module's functions.
-    @property
-    def call_args(self) -> tuple[str, ...]:
-        """Tensor inputs, eps, and the per-call switches (the custom op's parameters)."""
-        spec = self.spec
-        names_ = ["x"] + ["residual"] * spec.has_residual + ["weight"] * spec.has_weight + ["bias"] * spec.has_bias
-        names_ += ["eps"] + ["norm_pos"] * spec.has_residual
-        names_ += ["return_mean"] * spec.stores_mean + ["return_rstd"] * spec.stores_rstd
-        return tuple(names_)
-
-    @property
-    def param_tensors(self) -> tuple[str, ...]:
-        spec = self.spec
-        return tuple(["residual"] * spec.has_residual + ["weight"] * spec.has_weight + ["bias"] * spec.has_bias)
-
-    @property
-    def grad_tensors(self) -> str:
-        """The op's tensor arguments as a dict display, for the no-gradient check."""
-        return "{" + ", ".join(f'"{name}": {name}' for name in ("x", *self.param_tensors)) + "}"
-
-    @property
-    def forward_args(self) -> tuple[str, ...]:
-        return self.call_args + ("inplace",) * self.spec.has_residual
-
-    @property
-    def inplace_extras(self) -> tuple[str, ...]:
-        """The new tensors of an in-place call, passed to the in-place custom op to fill."""
-        spec = self.spec
-        return tuple(["q", "scale"] * spec.is_quantized + ["mean"] * spec.stores_mean + ["rstd"] * spec.stores_rstd)
-
-    @property
-    def inplace_call_args(self) -> tuple[str, ...]:
-        """x, residual, parameters, eps, norm_pos, then the extras (from `new`, in order)."""
-        base = [a for a in self.call_args if not a.startswith("return_")]
-        return tuple(base) + tuple(self.inplace_extras)
-
-    @property
-    def inplace_mutates(self) -> tuple[str, ...]:
-        return ("x", "residual") + self.inplace_extras
-
-    @property
-    def inplace_typed_params(self) -> tuple[str, ...]:
-        typed = {name.split(":")[0]: name for name in self.typed_params}
-        result = [typed[a] for a in self.call_args if not a.startswith("return_")]
-        for extra in self.inplace_extras:
-            optional = extra in ("mean", "rstd")
-            result.append(f"{extra}: torch.Tensor{' | None' if optional else ''}")
-        return tuple(result)
-
-    @property
-    def typed_params(self) -> tuple[str, ...]:
-        types = {
-            "x": "torch.Tensor",
-            "residual": "torch.Tensor",
-            "weight": "torch.Tensor",
-            "bias": "torch.Tensor | None",
-            "eps": "float",
-            "norm_pos": "str",
-            "return_mean": "bool",
-            "return_rstd": "bool",
-        }
-        return tuple(f"{name}: {types[name]}" for name in self.call_args)
-
-    @property
-    def check_params(self) -> tuple[str, ...]:
-        spec = self.spec
-        names_ = ["x"] + ["residual"] * spec.has_residual + ["weight"] * spec.has_weight + ["bias"] * spec.has_bias
-        return tuple(names_ + ["eps"] + ["norm_pos", "inplace"] * spec.has_residual)
-
-    @property
-    def flags(self) -> tuple[str, ...]:
-        """The per-call switches that decide which outputs exist."""
-        spec = self.spec
-        return tuple(
-            ["norm_pos"] * spec.has_residual
-            + ["return_mean"] * spec.stores_mean
-            + ["return_rstd"] * spec.stores_rstd
-            + ["inplace"] * spec.has_residual
-        )
-
-    @property
-    def alloc_args(self) -> tuple[str, ...]:
-        return ("x",) + self.flags
-
-    @property
-    def slot_args(self) -> tuple[str, ...]:
-        return ("x",) + ("residual",) * self.spec.has_residual + self.flags
-
-    @property
-    def stride_locals(self) -> tuple[str, ...]:
-        """The row-stride locals the launch reads."""
-        names_ = ["x_stride", "out_stride"]
-        if self.spec.has_residual:
-            names_ += ["residual_stride"]
-        if any(launch.new_residual_out for launch in self.launches):
-            names_ += ["residual_out_stride"]
-        return tuple(names_)
-
-    @property
-    def align_expression(self) -> str:
-        """OR of the input pointers whose alignment the launch key records."""
-        terms = ["x.data_ptr()"] + ["residual.data_ptr()"] * self.spec.has_residual
-        terms += ["weight.data_ptr()"] * self.spec.has_weight
-        terms += ["(0 if bias is None else bias.data_ptr())"] * self.spec.has_bias
-        return " | ".join(terms)
 
     @property
     def norm_pos_doc(self) -> tuple[str, ...]:
@@ -267,16 +119,6 @@ class OpPlan:
         return tuple(TORCH_DTYPE[d] for d in self.spec.dtypes)
 
     @property
-    def fixed_locals(self) -> tuple[str, ...]:
-        """The op's locals returned on every call: out, then residual_out and scale if any."""
-        names_ = (
-            ["out"]
-            + (["residual_out"] if self.spec.has_residual else [])
-            + (["scale"] if self.spec.is_quantized else [])
-        )
-        return tuple(names_)
-
-    @property
     def returns_doc(self) -> str:
         text = self.outputs[0] if self.single_output else "(" + ", ".join(self.outputs) + ")"
         if self.spec.stores_mean or self.spec.stores_rstd:
@@ -286,6 +128,63 @@ class OpPlan:
     @property
     def single_output(self) -> bool:
         return len(self.outputs) == 1
+
+    # What the op module prints: the descriptor, the public function, the module class.
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The tensor arguments, in the public function's order."""
+        spec = self.spec
+        return ("x",) + ("residual",) * spec.has_residual + ("weight",) * spec.has_weight + ("bias",) * spec.has_bias
+
+    @property
+    def stats(self) -> tuple[str, ...]:
+        """The statistics a call may ask for (return_mean, return_rstd)."""
+        return ("mean",) * self.spec.stores_mean + ("rstd",) * self.spec.stores_rstd
+
+    @property
+    def stats_dtype_arg(self) -> str:
+        """The descriptor's stats_dtype: None for x's dtype."""
+        return "None" if self.spec.casting is Casting.NONE else "torch.float32"
+
+    @property
+    def kernels(self) -> str:
+        """The descriptor's target -> kernel module display."""
+        return "{" + ", ".join(f'"{t}": "{names.op_module(self.spec)}_{t}"' for t in self.targets) + "}"
+
+    @property
+    def signature(self) -> str:
+        """The public function's parameters."""
+        spec = self.spec
+        params = [p for p in self.inputs if p != "bias"] + ["bias=None"] * spec.has_bias + [f"eps={self.eps}"]
+        params += [f'norm_pos="{self.default_mode}"'] * spec.has_residual
+        keywords = [f"return_{s}=False" for s in self.stats] + ["inplace=False"] * spec.has_residual
+        return ", ".join(params + (["*"] + keywords if keywords else []))
+
+    @property
+    def op_args(self) -> tuple[str, ...]:
+        """The public function's call of the descriptor: the nine arguments of surface.Op."""
+        spec = self.spec
+        given = self.inputs + ("eps",) + ("norm_pos",) * spec.has_residual + tuple(f"return_{s}" for s in self.stats)
+        every = ("x", "residual", "weight", "bias", "eps", "norm_pos", "return_mean", "return_rstd")
+        absent = {"residual": "None", "weight": "None", "bias": "None", "norm_pos": "None"}
+        args = tuple(name if name in given else absent.get(name, "False") for name in every)
+        return args + ("inplace" if spec.has_residual else "False",)
+
+    @property
+    def module_base(self) -> str:
+        return "AddNorm" if self.spec.has_residual else "Norm"
+
+    @property
+    def module_signature(self) -> str:
+        spec = self.spec
+        params = ["self", "hidden_size", f"eps={self.eps}"] + [f'norm_pos="{self.default_mode}"'] * spec.has_residual
+        return ", ".join(params + ["bias=True"] * spec.has_bias + ["*", "device=None", "dtype=None"])
+
+    @property
+    def module_args(self) -> tuple[str, ...]:
+        spec = self.spec
+        args = ["hidden_size", "eps"] + ["norm_pos=norm_pos"] * spec.has_residual + ["bias=bias"] * spec.has_bias
+        return tuple(args + ["device=device", "dtype=dtype"])
 
 
 def op_plan(spec: NormSpec, namespace: str) -> OpPlan:

@@ -11,42 +11,27 @@ torch.compile records instead of tracing into it, and wrapped as the module AddL
 
 import torch
 
-from dsl import runtime
+from dsl import surface
 
 from .add_layernorm_fp8_reference import add_layernorm_fp8_reference
 
-_OP = "add_layernorm_fp8"
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_MODES = ("pre", "post")
-_NEW_RESIDUAL_OUT = ("pre", "post")  # modes whose residual out is a tensor of its own
-_TARGETS = ("npu", "cuda")
-_INF = float("inf")
-_KERNELS = {}  # target -> generated kernel module, imported on first use
+# What varies per spec; dsl/surface.py does the rest (checks, outputs, launch, custom ops).
+OP = surface.Op(
+    "add_layernorm_fp8",
+    "normgen::add_layernorm_fp8",
+    inputs=("x", "residual", "weight", "bias"),
+    dtypes=(torch.float32, torch.float16, torch.bfloat16),
+    modes=("pre", "post"),
+    new_residual_out=("pre", "post"),
+    quantized=(torch.uint8, torch.float8_e4m3fn),
+    weight_init=1.0,
+    reference=add_layernorm_fp8_reference,
+    kernels={"npu": "add_layernorm_fp8_npu", "cuda": "add_layernorm_fp8_cuda"},
+    package=__package__,
+)
 
 
-def _kernels(target):
-    module = _KERNELS.get(target)
-    if module is None:
-        if target not in _TARGETS:
-            raise runtime.NormgenError(f"{_OP} is not generated for the {target} target (it has: {', '.join(_TARGETS)})")
-        if target == "npu":
-            from . import add_layernorm_fp8_npu as module
-        elif target == "cuda":
-            from . import add_layernorm_fp8_cuda as module
-        _KERNELS[target] = module
-    return module
-
-
-def add_layernorm_fp8(
-    x,
-    residual,
-    weight,
-    bias=None,
-    eps=1e-5,
-    norm_pos="pre",
-    *,
-    inplace=False,
-):
+def add_layernorm_fp8(x, residual, weight, bias=None, eps=1e-5, norm_pos="pre", *, inplace=False):
     """Over the last dimension of x: y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual.
 
     Args:
@@ -68,178 +53,10 @@ def add_layernorm_fp8(
         q has x's shape and dtype float8_e4m3fn; scale is fp32 of shape (..., 1):
         scale = max(|y|) / 448.0 per row (at least 1e-12), q = y / scale clamped to [-448.0, 448.0].
     """
-    try:
-        # The common eager call, proven valid with a few attribute reads; anything
-        # else (or any doubt) takes the full checks below, which name the problem.
-        fast = (
-            type(eps) is float
-            and 0.0 <= eps < _INF
-            and not inplace
-            and norm_pos in _MODES
-            and x.is_cuda
-            and (dtype := x.dtype) in _DTYPES
-            and (n_cols := (shape := x.shape)[-1]) > 0
-            and x.is_contiguous()
-            and not x.requires_grad
-            and (device := x.get_device()) >= 0
-            and residual.is_cuda
-            and residual.dtype is dtype
-            and residual.shape == shape
-            and residual.is_contiguous()
-            and not residual.requires_grad
-            and residual.get_device() == device
-            and weight.is_cuda
-            and weight.dtype is dtype
-            and weight.shape == (n_cols,)
-            and weight.is_contiguous()
-            and not weight.requires_grad
-            and weight.get_device() == device
-            and (bias is None or (bias.is_cuda and bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and not bias.requires_grad and bias.get_device() == device))
-            and not torch.compiler.is_compiling()
-        )
-    except (AttributeError, IndexError, TypeError):
-        fast = False
-    if fast:
-        # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
-        new = _new_outputs(x, norm_pos, inplace)
-        out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, inplace)
-        n_rows = x.numel() // n_cols
-        if n_rows:
-            x_stride = out_stride = residual_stride = residual_out_stride = n_cols
-            if norm_pos == "pre":
-                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, True)
-                args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None, True)
-            elif norm_pos == "post":
-                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, False)
-                args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None, False)
-            aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
-            (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
-        return _public(slots)
-    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
-    if torch.compiler.is_compiling():
-        # torch.compile records the custom op; its body runs when the graph runs
-        if inplace:
-            new = _new_outputs(x, norm_pos, inplace)
-            out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, inplace)
-            torch.ops.normgen.add_layernorm_fp8_inplace(x, residual, weight, bias, eps, norm_pos, out, scale)
-        else:
-            new = torch.ops.normgen.add_layernorm_fp8(x, residual, weight, bias, eps, norm_pos)
-        return _public(_slots(new, x, residual, norm_pos, inplace))
-    slots = _forward(_new_outputs(x, norm_pos, inplace), x, residual, weight, bias, eps, norm_pos, inplace)
-    if inplace:
-        # the kernels wrote x (and residual) behind autograd's back: bump their versions as torch's in-place ops do
-        runtime.bump_written((x, residual), slots)
-    return _public(slots)
+    return OP(x, residual, weight, bias, eps, norm_pos, False, False, inplace)
 
 
-def _check(x, residual, weight, bias, eps, norm_pos, inplace):
-    """Every input check, before anything is allocated or launched; returns eps as a float."""
-    runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
-    runtime.check_input(_OP, x, _DTYPES)
-    runtime.check_like(_OP, "residual", residual, x)
-    runtime.check_param(_OP, "weight", weight, x)
-    if bias is not None:
-        runtime.check_param(_OP, "bias", bias, x)
-    runtime.check_no_grad(_OP, {"x": x, "residual": residual, "weight": weight, "bias": bias})
-    if inplace:
-        runtime.check_inplace(_OP, x, residual)
-    return runtime.check_eps(_OP, eps)
-
-
-def _new_outputs(x, norm_pos, inplace):
-    """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
-    dense = x.is_contiguous()  # then empty_like(x) is contiguous, and cheaper without keywords
-    new = []
-    new.append(torch.empty_like(x, dtype=torch.uint8, memory_format=torch.contiguous_format))
-    if not inplace and norm_pos in _NEW_RESIDUAL_OUT:
-        new.append(torch.empty_like(x) if dense else torch.empty_like(x, memory_format=torch.contiguous_format))
-    new.append(torch.empty(x.shape[:-1] + (1,), dtype=torch.float32, device=x.device))
-    return new
-
-
-def _slots(new, x, residual, norm_pos, inplace):
-    """(out, residual_out, scale, mean, rstd): the new tensors, and the inputs a call writes to."""
-    new = iter(new)
-    out = next(new)
-    if norm_pos in _NEW_RESIDUAL_OUT:
-        residual_out = (residual if norm_pos == "pre" else x) if inplace else next(new)
-    else:
-        residual_out = out
-    scale = next(new)
-    mean = None
-    rstd = None
-    return out, residual_out, scale, mean, rstd
-
-
-def _public(slots):
-    """What the op returns: (q, residual_out, scale)."""
-    out, residual_out, scale, mean, rstd = slots
-    out = out.view(torch.float8_e4m3fn)
-    result = (out, residual_out, scale)
-    return result[0] if len(result) == 1 else result
-
-
-def _forward(new, x, residual, weight, bias, eps, norm_pos, inplace):
-    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual); returns the slots."""
-    out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, inplace)
-    target = "cuda" if x.is_cuda else runtime.kernel_target(x.device)
-    if target is None:
-        expected = add_layernorm_fp8_reference(x, residual, weight, bias, eps, norm_pos)
-        runtime.copy_outputs(slots, expected)
-        return slots
-    n_cols = x.shape[-1]
-    n_rows = x.numel() // n_cols
-    if n_rows == 0:
-        return slots
-    x_rows, x_stride = (x, n_cols) if x.is_contiguous() else runtime.rows(x)
-    residual_rows, residual_stride = (residual, n_cols) if residual.is_contiguous() else runtime.rows(residual)
-    out_stride = x_stride if out is x else n_cols
-    residual_out_stride = residual_stride if residual_out is residual else (x_stride if residual_out is x else n_cols)
-    x = x_rows
-    residual = residual_rows
-    if norm_pos == "pre":
-        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, True)
-        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None, True)
-    elif norm_pos == "post":
-        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, bias is not None, False)
-        args = (x, x_stride, residual, residual_stride, weight, bias, out, out_stride, residual_out, residual_out_stride, scale, n_rows, n_cols, eps, bias is not None, False)
-    aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
-    (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)
-    return slots
-
-
-def _fake(x, residual, weight, bias, eps, norm_pos):
-    """Output shapes, dtypes and strides for torch.compile's fake tensors."""
-    inplace = False
-    return _new_outputs(x, norm_pos, inplace)
-
-
-@torch.library.custom_op("normgen::add_layernorm_fp8", mutates_args=())
-def _add_layernorm_fp8_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str) -> list[torch.Tensor]:
-    inplace = False
-    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)  # direct torch.ops calls get the op's checks too
-    new = _new_outputs(x, norm_pos, inplace)
-    _forward(new, x, residual, weight, bias, eps, norm_pos, inplace)
-    return new
-
-
-_add_layernorm_fp8_op.register_fake(_fake)
-
-
-@torch.library.custom_op("normgen::add_layernorm_fp8_inplace", mutates_args=("x", "residual", "q", "scale"))
-def _add_layernorm_fp8_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, norm_pos: str, q: torch.Tensor, scale: torch.Tensor) -> None:
-    new = [t for t in (q, scale) if t is not None]
-    inplace = True
-    eps = _check(x, residual, weight, bias, eps, norm_pos, inplace)
-    _forward(new, x, residual, weight, bias, eps, norm_pos, inplace)
-
-
-@_add_layernorm_fp8_inplace_op.register_fake
-def _(x, residual, weight, bias, eps, norm_pos, q, scale):
-    return None
-
-
-class AddLayerNormFP8(torch.nn.Module):
+class AddLayerNormFP8(surface.AddNorm):
     """add_layernorm_fp8 as a module: y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual.
 
     Its parameter is named `weight` (and `bias`), as in Hugging Face norm layers, so their
@@ -250,35 +67,7 @@ class AddLayerNormFP8(torch.nn.Module):
     dtype, so build it with dtype=x.dtype (or call .to(x.dtype)) for fp16/bf16 input.
     """
 
-    def __init__(
-        self,
-        hidden_size,
-        eps=1e-5,
-        norm_pos="pre",
-        bias=True,
-        *,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
-        self.hidden_size = hidden_size
-        self.eps = eps
-        self.norm_pos = norm_pos
-        self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
-        if bias:
-            self.bias = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+    op = OP
 
-    def reset_parameters(self):
-        torch.nn.init.constant_(self.weight, 1.0)
-        if self.bias is not None:
-            torch.nn.init.zeros_(self.bias)
-
-    def forward(self, x, residual):
-        return add_layernorm_fp8(x, residual, self.weight, self.bias, self.eps, self.norm_pos)
-
-    def extra_repr(self):
-        return f"{self.hidden_size}, eps={self.eps}, norm_pos={self.norm_pos!r}, bias={self.bias is not None}"
+    def __init__(self, hidden_size, eps=1e-5, norm_pos="pre", bias=True, *, device=None, dtype=None):
+        super().__init__(hidden_size, eps, norm_pos=norm_pos, bias=bias, device=device, dtype=dtype)

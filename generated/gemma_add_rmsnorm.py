@@ -11,42 +11,28 @@ torch.compile records instead of tracing into it, and wrapped as the module Gemm
 
 import torch
 
-from dsl import runtime
+from dsl import surface
 
 from .gemma_add_rmsnorm_reference import gemma_add_rmsnorm_reference
 
-_OP = "gemma_add_rmsnorm"
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_MODES = ("pre", "post")
-_NEW_RESIDUAL_OUT = ("pre",)  # modes whose residual out is a tensor of its own
-_TARGETS = ("npu", "cuda")
-_INF = float("inf")
-_KERNELS = {}  # target -> generated kernel module, imported on first use
+# What varies per spec; dsl/surface.py does the rest (checks, outputs, launch, custom ops).
+OP = surface.Op(
+    "gemma_add_rmsnorm",
+    "normgen::gemma_add_rmsnorm",
+    inputs=("x", "residual", "weight"),
+    dtypes=(torch.float32, torch.float16, torch.bfloat16),
+    modes=("pre", "post"),
+    new_residual_out=("pre",),
+    stats=("rstd",),
+    stats_dtype=torch.float32,
+    weight_init=0.0,
+    reference=gemma_add_rmsnorm_reference,
+    kernels={"npu": "gemma_add_rmsnorm_npu", "cuda": "gemma_add_rmsnorm_cuda"},
+    package=__package__,
+)
 
 
-def _kernels(target):
-    module = _KERNELS.get(target)
-    if module is None:
-        if target not in _TARGETS:
-            raise runtime.NormgenError(f"{_OP} is not generated for the {target} target (it has: {', '.join(_TARGETS)})")
-        if target == "npu":
-            from . import gemma_add_rmsnorm_npu as module
-        elif target == "cuda":
-            from . import gemma_add_rmsnorm_cuda as module
-        _KERNELS[target] = module
-    return module
-
-
-def gemma_add_rmsnorm(
-    x,
-    residual,
-    weight,
-    eps=1e-6,
-    norm_pos="pre",
-    *,
-    return_rstd=False,
-    inplace=False,
-):
+def gemma_add_rmsnorm(x, residual, weight, eps=1e-6, norm_pos="pre", *, return_rstd=False, inplace=False):
     """Over the last dimension of x: y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual.
 
     Args:
@@ -66,178 +52,10 @@ def gemma_add_rmsnorm(
     Returns:
         (y, residual_out, rstd); the optional statistics are appended only when asked for.
     """
-    try:
-        # The common eager call, proven valid with a few attribute reads; anything
-        # else (or any doubt) takes the full checks below, which name the problem.
-        fast = (
-            type(eps) is float
-            and 0.0 <= eps < _INF
-            and not inplace
-            and norm_pos in _MODES
-            and x.is_cuda
-            and (dtype := x.dtype) in _DTYPES
-            and (n_cols := (shape := x.shape)[-1]) > 0
-            and x.is_contiguous()
-            and not x.requires_grad
-            and (device := x.get_device()) >= 0
-            and residual.is_cuda
-            and residual.dtype is dtype
-            and residual.shape == shape
-            and residual.is_contiguous()
-            and not residual.requires_grad
-            and residual.get_device() == device
-            and weight.is_cuda
-            and weight.dtype is dtype
-            and weight.shape == (n_cols,)
-            and weight.is_contiguous()
-            and not weight.requires_grad
-            and weight.get_device() == device
-            and not torch.compiler.is_compiling()
-        )
-    except (AttributeError, IndexError, TypeError):
-        fast = False
-    if fast:
-        # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
-        new = _new_outputs(x, norm_pos, return_rstd, inplace)
-        out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, return_rstd, inplace)
-        n_rows = x.numel() // n_cols
-        if n_rows:
-            x_stride = out_stride = residual_stride = residual_out_stride = n_cols
-            if norm_pos == "pre":
-                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, True)
-                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, True)
-            elif norm_pos == "post":
-                key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, False)
-                args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, False)
-            aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
-            (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
-        return _public(slots, return_rstd)
-    eps = _check(x, residual, weight, eps, norm_pos, inplace)
-    if torch.compiler.is_compiling():
-        # torch.compile records the custom op; its body runs when the graph runs
-        if inplace:
-            new = _new_outputs(x, norm_pos, return_rstd, inplace)
-            out, _, scale, mean, rstd = _slots(new, x, residual, norm_pos, return_rstd, inplace)
-            torch.ops.normgen.gemma_add_rmsnorm_inplace(x, residual, weight, eps, norm_pos, rstd)
-        else:
-            new = torch.ops.normgen.gemma_add_rmsnorm(x, residual, weight, eps, norm_pos, return_rstd)
-        return _public(_slots(new, x, residual, norm_pos, return_rstd, inplace), return_rstd)
-    slots = _forward(_new_outputs(x, norm_pos, return_rstd, inplace), x, residual, weight, eps, norm_pos, return_rstd, inplace)
-    if inplace:
-        # the kernels wrote x (and residual) behind autograd's back: bump their versions as torch's in-place ops do
-        runtime.bump_written((x, residual), slots)
-    return _public(slots, return_rstd)
+    return OP(x, residual, weight, None, eps, norm_pos, False, return_rstd, inplace)
 
 
-def _check(x, residual, weight, eps, norm_pos, inplace):
-    """Every input check, before anything is allocated or launched; returns eps as a float."""
-    runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
-    runtime.check_input(_OP, x, _DTYPES)
-    runtime.check_like(_OP, "residual", residual, x)
-    runtime.check_param(_OP, "weight", weight, x)
-    runtime.check_no_grad(_OP, {"x": x, "residual": residual, "weight": weight})
-    if inplace:
-        runtime.check_inplace(_OP, x, residual)
-    return runtime.check_eps(_OP, eps)
-
-
-def _new_outputs(x, norm_pos, return_rstd, inplace):
-    """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
-    dense = x.is_contiguous()  # then empty_like(x) is contiguous, and cheaper without keywords
-    new = []
-    if not inplace:
-        new.append(torch.empty_like(x) if dense else torch.empty_like(x, memory_format=torch.contiguous_format))
-    if not inplace and norm_pos in _NEW_RESIDUAL_OUT:
-        new.append(torch.empty_like(x) if dense else torch.empty_like(x, memory_format=torch.contiguous_format))
-    if return_rstd:
-        new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
-    return new
-
-
-def _slots(new, x, residual, norm_pos, return_rstd, inplace):
-    """(out, residual_out, scale, mean, rstd): the new tensors, and the inputs a call writes to."""
-    new = iter(new)
-    out = x if inplace else next(new)
-    if norm_pos in _NEW_RESIDUAL_OUT:
-        residual_out = (residual if norm_pos == "pre" else x) if inplace else next(new)
-    else:
-        residual_out = out
-    scale = None
-    mean = None
-    rstd = next(new) if return_rstd else None
-    return out, residual_out, scale, mean, rstd
-
-
-def _public(slots, return_rstd):
-    """What the op returns: (y, residual_out, rstd); the optional statistics are appended only when asked for."""
-    out, residual_out, scale, mean, rstd = slots
-    result = (out, residual_out)
-    result += (rstd,) if return_rstd else ()
-    return result[0] if len(result) == 1 else result
-
-
-def _forward(new, x, residual, weight, eps, norm_pos, return_rstd, inplace):
-    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual); returns the slots."""
-    out, residual_out, scale, mean, rstd = slots = _slots(new, x, residual, norm_pos, return_rstd, inplace)
-    target = "cuda" if x.is_cuda else runtime.kernel_target(x.device)
-    if target is None:
-        expected = gemma_add_rmsnorm_reference(x, residual, weight, eps, norm_pos)
-        runtime.copy_outputs(slots, expected)
-        return slots
-    n_cols = x.shape[-1]
-    n_rows = x.numel() // n_cols
-    if n_rows == 0:
-        return slots
-    x_rows, x_stride = (x, n_cols) if x.is_contiguous() else runtime.rows(x)
-    residual_rows, residual_stride = (residual, n_cols) if residual.is_contiguous() else runtime.rows(residual)
-    out_stride = x_stride if out is x else n_cols
-    residual_out_stride = residual_stride if residual_out is residual else (x_stride if residual_out is x else n_cols)
-    x = x_rows
-    residual = residual_rows
-    if norm_pos == "pre":
-        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, True)
-        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, True)
-    elif norm_pos == "post":
-        key = (x.dtype, x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, rstd is not None, False)
-        args = (x, x_stride, residual, residual_stride, weight, out, out_stride, residual_out, residual_out_stride, rstd, n_rows, n_cols, eps, rstd is not None, False)
-    aligned = (x.data_ptr() | residual.data_ptr() | weight.data_ptr()) & 15 == 0
-    (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)
-    return slots
-
-
-def _fake(x, residual, weight, eps, norm_pos, return_rstd):
-    """Output shapes, dtypes and strides for torch.compile's fake tensors."""
-    inplace = False
-    return _new_outputs(x, norm_pos, return_rstd, inplace)
-
-
-@torch.library.custom_op("normgen::gemma_add_rmsnorm", mutates_args=())
-def _gemma_add_rmsnorm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, norm_pos: str, return_rstd: bool) -> list[torch.Tensor]:
-    inplace = False
-    eps = _check(x, residual, weight, eps, norm_pos, inplace)  # direct torch.ops calls get the op's checks too
-    new = _new_outputs(x, norm_pos, return_rstd, inplace)
-    _forward(new, x, residual, weight, eps, norm_pos, return_rstd, inplace)
-    return new
-
-
-_gemma_add_rmsnorm_op.register_fake(_fake)
-
-
-@torch.library.custom_op("normgen::gemma_add_rmsnorm_inplace", mutates_args=("x", "residual", "rstd"))
-def _gemma_add_rmsnorm_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, norm_pos: str, rstd: torch.Tensor | None) -> None:
-    new = [t for t in (rstd,) if t is not None]
-    return_rstd = rstd is not None
-    inplace = True
-    eps = _check(x, residual, weight, eps, norm_pos, inplace)
-    _forward(new, x, residual, weight, eps, norm_pos, return_rstd, inplace)
-
-
-@_gemma_add_rmsnorm_inplace_op.register_fake
-def _(x, residual, weight, eps, norm_pos, rstd):
-    return None
-
-
-class GemmaAddRMSNorm(torch.nn.Module):
+class GemmaAddRMSNorm(surface.AddNorm):
     """gemma_add_rmsnorm as a module: y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual.
 
     Its parameter is named `weight`, as in Hugging Face norm layers, so their
@@ -248,28 +66,7 @@ class GemmaAddRMSNorm(torch.nn.Module):
     dtype, so build it with dtype=x.dtype (or call .to(x.dtype)) for fp16/bf16 input.
     """
 
-    def __init__(
-        self,
-        hidden_size,
-        eps=1e-6,
-        norm_pos="pre",
-        *,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        runtime.check_choice(_OP, "norm_pos", norm_pos, _MODES)
-        self.hidden_size = hidden_size
-        self.eps = eps
-        self.norm_pos = norm_pos
-        self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
-        self.reset_parameters()
+    op = OP
 
-    def reset_parameters(self):
-        torch.nn.init.constant_(self.weight, 0.0)
-
-    def forward(self, x, residual):
-        return gemma_add_rmsnorm(x, residual, self.weight, self.eps, self.norm_pos)
-
-    def extra_repr(self):
-        return f"{self.hidden_size}, eps={self.eps}, norm_pos={self.norm_pos!r}"
+    def __init__(self, hidden_size, eps=1e-6, norm_pos="pre", *, device=None, dtype=None):
+        super().__init__(hidden_size, eps, norm_pos=norm_pos, device=device, dtype=dtype)

@@ -11,39 +11,26 @@ torch.compile records instead of tracing into it, and wrapped as the module Laye
 
 import torch
 
-from dsl import runtime
+from dsl import surface
 
 from .layernorm_reference import layernorm_reference
 
-_OP = "layernorm"
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_TARGETS = ("npu", "cuda")
-_INF = float("inf")
-_KERNELS = {}  # target -> generated kernel module, imported on first use
+# What varies per spec; dsl/surface.py does the rest (checks, outputs, launch, custom ops).
+OP = surface.Op(
+    "layernorm",
+    "normgen::layernorm",
+    inputs=("x", "weight", "bias"),
+    dtypes=(torch.float32, torch.float16, torch.bfloat16),
+    stats=("mean", "rstd"),
+    stats_dtype=torch.float32,
+    weight_init=1.0,
+    reference=layernorm_reference,
+    kernels={"npu": "layernorm_npu", "cuda": "layernorm_cuda"},
+    package=__package__,
+)
 
 
-def _kernels(target):
-    module = _KERNELS.get(target)
-    if module is None:
-        if target not in _TARGETS:
-            raise runtime.NormgenError(f"{_OP} is not generated for the {target} target (it has: {', '.join(_TARGETS)})")
-        if target == "npu":
-            from . import layernorm_npu as module
-        elif target == "cuda":
-            from . import layernorm_cuda as module
-        _KERNELS[target] = module
-    return module
-
-
-def layernorm(
-    x,
-    weight,
-    bias=None,
-    eps=1e-5,
-    *,
-    return_mean=False,
-    return_rstd=False,
-):
+def layernorm(x, weight, bias=None, eps=1e-5, *, return_mean=False, return_rstd=False):
     """Over the last dimension of x: y = (x - mean(x)) / sqrt(var(x) + eps) * w + b.
 
     Args:
@@ -58,131 +45,10 @@ def layernorm(
     Returns:
         (y, mean, rstd); the optional statistics are appended only when asked for.
     """
-    try:
-        # The common eager call, proven valid with a few attribute reads; anything
-        # else (or any doubt) takes the full checks below, which name the problem.
-        fast = (
-            type(eps) is float
-            and 0.0 <= eps < _INF
-            and x.is_cuda
-            and (dtype := x.dtype) in _DTYPES
-            and (n_cols := x.shape[-1]) > 0
-            and x.is_contiguous()
-            and not x.requires_grad
-            and (device := x.get_device()) >= 0
-            and weight.is_cuda
-            and weight.dtype is dtype
-            and weight.shape == (n_cols,)
-            and weight.is_contiguous()
-            and not weight.requires_grad
-            and weight.get_device() == device
-            and (bias is None or (bias.is_cuda and bias.dtype is dtype and bias.shape == (n_cols,) and bias.is_contiguous() and not bias.requires_grad and bias.get_device() == device))
-            and not torch.compiler.is_compiling()
-        )
-    except (AttributeError, IndexError, TypeError):
-        fast = False
-    if fast:
-        # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
-        new = _new_outputs(x, return_mean, return_rstd)
-        out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_mean, return_rstd)
-        n_rows = x.numel() // n_cols
-        if n_rows:
-            x_stride = out_stride = n_cols
-            key = (x.dtype, x_stride, out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None)
-            args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
-            aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
-            (_KERNELS.get("cuda") or _kernels("cuda")).LAUNCHER(key, aligned, device, args)
-        return _public(slots, return_mean, return_rstd)
-    eps = _check(x, weight, bias, eps)
-    if torch.compiler.is_compiling():
-        # torch.compile records the custom op; its body runs when the graph runs
-        new = torch.ops.normgen.layernorm(x, weight, bias, eps, return_mean, return_rstd)
-        return _public(_slots(new, x, return_mean, return_rstd), return_mean, return_rstd)
-    slots = _forward(_new_outputs(x, return_mean, return_rstd), x, weight, bias, eps, return_mean, return_rstd)
-    return _public(slots, return_mean, return_rstd)
+    return OP(x, None, weight, bias, eps, None, return_mean, return_rstd, False)
 
 
-def _check(x, weight, bias, eps):
-    """Every input check, before anything is allocated or launched; returns eps as a float."""
-    runtime.check_input(_OP, x, _DTYPES)
-    runtime.check_param(_OP, "weight", weight, x)
-    if bias is not None:
-        runtime.check_param(_OP, "bias", bias, x)
-    runtime.check_no_grad(_OP, {"x": x, "weight": weight, "bias": bias})
-    return runtime.check_eps(_OP, eps)
-
-
-def _new_outputs(x, return_mean, return_rstd):
-    """The tensors a call allocates, in the order out, residual_out, scale, mean, rstd."""
-    dense = x.is_contiguous()  # then empty_like(x) is contiguous, and cheaper without keywords
-    new = []
-    new.append(torch.empty_like(x) if dense else torch.empty_like(x, memory_format=torch.contiguous_format))
-    if return_mean:
-        new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
-    if return_rstd:
-        new.append(torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device))
-    return new
-
-
-def _slots(new, x, return_mean, return_rstd):
-    """(out, residual_out, scale, mean, rstd): the new tensors, and the inputs a call writes to."""
-    new = iter(new)
-    out = next(new)
-    residual_out = None
-    scale = None
-    mean = next(new) if return_mean else None
-    rstd = next(new) if return_rstd else None
-    return out, residual_out, scale, mean, rstd
-
-
-def _public(slots, return_mean, return_rstd):
-    """What the op returns: (y, mean, rstd); the optional statistics are appended only when asked for."""
-    out, residual_out, scale, mean, rstd = slots
-    result = (out,)
-    result += (mean,) if return_mean else ()
-    result += (rstd,) if return_rstd else ()
-    return result[0] if len(result) == 1 else result
-
-
-def _forward(new, x, weight, bias, eps, return_mean, return_rstd):
-    """Compute the outputs of checked inputs into `new` (and, in place, into x and residual); returns the slots."""
-    out, residual_out, scale, mean, rstd = slots = _slots(new, x, return_mean, return_rstd)
-    target = "cuda" if x.is_cuda else runtime.kernel_target(x.device)
-    if target is None:
-        expected = layernorm_reference(x, weight, bias, eps)
-        runtime.copy_outputs(slots, expected)
-        return slots
-    n_cols = x.shape[-1]
-    n_rows = x.numel() // n_cols
-    if n_rows == 0:
-        return slots
-    x_rows, x_stride = (x, n_cols) if x.is_contiguous() else runtime.rows(x)
-    out_stride = n_cols
-    x = x_rows
-    key = (x.dtype, x_stride, out_stride, n_rows, n_cols, bias is not None, mean is not None, rstd is not None)
-    args = (x, x_stride, weight, bias, out, out_stride, mean, rstd, n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None)
-    aligned = (x.data_ptr() | weight.data_ptr() | (0 if bias is None else bias.data_ptr())) & 15 == 0
-    (_KERNELS.get(target) or _kernels(target)).LAUNCHER(key, aligned, x.get_device(), args)
-    return slots
-
-
-def _fake(x, weight, bias, eps, return_mean, return_rstd):
-    """Output shapes, dtypes and strides for torch.compile's fake tensors."""
-    return _new_outputs(x, return_mean, return_rstd)
-
-
-@torch.library.custom_op("normgen::layernorm", mutates_args=())
-def _layernorm_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, return_mean: bool, return_rstd: bool) -> list[torch.Tensor]:
-    eps = _check(x, weight, bias, eps)  # direct torch.ops calls get the op's checks too
-    new = _new_outputs(x, return_mean, return_rstd)
-    _forward(new, x, weight, bias, eps, return_mean, return_rstd)
-    return new
-
-
-_layernorm_op.register_fake(_fake)
-
-
-class LayerNorm(torch.nn.Module):
+class LayerNorm(surface.Norm):
     """layernorm as a module: y = (x - mean(x)) / sqrt(var(x) + eps) * w + b.
 
     Its parameter is named `weight` (and `bias`), as in Hugging Face norm layers, so their
@@ -193,32 +59,7 @@ class LayerNorm(torch.nn.Module):
     dtype, so build it with dtype=x.dtype (or call .to(x.dtype)) for fp16/bf16 input.
     """
 
-    def __init__(
-        self,
-        hidden_size,
-        eps=1e-5,
-        bias=True,
-        *,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.eps = eps
-        self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
-        if bias:
-            self.bias = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+    op = OP
 
-    def reset_parameters(self):
-        torch.nn.init.constant_(self.weight, 1.0)
-        if self.bias is not None:
-            torch.nn.init.zeros_(self.bias)
-
-    def forward(self, x):
-        return layernorm(x, self.weight, self.bias, self.eps)
-
-    def extra_repr(self):
-        return f"{self.hidden_size}, eps={self.eps}, bias={self.bias is not None}"
+    def __init__(self, hidden_size, eps=1e-5, bias=True, *, device=None, dtype=None):
+        super().__init__(hidden_size, eps, bias=bias, device=device, dtype=dtype)

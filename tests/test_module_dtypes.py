@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import generated
-from dsl import runtime
+from dsl import checks, runtime
 from dsl.names import module_class
 
 from .cases import SPECS, call
@@ -76,5 +76,5 @@ def test_default_dtype_module_on_bf16_input_says_how_to_fix_it(name):
 def test_device_mismatch_does_not_blame_the_dtype():
     x = torch.randn(2, 8)
     with pytest.raises(runtime.NormgenError) as error:
-        runtime.check_param("rmsnorm", "weight", torch.ones(8, device="meta"), x)
+        checks.check_param("rmsnorm", "weight", torch.ones(8, device="meta"), x)
     assert "must have x's dtype and device" in str(error.value) and "dtype=" not in str(error.value)

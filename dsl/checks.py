@@ -1,0 +1,181 @@
+"""Input checks of the generated ops (hand-written; ``dsl/surface.py`` calls them).
+
+Each check names the argument and the fix; all of them run before anything is
+allocated or launched. ``rows``, ``bump_written`` and ``copy_outputs`` are the
+small tensor helpers the op surface shares.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+class NormgenError(ValueError):
+    """Bad input to a generated op, raised before anything is launched."""
+
+
+# ----------------------------------------------------------------------------
+# Input checks (shared by every generated op)
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_input(op: str, x, dtypes: tuple) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0:
+        raise NormgenError(f"{op}: x must have at least one dimension (..., hidden), got a scalar")
+    if x.dtype not in dtypes:
+        allowed = ", ".join(str(d) for d in dtypes)
+        raise NormgenError(f"{op}: x has dtype {x.dtype}; this op is generated for {allowed}")
+    if x.shape[-1] == 0:
+        raise NormgenError(f"{op}: x has an empty last dimension; the hidden size must be at least 1")
+    if x.stride(-1) != 1 and x.shape[-1] > 1:
+        raise NormgenError(
+            f"{op}: x's last dimension is not contiguous (stride {x.stride(-1)}); "
+            "rows may have any stride, but their elements must be adjacent (use .contiguous())"
+        )
+
+
+def check_like(op: str, name: str, t, x: torch.Tensor) -> None:
+    """A second activation (the residual): same shape, dtype and device as x."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
+        raise NormgenError(f"{op}: {name} ({_describe(t)}) must match x ({_describe(x)})")
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        raise NormgenError(f"{op}: {name}'s last dimension is not contiguous (stride {t.stride(-1)})")
+
+
+def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
+    """A per-column parameter (weight, bias): shape (hidden,), x's dtype and device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    hidden = x.shape[-1]
+    if t.shape != (hidden,):
+        raise NormgenError(
+            f"{op}: {name} must have shape ({hidden},) to match x's last dimension, got {tuple(t.shape)}"
+        )
+    if t.dtype != x.dtype or t.device != x.device:
+        hint = (
+            f"; a normgen module built without dtype= has {torch.get_default_dtype()} parameters: "
+            f"build it with dtype={x.dtype} or call module.to({x.dtype})"
+            if t.dtype != x.dtype
+            else ""
+        )
+        raise NormgenError(
+            f"{op}: {name} ({_describe(t)}) must have x's dtype and device ({x.dtype}, {x.device}){hint}"
+        )
+    if t.stride(0) != 1 and hidden > 1:
+        raise NormgenError(f"{op}: {name} must be contiguous (stride {t.stride(0)})")
+
+
+def check_no_grad(op: str, tensors: dict) -> None:
+    """Refuse a call that would need a gradient: normgen's ops have no backward yet.
+
+    ``tensors`` maps argument names to tensors (or None). Without this check the
+    kernel paths would return tensors without ``grad_fn`` and autograd would
+    silently leave the inputs without their share of the gradient.
+    """
+    if not torch.is_grad_enabled():
+        return
+    needing = [name for name, t in tensors.items() if t is not None and t.requires_grad]
+    if needing:
+        which = ", ".join(needing)
+        raise NormgenError(
+            f"{op} has no backward: {which} require{'s' if len(needing) == 1 else ''} grad and grad mode is on, "
+            "so autograd would get no gradient through this op. Call it under torch.no_grad() or "
+            "torch.inference_mode() (or pass tensors that do not require grad)"
+        )
+
+
+def check_eps(op: str, eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not (eps >= 0.0 and math.isfinite(eps)):
+        raise NormgenError(f"{op}: eps must be a finite number >= 0, got {eps}")
+    return eps
+
+
+def check_choice(op: str, name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise NormgenError(f"{op}: {name} must be one of {allowed}, got {value!r}")
+
+
+def rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(tensor, row stride) for t seen as (rows, hidden) rows of adjacent elements.
+
+    A view whenever the leading dimensions collapse into one row stride (any
+    2-D tensor, any tensor with padded rows); otherwise a contiguous copy.
+    """
+    if t.dim() <= 1:
+        return t, t.shape[-1]
+    if t.dim() == 2:
+        return t, t.stride(0)
+    try:
+        return t, t.view(-1, t.shape[-1]).stride(0)
+    except RuntimeError:
+        return t.reshape(-1, t.shape[-1]), t.shape[-1]
+
+
+def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
+    """x and residual are written in place: each must be writable as rows, and they must not overlap."""
+    for name, t in (("x", x), ("residual", residual)):
+        if t.requires_grad and torch.is_grad_enabled():
+            raise NormgenError(f"{op}: inplace=True cannot write into {name}, which requires grad")
+        if t.is_inference() and not torch.is_inference_mode_enabled():
+            raise NormgenError(
+                f"{op}: inplace=True cannot write into {name}, an inference tensor, outside inference mode "
+                "(torch refuses such in-place updates too); call it under torch.inference_mode()"
+            )
+        if t.dim() > 2 and rows(t)[0] is not t:
+            raise NormgenError(
+                f"{op}: inplace=True needs {name}'s leading dimensions to collapse into one row stride "
+                f"(strides {t.stride()}); pass a tensor whose rows can be viewed as (rows, hidden)"
+            )
+        _, row_stride = rows(t)
+        overlapping_rows = t.numel() > t.shape[-1] and abs(row_stride) < t.shape[-1]
+        if overlapping_rows or (t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1):
+            raise NormgenError(
+                f"{op}: inplace=True cannot write into {name}: its elements overlap (stride {t.stride()})"
+            )
+    if x.numel() and residual.numel() and x.untyped_storage().data_ptr() == residual.untyped_storage().data_ptr():
+        x_lo, r_lo = x.data_ptr(), residual.data_ptr()
+        x_hi = x_lo + _extent(x) * x.element_size()
+        r_hi = r_lo + _extent(residual) * residual.element_size()
+        if x_lo < r_hi and r_lo < x_hi:
+            raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they overlap")
+
+
+def bump_written(inputs: tuple, outputs: tuple) -> None:
+    """Record the kernels' in-place writes into ``inputs`` (those among ``outputs``), as torch's own in-place ops do.
+
+    Autograd compares a saved tensor's version with its current one; a kernel
+    writes behind autograd's back, so the op bumps the counters itself.
+    Inference tensors have no version counter.
+    """
+    for t in inputs:
+        if any(o is t for o in outputs) and not t.is_inference():
+            torch.autograd.graph.increment_version(t)
+
+
+def _extent(t: torch.Tensor) -> int:
+    """Elements from the first to one past the last element of t."""
+    return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+
+
+def copy_outputs(slots: tuple, values: tuple) -> None:
+    """Write the reference's results into the op's outputs (fp8 is stored as its bits)."""
+    for slot, value in zip(slots, values, strict=True):
+        if slot is None or value is None or slot is value:
+            continue
+        if slot.dtype != value.dtype:
+            value = value.view(slot.dtype)
+        slot.copy_(value)
