@@ -291,3 +291,25 @@ def test_concurrent_calls_interpreter():
     for got, want in zip(results, expected, strict=True):
         for key in want:
             assert torch.equal(got[key], want[key]), key
+
+
+@pytest.mark.parametrize("mode", ["pre", "post"])
+def test_inplace_under_compile_fullgraph(mode, cpu_path):
+    """torch.compile(fullgraph=True) takes an in-place call; the memory checks run when the graph runs."""
+    spec = SPECS["add_rmsnorm"]
+
+    def step(x, residual, weight):
+        return generated.add_rmsnorm(x, residual, weight, norm_pos=mode, inplace=True)
+
+    inputs = _inputs("add_rmsnorm")
+    expected = call(spec, {k: t.clone() for k, t in inputs.items()}, mode, inplace=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        out = compiled(inputs["x"], inputs["residual"], inputs["weight"])
+    assert torch.equal(inputs["x"], expected["y"]) and torch.equal(out[0], expected["y"])
+    if mode == "pre":
+        assert torch.equal(inputs["residual"], expected["residual_out"])
+    same = torch.randn(3, 128)
+    with torch.no_grad(), pytest.raises(Exception, match="separate memory|overlap"):
+        compiled(same, same, inputs["weight"])
