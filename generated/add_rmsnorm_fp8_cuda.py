@@ -219,7 +219,7 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 10 op(s) use): the first
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 op(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "cuda", TABLE_1)
 
