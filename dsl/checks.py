@@ -126,10 +126,10 @@ def rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
-    """x and residual are written in place: each must be writable as rows, and they must not overlap."""
-    for name, t in (("x", x), ("residual", residual)):
-        if t.requires_grad and torch.is_grad_enabled():
-            raise NormgenError(f"{op}: inplace=True cannot write into {name}, which requires grad")
+    """x and residual are written in place: each must be writable as rows, and they must not overlap.
+
+    (A tensor that requires grad is refused before this, by check_no_grad.)
+    """
     if torch.compiler.is_compiling():
         # dynamo cannot trace the memory checks below; the in-place custom op's body runs
         # them on the real tensors when the compiled graph runs
