@@ -161,15 +161,14 @@ class Op:
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
         if torch.compiler.is_compiling():
             # torch.compile records the custom op; its body runs when the graph runs
+            values = {"x": x, "residual": residual, "weight": weight, "bias": bias, "eps": eps, "norm_pos": norm_pos}
             if inplace:
                 new = self.new_outputs(x, norm_pos, return_mean, return_rstd, True)
                 out, _, scale, mean, rstd = self.slots(new, x, residual, norm_pos, return_mean, return_rstd, True)
-                values = {"x": x, "residual": residual, "weight": weight, "bias": bias, "eps": eps}
-                values.update(norm_pos=norm_pos, q=out, scale=scale, mean=mean, rstd=rstd)
+                values.update(q=out, scale=scale, mean=mean, rstd=rstd)
                 self.inplace_op(*[values[p] for p in self.inplace_params])
             else:
-                values = {"x": x, "residual": residual, "weight": weight, "bias": bias, "eps": eps}
-                values.update(norm_pos=norm_pos, return_mean=return_mean, return_rstd=return_rstd)
+                values.update(return_mean=return_mean, return_rstd=return_rstd)
                 new = self.functional_op(*[values[p] for p in self.call_params])
             return self.public(
                 self.slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace), return_mean, return_rstd
