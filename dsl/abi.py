@@ -44,6 +44,12 @@ class Source(enum.Enum):
     SCALE = "scale"
     MEAN = "mean"
     RSTD = "rstd"
+    # Tensors of a backward call: the gradients arriving on the outputs, the gradients it writes.
+    GRAD_OUT = "grad_out"  # dy
+    GRAD_RESIDUAL_OUT = "grad_residual_out"  # ds, the gradient on s (pre mode), when it has one
+    GRAD_X = "grad_x"  # dx (also d(residual): both get the gradient of s)
+    GRAD_WEIGHT = "grad_weight"  # fp32 per-program partial sums of dw, (programs, n_cols)
+    GRAD_BIAS = "grad_bias"  # fp32 per-program partial sums of db, (programs, n_cols)
     # Scalars of the call.
     N_ROWS = "n_rows"
     N_COLS = "n_cols"
@@ -53,6 +59,7 @@ class Source(enum.Enum):
     MEAN_ASKED = "mean_asked"  # a mean output was allocated
     RSTD_ASKED = "rstd_asked"  # an rstd output was allocated
     MODE_PRE = "mode_pre"  # norm_pos == "pre" (only where the op has both modes)
+    GRAD_RESIDUAL_GIVEN = "grad_residual_given"  # backward: ds is not None
     # The launcher's decision for a shape (constexprs it passes).
     BLOCK_M = "block_m"  # rows per tile, from the dispatch entry
     BLOCK_N = "block_n"  # columns per block, from the dispatch entry
@@ -64,7 +71,9 @@ class Source(enum.Enum):
 
 # Switches the call passes as constexprs; sources the launcher decides (every other
 # parameter's value comes with the call).
-SWITCHES = frozenset({Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED, Source.MODE_PRE})
+SWITCHES = frozenset(
+    {Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED, Source.MODE_PRE, Source.GRAD_RESIDUAL_GIVEN}
+)
 DECIDED = frozenset({Source.BLOCK_M, Source.BLOCK_N, Source.EVEN_M, Source.EVEN_N, Source.PERSISTENT, Source.VEC})
 TENSORS = frozenset(
     {
@@ -77,6 +86,11 @@ TENSORS = frozenset(
         Source.SCALE,
         Source.MEAN,
         Source.RSTD,
+        Source.GRAD_OUT,
+        Source.GRAD_RESIDUAL_OUT,
+        Source.GRAD_X,
+        Source.GRAD_WEIGHT,
+        Source.GRAD_BIAS,
     }
 )
 ELEMENTS = ("x", "fp32", "int8", "uint8")  # a pointer's element type: x's dtype, or a fixed one

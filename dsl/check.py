@@ -36,6 +36,12 @@ def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnost
                 "store = residual needs residual = pre",
                 "post mode writes no sum: its residual out is the normalized output",
             )
+    if ok("backward", "quantize") and spec.has_backward and spec.is_quantized:
+        error(
+            "backward",
+            f"backward = kernels needs quantize = none (a {spec.quantize.value} output has no gradient)",
+            "write `backward = none`, or leave backward out: quantized ops have none by default",
+        )
     return errors
 
 

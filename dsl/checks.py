@@ -75,23 +75,39 @@ def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
         raise NormgenError(f"{op}: {name} must be contiguous (stride {t.stride(0)})")
 
 
-def check_no_grad(op: str, tensors: dict) -> None:
-    """Refuse a call that would need a gradient: normgen's ops have no backward yet.
+def needs_grad(tensors: dict) -> bool:
+    """Autograd will want a gradient through the call: grad mode is on and an input requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors.values())
+
+
+def _needing(tensors: dict) -> str:
+    needing = [name for name, t in tensors.items() if t is not None and t.requires_grad]
+    return ", ".join(needing) + (" requires" if len(needing) == 1 else " require")
+
+
+def check_no_grad(op: str, tensors: dict, quantized: bool = False) -> None:
+    """Refuse a call that would need a gradient from an op without a backward.
 
     ``tensors`` maps argument names to tensors (or None). Without this check the
     kernel paths would return tensors without ``grad_fn`` and autograd would
     silently leave the inputs without their share of the gradient.
     """
-    if not torch.is_grad_enabled():
+    if not needs_grad(tensors):
         return
-    needing = [name for name, t in tensors.items() if t is not None and t.requires_grad]
-    if needing:
-        which = ", ".join(needing)
-        raise NormgenError(
-            f"{op} has no backward: {which} require{'s' if len(needing) == 1 else ''} grad and grad mode is on, "
-            "so autograd would get no gradient through this op. Call it under torch.no_grad() or "
-            "torch.inference_mode() (or pass tensors that do not require grad)"
-        )
+    why = "its quantized output has no gradient" if quantized else "its spec says backward = none"
+    raise NormgenError(
+        f"{op} has no backward ({why}): {_needing(tensors)} grad and grad mode is on, "
+        "so autograd would get no gradient through this op. Call it under torch.no_grad() or "
+        "torch.inference_mode() (or pass tensors that do not require grad)"
+    )
+
+
+def refuse_inplace_grad(op: str, tensors: dict) -> None:
+    """inplace=True overwrites the inputs the backward needs: refused while autograd wants a gradient."""
+    raise NormgenError(
+        f"{op}: inplace=True cannot be differentiated: {_needing(tensors)} grad, and the in-place call "
+        "overwrites the inputs the backward needs; call it with inplace=False, or under torch.no_grad()"
+    )
 
 
 def check_eps(op: str, eps) -> float:

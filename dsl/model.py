@@ -78,6 +78,13 @@ class Quantize(enum.Enum):
     FP8_E4M3 = "fp8_e4m3"
 
 
+class Backward(enum.Enum):
+    """Whether the op has a gradient: generated backward kernels, or none (calls needing one are refused)."""
+
+    KERNELS = "kernels"
+    NONE = "none"
+
+
 class DType(enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
@@ -123,6 +130,7 @@ class NormSpec:
     dtypes: tuple[DType, ...]
     targets: tuple[Target, ...]
     eps: float
+    backward: Backward = Backward.KERNELS
     # Where each setting was written ("op" is the header); keys are setting names.
     spans: tuple[tuple[str, Span], ...] = ()
 
@@ -161,6 +169,20 @@ class NormSpec:
     def stores_mean(self) -> bool:
         return Store.MEAN in self.store
 
+    @property
+    def has_backward(self) -> bool:
+        return self.backward is Backward.KERNELS
+
+    @property
+    def saves_mean(self) -> bool:
+        """The forward can write the mean: asked for by the caller, or saved for the backward."""
+        return self.stores_mean or (self.has_backward and self.is_layer)
+
+    @property
+    def saves_rstd(self) -> bool:
+        """The forward can write rstd: asked for by the caller, or saved for the backward."""
+        return self.stores_rstd or self.has_backward
+
 
 # ----------------------------------------------------------------------------
 # Canonical text
@@ -177,6 +199,7 @@ KEY_ORDER = (
     "dtypes",
     "targets",
     "eps",
+    "backward",
 )
 
 
@@ -214,6 +237,7 @@ def setting_text(spec: NormSpec, key: str) -> str:
         "dtypes": _words(spec.dtypes),
         "targets": _words(spec.targets),
         "eps": format_number(spec.eps),
+        "backward": spec.backward.value,
     }[key]
 
 

@@ -142,6 +142,11 @@ class OpPlan:
         return ("mean",) * self.spec.stores_mean + ("rstd",) * self.spec.stores_rstd
 
     @property
+    def saved(self) -> tuple[str, ...]:
+        """The statistics a training forward saves for the backward (empty: no backward)."""
+        return ("mean",) * (self.spec.has_backward and self.spec.is_layer) + ("rstd",) * self.spec.has_backward
+
+    @property
     def stats_dtype_arg(self) -> str:
         """The descriptor's stats_dtype: None for x's dtype."""
         return "None" if self.spec.casting is Casting.NONE else "torch.float32"

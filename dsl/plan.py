@@ -28,11 +28,23 @@ from .model import (
 from .table import DispatchEntry, Grid, Pass, cdiv, next_pow2
 from .targets import rules
 
-__all__ = ["DispatchEntry", "Direction", "Grid", "Kernel", "KernelFacts", "KernelPlan", "Pass", "cdiv", "next_pow2"]
+__all__ = [
+    "DispatchEntry",
+    "Direction",
+    "DirectionPlan",
+    "Grid",
+    "Kernel",
+    "KernelFacts",
+    "KernelPlan",
+    "Pass",
+    "cdiv",
+    "next_pow2",
+]
 
 
 class Direction(enum.Enum):
-    FORWARD = "forward"  # (a backward comes with its own signature and kernels)
+    FORWARD = "forward"
+    BACKWARD = "backward"  # gradients of x (and residual), weight and bias from dy (and ds)
 
 
 @dataclass(frozen=True)
@@ -49,8 +61,28 @@ class Kernel:
 
 
 @dataclass(frozen=True)
+class DirectionPlan:
+    """One direction's kernels (one per pass), their parameters and their dispatch table."""
+
+    direction: Direction
+    signature: Signature
+    kernels: tuple[Kernel, ...]
+    table: tuple[DispatchEntry, ...]
+
+    @property
+    def backward(self) -> bool:
+        return self.direction is Direction.BACKWARD
+
+    @property
+    def prefix(self) -> str:
+        """The generated module's names of this direction: ABI, TABLE, ... or BACKWARD_ABI, ..."""
+        return "BACKWARD_" if self.backward else ""
+
+
+@dataclass(frozen=True)
 class KernelPlan:
-    """Everything the target template prints for one spec on one target."""
+    """Everything the target template prints for one spec on one target (the forward's
+    signature, kernels and table, and the backward's where the spec has one)."""
 
     spec: NormSpec
     target: Target
@@ -60,6 +92,17 @@ class KernelPlan:
     table: tuple[DispatchEntry, ...]
     launch_options: tuple[tuple[str, object], ...]  # extra compile options per launch (npu)
     tuning_source: str  # where the table's numbers come from, for the header
+    backward: DirectionPlan | None = None
+
+    @property
+    def program_barrier(self) -> bool:
+        """The backward's multi-pass kernel separates its read-modify-writes with barriers."""
+        return rules(self.target).program_barrier
+
+    @property
+    def directions(self) -> tuple[DirectionPlan, ...]:
+        forward = DirectionPlan(self.direction, self.signature, self.kernels, self.table)
+        return (forward,) + ((self.backward,) if self.backward else ())
 
     @property
     def facts(self) -> KernelFacts:
@@ -91,8 +134,10 @@ class KernelFacts:
     is_layer: bool
     casting: str  # llama, gemma, none
     weight_offset: str  # literal added to the weight ("" when none)
-    stores_rstd: bool
+    stores_rstd: bool  # the caller may ask for rstd (return_rstd)
     stores_mean: bool
+    writes_rstd: bool  # the forward kernels can write rstd: asked for, or saved for the backward
+    writes_mean: bool
     quantized: bool
     fp8: bool
     qmin: str
@@ -103,7 +148,10 @@ class KernelFacts:
     pre: bool  # pre mode exists: s = x + r is stored
     post_stores_y: bool  # post mode of a quantized op: the unquantized y is the residual out
     mode_switch: bool  # both modes: the PRE constexpr picks one
+    post: bool  # post mode exists: the backward recomputes s = x + r
     formula: str  # one line for docstrings
+    gradients: str  # what the backward computes, for docstrings
+    partials: str  # the backward's partial-sum outputs: "DW", "DB" or "DW and DB"
 
 
 def kernel_facts(spec: NormSpec) -> KernelFacts:
@@ -116,6 +164,8 @@ def kernel_facts(spec: NormSpec) -> KernelFacts:
         weight_offset=format_number(spec.weight.offset) if spec.weight.has_offset else "",
         stores_rstd=spec.stores_rstd,
         stores_mean=spec.stores_mean,
+        writes_rstd=spec.saves_rstd,
+        writes_mean=spec.saves_mean,
         quantized=spec.is_quantized,
         fp8=spec.quantize is Quantize.FP8_E4M3,
         qmin=format_number(QUANT_MIN[spec.quantize]) if spec.is_quantized else "",
@@ -126,8 +176,18 @@ def kernel_facts(spec: NormSpec) -> KernelFacts:
         pre=ResidualMode.PRE in spec.residual,
         post_stores_y=ResidualMode.POST in spec.residual and spec.is_quantized,
         mode_switch=len(spec.residual) > 1,
+        post=ResidualMode.POST in spec.residual,
         formula=formula(spec),
+        gradients=gradients(spec),
+        partials=" and ".join(["DW"] * spec.has_weight + ["DB"] * spec.has_bias),
     )
+
+
+def gradients(spec: NormSpec) -> str:
+    """The backward's outputs in words: 'dx (also d(residual)), dw and db'."""
+    parts = ["dx (also d(residual))" if spec.has_residual else "dx"]
+    parts += ["dw"] * spec.has_weight + ["db"] * spec.has_bias
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def formula(spec: NormSpec) -> str:
@@ -183,9 +243,9 @@ def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
         params += tensor("RES", Source.RESIDUAL_OUT, "x", True)
     if spec.is_quantized:
         params += tensor("SCALE", Source.SCALE, "fp32", False)
-    if spec.stores_mean:
+    if spec.saves_mean:
         params += tensor("MEAN", Source.MEAN, stats, False, optional=True)
-    if spec.stores_rstd:
+    if spec.saves_rstd:
         params += tensor("RSTD", Source.RSTD, stats, False, optional=True)
     params += [
         Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
@@ -194,8 +254,8 @@ def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
     ]
     switches = [
         (spec.has_bias, "HAS_BIAS", Source.BIAS_GIVEN),
-        (spec.stores_mean, "STORE_MEAN", Source.MEAN_ASKED),
-        (spec.stores_rstd, "STORE_RSTD", Source.RSTD_ASKED),
+        (spec.saves_mean, "STORE_MEAN", Source.MEAN_ASKED),
+        (spec.saves_rstd, "STORE_RSTD", Source.RSTD_ASKED),
         (len(spec.residual) > 1, "PRE", Source.MODE_PRE),
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
@@ -210,11 +270,71 @@ def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
     return Signature(tuple(params))
 
 
+def backward_signature(spec: NormSpec, vector_width: bool) -> Signature:
+    """The backward kernels' parameters. X is what the forward normalized: s = x + r in pre mode
+    (the forward's residual out), x otherwise; post mode reads x and r and adds them again. The
+    statistics are the ones the training forward saved. DW and DB receive per-program fp32
+    partial sums, one row per program, that the op sums."""
+    stats = "x" if spec.casting is Casting.NONE else "fp32"
+    has_pre, has_post = ResidualMode.PRE in spec.residual, ResidualMode.POST in spec.residual
+
+    def tensor(prefix: str, source: Source, element: str, strided: bool, optional: bool = False) -> list[Param]:
+        params = [Param(f"{prefix}_ptr", Kind.POINTER, source, element=element, optional=optional)]
+        if strided:
+            params.append(Param(f"{prefix}_row_stride", Kind.ROW_STRIDE, source, launch_key=True))
+        return params
+
+    params = tensor("DY", Source.GRAD_OUT, "x", True)
+    if has_pre:
+        params += tensor("DS", Source.GRAD_RESIDUAL_OUT, "x", True, optional=True)
+    params += tensor("X", Source.X, "x", True)
+    if has_post:
+        params += tensor("R", Source.RESIDUAL, "x", True)
+    if spec.has_weight:
+        params += tensor("W", Source.WEIGHT, "x", False)
+    if spec.is_layer:
+        params += tensor("MEAN", Source.MEAN, stats, False)
+    params += tensor("RSTD", Source.RSTD, stats, False)
+    params += tensor("DX", Source.GRAD_X, "x", True)
+    if spec.has_weight:
+        params += tensor("DW", Source.GRAD_WEIGHT, "fp32", False)
+    if spec.has_bias:
+        params += tensor("DB", Source.GRAD_BIAS, "fp32", False, optional=True)
+    params += [
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    ]
+    switches = [
+        (has_pre, "HAS_DS", Source.GRAD_RESIDUAL_GIVEN),
+        (spec.has_bias, "HAS_BIAS", Source.BIAS_GIVEN),
+        (has_pre and has_post, "PRE", Source.MODE_PRE),
+    ]
+    params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
+    # always a persistent grid (one partial-sum row per program): no PERSISTENT switch
+    decided = [
+        ("BLOCK_M", Source.BLOCK_M),
+        ("BLOCK_N", Source.BLOCK_N),
+        ("EVEN_M", Source.EVEN_M),
+        ("EVEN_N", Source.EVEN_N),
+    ] + [("VEC", Source.VEC)] * vector_width
+    params += [Param(name, Kind.CONSTEXPR, source) for name, source in decided]
+    return Signature(tuple(params))
+
+
 def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPlan:
     """The kernels, ABI and dispatch table of one spec on one target; ``tuning``: the target's tuning data."""
     target_rules = rules(target)
     direction = Direction.FORWARD
     kernels = tuple(Kernel(names.kernel_name(spec, direction.value, p.value), direction, p) for p in Pass)
+    backward = None
+    if spec.has_backward:
+        back = Direction.BACKWARD
+        backward = DirectionPlan(
+            direction=back,
+            signature=backward_signature(spec, target_rules.vector_width),
+            kernels=tuple(Kernel(names.kernel_name(spec, back.value, p.value), back, p) for p in Pass),
+            table=target_rules.backward_table(spec, tuning),
+        )
     return KernelPlan(
         spec=spec,
         target=target,
@@ -224,4 +344,5 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         table=target_rules.table(spec, tuning),
         launch_options=target_rules.options(spec),
         tuning_source=target_rules.tuning_source(spec, tuning),
+        backward=backward,
     )

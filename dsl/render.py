@@ -69,27 +69,31 @@ class SharedTable:
     entries: tuple[DispatchEntry, ...]
 
 
-def shared_tables(plans: list[KernelPlan]) -> dict[str, SharedTable]:
-    """Op name -> its table, for one target's plans: ops with equal tables share one (TABLE_1, ... in
-    the order of the ops' names)."""
-    groups: dict[tuple, list[KernelPlan]] = {}
+def shared_tables(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedTable]:
+    """(op name, direction) -> its table, for one target's plans: equal tables are shared (TABLE_1,
+    ... in the order of the ops' names, forward before backward)."""
+    groups: dict[tuple, list[str]] = {}
     for kernel_plan in sorted(plans, key=lambda p: p.spec.name):
-        groups.setdefault(kernel_plan.table, []).append(kernel_plan)
+        for d in kernel_plan.directions:
+            label = kernel_plan.spec.name + (" (backward)" if d.backward else "")
+            groups.setdefault(d.table, []).append((kernel_plan.spec.name, d.direction.value, label))
     result = {}
     for number, (entries, members) in enumerate(groups.items(), start=1):
-        ops = tuple(p.spec.name for p in members)
-        result.update({op: SharedTable(f"TABLE_{number}", ops, entries) for op in ops})
+        table = SharedTable(f"TABLE_{number}", tuple(label for _, _, label in members), entries)
+        result.update({(op, direction): table for op, direction, _ in members})
     return result
 
 
-def render_target(kernel_plan: KernelPlan, table: SharedTable) -> str:
+def render_target(kernel_plan: KernelPlan, tables: dict[str, SharedTable]) -> str:
+    """``tables``: direction -> the shared table its dispatch reads."""
+    names_ = sorted({t.name for t in tables.values()}, key=lambda name: int(name.split("_")[1]))
     return _render(
         "target.py.jinja",
         [kernel_plan.spec.path],
         plan=kernel_plan,
         f=kernel_plan.facts,
-        abi=kernel_plan.signature,
-        table=table,
+        tables=tables,
+        table_names=names_,
         tables_module=names.tables_module(kernel_plan.target),
     )
 
@@ -126,7 +130,8 @@ def render_all(specs: list[NormSpec], namespace: str, tuning: dict[Target, dict 
             continue
         tables = shared_tables(plans)
         for kernel_plan in plans:
-            files[f"{kernel_plan.module}.py"] = render_target(kernel_plan, tables[kernel_plan.spec.name])
+            own = {d.direction.value: tables[kernel_plan.spec.name, d.direction.value] for d in kernel_plan.directions}
+            files[f"{kernel_plan.module}.py"] = render_target(kernel_plan, own)
         distinct = sorted(set(tables.values()), key=lambda t: int(t.name.split("_")[1]))
         sources = sorted({p.spec.path for p in plans})
         files[f"{names.tables_module(target)}.py"] = render_tables(target, distinct, sources)

@@ -21,6 +21,7 @@ from .model import (
     DEFAULT_EPS,
     KEY_ORDER,
     Accumulate,
+    Backward,
     Bias,
     Casting,
     DType,
@@ -42,6 +43,7 @@ _SINGLE = {
     "casting": Casting,
     "bias": Bias,
     "quantize": Quantize,
+    "backward": Backward,
 }
 # Settings that take a list of words; those where `none` means the empty list.
 _LISTS = {"residual": ResidualMode, "store": Store, "dtypes": DType, "targets": Target}
@@ -274,7 +276,10 @@ class _Resolver:
         if len(self.errors) > before:
             failed.add("op")
         norm = values["norm"]
-        settings = {**_DEFAULTS, "eps": DEFAULT_EPS[norm], **values}
+        # a quantized output has no gradient: such ops default to no backward
+        quantized = values.get("quantize", Quantize.NONE) is not Quantize.NONE
+        backward = Backward.NONE if quantized else Backward.KERNELS
+        settings = {**_DEFAULTS, "eps": DEFAULT_EPS[norm], "backward": backward, **values}
         return NormSpec(name=node.name, path=path, spans=tuple(spans), **settings), frozenset(failed)
 
 

@@ -86,6 +86,7 @@ class Entry(NamedTuple):
     grid: str
     multibuffer: bool
     ub_bytes: int
+    programs_per_core: int = 1
 
 
 _INTERPRETER_LOCK = threading.Lock()
@@ -164,7 +165,7 @@ class Launcher:
         persistent = entry.grid == "persistent"
         if persistent:
             cores = npu_vector_cores(device_index) if self.target == "npu" else cuda_sm_count(device_index)
-            programs = max(1, min(cores, tiles, 65535))
+            programs = max(1, min(cores * entry.programs_per_core, tiles, 65535))
         else:
             programs = max(1, tiles)
         common = 0
@@ -188,6 +189,20 @@ class Launcher:
                 options["num_warps"] = entry.num_warps
         return kernel, (programs,), options, entry
 
+    def programs(self, key: tuple, device_index: int) -> int:
+        """The grid size a launch with this key gets (the backward sizes its partial sums by it)."""
+        decision = self.slow.get((key, device_index))
+        if decision is None:
+            decision = self._decide_key(key, device_index)
+        return decision[1][0]
+
+    def _decide_key(self, key: tuple, device_index: int) -> tuple:
+        n_rows, n_cols = key[self.rows_at], key[self.cols_at]
+        ints = (n_cols,) + tuple(key[i] for i in self.strides_at)
+        kernel, grid, options, _ = self.decide(DTYPE_TOKEN[key[0]], n_rows, n_cols, device_index, ints)
+        decision = self.slow[key, device_index] = (kernel, grid, options)
+        return decision
+
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
         """Launch; key = (x's dtype, *the values of the ABI's launch-key parameters)."""
         fast = self.fast[device_index].get(key) if aligned else None
@@ -197,10 +212,7 @@ class Launcher:
             return
         decision = self.slow.get((key, device_index))
         if decision is None:
-            n_rows, n_cols = key[self.rows_at], key[self.cols_at]
-            ints = (n_cols,) + tuple(key[i] for i in self.strides_at)
-            kernel, grid, options, _ = self.decide(DTYPE_TOKEN[key[0]], n_rows, n_cols, device_index, ints)
-            decision = self.slow[key, device_index] = (kernel, grid, options)
+            decision = self._decide_key(key, device_index)
         kernel, grid, options = decision
         if INTERPRET:
             with _INTERPRETER_LOCK:
@@ -212,8 +224,8 @@ class Launcher:
             self.fast[device_index][key] = _direct_launch(compiled, grid, constexprs)
 
 
-# The launch environment: the tuple the op surface (dsl/surface.py) builds for a launch,
-# in this order; ``layout`` turns an ABI into index lists over it.
+# The launch environments: the tuples the op surface (dsl/surface.py) builds for a launch of
+# each direction, in this order; ``layout`` turns an ABI into index lists over one of them.
 _ENV = (
     Source.X, Source.RESIDUAL, Source.WEIGHT, Source.BIAS,
     Source.OUT, Source.RESIDUAL_OUT, Source.SCALE, Source.MEAN, Source.RSTD,
@@ -223,21 +235,30 @@ _ENV = (
 )  # fmt: skip
 _STRIDE = {Source.X: "x_stride", Source.RESIDUAL: "residual_stride", Source.OUT: "out_stride"}
 _STRIDE[Source.RESIDUAL_OUT] = "residual_out_stride"
+BACKWARD_ENV = (
+    Source.GRAD_OUT, Source.GRAD_RESIDUAL_OUT, Source.X, Source.RESIDUAL, Source.WEIGHT, Source.MEAN, Source.RSTD,
+    Source.GRAD_X, Source.GRAD_WEIGHT, Source.GRAD_BIAS,
+    "dy_stride", "ds_stride", "x_stride", "residual_stride", "dx_stride",
+    Source.N_ROWS, Source.N_COLS, Source.GRAD_RESIDUAL_GIVEN, Source.BIAS_GIVEN, True, False, "dtype",
+)  # fmt: skip
+_BACKWARD_STRIDE = {Source.GRAD_OUT: "dy_stride", Source.GRAD_RESIDUAL_OUT: "ds_stride", Source.X: "x_stride"}
+_BACKWARD_STRIDE.update({Source.RESIDUAL: "residual_stride", Source.GRAD_X: "dx_stride"})
 
 
-def _position(param, mode: str | None) -> int:
-    """Where a parameter's value sits in the launch environment, in a call of residual mode ``mode``."""
+def _position(param, mode: str | None, env: tuple, strides: dict) -> int:
+    """Where a parameter's value sits in a launch environment, in a call of residual mode ``mode``."""
     if param.kind is Kind.ROW_STRIDE:
-        return _ENV.index(_STRIDE[param.source])
+        return env.index(strides[param.source])
     if param.source is Source.MODE_PRE:
-        return _ENV.index(mode == "pre")
-    return _ENV.index(param.source)
+        return env.index(mode == "pre")
+    return env.index(param.source)
 
 
-def layout(abi: Signature, mode: str | None) -> tuple:
-    """(launch key getter, arguments getter) over the launch environment, from the kernels' ABI."""
-    key = operator.itemgetter(_ENV.index("dtype"), *(_position(p, mode) for p in abi.key))
-    args = operator.itemgetter(*(_position(p, mode) for p in abi.call))
+def layout(abi: Signature, mode: str | None, backward: bool = False) -> tuple:
+    """(launch key getter, arguments getter) over the launch environment of the direction, from the kernels' ABI."""
+    env, strides = (BACKWARD_ENV, _BACKWARD_STRIDE) if backward else (_ENV, _STRIDE)
+    key = operator.itemgetter(env.index("dtype"), *(_position(p, mode, env, strides) for p in abi.key))
+    args = operator.itemgetter(*(_position(p, mode, env, strides) for p in abi.call))
     return key, args
 
 

@@ -61,6 +61,7 @@ class Op:
         stats_dtype: torch.dtype | None = None,
         quantized: tuple | None = None,
         weight_init: float = 1.0,
+        saved: tuple[str, ...] = (),
         reference,
         kernels: dict[str, str],
         package: str,
@@ -73,22 +74,28 @@ class Op:
         self.stats_dtype = stats_dtype  # None: x's dtype (casting none), else fp32
         self.quant_storage, self.quant_dtype = quantized or (None, None)  # q's storage and public dtypes
         self.weight_init = weight_init  # the effective scale (w + offset) starts at 1
+        # The statistics a training forward saves for the backward ("mean" of a layer norm, "rstd");
+        # () when the op has no backward (calls that need a gradient are refused).
+        self.saved = saved
+        self.backward = bool(saved)
         self.reference, self.kernels, self.package = reference, kernels, package
         self.has_residual, self.has_weight, self.has_bias = ("residual" in inputs, "weight" in inputs, "bias" in inputs)
-        self._launches: dict[str, tuple] = {}  # target -> (launcher, {mode: layout})
+        self._launches: dict[tuple, tuple] = {}  # (target, backward) -> (launcher, {mode: layout})
         self._cuda: tuple | None = None
         self._register()
 
-    def kernel_launch(self, target: str) -> tuple:
-        """(launcher, {mode: layout}) of a target, importing its kernel module on first use."""
-        launch = self._launches.get(target)
+    def kernel_launch(self, target: str, backward: bool = False) -> tuple:
+        """(launcher, {mode: layout}) of a target and direction, importing its kernel module on first use."""
+        launch = self._launches.get((target, backward))
         if launch is None:
             if target not in self.kernels:
                 have = ", ".join(self.kernels)
                 raise NormgenError(f"{self.name} is not generated for the {target} target (it has: {have})")
-            launcher = importlib.import_module(f".{self.kernels[target]}", self.package).LAUNCHER
-            launch = self._launches[target] = (launcher, {m: runtime.layout(launcher.abi, m) for m in self.call_modes})
-            if target == "cuda":
+            module = importlib.import_module(f".{self.kernels[target]}", self.package)
+            launcher = module.BACKWARD_LAUNCHER if backward else module.LAUNCHER
+            layouts = {m: runtime.layout(launcher.abi, m, backward) for m in self.call_modes}
+            launch = self._launches[target, backward] = (launcher, layouts)
+            if target == "cuda" and not backward:
                 self._cuda = launch
         return launch
 
@@ -159,6 +166,8 @@ class Op:
                 launcher(key(env), aligned & 15 == 0, device, args(env))
             return self.public(slots, return_mean, return_rstd)
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
+        if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
+            return self.autograd_call(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
         if torch.compiler.is_compiling():
             # torch.compile records the custom op; its body runs when the graph runs
             values = {"x": x, "residual": residual, "weight": weight, "bias": bias, "eps": eps, "norm_pos": norm_pos}
@@ -192,7 +201,11 @@ class Op:
             checks.check_param(name, "weight", weight, x)
         if self.has_bias and bias is not None:
             checks.check_param(name, "bias", bias, x)
-        checks.check_no_grad(name, self._named(x, residual, weight, bias))
+        named = self._named(x, residual, weight, bias)
+        if not self.backward:
+            checks.check_no_grad(name, named, self.quant_storage is not None)
+        elif inplace and checks.needs_grad(named):
+            checks.refuse_inplace_grad(name, named)
         if inplace:
             checks.check_inplace(name, x, residual)
         return checks.check_eps(name, eps)
@@ -295,7 +308,8 @@ class Op:
 
     def _register(self) -> None:
         self.call_params = tuple(p for p in INPUTS if p in self.inputs) + ("eps",) + ("norm_pos",) * self.has_residual
-        self.call_params += tuple(f"return_{s}" for s in self.stats)
+        # the flags of the statistics a call may ask for, and of those a training forward saves
+        self.call_params += tuple(f"return_{s}" for s in ("mean", "rstd") if s in self.stats or s in self.saved)
         namespace, opname = self.custom_op.split("::")
 
         def functional(*args):
@@ -315,6 +329,8 @@ class Op:
         custom = torch.library.custom_op(self.custom_op, functional, mutates_args=())
         custom.register_fake(fake)
         self.functional_op = getattr(getattr(torch.ops, namespace), opname)
+        if self.backward:
+            self._register_backward(custom, namespace, opname)
         if not self.has_residual:
             return
         extras = ("q", "scale") * (self.quant_storage is not None) + self.stats
@@ -334,10 +350,173 @@ class Op:
         custom.register_fake(lambda *args: None)
         self.inplace_op = getattr(getattr(torch.ops, namespace), f"{opname}_inplace")
 
+    # Autograd: the functional op carries the backward (torch.library.register_autograd), which
+    # calls the backward custom op <op>_backward; eager calls and torch.compile take the same path.
+
+    def autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd):
+        """A checked call that needs a gradient: the functional op, asked for the statistics the backward needs."""
+        values = {"x": x, "residual": residual, "weight": weight, "bias": bias, "eps": eps, "norm_pos": norm_pos}
+        asked = {"mean": return_mean or "mean" in self.saved, "rstd": return_rstd or "rstd" in self.saved}
+        values.update(return_mean=asked["mean"], return_rstd=asked["rstd"])
+        new = self.functional_op(*[values[p] for p in self.call_params])
+        slots = self.slots(new, x, residual, norm_pos, asked["mean"], asked["rstd"], False)
+        return self.public(slots, return_mean, return_rstd)
+
+    def _register_backward(self, custom, namespace: str, opname: str) -> None:
+        params = ("grad_out", "grad_residual_out", "x", "residual", "weight", "mean", "rstd")
+        params += ("eps", "bias_given", "norm_pos")
+        types = (_TENSOR, _MAYBE, _TENSOR, _MAYBE, _MAYBE, _MAYBE, _TENSOR, float, bool, str | None)
+        signature = inspect.Signature(
+            [
+                inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=t)
+                for p, t in zip(params, types, strict=True)
+            ],
+            return_annotation=list[torch.Tensor],
+        )
+
+        def backward_body(*args):
+            return self.run_backward(*args)
+
+        def backward_fake(dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos):
+            grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device)]
+            if weight is not None:
+                grads.append(torch.empty_like(weight))
+            if bias_given:
+                grads.append(torch.empty(x.shape[-1:], dtype=x.dtype, device=x.device))
+            return grads
+
+        backward_body.__signature__ = signature
+        op = torch.library.custom_op(f"{self.custom_op}_backward", backward_body, mutates_args=())
+        op.register_fake(backward_fake)
+        self.backward_op = getattr(getattr(torch.ops, namespace), f"{opname}_backward")
+        custom.register_autograd(self._autograd_backward, setup_context=self._setup_context)
+
+    def _setup_context(self, ctx, inputs, output) -> None:
+        given = dict(zip(self.call_params, inputs, strict=True))
+        x, residual, weight, bias = (given.get(p) for p in INPUTS)
+        norm_pos = given.get("norm_pos")
+        ask_mean, ask_rstd = given.get("return_mean", False), given.get("return_rstd", False)
+        _, residual_out, _, mean, rstd = self.slots(output, x, residual, norm_pos, ask_mean, ask_rstd, False)
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(*[t for t in (mean, rstd) if t is not None])
+        # what the forward normalized: s (its residual out) in pre mode, else x (post mode adds r again)
+        pre = norm_pos == "pre"
+        normalized = residual_out if pre else x
+        ctx.save_for_backward(normalized, None if pre else residual, weight, mean, rstd)
+        ctx.missing = [s for s, t in (("mean", mean), ("rstd", rstd)) if s in self.saved and t is None]
+        ctx.eps, ctx.norm_pos, ctx.bias_given = given["eps"], norm_pos, bias is not None
+        ctx.pre_grad = pre  # the second output (s) has a gradient of its own
+
+    def _autograd_backward(self, ctx, grads):
+        if ctx.missing:
+            asked = " and ".join(f"return_{s}=True" for s in ctx.missing)
+            raise NormgenError(
+                f"{self.name}: the backward needs the saved statistics; a direct call of the custom op "
+                f"{self.custom_op} that needs a gradient must pass {asked} (generated.{self.name} does)"
+            )
+        if any(g is not None and g.requires_grad for g in grads):
+            raise NormgenError(
+                f"{self.name}: double backward (a gradient of the gradient, create_graph=True) is not supported"
+            )
+        normalized, residual, weight, mean, rstd = ctx.saved_tensors
+        dy = grads[0]
+        ds = grads[1] if ctx.pre_grad else None
+        if dy is None:
+            dy = torch.zeros_like(normalized)
+        result = iter(
+            self.backward_op(dy, ds, normalized, residual, weight, mean, rstd, ctx.eps, ctx.bias_given, ctx.norm_pos)
+        )
+        dx = next(result)
+        dw = next(result) if weight is not None else None
+        db = next(result) if ctx.bias_given else None
+        by_name = {"x": dx, "residual": dx if self.has_residual else None, "weight": dw, "bias": db}
+        return tuple(by_name.get(p) for p in self.call_params)
+
+    def run_backward(self, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos) -> list:
+        """The backward custom op's body: [dx, dw (with a weight), db (with a bias)].
+
+        ``x`` is what the forward normalized (s in pre mode); post mode passes the residual too.
+        """
+        target = "cuda" if dy.is_cuda else runtime.kernel_target(dy.device)
+        if target is None:
+            return self._reference_backward(dy, ds, x, residual, weight, eps, bias_given, norm_pos)
+        n_cols = x.shape[-1]
+        n_rows = x.numel() // n_cols
+        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        partial_dw = partial_db = None
+        if n_rows == 0:
+            grads = [dx] + [torch.zeros_like(weight)] * (weight is not None)
+            return grads + [torch.zeros(n_cols, dtype=x.dtype, device=x.device)] * bias_given
+        ds_given = ds is not None
+        dy, dy_stride = _rows(dy)
+        x, x_stride = _rows(x)
+        residual, residual_stride = _rows(residual) if residual is not None else (x, x_stride)
+        ds, ds_stride = _rows(ds) if ds_given else (dy, dy_stride)
+        launcher, layouts = self.kernel_launch(target, backward=True)
+        key, args = layouts[norm_pos]
+        env = [dy, ds, x, residual, weight, mean, rstd, None, None, None]
+        env += [dy_stride, ds_stride, x_stride, residual_stride, n_cols, n_rows, n_cols]
+        env += [ds_given, bias_given, True, False, x.dtype]
+        device = x.get_device()
+        programs = launcher.programs(key(env), device)
+        if weight is not None:
+            partial_dw = torch.empty((programs, n_cols), dtype=torch.float32, device=x.device)
+        if bias_given:
+            partial_db = torch.empty((programs, n_cols), dtype=torch.float32, device=x.device)
+        env[7:10] = [dx, partial_dw, partial_db]
+        aligned = 0
+        for t in (dy, ds, x, residual, weight, dx):
+            if t is not None:
+                aligned |= t.data_ptr()
+        launcher(key(env), aligned & 15 == 0, device, args(env))
+        # the programs' partial sums, added in a fixed order: deterministic run to run
+        grads = [dx]
+        if weight is not None:
+            grads.append(partial_dw.sum(0).to(weight.dtype))
+        if bias_given:
+            grads.append(partial_db.sum(0).to(x.dtype))
+        return grads
+
+    def _reference_backward(self, dy, ds, x, residual, weight, eps, bias_given, norm_pos) -> list:
+        """CPU without the interpreter: torch autograd through the generated reference."""
+        primals = [t for t in (x, weight) if t is not None]
+        if bias_given:
+            primals.append(torch.zeros(x.shape[-1:], dtype=x.dtype, device=x.device))
+
+        def formula(*tensors):
+            leaf, *params = tensors
+            w = params.pop(0) if weight is not None else None
+            b = params.pop(0) if bias_given else None
+            args = [leaf]
+            if self.has_residual:
+                # pre mode saved s: s + 0 is s, so the reference's sum passes the gradient on unchanged
+                args.append(torch.zeros_like(leaf) if norm_pos == "pre" else residual)
+            if self.has_weight:
+                args.append(w)
+            if self.has_bias:
+                args.append(b)
+            args.append(eps)
+            if self.has_residual:
+                args.append(norm_pos)
+            out, residual_out, *_ = self.reference(*args)
+            return (out, residual_out) if norm_pos == "pre" and ds is not None else (out,)
+
+        # torch.func.vjp: the custom op's body runs below autograd, where torch.autograd.grad records nothing
+        _, vjp = torch.func.vjp(formula, *primals)
+        return list(vjp((dy, ds) if norm_pos == "pre" and ds is not None else (dy,)))
+
     def _arguments(self, given: dict, inplace: bool) -> tuple:
         """The nine arguments of a call from the custom op's named ones."""
         names = INPUTS + ("eps", "norm_pos", "return_mean", "return_rstd")
         return tuple(given.get(p, False if p.startswith("return_") else None) for p in names) + (inplace,)
+
+
+def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(rows, row stride) of a gradient or saved tensor: a view where its rows allow it, else a copy
+    (autograd may hand the backward expanded or otherwise strided gradients)."""
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        t = t.contiguous()
+    return checks.rows(t) if not t.is_contiguous() else (t, t.shape[-1])
 
 
 class Norm(torch.nn.Module):

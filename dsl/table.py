@@ -40,6 +40,7 @@ class DispatchEntry:
     grid: Grid
     multibuffer: bool  # npu: double buffering (halves the usable unified buffer)
     ub_bytes: int  # npu: the tile's unified-buffer footprint (0 on cuda)
+    programs_per_core: int = 1  # persistent grids: programs per SM / vector core
 
     def covers(self, n_rows: int, n_cols: int) -> bool:
         return (

@@ -4,7 +4,8 @@
 
 Each op's cuda module names its table; ops whose tables are equal share one.
 Columns: dtype, cols_lo, cols_hi, rows_lo, rows_hi (inclusive; None = unbounded),
-pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer and unified-buffer bytes (npu).
+pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer and unified-buffer bytes (npu), and
+programs per core of a persistent grid where it is not 1.
 """
 
 from dsl import runtime
@@ -91,8 +92,45 @@ TABLE_1 = (
     runtime.Entry("bf16", 32769, None, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
 )
 
-# layernorm
+# add_layernorm (backward), add_rmsnorm (backward), gemma_add_rmsnorm (backward), gemma_rmsnorm (backward), layernorm (backward), rmsnorm (backward)
 TABLE_2 = (
+    runtime.Entry("fp32", 1, 16, 1, None, "single", 256, 16, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 17, 32, 1, None, "single", 128, 32, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 33, 64, 1, None, "single", 64, 64, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 65, 128, 1, None, "single", 32, 128, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 129, 256, 1, None, "single", 16, 256, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 257, 512, 1, None, "single", 8, 512, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 513, 1024, 1, None, "single", 4, 1024, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 1025, 2048, 1, None, "single", 2, 2048, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 2049, 4096, 1, None, "single", 1, 4096, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp32", 4097, 8192, 1, None, "single", 1, 8192, 16, "persistent", False, 0, 2),
+    runtime.Entry("fp32", 8193, None, 1, None, "multi", 1, 2048, 4, "persistent", False, 0, 8),
+    runtime.Entry("fp16", 1, 16, 1, None, "single", 256, 16, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 17, 32, 1, None, "single", 128, 32, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 33, 64, 1, None, "single", 64, 64, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 65, 128, 1, None, "single", 32, 128, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 129, 256, 1, None, "single", 16, 256, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 257, 512, 1, None, "single", 8, 512, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 513, 1024, 1, None, "single", 4, 1024, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 1025, 2048, 1, None, "single", 2, 2048, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 2049, 4096, 1, None, "single", 1, 4096, 8, "persistent", False, 0, 4),
+    runtime.Entry("fp16", 4097, 8192, 1, None, "single", 1, 8192, 16, "persistent", False, 0, 2),
+    runtime.Entry("fp16", 8193, None, 1, None, "multi", 1, 2048, 4, "persistent", False, 0, 8),
+    runtime.Entry("bf16", 1, 16, 1, None, "single", 256, 16, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 17, 32, 1, None, "single", 128, 32, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 33, 64, 1, None, "single", 64, 64, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 65, 128, 1, None, "single", 32, 128, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 129, 256, 1, None, "single", 16, 256, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 257, 512, 1, None, "single", 8, 512, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 513, 1024, 1, None, "single", 4, 1024, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 1025, 2048, 1, None, "single", 2, 2048, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 2049, 4096, 1, None, "single", 1, 4096, 8, "persistent", False, 0, 4),
+    runtime.Entry("bf16", 4097, 8192, 1, None, "single", 1, 8192, 16, "persistent", False, 0, 2),
+    runtime.Entry("bf16", 8193, None, 1, None, "multi", 1, 2048, 4, "persistent", False, 0, 8),
+)
+
+# layernorm
+TABLE_3 = (
     runtime.Entry("fp32", 1, 16, 1, 1023, "single", 16, 16, 2, "tiles", False, 0),
     runtime.Entry("fp32", 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
     runtime.Entry("fp32", 17, 32, 1, 1023, "single", 16, 32, 4, "tiles", False, 0),

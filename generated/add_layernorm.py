@@ -25,6 +25,7 @@ OP = surface.Op(
     new_residual_out=("pre",),
     stats=("mean", "rstd"),
     stats_dtype=torch.float32,
+    saved=("mean", "rstd"),
     weight_init=1.0,
     reference=add_layernorm_reference,
     kernels={"npu": "add_layernorm_npu", "cuda": "add_layernorm_cuda"},

@@ -3,12 +3,12 @@
 """add_layernorm_fp8 on the npu target: Triton kernels, dispatch table, launcher.
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual
-One forward kernel per pass (single: a row in one tile; multi: a loop over
-BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
-one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
-tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
-of the grid; else one tile per program), PRE (pre mode: s = x + r is written
-to RES_ptr; else post mode).
+One kernel per direction (forward) and pass (single: a row in one tile;
+multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
+Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
+whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
+tiles with a stride of the grid; else one tile per program; the backward always does),
+PRE (pre mode: s = x + r is written to RES_ptr; else post mode).
 Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
 
@@ -18,7 +18,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_2
+from ._npu_tables import TABLE_3
 
 
 @triton.jit
@@ -207,7 +207,7 @@ def add_layernorm_fp8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
 ABI = Signature(
     (
         Param("X_ptr", Kind.POINTER, Source.X, element="x"),
@@ -234,9 +234,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_2 of _npu_tables.py, which 2 op(s) use): the first
+# Dispatch table (TABLE_3 of _npu_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("add_layernorm_fp8", "npu", TABLE_2)
+TABLE = runtime.DispatchTable("add_layernorm_fp8", "npu", TABLE_3)
 
 # pass -> kernel
 KERNELS = {

@@ -25,6 +25,7 @@ OP = surface.Op(
     new_residual_out=("pre",),
     stats=("rstd",),
     stats_dtype=torch.float32,
+    saved=("rstd",),
     weight_init=1.0,
     reference=add_rmsnorm_reference,
     kernels={"npu": "add_rmsnorm_npu", "cuda": "add_rmsnorm_cuda"},

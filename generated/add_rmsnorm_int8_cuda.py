@@ -3,12 +3,12 @@
 """add_rmsnorm_int8 on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual
-One forward kernel per pass (single: a row in one tile; multi: a loop over
-BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
-one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
-tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
-of the grid; else one tile per program), PRE (pre mode: s = x + r is written
-to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
+One kernel per direction (forward) and pass (single: a row in one tile;
+multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
+Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
+whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
+tiles with a stride of the grid; else one tile per program; the backward always does),
+PRE (pre mode: s = x + r is written to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
 Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this op has no measurements of its own yet).
 """
 
@@ -193,7 +193,7 @@ def add_rmsnorm_int8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
 ABI = Signature(
     (
         Param("X_ptr", Kind.POINTER, Source.X, element="x"),
@@ -219,7 +219,7 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 op(s) use): the first
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("add_rmsnorm_int8", "cuda", TABLE_1)
 

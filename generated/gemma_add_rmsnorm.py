@@ -25,6 +25,7 @@ OP = surface.Op(
     new_residual_out=("pre",),
     stats=("rstd",),
     stats_dtype=torch.float32,
+    saved=("rstd",),
     weight_init=0.0,
     reference=gemma_add_rmsnorm_reference,
     kernels={"npu": "gemma_add_rmsnorm_npu", "cuda": "gemma_add_rmsnorm_cuda"},

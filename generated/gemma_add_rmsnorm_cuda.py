@@ -3,12 +3,12 @@
 """gemma_add_rmsnorm on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual
-One forward kernel per pass (single: a row in one tile; multi: a loop over
-BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
-one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
-tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
-of the grid; else one tile per program), PRE (pre mode: s = x + r is written
-to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
+One kernel per direction (forward, backward) and pass (single: a row in one tile;
+multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
+Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
+whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
+tiles with a stride of the grid; else one tile per program; the backward always does),
+PRE (pre mode: s = x + r is written to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
 Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this op has no measurements of its own yet).
 """
 
@@ -18,7 +18,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._cuda_tables import TABLE_1
+from ._cuda_tables import TABLE_1, TABLE_2
 
 
 @triton.jit
@@ -151,7 +151,146 @@ def gemma_add_rmsnorm_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
-# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+@triton.jit
+def gemma_add_rmsnorm_backward_single(
+    DY_ptr, DY_row_stride, DS_ptr, DS_row_stride, X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, RSTD_ptr,
+    DX_ptr, DX_row_stride, DW_ptr,
+    n_rows, n_cols,
+    HAS_DS: tl.constexpr, PRE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual: backward, single pass, each row in one tile.
+
+    dx (also d(residual)) and dw from dy (and ds, the gradient on s in pre mode), in fp32 from inputs
+    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
+    partial sums (one row per program, which the op adds up).
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    DY_row_stride = (DY_row_stride // VEC) * VEC
+    DS_row_stride = (DS_row_stride // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    DX_row_stride = (DX_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    w = w + 1.0
+    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for tile in range(pid, num_tiles, tl.num_programs(0)):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        if PRE:
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        else:
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
+        x_hat = s * rstd[:, None]
+        g = dy * w[None, :]
+        c1 = tl.sum(g * x_hat, axis=1) / n_cols
+        dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+        if HAS_DS:
+            dx += tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
+        dw_tile = tl.sum(dy * x_hat, axis=0)
+        dw += dw_tile
+    # this program's partial sums: row pid of DW, which the op adds up
+    tl.store(DW_ptr + pid * n_cols + cols, dw, mask=None if EVEN_N else col_mask)
+
+
+@triton.jit
+def gemma_add_rmsnorm_backward_multi(
+    DY_ptr, DY_row_stride, DS_ptr, DS_row_stride, X_ptr, X_row_stride, R_ptr, R_row_stride, W_ptr, RSTD_ptr,
+    DX_ptr, DX_row_stride, DW_ptr,
+    n_rows, n_cols,
+    HAS_DS: tl.constexpr, PRE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+):
+    """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual: backward, multi pass over BLOCK_N-wide column blocks.
+
+    dx (also d(residual)) and dw from dy (and ds, the gradient on s in pre mode), in fp32 from inputs
+    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
+    partial sums (one row per program, which the op adds up).
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    DY_row_stride = (DY_row_stride // VEC) * VEC
+    DS_row_stride = (DS_row_stride // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    R_row_stride = (R_row_stride // VEC) * VEC
+    DX_row_stride = (DX_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # this program's partial sums (row pid of DW, which the op adds up) start at 0
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        tl.store(DW_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
+    tl.debug_barrier()  # the zeros are visible to every thread of the program before the first update
+    for tile in range(pid, num_tiles, tl.num_programs(0)):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        # pass 1: c1 = mean(g * x_hat) over the row, in fp32
+        acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for col_start in range(0, n_cols, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_mask = cols < n_cols
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+            w = w + 1.0
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            if PRE:
+                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            else:
+                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
+            x_hat = s * rstd[:, None]
+            g = dy * w[None, :]
+            acc1 += g * x_hat
+        c1 = tl.sum(acc1, axis=1) / n_cols
+        # pass 2: dx, and this row tile's share of dw added to the program's partial sums
+        for col_start in range(0, n_cols, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_mask = cols < n_cols
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+            w = w + 1.0
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            if PRE:
+                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            else:
+                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
+            x_hat = s * rstd[:, None]
+            g = dy * w[None, :]
+            dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+            if HAS_DS:
+                dx += tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
+            dw_tile = tl.sum(dy * x_hat, axis=0)
+            dw_ptrs = DW_ptr + pid * n_cols + cols
+            tl.store(dw_ptrs, tl.load(dw_ptrs, mask=None if EVEN_N else col_mask) + dw_tile, mask=None if EVEN_N else col_mask)
+            tl.debug_barrier()  # the update is visible to every thread of the program before the next one
+
+
+# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
 ABI = Signature(
     (
         Param("X_ptr", Kind.POINTER, Source.X, element="x"),
@@ -178,7 +317,7 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 op(s) use): the first
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("gemma_add_rmsnorm", "cuda", TABLE_1)
 
@@ -189,3 +328,44 @@ KERNELS = {
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
+
+
+# The backward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+BACKWARD_ABI = Signature(
+    (
+        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
+        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
+        Param("DS_ptr", Kind.POINTER, Source.GRAD_RESIDUAL_OUT, element="x", optional=True),
+        Param("DS_row_stride", Kind.ROW_STRIDE, Source.GRAD_RESIDUAL_OUT, launch_key=True),
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
+        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
+        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
+        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
+        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
+        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("VEC", Kind.CONSTEXPR, Source.VEC),
+    )
+)
+
+# Dispatch table (TABLE_2 of _cuda_tables.py, which 6 kernel module(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+BACKWARD_TABLE = runtime.DispatchTable("gemma_add_rmsnorm", "cuda", TABLE_2)
+
+# pass -> kernel
+BACKWARD_KERNELS = {
+    "single": gemma_add_rmsnorm_backward_single,
+    "multi": gemma_add_rmsnorm_backward_multi,
+}
+
+BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

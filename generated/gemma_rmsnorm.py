@@ -23,6 +23,7 @@ OP = surface.Op(
     dtypes=(torch.float32, torch.float16, torch.bfloat16),
     stats=("rstd",),
     stats_dtype=torch.float32,
+    saved=("rstd",),
     weight_init=0.0,
     reference=gemma_rmsnorm_reference,
     kernels={"npu": "gemma_rmsnorm_npu", "cuda": "gemma_rmsnorm_cuda"},

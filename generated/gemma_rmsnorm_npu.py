@@ -3,11 +3,11 @@
 """gemma_rmsnorm on the npu target: Triton kernels, dispatch table, launcher.
 
 y = x / sqrt(mean(x^2) + eps) * (w + 1.0)
-One forward kernel per pass (single: a row in one tile; multi: a loop over
-BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
-one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
-tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
-of the grid; else one tile per program).
+One kernel per direction (forward, backward) and pass (single: a row in one tile;
+multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
+Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
+whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
+tiles with a stride of the grid; else one tile per program; the backward always does).
 Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
 """
 
@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_5
+from ._npu_tables import TABLE_7, TABLE_8
 
 
 @triton.jit
@@ -120,7 +120,105 @@ def gemma_rmsnorm_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
-# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+@triton.jit
+def gemma_rmsnorm_backward_single(
+    DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
+    n_rows, n_cols,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+):
+    """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, single pass, each row in one tile.
+
+    dx and dw from dy, in fp32 from inputs
+    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
+    partial sums (one row per program, which the op adds up).
+    """
+    dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    w = w + 1.0
+    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for tile in range(pid, num_tiles, tl.num_programs(0)):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        g = dy * w[None, :]
+        c1 = tl.sum(g * x_hat, axis=1) / n_cols
+        dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+        tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
+        dw_tile = tl.sum(dy * x_hat, axis=0)
+        dw += dw_tile
+    # this program's partial sums: row pid of DW, which the op adds up
+    tl.store(DW_ptr + pid * n_cols + cols, dw, mask=None if EVEN_N else col_mask)
+
+
+@triton.jit
+def gemma_rmsnorm_backward_multi(
+    DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
+    n_rows, n_cols,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+):
+    """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, multi pass over BLOCK_N-wide column blocks.
+
+    dx and dw from dy, in fp32 from inputs
+    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
+    partial sums (one row per program, which the op adds up).
+    """
+    dtype = X_ptr.dtype.element_ty
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # this program's partial sums (row pid of DW, which the op adds up) start at 0
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        tl.store(DW_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
+    for tile in range(pid, num_tiles, tl.num_programs(0)):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        # pass 1: c1 = mean(g * x_hat) over the row, in fp32
+        acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for col_start in range(0, n_cols, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_mask = cols < n_cols
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+            w = w + 1.0
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            x_hat = s * rstd[:, None]
+            g = dy * w[None, :]
+            acc1 += g * x_hat
+        c1 = tl.sum(acc1, axis=1) / n_cols
+        # pass 2: dx, and this row tile's share of dw added to the program's partial sums
+        for col_start in range(0, n_cols, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_mask = cols < n_cols
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+            w = w + 1.0
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            x_hat = s * rstd[:, None]
+            g = dy * w[None, :]
+            dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+            tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
+            dw_tile = tl.sum(dy * x_hat, axis=0)
+            dw_ptrs = DW_ptr + pid * n_cols + cols
+            tl.store(dw_ptrs, tl.load(dw_ptrs, mask=None if EVEN_N else col_mask) + dw_tile, mask=None if EVEN_N else col_mask)
+
+
+# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
 ABI = Signature(
     (
         Param("X_ptr", Kind.POINTER, Source.X, element="x"),
@@ -141,9 +239,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_5 of _npu_tables.py, which 2 op(s) use): the first
+# Dispatch table (TABLE_7 of _npu_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_5)
+TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_7)
 
 # pass -> kernel
 KERNELS = {
@@ -152,3 +250,37 @@ KERNELS = {
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "npu", {"sync_solver": True})
+
+
+# The backward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+BACKWARD_ABI = Signature(
+    (
+        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
+        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
+        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
+        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
+        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+    )
+)
+
+# Dispatch table (TABLE_8 of _npu_tables.py, which 2 kernel module(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_8)
+
+# pass -> kernel
+BACKWARD_KERNELS = {
+    "single": gemma_rmsnorm_backward_single,
+    "multi": gemma_rmsnorm_backward_multi,
+}
+
+BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "npu", {"sync_solver": True})

@@ -23,6 +23,7 @@ OP = surface.Op(
     dtypes=(torch.float32, torch.float16, torch.bfloat16),
     stats=("mean", "rstd"),
     stats_dtype=torch.float32,
+    saved=("mean", "rstd"),
     weight_init=1.0,
     reference=layernorm_reference,
     kernels={"npu": "layernorm_npu", "cuda": "layernorm_cuda"},

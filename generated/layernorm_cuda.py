@@ -3,11 +3,11 @@
 """layernorm on the cuda target: Triton kernels, dispatch table, launcher.
 
 y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-One forward kernel per pass (single: a row in one tile; multi: a loop over
-BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compiles
-one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
-tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
-of the grid; else one tile per program), VEC (divides n_cols and every row stride).
+One kernel per direction (forward, backward) and pass (single: a row in one tile;
+multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
+Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
+whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
+tiles with a stride of the grid; else one tile per program; the backward always does), VEC (divides n_cols and every row stride).
 Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 """
 
@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._cuda_tables import TABLE_2
+from ._cuda_tables import TABLE_2, TABLE_3
 
 
 @triton.jit
@@ -156,7 +156,135 @@ def layernorm_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], y, mask=None if EVEN else mask)
 
 
-# The kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+@triton.jit
+def layernorm_backward_single(
+    DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, MEAN_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr, DB_ptr,
+    n_rows, n_cols,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+):
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, single pass, each row in one tile.
+
+    dx, dw and db from dy, in fp32 from inputs
+    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
+    partial sums (one row per program, which the op adds up).
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    DY_row_stride = (DY_row_stride // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    DX_row_stride = (DX_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    db = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for tile in range(pid, num_tiles, tl.num_programs(0)):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        mean = tl.load(MEAN_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        x_hat = (s - mean[:, None]) * rstd[:, None]
+        g = dy * w[None, :]
+        c1 = tl.sum(g * x_hat, axis=1) / n_cols
+        c2 = tl.sum(g, axis=1) / n_cols
+        dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+        tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
+        dw_tile = tl.sum(dy * x_hat, axis=0)
+        db_tile = tl.sum(dy, axis=0)
+        dw += dw_tile
+        db += db_tile
+    # this program's partial sums: row pid of DW and DB, which the op adds up
+    tl.store(DW_ptr + pid * n_cols + cols, dw, mask=None if EVEN_N else col_mask)
+    if HAS_BIAS:
+        tl.store(DB_ptr + pid * n_cols + cols, db, mask=None if EVEN_N else col_mask)
+
+
+@triton.jit
+def layernorm_backward_multi(
+    DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, MEAN_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr, DB_ptr,
+    n_rows, n_cols,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+):
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, multi pass over BLOCK_N-wide column blocks.
+
+    dx, dw and db from dy, in fp32 from inputs
+    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
+    partial sums (one row per program, which the op adds up).
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    DY_row_stride = (DY_row_stride // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    DX_row_stride = (DX_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    # this program's partial sums (row pid of DW and DB, which the op adds up) start at 0
+    for col_start in range(0, n_cols, BLOCK_N):
+        cols = col_start + tl.arange(0, BLOCK_N)
+        col_mask = cols < n_cols
+        tl.store(DW_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
+        if HAS_BIAS:
+            tl.store(DB_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
+    tl.debug_barrier()  # the zeros are visible to every thread of the program before the first update
+    for tile in range(pid, num_tiles, tl.num_programs(0)):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        mean = tl.load(MEAN_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        # pass 1: c1 = mean(g * x_hat) and c2 = mean(g) over the row, in fp32
+        acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for col_start in range(0, n_cols, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_mask = cols < n_cols
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            x_hat = (s - mean[:, None]) * rstd[:, None]
+            g = dy * w[None, :]
+            acc1 += g * x_hat
+            acc2 += g
+        c1 = tl.sum(acc1, axis=1) / n_cols
+        c2 = tl.sum(acc2, axis=1) / n_cols
+        # pass 2: dx, and this row tile's share of dw and db added to the program's partial sums
+        for col_start in range(0, n_cols, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_mask = cols < n_cols
+            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            x_hat = (s - mean[:, None]) * rstd[:, None]
+            g = dy * w[None, :]
+            dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
+            dw_tile = tl.sum(dy * x_hat, axis=0)
+            db_tile = tl.sum(dy, axis=0)
+            dw_ptrs = DW_ptr + pid * n_cols + cols
+            tl.store(dw_ptrs, tl.load(dw_ptrs, mask=None if EVEN_N else col_mask) + dw_tile, mask=None if EVEN_N else col_mask)
+            if HAS_BIAS:
+                db_ptrs = DB_ptr + pid * n_cols + cols
+                tl.store(db_ptrs, tl.load(db_ptrs, mask=None if EVEN_N else col_mask) + db_tile, mask=None if EVEN_N else col_mask)
+            tl.debug_barrier()  # the update is visible to every thread of the program before the next one
+
+
+# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
 ABI = Signature(
     (
         Param("X_ptr", Kind.POINTER, Source.X, element="x"),
@@ -182,9 +310,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_2 of _cuda_tables.py, which 1 op(s) use): the first
+# Dispatch table (TABLE_3 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_2)
+TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_3)
 
 # pass -> kernel
 KERNELS = {
@@ -193,3 +321,41 @@ KERNELS = {
 }
 
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
+
+
+# The backward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
+BACKWARD_ABI = Signature(
+    (
+        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
+        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
+        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
+        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
+        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+        Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32"),
+        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
+        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
+        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
+        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
+        Param("DB_ptr", Kind.POINTER, Source.GRAD_BIAS, element="fp32", optional=True),
+        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
+        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
+        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
+        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        Param("VEC", Kind.CONSTEXPR, Source.VEC),
+    )
+)
+
+# Dispatch table (TABLE_2 of _cuda_tables.py, which 6 kernel module(s) use): the first
+# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_2)
+
+# pass -> kernel
+BACKWARD_KERNELS = {
+    "single": layernorm_backward_single,
+    "multi": layernorm_backward_multi,
+}
+
+BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -23,6 +23,7 @@ OP = surface.Op(
     dtypes=(torch.float32, torch.float16, torch.bfloat16),
     stats=("rstd",),
     stats_dtype=torch.float32,
+    saved=("rstd",),
     weight_init=1.0,
     reference=rmsnorm_reference,
     kernels={"npu": "rmsnorm_npu", "cuda": "rmsnorm_cuda"},

@@ -50,7 +50,7 @@ op a {
 bad.norm:3:5: error: unknown setting 'dtype'
         dtype = fp16
         ^~~~~
-hint: did you mean 'dtypes'? allowed settings are norm, residual, accumulate, casting, weight, bias, store, quantize, dtypes, targets, eps
+hint: did you mean 'dtypes'? allowed settings are norm, residual, accumulate, casting, weight, bias, store, quantize, dtypes, targets, eps, backward
 1 error
 """,
     ),
@@ -553,7 +553,7 @@ hint: did you mean 'llama'? allowed values are llama, gemma, none
 bad.norm:10:5: error: unknown setting 'colour'
         colour  = red
         ^~~~~~
-hint: allowed settings are norm, residual, accumulate, casting, weight, bias, store, quantize, dtypes, targets, eps
+hint: allowed settings are norm, residual, accumulate, casting, weight, bias, store, quantize, dtypes, targets, eps, backward
 bad.norm:11:15: error: eps must be a positive number, got 0
         eps     = 0
                   ^

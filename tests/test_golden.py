@@ -10,10 +10,11 @@ from dsl.plan import plan
 
 TINY = """\
 op tiny {
-    norm    = rms
-    weight  = none
-    dtypes  = fp32
-    targets = cuda
+    norm     = rms
+    weight   = none
+    dtypes   = fp32
+    targets  = cuda
+    backward = none
 }
 """
 
@@ -108,6 +109,62 @@ def tiny_reference(x, eps=1e-6):
 '''
 
 
+BACKWARD_SPEC = """\
+op tiny {
+    norm    = rms
+    dtypes  = fp32
+    targets = cuda
+}
+"""
+
+BACKWARD_KERNEL = '''\
+@triton.jit
+def tiny_backward_single(
+    DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
+    n_rows, n_cols,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+):
+    """y = x / sqrt(mean(x^2) + eps) * w: backward, single pass, each row in one tile.
+
+    dx and dw from dy, in fp32 from inputs
+    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
+    partial sums (one row per program, which the op adds up).
+    """
+    dtype = X_ptr.dtype.element_ty
+    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
+    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    n_cols = (n_cols // VEC) * VEC
+    DY_row_stride = (DY_row_stride // VEC) * VEC
+    X_row_stride = (X_row_stride // VEC) * VEC
+    DX_row_stride = (DX_row_stride // VEC) * VEC
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
+    pid = tl.program_id(0)
+    num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for tile in range(pid, num_tiles, tl.num_programs(0)):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows = rows.to(tl.int64)
+        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
+        dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+        x_hat = s * rstd[:, None]
+        g = dy * w[None, :]
+        c1 = tl.sum(g * x_hat, axis=1) / n_cols
+        dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+        tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
+        x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
+        dw_tile = tl.sum(dy * x_hat, axis=0)
+        dw += dw_tile
+    # this program's partial sums: row pid of DW, which the op adds up
+    tl.store(DW_ptr + pid * n_cols + cols, dw, mask=None if EVEN_N else col_mask)
+'''
+
+
 def spec():
     (tiny,) = pipeline.load_text(TINY, "tiny.norm")
     return tiny
@@ -115,7 +172,7 @@ def spec():
 
 def target_text() -> str:
     kernel_plan = plan(spec(), Target.CUDA, None)
-    return render.render_target(kernel_plan, render.shared_tables([kernel_plan])["tiny"])
+    return render.render_target(kernel_plan, {"forward": render.shared_tables([kernel_plan])["tiny", "forward"]})
 
 
 def kernel_text() -> str:
@@ -132,6 +189,17 @@ def abi_text() -> str:
 def reference_text() -> str:
     text = render.render_reference(op_plan(spec(), "normgen"))
     return text[text.index("def tiny_reference") :]
+
+
+def test_target_template_backward_kernel():
+    (tiny,) = pipeline.load_text(BACKWARD_SPEC, "tiny.norm")
+    kernel_plan = plan(tiny, Target.CUDA, None)
+    tables = render.shared_tables([kernel_plan])
+    text = render.render_target(
+        kernel_plan, {d.direction.value: tables["tiny", d.direction.value] for d in kernel_plan.directions}
+    )
+    start = text.index("@triton.jit\ndef tiny_backward_single")
+    assert text[start : text.index("\n\n\n@triton.jit\ndef tiny_backward_multi")] + "\n" == BACKWARD_KERNEL
 
 
 def test_target_template_kernel():

@@ -13,7 +13,9 @@ order than the reference's, so its logits must be within one bf16 ulp of the
 logits' largest magnitude. The `gpu` tests run the same models on CUDA through
 the Triton kernels.
 
-Models run under torch.no_grad(): normgen's ops have no backward yet.
+Logits are compared under torch.no_grad(); one training step's parameter
+gradients are compared too (the swapped norms' backward against transformers'
+autograd of its own norms).
 """
 
 from __future__ import annotations
@@ -178,14 +180,38 @@ def test_logits_under_inductor():
     assert diff <= max(2 * own, bf16_ulp_at_scale(want)), (diff, own)
 
 
-def test_grad_mode_refused():
-    """The drop-in is for inference: with grad mode on and parameters requiring grad, the swapped norm raises."""
-    model, ids = tiny_model("llama", torch.float32)
+def training_grads(model, ids):
+    """Every parameter's gradient after one loss.backward() of a language-model loss."""
+    model.zero_grad(set_to_none=True)
+    model(ids, labels=ids).loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def check_training_step(arch, device):
+    """One training step of the swapped model gives the original's parameter gradients (fp32: the norms'
+    backward is normgen's, everything else is the same autograd)."""
+    import copy
+
+    model, ids = tiny_model(arch, torch.float32, device)
+    original = copy.deepcopy(model)
     swap_norms(model)
-    with pytest.raises(runtime.NormgenError, match="has no backward"):
-        model(ids)
-    with torch.inference_mode():
-        model(ids)
+    want, got = training_grads(original, ids), training_grads(model, ids)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(
+            got[name], want[name], rtol=2e-4, atol=2e-5, msg=lambda m, n=name: f"{arch} {n}: {m}"
+        )
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma", "gpt2"])
+def test_training_step_gradients(arch):
+    check_training_step(arch, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_training_step_gradients_gpu(arch):
+    check_training_step(arch, "cuda")
 
 
 def llama_math(x, weight, eps):

@@ -22,6 +22,7 @@ op add_layernorm {
     dtypes     = fp32, fp16, bf16
     targets    = npu, cuda
     eps        = 1e-5
+    backward   = kernels
 }
 """,
     "rms_no_weight_int8_single_lists": """\
@@ -37,6 +38,7 @@ op rmsnorm_int8 {
     dtypes     = fp16
     targets    = cuda
     eps        = 1e-6
+    backward   = none
 }
 """,
     "gemma_offset_fp8_post": """\
@@ -52,6 +54,7 @@ op gemma_post_fp8 {
     dtypes     = bf16
     targets    = npu
     eps        = 1e-6
+    backward   = none
 }
 """,
     "llama_pre_residual_rstd": """\
@@ -67,6 +70,7 @@ op add_rmsnorm {
     dtypes     = bf16, fp32
     targets    = cuda, npu
     eps        = 1e-12
+    backward   = kernels
 }
 """,
     "layer_no_weight_mean_only": """\
@@ -82,6 +86,7 @@ op layernorm_plain {
     dtypes     = fp32
     targets    = npu, cuda
     eps        = 0.001
+    backward   = none
 }
 """,
 }
@@ -116,6 +121,7 @@ def test_canonical_texts_cover_every_concept():
     assert words("bias") == {"none", "shift"}
     assert words("store") == {"residual", "rstd", "mean"}
     assert words("quantize") == {"none", "int8", "fp8_e4m3"}
+    assert words("backward") == {"kernels", "none"}
     assert {spec.weight for spec in specs} >= {
         Weight(WeightKind.NONE),
         Weight(WeightKind.SCALE),

@@ -20,6 +20,9 @@ class TargetRules(ABC):
     target: Target
     vector_width: bool = False  # kernels take VEC (the widest vector dividing n_cols and the row strides)
     launch_options: tuple[tuple[str, object], ...] = ()  # extra compile options of every launch
+    # A program's elements are spread over threads (cuda): a program that reads back what it
+    # wrote to global memory needs a barrier between (an npu program runs on one core).
+    program_barrier: bool = False
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         """The compile options of every launch of this spec's kernels."""
@@ -28,6 +31,10 @@ class TargetRules(ABC):
     @abstractmethod
     def table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         """The dispatch table; ``tuning`` is this op's measured data, as the pipeline read it (None: none)."""
+
+    @abstractmethod
+    def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
+        """The backward kernels' dispatch table (persistent grids: one partial-sum row per program)."""
 
     @abstractmethod
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:

@@ -21,18 +21,36 @@ MAX_SINGLE_PASS = 32768  # elements held in registers by one program
 MULTI_BLOCK_N = 4096
 MIN_BLOCK_N = 16
 ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
+# Backward: a row in one tile up to BACKWARD_SINGLE_PASS columns (dy, s, the weight and the dw
+# partial sums all sit in registers, about 16 elements of each per thread), column loops beyond.
+BACKWARD_SINGLE_PASS = 8192
+BACKWARD_MULTI_BLOCK_N = 2048
+BACKWARD_TILE = 4096  # elements per tile: rows per program for narrow rows
+BACKWARD_PER_THREAD = 16
+BACKWARD_WARPS_PER_SM = 32  # warps a persistent backward grid keeps per SM
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
 
 
-def buckets() -> list[tuple[int, int | None, Pass, int]]:
+def buckets(
+    single_max: int = MAX_SINGLE_PASS, multi_block_n: int = MULTI_BLOCK_N
+) -> list[tuple[int, int | None, Pass, int]]:
     """(cols_lo, cols_hi, pass, BLOCK_N) per width bucket, narrowest first."""
     result = []
     lo, hi = 1, MIN_BLOCK_N
-    while hi <= MAX_SINGLE_PASS:
+    while hi <= single_max:
         result.append((lo, hi, Pass.SINGLE, hi))
         lo, hi = hi + 1, hi * 2
-    result.append((lo, None, Pass.MULTI, MULTI_BLOCK_N))
+    result.append((lo, None, Pass.MULTI, multi_block_n))
     return result
+
+
+def backward_config(block_n: int, passes: Pass) -> tuple[int, int, int]:
+    """(rows per tile, warps, programs per SM) of a backward bucket: tiles of about
+    BACKWARD_TILE elements (one row when wider), BACKWARD_PER_THREAD elements per thread,
+    and as many programs per SM as keep BACKWARD_WARPS_PER_SM warps busy."""
+    block_m = 1 if passes is Pass.MULTI else max(1, BACKWARD_TILE // block_n)
+    num_warps = min(16, max(1, next_pow2(cdiv(block_m * block_n, 32 * BACKWARD_PER_THREAD))))
+    return block_m, num_warps, max(1, BACKWARD_WARPS_PER_SM // num_warps)
 
 
 def default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, Grid]:
@@ -84,6 +102,7 @@ def op_configs(spec: NormSpec, tuning: dict | None) -> tuple[dict, str]:
 class CudaRules(TargetRules):
     target = Target.CUDA
     vector_width = True
+    program_barrier = True
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         # casting none rounds every step to the input dtype: a fused multiply-add would skip
@@ -114,6 +133,30 @@ class CudaRules(TargetRules):
                             ub_bytes=0,
                         )
                     )
+        return tuple(entries)
+
+    def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
+        entries = []
+        for dtype in spec.dtypes:
+            for cols_lo, cols_hi, passes, block_n in buckets(BACKWARD_SINGLE_PASS, BACKWARD_MULTI_BLOCK_N):
+                block_m, num_warps, per_core = backward_config(block_n, passes)
+                entries.append(
+                    DispatchEntry(
+                        dtype=dtype,
+                        cols_lo=cols_lo,
+                        cols_hi=cols_hi,
+                        rows_lo=1,
+                        rows_hi=None,
+                        passes=passes,
+                        block_m=block_m,
+                        block_n=block_n,
+                        num_warps=num_warps,
+                        grid=Grid.PERSISTENT,
+                        multibuffer=False,
+                        ub_bytes=0,
+                        programs_per_core=per_core,
+                    )
+                )
         return tuple(entries)
 
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:

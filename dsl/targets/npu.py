@@ -8,7 +8,7 @@ buffer (``UB_BYTES``, half of it when the entry turns double buffering on).
 
 from __future__ import annotations
 
-from ..model import DTYPE_BYTES, DType, NormSpec, Target
+from ..model import DTYPE_BYTES, DType, NormSpec, ResidualMode, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv
 from . import TargetRules
 
@@ -57,6 +57,29 @@ def ub_bytes(spec: NormSpec, dtype: DType, rows: int, cols: int) -> int:
     return rows * cols * per_element + cols * per_column
 
 
+# Backward: upstream mojo_opset's NPU norm backward kernels (shared/seed/upstream-npu-norm-facts.md,
+# section 3): the whole row up to 2048 columns with ceil(4096 / n_cols) rows per tile, else
+# 2048-column blocks of 2 rows; grid of the vector cores.
+BACKWARD_SINGLE_PASS_MAX = 2048
+BACKWARD_MULTI_BLOCK_N = 2048
+BACKWARD_MULTI_BLOCK_M = 2
+BACKWARD_TILE = 4096
+
+
+def backward_ub_bytes(spec: NormSpec, dtype: DType, rows: int, cols: int) -> int:
+    """Unified-buffer footprint of one backward tile (the model the planner budgets with).
+
+    Tiles in the input dtype: dy, s (post mode: x and r), ds (pre mode) and dx; fp32
+    working tiles: dy, s, x_hat and the gradient being formed. Per column: the weight in
+    its dtype and fp32, and the fp32 partial sums of dw (and db).
+    """
+    size = DTYPE_BYTES[dtype]
+    inputs = 2 + int(ResidualMode.POST in spec.residual) + int(ResidualMode.PRE in spec.residual)
+    per_element = (inputs + 1) * size + 4 * 4
+    per_column = (size + 4 if spec.has_weight else 0) + 4 * (int(spec.has_weight) + int(spec.has_bias))
+    return rows * cols * per_element + cols * per_column
+
+
 def _entry(spec, dtype, cols_lo, cols_hi, rows_lo, rows_hi, passes, rows, cols) -> DispatchEntry:
     # Conservative row tiles: halve the row block until the tile fits the buffer.
     while rows > 1 and ub_bytes(spec, dtype, rows, cols) > UB_BYTES:
@@ -68,6 +91,26 @@ def _entry(spec, dtype, cols_lo, cols_hi, rows_lo, rows_hi, passes, rows, cols) 
         cols_hi=cols_hi,
         rows_lo=rows_lo,
         rows_hi=rows_hi,
+        passes=passes,
+        block_m=rows,
+        block_n=cols,
+        num_warps=1,
+        grid=Grid.PERSISTENT,
+        multibuffer=ub <= UB_BYTES // 2,
+        ub_bytes=ub,
+    )
+
+
+def _backward_entry(spec, dtype, cols_lo, cols_hi, passes, rows, cols) -> DispatchEntry:
+    while rows > 1 and backward_ub_bytes(spec, dtype, rows, cols) > UB_BYTES:
+        rows //= 2
+    ub = backward_ub_bytes(spec, dtype, rows, cols)
+    return DispatchEntry(
+        dtype=dtype,
+        cols_lo=cols_lo,
+        cols_hi=cols_hi,
+        rows_lo=1,
+        rows_hi=None,
         passes=passes,
         block_m=rows,
         block_n=cols,
@@ -104,6 +147,25 @@ class NpuRules(TargetRules):
             # Multi pass: 2048-element column blocks; the row block shrinks with the width.
             for lo, hi in ((SINGLE_PASS_MAX + 1, 4095), (4096, 8191), (8192, None)):
                 entries.append(_entry(spec, dtype, lo, hi, 1, None, Pass.MULTI, block_m(lo, False), MULTI_BLOCK_N))
+        return tuple(entries)
+
+    def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
+        entries = []
+        for dtype in spec.dtypes:
+            align = ALIGN_BYTES // DTYPE_BYTES[dtype]
+            runs: list[list] = []  # single pass: runs of widths sharing a column and row block
+            for n_cols in range(1, BACKWARD_SINGLE_PASS_MAX + 1):
+                key = (cdiv(n_cols, align) * align, cdiv(BACKWARD_TILE, n_cols))
+                if runs and runs[-1][0] == key:
+                    runs[-1][2] = n_cols
+                else:
+                    runs.append([key, n_cols, n_cols])
+            for (block_n, rows), lo, hi in runs:
+                entries.append(_backward_entry(spec, dtype, lo, hi, Pass.SINGLE, rows, block_n))
+            lo = BACKWARD_SINGLE_PASS_MAX + 1
+            entries.append(
+                _backward_entry(spec, dtype, lo, None, Pass.MULTI, BACKWARD_MULTI_BLOCK_M, BACKWARD_MULTI_BLOCK_N)
+            )
         return tuple(entries)
 
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:

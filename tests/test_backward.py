@@ -1,0 +1,202 @@
+"""Gradients of every differentiable op against torch autograd of an independent float64 formula.
+
+The formula below is written here from the definitions (RMS and layer norm, the
+Gemma offset, pre and post residual modes), not from the generated reference:
+it is evaluated in float64 at the point the forward normalized (s = x + r
+rounded to the input dtype, as torch's x + r is) and differentiated by torch
+autograd. The ops' gradients (kernels in the interpreter or on the GPU, or the
+reference's autograd on CPU) must match it within the input dtype's tolerance.
+Rounding steps of the casting modes (llama's rounded x_hat) are inside that
+tolerance; test_casting.py tells the modes apart in the forward.
+
+CPU cases are small and cover each kernel path once per target: single pass
+(an odd width with masks, a power of two without), multi pass (a width above
+the target's backward single-pass limit), 3-D and strided inputs, zero rows,
+the gradient on s used or not. The GPU runs the full matrix.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import generated
+from dsl import runtime
+from dsl.checks import NormgenError
+
+from .cases import DTYPES, SPECS, leading_shape, make_activation
+
+DIFFERENTIABLE = sorted(name for name, spec in SPECS.items() if spec.has_backward)
+TOLERANCE = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}  # relative to the largest gradient
+
+
+def oracle(spec, x, residual, weight, bias, eps, norm_pos, gy, gs):
+    """Float64 gradients (dx, dresidual, dweight, dbias) of sum(y * gy) (+ sum(s * gs) in pre mode)."""
+    dtype = x.dtype
+    x, residual, weight, bias = (t.detach() if t is not None else None for t in (x, residual, weight, bias))
+    if spec.has_residual:
+        s = (x.double() + residual.double()).to(dtype).double()  # the forward's s, rounded once
+    else:
+        s = x.double()
+    s.requires_grad_()
+    w = weight.double().requires_grad_() if weight is not None else None
+    b = bias.double().requires_grad_() if bias is not None else None
+    if spec.is_layer:
+        centered = s - s.mean(-1, keepdim=True)
+        y = centered / torch.sqrt(centered.square().mean(-1, keepdim=True) + eps)
+    else:
+        y = s / torch.sqrt(s.square().mean(-1, keepdim=True) + eps)
+    if w is not None:
+        y = y * (w + spec.weight.offset)
+    if b is not None:
+        y = y + b
+    loss = (y * gy.double()).sum()
+    if norm_pos == "pre" and gs is not None:
+        loss = loss + (s * gs.double()).sum()
+    loss.backward()
+    ds = s.grad
+    return {"x": ds, "residual": ds if spec.has_residual else None, "weight": w.grad if w is not None else None,
+            "bias": b.grad if b is not None else None}  # fmt: skip
+
+
+def run_case(name, dtype, width, rows, layout, norm_pos, device, use_s=True, with_bias=True):
+    spec = SPECS[name]
+    generator = torch.Generator().manual_seed(rows * 131 + width)
+    shape = leading_shape(rows, layout)
+    leaves = {"x": make_activation(shape, width, dtype, device, layout, 7, generator)}
+    if spec.has_residual:
+        leaves["residual"] = make_activation(shape, width, dtype, device, layout, 3, generator)
+    if spec.has_weight:
+        weight = 1.0 - spec.weight.offset + 0.5 * torch.randn(width, generator=generator)
+        leaves["weight"] = weight.to(device=device, dtype=dtype)
+    if spec.has_bias and with_bias:
+        leaves["bias"] = (0.1 * torch.randn(width, generator=generator)).to(device=device, dtype=dtype)
+    leaves = {k: v.detach().requires_grad_() for k, v in leaves.items()}
+    gy = torch.randn(*shape, width, generator=generator).to(device=device, dtype=dtype)
+    gs = torch.randn(*shape, width, generator=generator).to(device=device, dtype=dtype) if use_s else None
+
+    kwargs = dict(leaves)
+    if spec.has_residual:
+        kwargs["norm_pos"] = norm_pos
+    result = getattr(generated, name)(**kwargs)
+    y = result[0] if spec.has_residual else result
+    assert y.requires_grad and y.grad_fn is not None
+    loss = (y * gy).float().sum()
+    if spec.has_residual and norm_pos == "pre" and use_s:
+        loss = loss + (result[1] * gs).float().sum()
+    loss.backward()
+
+    expected = oracle(spec, leaves.get("x"), leaves.get("residual"), leaves.get("weight"), leaves.get("bias"),
+                      spec.eps, norm_pos, gy, gs if use_s else None)  # fmt: skip
+    for arg, leaf in leaves.items():
+        got, want = leaf.grad, expected[arg]
+        assert got is not None, f"{name}: no gradient for {arg}"
+        assert got.shape == leaf.shape and got.dtype == leaf.dtype
+        scale = max(want.abs().max().item(), 1e-6) if want.numel() else 1.0
+        error = (got.double() - want).abs().max().item() / scale if want.numel() else 0.0
+        assert error <= TOLERANCE[dtype], (
+            f"{name} {dtype} width {width} rows {rows} {layout} {norm_pos}: d{arg} is off by {error:.3g} "
+            f"of its largest value (tolerance {TOLERANCE[dtype]})"
+        )
+    if spec.has_residual:
+        # both inputs get the gradient of s
+        torch.testing.assert_close(leaves["x"].grad, leaves["residual"].grad, rtol=0, atol=0)
+
+
+def _multi_width() -> int:
+    """A width above the backward single-pass limit of the target the interpreter runs."""
+    return 2100 if runtime.INTERPRET_TARGET == "npu" else 8200
+
+
+def _modes(name):
+    return [m.value for m in SPECS[name].residual] or [None]
+
+
+def _cpu_cases():
+    cases = []
+    for name in DIFFERENTIABLE:
+        for dtype, mode in itertools.product(("fp32", "bf16"), _modes(name)):
+            cases.append((name, dtype, 111, 5, "2d", mode))
+        mode = _modes(name)[-1]
+        cases += [(name, "fp16", 64, 4, "3d", mode), (name, "fp32", 96, 3, "strided", _modes(name)[0])]
+        cases += [(name, "fp32", _multi_width(), 3, "2d", mode), (name, "bf16", 128, 0, "2d", _modes(name)[0])]
+    return cases
+
+
+@pytest.fixture(params=["interpreter", "reference"])
+def cpu_path(request, monkeypatch):
+    if request.param == "interpreter" and not runtime.INTERPRET:
+        pytest.skip("needs TRITON_INTERPRET=1 (the CPU interpreter)")
+    if request.param == "reference":
+        monkeypatch.setattr(runtime, "INTERPRET", False)
+    return request.param
+
+
+@pytest.mark.parametrize("name,dtype,width,rows,layout,mode", _cpu_cases())
+def test_gradients_cpu(name, dtype, width, rows, layout, mode, cpu_path):
+    if cpu_path == "reference" and width > 1000:
+        pytest.skip("the reference has one path for every width")
+    run_case(name, DTYPES[dtype], width, rows, layout, mode, "cpu")
+
+
+@pytest.mark.parametrize("name", [n for n in DIFFERENTIABLE if SPECS[n].has_residual])
+def test_gradient_without_s_interpreter(name, cpu_path):
+    """Pre mode with s unused: the backward gets no ds (HAS_DS off)."""
+    run_case(name, torch.float32, 111, 3, "2d", "pre", "cpu", use_s=False)
+
+
+@pytest.mark.parametrize("name", [n for n in DIFFERENTIABLE if SPECS[n].has_bias])
+def test_gradient_without_bias(name, cpu_path):
+    run_case(name, torch.float32, 111, 3, "2d", _modes(name)[0], "cpu", with_bias=False)
+
+
+def _gpu_cases():
+    cases = []
+    for name in DIFFERENTIABLE:
+        for dtype, mode, width in itertools.product(("fp32", "fp16", "bf16"), _modes(name), (111, 4097, 7338, 16384)):
+            cases.append((name, dtype, width, 57, "2d", mode))
+        for layout, rows in (("3d", 57), ("strided", 19), ("2d", 0), ("2d", 4096)):
+            cases.append((name, "bf16", 4097, rows, layout, _modes(name)[0]))
+    return cases
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,dtype,width,rows,layout,mode", _gpu_cases())
+def test_gradients_gpu(name, dtype, width, rows, layout, mode):
+    run_case(name, DTYPES[dtype], width, rows, layout, mode, "cuda")
+
+
+# ----------------------------------------------------------------------------
+# Refusals
+
+
+def test_inplace_with_grad_is_refused():
+    x = torch.randn(3, 64, requires_grad=True)
+    with pytest.raises(NormgenError, match="add_rmsnorm: inplace=True cannot be differentiated: x requires grad"):
+        generated.add_rmsnorm(x, torch.randn(3, 64), torch.ones(64), inplace=True)
+
+
+def test_double_backward_is_refused(cpu_path):
+    x = torch.randn(3, 64, requires_grad=True)
+    w = torch.ones(64, requires_grad=True)
+    y = generated.rmsnorm(x, w)
+    # a graph of the gradient would be wrong (the backward kernels record nothing): refused when asked for
+    with pytest.raises(NormgenError, match="rmsnorm: double backward"):
+        torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    (gx,) = torch.autograd.grad(generated.rmsnorm(x, w).square().sum(), x)
+    assert not gx.requires_grad
+
+
+def test_statistics_are_not_differentiable(cpu_path):
+    x = torch.randn(3, 64, requires_grad=True)
+    y, mean, rstd = generated.layernorm(x, torch.ones(64), return_mean=True, return_rstd=True)
+    assert y.requires_grad and not mean.requires_grad and not rstd.requires_grad
+
+
+def test_direct_custom_op_call_without_statistics_is_refused():
+    x = torch.randn(3, 64, requires_grad=True)
+    y = torch.ops.normgen.rmsnorm(x, torch.ones(64), 1e-6, False)[0]
+    with pytest.raises(NormgenError, match="return_rstd=True"):
+        y.sum().backward()
