@@ -1,0 +1,174 @@
+"""Backward benchmark (GPU): normgen's backward against Liger-Kernel, torch eager and torch.compile.
+
+    python -m benchmarks.backward [--ops add_rmsnorm,rmsnorm,layernorm] [--dtypes bf16] [--quick] --out DIR
+
+For each op, shape and residual mode, every impl runs its forward once per
+input set (outside the timing) and then its backward, ``torch.autograd.grad``
+of the op's outputs, under the profiler: device time per call is the sum of
+the device time of every kernel the backward ran (the weight-gradient sums
+included), over ``CALLS`` calls, median of ``REPS`` repeats. Forward+backward
+is timed the same way. GB/s count the bytes a backward must move (read dy, ds in
+pre mode, what the forward normalized: s, or x and r in post mode; write dx; the
+weight, dw, db and the statistics), and the fraction is of the device-to-device
+copy bandwidth measured in the same run. The gradients of every impl are
+checked against torch eager's first (bf16 tolerances). Writes backward.json and
+backward.md to --out. Needs a CUDA GPU; quack is not included (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import ops, timing
+
+IMPLS = ("torch", "normgen", "liger", "compile")  # torch first: its gradients are the check
+OPS = ("add_rmsnorm", "rmsnorm", "layernorm")
+SHAPES = ((1, 4096), (32, 4096), (1024, 4096), (4096, 4096), (8192, 4096), (4096, 8192), (2048, 16384), (16384, 2048))
+QUICK = ((32, 4096), (4096, 4096))
+CALLS, REPS = 10, 5
+ROTATE_BYTES = 256 * 2**20  # small shapes cycle through input sets until they exceed this (out of L2)
+
+
+def backward_bytes(op: str, mode: str, rows: int, cols: int, elem: int) -> int:
+    spec = ops.OPS[op]
+    tensors = 3 + (mode in ("pre", "post"))  # dy, the normalized input (x and r in post: +1), dx; ds in pre: +1
+    params = cols * elem * (2 + 2 * spec.bias)  # w read, dw written (b's db written, dy summed)
+    return elem * rows * cols * tensors + params + rows * 4 * (1 + spec.bias)
+
+
+def prepare(impl: str, op: str, mode: str, inputs: tuple, grad_seed: int):
+    """(forward closure, outputs, leaves, grads) of one input set for one impl."""
+    fn = ops.MAKERS[impl](op, mode)
+    leaves = [t.detach().requires_grad_() for t in inputs if t is not None]
+    args, it = [], iter(leaves)
+    for t in inputs:
+        args.append(next(it) if t is not None else None)
+
+    def forward():
+        outs = fn(*args)
+        return outs[:2] if mode == "pre" else outs[:1]  # post: the residual out is y itself
+
+    outs = forward()
+    generator = torch.Generator(device="cuda").manual_seed(grad_seed)
+    grads = [torch.randn(o.shape, device="cuda", generator=generator).to(o.dtype) for o in outs]
+    return forward, outs, leaves, grads
+
+
+def device_us(run, n: int) -> float:
+    """Device microseconds per call of run(i): the kernels' device time under the profiler, over n calls."""
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for i in range(n):
+            run(i)
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / n
+
+
+def measure(impl: str, op: str, mode: str, rows: int, cols: int, dtype: str, want) -> dict:
+    elem = timing.element_bytes(dtype)
+    nbytes = backward_bytes(op, mode, rows, cols, elem)
+    n_sets = max(1, min(16, ROTATE_BYTES // max(nbytes, 1)))
+    sets = ops.make_inputs(op, rows, cols, dtype, n_sets)
+    prepared = [prepare(impl, op, mode, inputs, i) for i, inputs in enumerate(sets)]
+    row = {"impl": impl, "op": op, "mode": mode, "rows": rows, "cols": cols, "dtype": dtype, "bytes": nbytes}
+    # the gradients, against torch eager's (want), on the first set
+    _, outs, leaves, grads = prepared[0]
+    got = torch.autograd.grad(outs, leaves, grads, retain_graph=True)
+    if want is not None:
+        row["ok"] = all(timing.compare(g, w)[0] for g, w in zip(got, want, strict=True))
+    for _, outs, leaves, grads in prepared:  # warm up every set (Triton and Inductor compile here)
+        torch.autograd.grad(outs, leaves, grads, retain_graph=True)
+
+    def backward(i):
+        _, outs, leaves, grads = prepared[i % n_sets]
+        torch.autograd.grad(outs, leaves, grads, retain_graph=True)
+
+    def both(i):
+        forward, _, leaves, grads = prepared[i % n_sets]
+        torch.autograd.grad(forward(), leaves, grads)
+
+    calls = max(CALLS, n_sets)
+    row["bwd_samples"] = [device_us(backward, calls) for _ in range(REPS)]
+    row["both_samples"] = [device_us(both, calls) for _ in range(REPS)]
+    row["bwd_us"] = statistics.median(row["bwd_samples"])
+    row["both_us"] = statistics.median(row["both_samples"])
+    row["gbps"] = nbytes / (row["bwd_us"] * 1e-6) / 1e9
+    return row, got
+
+
+def table(rows: list[dict], copy_gbps: float) -> str:
+    head = "| op | mode | shape | dtype | impl | backward µs | GB/s | of copy | vs normgen | fwd+bwd µs | vs normgen | ok |"
+    lines = [head, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    keys = ("op", "mode", "rows", "cols", "dtype")
+    for r in rows:
+        base = next((b for b in rows if b["impl"] == "normgen" and all(b[k] == r[k] for k in keys)), None)
+        case = f"| {r['op']} | {r['mode']} | {r['rows']}×{r['cols']} | {r['dtype']} | {r['impl']} |"
+        if "error" in r or base is None or "error" in base:
+            lines.append(f"{case} {r.get('error', 'normgen failed')} |||||||")
+            continue
+        lines.append(
+            f"{case} {r['bwd_us']:.1f} | {r['gbps']:.0f} | {r['gbps'] / copy_gbps:.2f} | "
+            f"{r['bwd_us'] / base['bwd_us']:.2f} | {r['both_us']:.1f} | {r['both_us'] / base['both_us']:.2f} | "
+            f"{r.get('ok', '-')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ops", default=",".join(OPS))
+    parser.add_argument("--dtypes", default="bf16")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("benchmarks.backward needs a CUDA GPU", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    copy = timing.copy_bandwidth()
+    results = []
+    for op in args.ops.split(","):
+        for dtype in args.dtypes.split(","):
+            for rows, cols in QUICK if args.quick else SHAPES:
+                for mode in [None if m == "-" else m for m in ops.OPS[op].modes]:
+                    want = None  # torch eager's gradients (it runs first): every other impl is checked against them
+                    for impl in IMPLS:
+                        if not ops.has_impl(op, impl):
+                            continue
+                        t0 = time.perf_counter()
+                        try:
+                            row, got = measure(impl, op, mode, rows, cols, dtype, want)
+                            want = got if impl == "torch" else want
+                        except Exception as error:  # one impl failing must not end the run
+                            row = {"impl": impl, "op": op, "mode": mode, "rows": rows, "cols": cols, "dtype": dtype}
+                            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
+                        row["mode"] = mode or "-"
+                        results.append(row)
+                        print(f"{op} {mode} {rows}x{cols} {dtype} {impl}: {row.get('bwd_us', row.get('error'))} "
+                              f"({time.perf_counter() - t0:.1f} s)", flush=True)  # fmt: skip
+                    torch.cuda.empty_cache()
+    props = torch.cuda.get_device_properties(0)
+    env = {
+        "device": props.name,
+        "torch": torch.__version__,
+        "copy_gbps": copy["gbps"],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (args.out / "backward.json").write_text(json.dumps({"environment": env, "results": results}, indent=1))
+    text = f"Backward, {env['device']}, {env['date']}, copy bandwidth {copy['gbps']:.0f} GB/s\n\n" + table(
+        results, copy["gbps"]
+    )
+    (args.out / "backward.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
