@@ -104,7 +104,8 @@ def measure(impl: str, op: str, mode: str, rows: int, cols: int, dtype: str, wan
 
 
 def table(rows: list[dict], copy_gbps: float) -> str:
-    head = "| op | mode | shape | dtype | impl | backward µs | GB/s | of copy | vs normgen | fwd+bwd µs | vs normgen | ok |"
+    head = "| op | mode | shape | dtype | impl | backward µs | GB/s | of copy | vs normgen | fwd+bwd µs | vs normgen "
+    head += "| ok |"
     lines = [head, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     keys = ("op", "mode", "rows", "cols", "dtype")
     for r in rows:
