@@ -87,6 +87,7 @@ class Entry(NamedTuple):
     multibuffer: bool
     ub_bytes: int
     programs_per_core: int = 1
+    min_tiles: int = 1
 
 
 _INTERPRETER_LOCK = threading.Lock()
@@ -165,7 +166,7 @@ class Launcher:
         persistent = entry.grid == "persistent"
         if persistent:
             cores = npu_vector_cores(device_index) if self.target == "npu" else cuda_sm_count(device_index)
-            programs = max(1, min(cores * entry.programs_per_core, tiles, 65535))
+            programs = max(1, min(cores * entry.programs_per_core, -(-tiles // entry.min_tiles), 65535))
         else:
             programs = max(1, tiles)
         common = 0

@@ -41,6 +41,7 @@ class DispatchEntry:
     multibuffer: bool  # npu: double buffering (halves the usable unified buffer)
     ub_bytes: int  # npu: the tile's unified-buffer footprint (0 on cuda)
     programs_per_core: int = 1  # persistent grids: programs per SM / vector core
+    min_tiles: int = 1  # persistent grids: at least this many row tiles per program (fewer programs)
 
     def covers(self, n_rows: int, n_cols: int) -> bool:
         return (
