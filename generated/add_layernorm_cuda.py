@@ -411,7 +411,7 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_2 of _cuda_tables.py, which 6 kernel module(s) use): the first
+# Dispatch table (TABLE_2 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 BACKWARD_TABLE = runtime.DispatchTable("add_layernorm", "cuda", TABLE_2)
 

@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._cuda_tables import TABLE_2, TABLE_3
+from ._cuda_tables import TABLE_2, TABLE_4
 
 
 @triton.jit
@@ -310,9 +310,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_3 of _cuda_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_4 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_3)
+TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_4)
 
 # pass -> kernel
 KERNELS = {
@@ -348,7 +348,7 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_2 of _cuda_tables.py, which 6 kernel module(s) use): the first
+# Dispatch table (TABLE_2 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_2)
 

@@ -21,13 +21,13 @@ MAX_SINGLE_PASS = 32768  # elements held in registers by one program
 MULTI_BLOCK_N = 4096
 MIN_BLOCK_N = 16
 ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
-# Backward: a row in one tile up to BACKWARD_SINGLE_PASS columns (dy, s, the weight and the dw
-# partial sums all sit in registers, about 16 elements of each per thread), column loops beyond.
-BACKWARD_SINGLE_PASS = 8192
-BACKWARD_MULTI_BLOCK_N = 2048
-BACKWARD_TILE = 4096  # elements per tile: rows per program for narrow rows
-BACKWARD_PER_THREAD = 16
-BACKWARD_WARPS_PER_SM = 32  # warps a persistent backward grid keeps per SM
+# Backward launch configs, from a sweep of (rows per tile, warps, programs per SM, fewest tiles
+# per program) on an H200 in bf16 (rmsnorm and layernorm, 2026-11-26; docs/bench/backward.md):
+# a row in one tile up to BACKWARD_SINGLE_PASS columns (layer norm: up to 8192, its wider rows
+# were faster in 4096-column loops), column loops of BACKWARD_MULTI_BLOCK_N beyond.
+BACKWARD_SINGLE_PASS = 16384
+BACKWARD_SINGLE_PASS_LAYER = 8192
+BACKWARD_MULTI_BLOCK_N = 4096
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
 
 
@@ -44,13 +44,19 @@ def buckets(
     return result
 
 
-def backward_config(block_n: int, passes: Pass) -> tuple[int, int, int]:
-    """(rows per tile, warps, programs per SM) of a backward bucket: tiles of about
-    BACKWARD_TILE elements (one row when wider), BACKWARD_PER_THREAD elements per thread,
-    and as many programs per SM as keep BACKWARD_WARPS_PER_SM warps busy."""
-    block_m = 1 if passes is Pass.MULTI else max(1, BACKWARD_TILE // block_n)
-    num_warps = min(16, max(1, next_pow2(cdiv(block_m * block_n, 32 * BACKWARD_PER_THREAD))))
-    return block_m, num_warps, max(1, BACKWARD_WARPS_PER_SM // num_warps)
+def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, int, int, int]:
+    """(rows per tile, warps, programs per SM, fewest tiles per program) of a backward bucket."""
+    if passes is Pass.MULTI:
+        return (1, 32, 1, 8) if spec.is_layer else (2, 16, 1, 8)
+    if block_n <= 128:
+        return 16384 // block_n, 8, 2, 8
+    if block_n <= 1024:
+        return 8192 // block_n, 4, 8, 1
+    if block_n == 2048:
+        return 2, 4, 8, 1
+    if block_n == 4096:
+        return 1, 8, 2, 8
+    return 1, 16, 1, 8
 
 
 def default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, Grid]:
@@ -137,9 +143,10 @@ class CudaRules(TargetRules):
 
     def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         entries = []
+        single = BACKWARD_SINGLE_PASS_LAYER if spec.is_layer else BACKWARD_SINGLE_PASS
         for dtype in spec.dtypes:
-            for cols_lo, cols_hi, passes, block_n in buckets(BACKWARD_SINGLE_PASS, BACKWARD_MULTI_BLOCK_N):
-                block_m, num_warps, per_core = backward_config(block_n, passes)
+            for cols_lo, cols_hi, passes, block_n in buckets(single, BACKWARD_MULTI_BLOCK_N):
+                block_m, num_warps, per_core, min_tiles = backward_config(spec, block_n, passes)
                 entries.append(
                     DispatchEntry(
                         dtype=dtype,
@@ -155,6 +162,7 @@ class CudaRules(TargetRules):
                         multibuffer=False,
                         ub_bytes=0,
                         programs_per_core=per_core,
+                        min_tiles=min_tiles,
                     )
                 )
         return tuple(entries)
