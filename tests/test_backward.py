@@ -158,7 +158,9 @@ def test_gradient_without_bias(name, cpu_path):
 def _gpu_cases():
     cases = []
     for name in DIFFERENTIABLE:
-        for dtype, mode, width in itertools.product(("fp32", "fp16", "bf16"), _modes(name), (111, 4097, 7338, 16384, 20000)):
+        for dtype, mode, width in itertools.product(
+            ("fp32", "fp16", "bf16"), _modes(name), (111, 4097, 7338, 16384, 20000)
+        ):
             cases.append((name, dtype, width, 57, "2d", mode))
         for layout, rows in (("3d", 57), ("strided", 19), ("2d", 0), ("2d", 4096)):
             cases.append((name, "bf16", 4097, rows, layout, _modes(name)[0]))
