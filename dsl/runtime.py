@@ -166,7 +166,9 @@ class Launcher:
         persistent = entry.grid == "persistent"
         if persistent:
             cores = npu_vector_cores(device_index) if self.target == "npu" else cuda_sm_count(device_index)
-            programs = max(1, min(cores * entry.programs_per_core, -(-tiles // entry.min_tiles), 65535))
+            # min_tiles thins the grid (fewer partial sums) but never below one program per core
+            chunks = max(cores, -(-tiles // entry.min_tiles))
+            programs = max(1, min(cores * entry.programs_per_core, chunks, tiles, 65535))
         else:
             programs = max(1, tiles)
         common = 0

@@ -379,10 +379,9 @@ class Op:
 
         def backward_fake(dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos):
             grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device)]
-            if weight is not None:
-                grads.append(torch.empty_like(weight))
-            if bias_given:
-                grads.append(torch.empty(x.shape[-1:], dtype=x.dtype, device=x.device))
+            params = (weight is not None) + bias_given
+            if params:
+                grads.append(torch.empty((params, x.shape[-1]), dtype=x.dtype, device=x.device))
             return grads
 
         backward_body.__signature__ = signature
@@ -423,17 +422,17 @@ class Op:
         ds = grads[1] if ctx.pre_grad else None
         if dy is None:
             dy = torch.zeros_like(normalized)
-        result = iter(
-            self.backward_op(dy, ds, normalized, residual, weight, mean, rstd, ctx.eps, ctx.bias_given, ctx.norm_pos)
+        dx, *sums = self.backward_op(
+            dy, ds, normalized, residual, weight, mean, rstd, ctx.eps, ctx.bias_given, ctx.norm_pos
         )
-        dx = next(result)
-        dw = next(result) if weight is not None else None
-        db = next(result) if ctx.bias_given else None
+        sums = iter(sums[0].unbind(0) if sums else ())  # the rows of dw and db
+        dw = next(sums) if weight is not None else None
+        db = next(sums) if ctx.bias_given else None
         by_name = {"x": dx, "residual": dx if self.has_residual else None, "weight": dw, "bias": db}
         return tuple(by_name.get(p) for p in self.call_params)
 
     def run_backward(self, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos) -> list:
-        """The backward custom op's body: [dx, dw (with a weight), db (with a bias)].
+        """The backward custom op's body: [dx] and, with a weight or a bias, one tensor of rows dw, db.
 
         ``x`` is what the forward normalized (s in pre mode); post mode passes the residual too.
         """
@@ -444,9 +443,9 @@ class Op:
         n_rows = x.numel() // n_cols
         dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         partial_dw = partial_db = None
+        params = (weight is not None) + bias_given
         if n_rows == 0:
-            grads = [dx] + [torch.zeros_like(weight)] * (weight is not None)
-            return grads + [torch.zeros(n_cols, dtype=x.dtype, device=x.device)] * bias_given
+            return [dx] + [torch.zeros((params, n_cols), dtype=x.dtype, device=x.device)] * bool(params)
         ds_given = ds is not None
         dy, dy_stride = _rows(dy)
         x, x_stride = _rows(x)
@@ -459,10 +458,12 @@ class Op:
         env += [ds_given, bias_given, True, False, x.dtype]
         device = x.get_device()
         programs = launcher.programs(key(env), device)
+        # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below
+        partials = torch.empty((params, programs, n_cols), dtype=torch.float32, device=x.device) if params else None
         if weight is not None:
-            partial_dw = torch.empty((programs, n_cols), dtype=torch.float32, device=x.device)
+            partial_dw = partials[0]
         if bias_given:
-            partial_db = torch.empty((programs, n_cols), dtype=torch.float32, device=x.device)
+            partial_db = partials[params - 1]
         env[7:10] = [dx, partial_dw, partial_db]
         aligned = 0
         for t in (dy, ds, x, residual, weight, dx):
@@ -470,12 +471,10 @@ class Op:
                 aligned |= t.data_ptr()
         launcher(key(env), aligned & 15 == 0, device, args(env))
         # the programs' partial sums, added in a fixed order: deterministic run to run
-        grads = [dx]
-        if weight is not None:
-            grads.append(partial_dw.sum(0).to(weight.dtype))
-        if bias_given:
-            grads.append(partial_db.sum(0).to(x.dtype))
-        return grads
+        if not params:
+            return [dx]
+        # one tensor for dw and db: a custom op's outputs may not be views of one another
+        return [dx, (partials[:, 0] if programs == 1 else partials.sum(1)).to(x.dtype)]
 
     def _reference_backward(self, dy, ds, x, residual, weight, eps, bias_given, norm_pos) -> list:
         """CPU without the interpreter: torch autograd through the generated reference."""
@@ -503,7 +502,8 @@ class Op:
 
         # torch.func.vjp: the custom op's body runs below autograd, where torch.autograd.grad records nothing
         _, vjp = torch.func.vjp(formula, *primals)
-        return list(vjp((dy, ds) if norm_pos == "pre" and ds is not None else (dy,)))
+        dx, *params = vjp((dy, ds) if norm_pos == "pre" and ds is not None else (dy,))
+        return [dx, torch.stack(params)] if params else [dx]
 
     def _arguments(self, given: dict, inplace: bool) -> tuple:
         """The nine arguments of a call from the custom op's named ones."""
