@@ -122,10 +122,17 @@ def test_small_model_trains_like_torch(device):
 
 @pytest.mark.gpu
 def test_small_model_trains_like_torch_bf16():
+    """bf16: the first step's loss and gradients agree within bf16 tolerance (torch's bf16 autograd rounds
+    every intermediate gradient, normgen's backward computes in fp32); later losses drift apart by the
+    steps' rounding but follow the same curve."""
     ours, theirs = twin_models(256, torch.bfloat16, "cuda")
     data = data_for(256, torch.bfloat16, "cuda")
-    got, want = train(ours, data), train(theirs, data)
-    torch.testing.assert_close(torch.tensor(got[0]), torch.tensor(want[0]), rtol=3e-2, atol=1e-3)
+    (losses, grads), (want_losses, want_grads) = train(ours, data), train(theirs, data)
+    assert abs(losses[0] - want_losses[0]) <= 1e-2 * abs(want_losses[0]), (losses, want_losses)
+    for name, want in want_grads[0].items():
+        error = ((grads[0][name].float() - want.float()).abs().max() / want.float().abs().max()).item()
+        assert error <= 5e-2, f"{name}: gradient off by {error:.3g} of its largest value"
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(want_losses), rtol=0.1, atol=1e-3)
 
 
 @pytest.mark.parametrize("device", DEVICES)
