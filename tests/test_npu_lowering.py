@@ -76,6 +76,7 @@ class Lowering(NamedTuple):
     """One compile, as plain data: it pickles to a worker and is its own dedupe key."""
 
     module: str  # generated.<op>_npu
+    prefix: str  # the direction's names in the module: "" (KERNELS, ...) or "BACKWARD_"
     key: str  # the kernel's key in the module's KERNELS (its pass)
     name: str  # the kernel's name, for messages
     signature: tuple[tuple[str, str], ...]
@@ -116,26 +117,27 @@ def probe_shapes(entry) -> list[tuple[int, int]]:
 
 
 @functools.cache
-def plan_lowerings(name: str) -> tuple[tuple[Lowering, ...], int, tuple[str, ...]]:
-    """Every (kernel, dtype, constexprs, options) the op's npu table can launch, deduped; the
-    number of entries; and the entries whose launch decision is not theirs."""
+def plan_lowerings(name: str, prefix: str = "") -> tuple[tuple[Lowering, ...], int, tuple[str, ...]]:
+    """Every (kernel, dtype, constexprs, options) the op's npu table of one direction (prefix ""
+    forward, "BACKWARD_" backward) can launch, deduped; the number of entries; and the entries
+    whose launch decision is not theirs."""
     module_name = f"generated.{name}_npu"
     module = importlib.import_module(module_name)
-    abi = module.ABI
+    abi, launcher, table = (getattr(module, prefix + part) for part in ("ABI", "LAUNCHER", "TABLE"))
     # The call's switches (optional inputs and stores, the residual mode): every value.
     switches = [p for p in abi.call if p.kind is Kind.CONSTEXPR]
     switch_values = list(
         itertools.product(*[(True, False) if p.source is Source.MODE_PRE else (True,) for p in switches])
     )
-    launch_options = tuple(module.LAUNCHER.options.items())
+    launch_options = tuple(launcher.options.items())
     lowerings: dict[Lowering, None] = {}  # ordered set
     problems = []
-    for entry in module.TABLE.entries:
+    for entry in table.entries:
         signature = tuple((p.name, signature_type(p, entry.dtype)) for p in abi.call if p.kind is not Kind.CONSTEXPR)
         # The launcher's options: the module's fixed ones and the entry's double buffering.
         options = tuple(sorted(launch_options + (("multibuffer", entry.multibuffer),)))
         for n_rows, n_cols in probe_shapes(entry):
-            kernel, _, decided, chosen = module.LAUNCHER.decide(entry.dtype, n_rows, n_cols, 0)
+            kernel, _, decided, chosen = launcher.decide(entry.dtype, n_rows, n_cols, 0)
             if chosen != entry:
                 problems.append(f"{name}: {n_rows}x{n_cols} is in entry {tuple(entry)} but dispatches to {chosen}")
                 continue
@@ -143,10 +145,10 @@ def plan_lowerings(name: str) -> tuple[tuple[Lowering, ...], int, tuple[str, ...
             for values in switch_values:
                 switched = tuple((p.name, v) for p, v in zip(switches, values, strict=True))
                 lowering = Lowering(
-                    module_name, entry.passes, kernel.__name__, signature, switched + constants, options
+                    module_name, prefix, entry.passes, kernel.__name__, signature, switched + constants, options
                 )
                 lowerings[lowering] = None
-    return tuple(lowerings), len(module.TABLE.entries), tuple(problems)
+    return tuple(lowerings), len(table.entries), tuple(problems)
 
 
 def describe(lowering: Lowering) -> str:
@@ -189,7 +191,7 @@ def lower_once(lowering: Lowering) -> str | None:
     # cached by another attempt can answer for this one.
     cache = Path(tempfile.mkdtemp(prefix=lowering.name[-40:] + "-", dir=_CACHE_ROOT))
     os.environ["TRITON_CACHE_DIR"] = str(cache)
-    kernel = importlib.import_module(lowering.module).KERNELS[lowering.key]
+    kernel = getattr(importlib.import_module(lowering.module), lowering.prefix + "KERNELS")[lowering.key]
     source = ASTSource(fn=kernel, signature=dict(lowering.signature), constants=dict(lowering.constants))
     try:
         triton.compile(source, target=GPUTarget(*NPU_TARGET), options=dict(lowering.options))
@@ -224,9 +226,15 @@ def pool(tmp_path_factory):
 # Tests
 
 
-@pytest.mark.parametrize("name", [spec.name for spec in SPECS])
-def test_npu_dispatch_entries_lower_to_ttadapter(name, pool, capsys):
-    lowerings, entries, problems = plan_lowerings(name)
+DIRECTIONS = [(spec.name, "") for spec in SPECS] + [(spec.name, "BACKWARD_") for spec in SPECS if spec.has_backward]
+
+
+@pytest.mark.parametrize(
+    "name,prefix", DIRECTIONS, ids=[f"{n}-{p.lower().strip('_') or 'forward'}" for n, p in DIRECTIONS]
+)
+def test_npu_dispatch_entries_lower_to_ttadapter(name, prefix, pool, capsys):
+    lowerings, entries, problems = plan_lowerings(name, prefix)
+    direction = prefix.lower().strip("_") or "forward"
     assert lowerings, f"{name}: no npu kernels to lower"
     start = time.perf_counter()
     outcomes = list(pool.map(lower, lowerings, chunksize=8))
@@ -236,7 +244,7 @@ def test_npu_dispatch_entries_lower_to_ttadapter(name, pool, capsys):
     note = f", {retries} {'retry' if retries == 1 else 'retries'} after triton-adapter-opt crashed" if retries else ""
     with capsys.disabled():  # the count is this test's result: show it even when it passes
         print(
-            f"\nnpu lowering: {name}: {len(lowerings) - len(failures)}/{len(lowerings)} kernels lowered to ttadapter "
+            f"\nnpu lowering: {name} {direction}: {len(lowerings) - len(failures)}/{len(lowerings)} kernels lowered to ttadapter "
             f"for {entries} dispatch entries in {elapsed:.1f} s ({WORKERS} workers{note})"
         )
     assert not problems and not failures, f"{name}: " + "\n\n".join(problems + tuple(failures))

@@ -58,7 +58,7 @@ def ub_bytes(spec: NormSpec, dtype: DType, rows: int, cols: int) -> int:
 
 
 # Backward: upstream mojo_opset's NPU norm backward kernels (shared/seed/upstream-npu-norm-facts.md,
-# section 3): the whole row up to 2048 columns with ceil(4096 / n_cols) rows per tile, else
+# section 3): the whole row up to 2048 columns with ceil(4096 / columns) rows per tile, else
 # 2048-column blocks of 2 rows; grid of the vector cores.
 BACKWARD_SINGLE_PASS_MAX = 2048
 BACKWARD_MULTI_BLOCK_N = 2048
@@ -153,15 +153,11 @@ class NpuRules(TargetRules):
         entries = []
         for dtype in spec.dtypes:
             align = ALIGN_BYTES // DTYPE_BYTES[dtype]
-            runs: list[list] = []  # single pass: runs of widths sharing a column and row block
-            for n_cols in range(1, BACKWARD_SINGLE_PASS_MAX + 1):
-                key = (cdiv(n_cols, align) * align, cdiv(BACKWARD_TILE, n_cols))
-                if runs and runs[-1][0] == key:
-                    runs[-1][2] = n_cols
-                else:
-                    runs.append([key, n_cols, n_cols])
-            for (block_n, rows), lo, hi in runs:
-                entries.append(_backward_entry(spec, dtype, lo, hi, Pass.SINGLE, rows, block_n))
+            # single pass: one entry per 256-byte column block, ceil(4096 / BLOCK_N) rows (upstream
+            # divides by the width itself; by the block, a width's rows are never more than upstream's)
+            for block_n in range(align, BACKWARD_SINGLE_PASS_MAX + 1, align):
+                rows = cdiv(BACKWARD_TILE, block_n)
+                entries.append(_backward_entry(spec, dtype, block_n - align + 1, block_n, Pass.SINGLE, rows, block_n))
             lo = BACKWARD_SINGLE_PASS_MAX + 1
             entries.append(
                 _backward_entry(spec, dtype, lo, None, Pass.MULTI, BACKWARD_MULTI_BLOCK_M, BACKWARD_MULTI_BLOCK_N)
