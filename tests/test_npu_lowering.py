@@ -244,8 +244,8 @@ def test_npu_dispatch_entries_lower_to_ttadapter(name, prefix, pool, capsys):
     note = f", {retries} {'retry' if retries == 1 else 'retries'} after triton-adapter-opt crashed" if retries else ""
     with capsys.disabled():  # the count is this test's result: show it even when it passes
         print(
-            f"\nnpu lowering: {name} {direction}: {len(lowerings) - len(failures)}/{len(lowerings)} kernels lowered to ttadapter "
-            f"for {entries} dispatch entries in {elapsed:.1f} s ({WORKERS} workers{note})"
+            f"\nnpu lowering: {name} {direction}: {len(lowerings) - len(failures)}/{len(lowerings)} kernels "
+            f"lowered to ttadapter for {entries} dispatch entries in {elapsed:.1f} s ({WORKERS} workers{note})"
         )
     assert not problems and not failures, f"{name}: " + "\n\n".join(problems + tuple(failures))
 
