@@ -161,7 +161,7 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
             raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they overlap")
 
 
-_BUMP_MANY = [True]  # False once increment_version refused a tuple (torch before 2.5 takes one tensor)
+_BUMP_MANY = [True]  # False once torch refused a tuple of tensors to bump (older torch takes one)
 
 
 def bump_written(written: tuple) -> None:
@@ -174,7 +174,7 @@ def bump_written(written: tuple) -> None:
     """
     if _BUMP_MANY[0]:
         try:
-            _increment_version(written)
+            torch._C._increment_version(written)  # what increment_version calls, without its type test
             return
         except TypeError:
             _BUMP_MANY[0] = False

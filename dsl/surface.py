@@ -33,6 +33,7 @@ from .checks import NormgenError
 
 _INF = float("inf")
 _ABSENT = object()  # a name missing from a dict
+_is_compiling = torch.compiler.is_compiling  # (dynamo knows the function, whatever its name here)
 INPUTS = ("x", "residual", "weight", "bias")
 
 # The custom ops' parameter types (their schemas are inferred from these).
@@ -139,7 +140,7 @@ class Op:
             # gradient. Anything else (or any doubt) takes the full checks below, which name
             # the problem. Under torch.compile the custom op (below) is recorded instead.
             fast = (
-                not torch.compiler.is_compiling()
+                not _is_compiling()
                 and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
                 and type(eps) is float
                 and 0.0 <= eps < _INF
@@ -438,6 +439,14 @@ class _Form:
         """Ops whose output is like x: at most two tensors like x, the statistics; straight-line code."""
         like, has_residual, mean, rstd = torch.empty_like, op.has_residual, self.mean, self.rstd
         stats_dtype = op.stats_dtype  # None: x's dtype
+
+        if not (mean or rstd or written):  # the common forms, in the fewest steps
+            if residual_out_is == "new":
+                return lambda x, residual, rec: ((out := like(x), new := like(x), None, None, None), (out, new), ())
+            if residual_out_is == "out":
+                return lambda x, residual, rec: ((out := like(x), out, None, None, None), (out, out), ())
+            if residual_out_is is None:
+                return lambda x, residual, rec: ((out := like(x), None, None, None, None), out, ())
 
         def outputs(x, residual, rec):
             out = x if out_is_x else like(x)
