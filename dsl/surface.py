@@ -5,8 +5,11 @@ the spec), its module class and an ``Op``: the descriptor of what varies per spe
 (tensor inputs, dtypes, residual modes, outputs and statistics, quantization,
 the reference, the kernels' modules). Calling the ``Op`` runs the op:
 
-* a fast path for the common eager call (contiguous CUDA tensors that need no
-  gradient, not in place, not compiling), proven valid with a few attribute reads;
+* a fast path for the common eager call (contiguous cuda or npu tensors that
+  need no gradient, functional or in place, not compiling), proven valid with a
+  few attribute reads; what does not change between calls is cached: the call's
+  form (``_Form``: what it allocates, writes, returns) and, per shape, dtype and
+  device, a record (``_Record``: launch key, fixed arguments, direct launch);
 * otherwise every input check (``dsl/checks.py``), then, under torch.compile,
   the custom op (``<namespace>::<op>`` and ``<op>_inplace``, registered here
   with their fake implementations) so that dynamo records it; eagerly, the
@@ -103,14 +106,14 @@ class Op:
         """The fast path's record of a call form at x's shape, dtype and device, made once and cached.
 
         None, and nothing cached, where the fast path does not serve: devices other than
-        cuda and npu (CPU tensors take the checked path to the reference or the
-        interpreter), dtypes the op is not generated for, no columns. The record holds
+        the op's targets, cuda and npu (CPU tensors take the checked path to the reference
+        or the interpreter), dtypes the op is not generated for, no columns. The record holds
         what the launch needs that follows from these: sizes, the launch key, the launch
         environment's fixed part (contiguous rows) and, once the launcher has one, the
         kernel's direct launch.
         """
         device, dtype = x.device, x.dtype
-        if device.type not in ("cuda", "npu") or dtype not in self.dtypes or x.dim() == 0 or x.shape[-1] == 0:
+        if device.type not in self.kernels or dtype not in self.dtypes or x.dim() == 0 or x.shape[-1] == 0:
             return None
         shape = x.shape
         n_cols = shape[-1]
