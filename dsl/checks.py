@@ -12,6 +12,8 @@ import numbers
 
 import torch
 
+_increment_version = torch.autograd.graph.increment_version
+
 
 class NormgenError(ValueError):
     """Bad input to a generated op, raised before anything is launched."""
@@ -175,16 +177,25 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
             raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they overlap")
 
 
-def bump_written(inputs: tuple, outputs: tuple) -> None:
-    """Record the kernels' in-place writes into ``inputs`` (those among ``outputs``), as torch's own in-place ops do.
+_BUMP_MANY = [True]  # False once torch refused a tuple of tensors to bump (older torch takes one)
+
+
+def bump_written(written: tuple) -> None:
+    """Record a kernel's in-place writes into these tensors, as torch's own in-place ops do.
 
     Autograd compares a saved tensor's version with its current one; a kernel
-    writes behind autograd's back, so the op bumps the counters itself.
-    Inference tensors have no version counter.
+    writes behind autograd's back, so the op bumps the counters itself. An
+    inference tensor (written only in inference mode) has no counter: nothing
+    happens to it.
     """
-    for t in inputs:
-        if any(o is t for o in outputs) and not t.is_inference():
-            torch.autograd.graph.increment_version(t)
+    if _BUMP_MANY[0]:
+        try:
+            torch._C._increment_version(written)  # what increment_version calls, without its type test
+            return
+        except TypeError:
+            _BUMP_MANY[0] = False
+    for t in written:
+        _increment_version(t)
 
 
 def _extent(t: torch.Tensor) -> int:

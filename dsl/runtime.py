@@ -19,6 +19,7 @@ import operator
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -226,16 +227,28 @@ class Launcher:
             constexprs = tuple(options[p.name] for p in self.abi.decided)
             self.fast[device_index][key] = _direct_launch(compiled, grid, constexprs)
 
+    def cached_launch(self, key: tuple, device_index: int) -> tuple | None:
+        """The direct launch cached for a launch key on a device (see ``__call__``), or None while there is none.
+
+        (launch, grid, function, prefix, constexprs): ``launch(grid, 1, 1, stream, function,
+        *prefix, *args, *constexprs)`` launches the compiled kernel. The op surface keeps it
+        with its own per-shape record and calls it directly.
+        """
+        return self.fast[device_index].get(key)
+
 
 # The launch environments: the tuples the op surface (dsl/surface.py) builds for a launch of
-# each direction, in this order; ``layout`` turns an ABI into index lists over one of them.
+# each direction, in this order. The forward's: first what changes from call to call (the
+# tensors, eps), then what follows from the launch key (row strides, sizes, switches:
+# ``launch_tail``). ``layout`` turns an ABI into index lists over one of them.
 _ENV = (
     Source.X, Source.RESIDUAL, Source.WEIGHT, Source.BIAS,
-    Source.OUT, Source.RESIDUAL_OUT, Source.SCALE, Source.MEAN, Source.RSTD,
+    Source.OUT, Source.RESIDUAL_OUT, Source.SCALE, Source.MEAN, Source.RSTD, Source.EPS,
     "x_stride", "residual_stride", "out_stride", "residual_out_stride",
-    Source.N_ROWS, Source.N_COLS, Source.EPS, Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED,
+    Source.N_ROWS, Source.N_COLS, Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED,
     True, False, "dtype",
 )  # fmt: skip
+PER_CALL = _ENV.index(Source.EPS) + 1  # the environment's first PER_CALL values change from call to call
 _STRIDE = {Source.X: "x_stride", Source.RESIDUAL: "residual_stride", Source.OUT: "out_stride"}
 _STRIDE[Source.RESIDUAL_OUT] = "residual_out_stride"
 BACKWARD_ENV = (
@@ -248,6 +261,18 @@ _BACKWARD_STRIDE = {Source.GRAD_OUT: "dy_stride", Source.GRAD_RESIDUAL_OUT: "ds_
 _BACKWARD_STRIDE.update({Source.RESIDUAL: "residual_stride", Source.GRAD_X: "dx_stride"})
 
 
+def launch_tail(strides: tuple, n_rows: int, n_cols: int, bias_given: bool, mean_asked: bool, rstd_asked: bool, dtype):
+    """The launch environment after its per-call values; ``strides``: x's, residual's, out's, residual out's."""
+    return (*strides, n_rows, n_cols, bias_given, mean_asked, rstd_asked, True, False, dtype)
+
+
+class Layout(NamedTuple):
+    """A launch's key and arguments taken from the launch environment, for one residual mode."""
+
+    key: Callable[[tuple], tuple]  # environment -> launch key: x's dtype, then the ABI's launch-key values
+    args: Callable[[tuple], tuple]  # environment -> the kernels' arguments, in ABI order
+
+
 def _position(param, mode: str | None, env: tuple, strides: dict) -> int:
     """Where a parameter's value sits in a launch environment, in a call of residual mode ``mode``."""
     if param.kind is Kind.ROW_STRIDE:
@@ -257,12 +282,11 @@ def _position(param, mode: str | None, env: tuple, strides: dict) -> int:
     return env.index(param.source)
 
 
-def layout(abi: Signature, mode: str | None, backward: bool = False) -> tuple:
-    """(launch key getter, arguments getter) over the launch environment of the direction, from the kernels' ABI."""
+def layout(abi: Signature, mode: str | None, backward: bool = False) -> Layout:
+    """The launch key and argument getters over the launch environment of the direction, from the kernels' ABI."""
     env, strides = (BACKWARD_ENV, _BACKWARD_STRIDE) if backward else (_ENV, _STRIDE)
     key = operator.itemgetter(env.index("dtype"), *(_position(p, mode, env, strides) for p in abi.key))
-    args = operator.itemgetter(*(_position(p, mode, env, strides) for p in abi.call))
-    return key, args
+    return Layout(key, operator.itemgetter(*(_position(p, mode, env, strides) for p in abi.call)))
 
 
 # ----------------------------------------------------------------------------
@@ -316,15 +340,17 @@ def direct_launch_ok(device_index: int) -> bool:
         why = f"triton {triton.__version__} is outside the versions whose launcher layout normgen knows"
     else:
         try:
-            out = torch.zeros(2, dtype=torch.int32, device=f"cuda:{device_index}")
+            out = torch.zeros(4, dtype=torch.int32, device=f"cuda:{device_index}")
             kernel = _probe_kernel()
             compiled = kernel[(1,)](out, 5, 2)
             launch, _, function, prefix, constexprs = _direct_launch(compiled, (2,), (2,))
             stream = torch._C._cuda_getCurrentRawStream(device_index)
             launch(2, 1, 1, stream, function, *prefix, out, 40, *constexprs)
+            # a pointer given as an int (the op surface's cached launches pass its inputs' so)
+            launch(2, 1, 1, stream, function, *prefix, out.data_ptr() + 2 * out.element_size(), 40, *constexprs)
             torch.cuda.synchronize(device_index)
-            if out.tolist() != [42, 42]:
-                why = f"a probe launch through it wrote {out.tolist()}, not [42, 42]"
+            if out.tolist() != [42] * 4:
+                why = f"a probe launch through it wrote {out.tolist()}, not [42, 42, 42, 42]"
         except Exception as error:  # any failure means: do not use it
             why = f"a probe launch through it failed ({type(error).__name__}: {error})"
     ok = _DIRECT_OK[device_index] = not why

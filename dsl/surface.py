@@ -5,8 +5,11 @@ the spec), its module class and an ``Op``: the descriptor of what varies per spe
 (tensor inputs, dtypes, residual modes, outputs and statistics, quantization,
 the reference, the kernels' modules). Calling the ``Op`` runs the op:
 
-* a fast path for the common eager call (contiguous CUDA tensors that need no
-  gradient, not in place, not compiling), proven valid with a few attribute reads;
+* a fast path for the common eager call (contiguous cuda or npu tensors that
+  need no gradient, functional or in place, not compiling), proven valid with a
+  few attribute reads; what does not change between calls is cached: the call's
+  form (``_Form``: what it allocates, writes, returns) and, per shape, dtype and
+  device, a record (``_Record``: launch key, fixed arguments, direct launch);
 * otherwise every input check (``dsl/checks.py``), then, under torch.compile,
   the custom op (``<namespace>::<op>`` and ``<op>_inplace``, registered here
   with their fake implementations) so that dynamo records it; eagerly, the
@@ -32,6 +35,8 @@ from . import checks, runtime
 from .checks import NormgenError
 
 _INF = float("inf")
+_ABSENT = object()  # a name missing from a dict
+_is_compiling = torch.compiler.is_compiling  # (dynamo knows the function, whatever its name here)
 INPUTS = ("x", "residual", "weight", "bias")
 
 # The custom ops' parameter types (their schemas are inferred from these).
@@ -81,8 +86,15 @@ class Op:
         self.reference, self.kernels, self.package = reference, kernels, package
         self.has_residual, self.has_weight, self.has_bias = ("residual" in inputs, "weight" in inputs, "bias" in inputs)
         self._launches: dict[tuple, tuple] = {}  # (target, backward) -> (launcher, {mode: layout})
-        self._cuda: tuple | None = None
         self._register()
+        # the fast path's call forms: (norm_pos, return_mean, return_rstd, inplace) -> _Form
+        self._forms = {
+            (norm_pos, mean, rstd, inplace): _Form(self, norm_pos, mean, rstd, inplace)
+            for norm_pos in self.call_modes
+            for mean in (False, True)[: 1 + ("mean" in stats)]
+            for rstd in (False, True)[: 1 + ("rstd" in stats)]
+            for inplace in (False, True)[: 1 + self.has_residual]
+        }
 
     def kernel_launch(self, target: str, backward: bool = False) -> tuple:
         """(launcher, {mode: layout}) of a target and direction, importing its kernel module on first use."""
@@ -95,76 +107,119 @@ class Op:
             launcher = module.BACKWARD_LAUNCHER if backward else module.LAUNCHER
             layouts = {m: runtime.layout(launcher.abi, m, backward) for m in self.call_modes}
             launch = self._launches[target, backward] = (launcher, layouts)
-            if target == "cuda" and not backward:
-                self._cuda = launch
         return launch
+
+    def _record(self, form: _Form, x, bias) -> _Record | None:
+        """The fast path's record of a call form at x's shape, dtype and device, made once and cached.
+
+        None, and nothing cached, where the fast path does not serve: devices other than
+        the op's targets, cuda and npu (CPU tensors take the checked path to the reference
+        or the interpreter), dtypes the op is not generated for, no columns. The record holds
+        what the launch needs that follows from these: sizes, the launch key, the launch
+        environment's fixed part (contiguous rows) and, once the launcher has one, the
+        kernel's direct launch.
+        """
+        device, dtype = x.device, x.dtype
+        if device.type not in self.kernels or dtype not in self.dtypes or x.dim() == 0 or x.shape[-1] == 0:
+            return None
+        shape = x.shape
+        n_cols = shape[-1]
+        n_rows = x.numel() // n_cols
+        launcher, layouts = self.kernel_launch(device.type)
+        layout = layouts[form.norm_pos]
+        tail = runtime.launch_tail((n_cols,) * 4, n_rows, n_cols, bias is not None, form.mean, form.rstd, dtype)
+        stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) if device.type == "cuda" else None
+        rec = _Record(
+            n_rows, (n_cols,), shape[:-1], device, x.numel() * x.element_size(), launcher, layout, tail, stream
+        )
+        form.records[shape, dtype, device, bias is None] = rec
+        return rec
+
+    def _launch(self, rec: _Record, x, residual, weight, bias, slots, eps, aligned: bool) -> None:
+        """The fast path's launch through the launcher (the first of a record, unaligned, npu); then the
+        record takes the direct launch the launcher may have made."""
+        rec.launcher(rec.key, aligned, rec.device_index, rec.args((x, residual, weight, bias, *slots, eps) + rec.tail))
+        if aligned and rec.stream is not None and rec.direct is None:
+            rec.direct = rec.launcher.cached_launch(rec.key, rec.device_index)
 
     def __call__(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace):
         try:
-            # The common eager call, proven valid with a few attribute reads; anything
-            # else (or any doubt) takes the full checks below, which name the problem.
+            # The common eager call, proven valid with a few attribute reads: its form (mode,
+            # statistics, in place) and a record of x's shape, dtype and device (``_record``)
+            # are cached; the tensors are contiguous, on that device, in that dtype and need no
+            # gradient. Anything else (or any doubt) takes the full checks below, which name
+            # the problem. Under torch.compile the custom op (below) is recorded instead.
             fast = (
-                type(eps) is float
+                not _is_compiling()
+                and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
+                and type(eps) is float
                 and 0.0 <= eps < _INF
-                and not inplace
-                and norm_pos in self.call_modes
-                and x.is_cuda
-                and (dtype := x.dtype) in self.dtypes
-                and (n_cols := (shape := x.shape)[-1]) > 0
+                and (
+                    (rec := form.records.get((shape := x.shape, dtype := x.dtype, device := x.device, bias is None)))
+                    is not None
+                    or (rec := self._record(form, x, bias)) is not None
+                )
                 and x.is_contiguous()
-                and not x.requires_grad
-                and (device := x.get_device()) >= 0
+                and not ((grad := torch.is_grad_enabled()) and x.requires_grad)
                 and (
                     not self.has_residual
-                    or residual.is_cuda
+                    or residual.shape == shape
                     and residual.dtype is dtype
-                    and residual.shape == shape
+                    and residual.device == device
                     and residual.is_contiguous()
-                    and not residual.requires_grad
-                    and residual.get_device() == device
+                    and not (grad and residual.requires_grad)
                 )
                 and (
                     not self.has_weight
-                    or weight.is_cuda
+                    or weight.shape == rec.param_shape
                     and weight.dtype is dtype
-                    and weight.shape == (n_cols,)
+                    and weight.device == device
                     and weight.is_contiguous()
-                    and not weight.requires_grad
-                    and weight.get_device() == device
+                    and not (grad and weight.requires_grad)
                 )
                 and (
                     bias is None
-                    or bias.is_cuda
+                    or bias.shape == rec.param_shape
                     and bias.dtype is dtype
-                    and bias.shape == (n_cols,)
+                    and bias.device == device
                     and bias.is_contiguous()
-                    and not bias.requires_grad
-                    and bias.get_device() == device
+                    and not (grad and bias.requires_grad)
                 )
-                and not torch.compiler.is_compiling()
             )
+            if fast:
+                aligned = xp = x.data_ptr()
+                rp = wp = bp = None
+                if self.has_residual:
+                    aligned |= (rp := residual.data_ptr())
+                if self.has_weight:
+                    aligned |= (wp := weight.data_ptr())
+                if bias is not None:
+                    aligned |= (bp := bias.data_ptr())
+                # In place, torch's rules: x and residual (contiguous, so each free of overlap)
+                # must not overlap each other, and inference tensors are written only in
+                # inference mode. (The checks refuse what this does not prove.)
+                fast = not inplace or (
+                    abs(xp - rp) >= rec.nbytes
+                    and (torch.is_inference_mode_enabled() or not (x.is_inference() or residual.is_inference()))
+                )
         except (AttributeError, IndexError, TypeError):
             fast = False
         if fast:
-            # contiguous rows of n_cols elements on one CUDA device, no gradient needed: allocate and launch
-            new = self.new_outputs(x, norm_pos, return_mean, return_rstd, False)
-            slots = self.slots(new, x, residual, norm_pos, return_mean, return_rstd, False)
-            n_rows = x.numel() // n_cols
-            if n_rows:
-                launcher, layouts = self._cuda or self.kernel_launch("cuda")
-                key, args = layouts[norm_pos]
-                out, residual_out, scale, mean, rstd = slots
-                env = (x, residual, weight, bias, out, residual_out, scale, mean, rstd, n_cols, n_cols, n_cols, n_cols)
-                env += (n_rows, n_cols, eps, bias is not None, mean is not None, rstd is not None, True, False, dtype)
-                aligned = x.data_ptr()
-                if residual is not None:
-                    aligned |= residual.data_ptr()
-                if weight is not None:
-                    aligned |= weight.data_ptr()
-                if bias is not None:
-                    aligned |= bias.data_ptr()
-                launcher(key(env), aligned & 15 == 0, device, args(env))
-            return self.public(slots, return_mean, return_rstd)
+            slots, result, written = form.outputs(x, residual, rec)
+            if rec.n_rows:
+                aligned = aligned & 15 == 0
+                direct = rec.direct
+                if direct is not None and aligned:
+                    # the kernel's direct launch; its inputs' pointers go as the ints read above
+                    launch, grid, function, prefix, constexprs = direct
+                    args = rec.args((xp, rp, wp, bp, *slots, eps) + rec.tail)
+                    launch(grid, 1, 1, rec.stream(rec.device_index), function, *prefix, *args, *constexprs)
+                else:
+                    self._launch(rec, x, residual, weight, bias, slots, eps, aligned)
+            if written:
+                # the kernels wrote x (and residual) behind autograd's back, as torch's in-place ops do
+                checks.bump_written(written)
+            return result
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
             return self.autograd_call(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
@@ -186,7 +241,7 @@ class Op:
         slots = self.forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
         if inplace:
             # the kernels wrote x (and residual) behind autograd's back: bump their versions as torch's in-place ops do
-            checks.bump_written((x, residual), slots)
+            checks.bump_written(tuple(t for t in (x, residual) if any(o is t for o in slots) and not t.is_inference()))
         return self.public(slots, return_mean, return_rstd)
 
     def check(self, x, residual, weight, bias, eps, norm_pos, inplace) -> float:
@@ -293,15 +348,17 @@ class Op:
             residual = residual_rows
         x = x_rows
         launcher, layouts = self.kernel_launch(target)
-        key, args = layouts[norm_pos]
-        env = (x, residual, weight, bias, out, residual_out, scale, mean, rstd)
-        env += (x_stride, residual_stride, out_stride, residual_out_stride, n_rows, n_cols, eps)
-        env += (bias is not None, mean is not None, rstd is not None, True, False, x.dtype)
+        layout = layouts[norm_pos]
+        env = (x, residual, weight, bias, out, residual_out, scale, mean, rstd, eps)
+        strides = (x_stride, residual_stride, out_stride, residual_out_stride)
+        env += runtime.launch_tail(
+            strides, n_rows, n_cols, bias is not None, mean is not None, rstd is not None, x.dtype
+        )
         aligned = x.data_ptr()
         for t in (residual, weight, bias):
             if t is not None:
                 aligned |= t.data_ptr()
-        launcher(key(env), aligned & 15 == 0, x.get_device(), args(env))
+        launcher(layout.key(env), aligned & 15 == 0, x.get_device(), layout.args(env))
         return slots
 
     # torch.library registration: the functional op and, with a residual, the in-place one.
@@ -519,6 +576,99 @@ def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     return checks.rows(t) if not t.is_contiguous() else (t, t.shape[-1])
 
 
+class _Form:
+    """One call form of an op for the fast path: residual mode, statistics asked, in place or not.
+
+    ``outputs(x, residual, record)`` allocates a call's outputs and returns its slots
+    (out, residual_out, scale, mean, rstd), what the op returns and the inputs that the
+    kernels write in place. Which slot is which tensor comes from ``Op.slots``, asked
+    once here with stand-ins, so the fast path allocates, writes and returns what the
+    checked path does (tests/test_surface.py compares the two).
+    """
+
+    def __init__(self, op: Op, norm_pos, mean: bool, rstd: bool, inplace: bool):
+        self.norm_pos, self.mean, self.rstd, self.inplace = norm_pos, mean, rstd, inplace
+        self.records: dict[tuple, _Record] = {}  # (x's shape, dtype, device, bias is None) -> _Record
+        x, residual = object(), object()
+        slots = op.slots([object() for _ in range(5)], x, residual, norm_pos, mean, rstd, inplace)
+        write_x, write_residual = (inplace and any(s is t for s in slots) for t in (x, residual))
+        if write_x:
+            written = (lambda x, r: (x, r)) if write_residual else (lambda x, r: (x,))
+        else:
+            written = (lambda x, r: (r,)) if write_residual else None
+        if op.quant_storage is not None:
+            self.outputs = self._checked_outputs(op, written)
+        else:
+            out, residual_out = slots[:2]
+            residual_out_is = "x" if residual_out is x else "residual" if residual_out is residual else None
+            if residual_out is not None and residual_out_is is None:
+                residual_out_is = "out" if residual_out is out else "new"
+            self.outputs = self._plain_outputs(op, out is x, residual_out_is, written)
+
+    def _checked_outputs(self, op: Op, written):
+        """Quantized ops: the checked path's own allocation, slots and result."""
+        norm_pos, mean, rstd, inplace = self.norm_pos, self.mean, self.rstd, self.inplace
+
+        def outputs(x, residual, rec):
+            slots = op.slots(
+                op.new_outputs(x, norm_pos, mean, rstd, inplace), x, residual, norm_pos, mean, rstd, inplace
+            )
+            return slots, op.public(slots, mean, rstd), written(x, residual) if written else ()
+
+        return outputs
+
+    def _plain_outputs(self, op: Op, out_is_x: bool, residual_out_is: str | None, written):
+        """Ops whose output is like x: at most two tensors like x, the statistics; straight-line code."""
+        like, has_residual, mean, rstd = torch.empty_like, op.has_residual, self.mean, self.rstd
+        stats_dtype = op.stats_dtype  # None: x's dtype
+
+        if not (mean or rstd or written):  # the common forms, in the fewest steps
+            if residual_out_is == "new":
+                return lambda x, residual, rec: ((out := like(x), new := like(x), None, None, None), (out, new), ())
+            if residual_out_is == "out":
+                return lambda x, residual, rec: ((out := like(x), out, None, None, None), (out, out), ())
+            if residual_out_is is None:
+                return lambda x, residual, rec: ((out := like(x), None, None, None, None), out, ())
+
+        def outputs(x, residual, rec):
+            out = x if out_is_x else like(x)
+            if residual_out_is is None:
+                residual_out = None
+            elif residual_out_is == "new":
+                residual_out = like(x)
+            elif residual_out_is == "out":
+                residual_out = out
+            else:
+                residual_out = x if residual_out_is == "x" else residual
+            result = (out, residual_out) if has_residual else (out,)
+            m = r = None
+            if mean:
+                m = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
+                result += (m,)
+            if rstd:
+                r = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
+                result += (r,)
+            slots = (out, residual_out, None, m, r)
+            return slots, result[0] if len(result) == 1 else result, written(x, residual) if written else ()
+
+        return outputs
+
+
+class _Record:
+    """What the fast path knows of one call form at one shape, dtype and device (see ``Op._record``)."""
+
+    __slots__ = ("n_rows", "param_shape", "rows", "device_index", "nbytes", "launcher", "key", "args", "tail")
+    __slots__ += ("stream", "direct")
+
+    def __init__(self, n_rows, param_shape, rows_shape, device, nbytes, launcher, layout, tail, stream):
+        self.n_rows, self.param_shape, self.device_index, self.nbytes = n_rows, param_shape, device.index, nbytes
+        self.rows = tuple(rows_shape) or ((),)  # x.shape[:-1] as new_empty's positional sizes (faster than a Size)
+        self.launcher, self.tail, self.args = launcher, tail, layout.args
+        self.key = layout.key((None,) * runtime.PER_CALL + tail)  # the launch key follows from the tail
+        self.stream = stream  # cuda: the current stream's getter; None: no direct launch (npu)
+        self.direct = None  # the launcher's direct launch of the key, once it has one
+
+
 class Norm(torch.nn.Module):
     """The module of an op without a residual; a generated subclass sets ``op`` and its constructor."""
 
@@ -549,9 +699,23 @@ class Norm(torch.nn.Module):
             torch.nn.init.zeros_(self.bias)
 
     def forward(self, x):
-        op = self.op
-        weight = self.weight if op.has_weight else None
-        return op(x, None, weight, self.bias if op.has_bias else None, self.eps, None, False, False, False)
+        weight, bias = self._parameters_now()
+        return self.op(x, None, weight, bias, self.eps, None, False, False, False)
+
+    def _parameters_now(self) -> tuple:
+        """(weight, bias), None where the op has none: read from nn.Module's parameter dict.
+
+        ``self.weight`` would find a parameter only through nn.Module.__getattr__, after
+        the ordinary attribute lookup failed: slow for a per-call read. Where the name is
+        not in the dict (e.g. a parametrization made it a property), the attribute is read.
+        """
+        op, params = self.op, self._parameters
+        weight = bias = None
+        if op.has_weight and (weight := params.get("weight", _ABSENT)) is _ABSENT:
+            weight = self.weight
+        if op.has_bias and (bias := params.get("bias", _ABSENT)) is _ABSENT:
+            bias = self.bias
+        return weight, bias
 
     def extra_repr(self):
         text = f"{self.hidden_size}, eps={self.eps}"
@@ -566,7 +730,5 @@ class AddNorm(Norm):
     """The module of an op with a residual: forward(x, residual)."""
 
     def forward(self, x, residual):
-        op = self.op
-        weight = self.weight if op.has_weight else None
-        bias = self.bias if op.has_bias else None
-        return op(x, residual, weight, bias, self.eps, self.norm_pos, False, False, False)
+        weight, bias = self._parameters_now()
+        return self.op(x, residual, weight, bias, self.eps, self.norm_pos, False, False, False)

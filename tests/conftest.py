@@ -49,7 +49,8 @@ _kernel_target = runtime.kernel_target
 
 def _recording_kernel_target(device: torch.device):
     target = _kernel_target(device)
-    _used.add("reference" if target is None else f"{target} interpreter" if device.type == "cpu" else "GPU")
+    if device.type in ("cpu", "cuda"):  # (tests/test_surface.py's stand-in npu tensors launch nothing)
+        _used.add("reference" if target is None else f"{target} interpreter" if device.type == "cpu" else "GPU")
     return target
 
 
