@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The npu checks, in the triton-ascend virtual environment (bash scripts/npu_env.sh builds it):
-# every npu dispatch entry's kernels lower through triton-ascend's compiler to the ttadapter
+# every npu dispatch entry's kernels (forward and backward) lower through triton-ascend's compiler to the ttadapter
 # stage (tests/test_npu_lowering.py), and the numerics matrix and the user specs run the npu
 # kernels in triton-ascend's interpreter with the real npu block sizes.
 #
@@ -23,6 +23,7 @@ env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV \
     TRITON_INTERPRET=1 NORMGEN_INTERPRET_TARGET=npu TRITON_CACHE_DIR="$cache" \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NORMGEN_NPU_WORKERS:-2}" \
     tests/test_npu_lowering.py tests/test_numerics.py tests/test_user_specs.py tests/test_safety.py tests/test_casting.py \
+    tests/test_backward.py \
     -k "lowering or interpreter or user" -r s "$@" | tee "$cache/out.txt"
 if grep -Eq "(^|[^0-9])[1-9][0-9]* skipped" "$cache/out.txt"; then  # not "0 skipped" (the run summary line)
     echo "npu checks: tests were skipped in $venv; every npu test must run there" >&2
