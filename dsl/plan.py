@@ -100,6 +100,14 @@ class KernelPlan:
         return rules(self.target).program_barrier
 
     @property
+    def tile_loop(self) -> str:
+        """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
+        stages = rules(self.target).backward_loop_stages
+        if stages:
+            return f"tl.range(pid, num_tiles, tl.num_programs(0), num_stages={stages})"
+        return "range(pid, num_tiles, tl.num_programs(0))"
+
+    @property
     def directions(self) -> tuple[DirectionPlan, ...]:
         forward = DirectionPlan(self.direction, self.signature, self.kernels, self.table)
         return (forward,) + ((self.backward,) if self.backward else ())

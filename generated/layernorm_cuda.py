@@ -184,7 +184,7 @@ def layernorm_backward_single(
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     db = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for tile in range(pid, num_tiles, tl.num_programs(0)):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -240,7 +240,7 @@ def layernorm_backward_multi(
         if HAS_BIAS:
             tl.store(DB_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
     tl.debug_barrier()  # the zeros are visible to every thread of the program before the first update
-    for tile in range(pid, num_tiles, tl.num_programs(0)):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)

@@ -109,6 +109,7 @@ class CudaRules(TargetRules):
     target = Target.CUDA
     vector_width = True
     program_barrier = True
+    backward_loop_stages = 3  # H200, bf16: 0.61-0.74 -> 0.70-0.85 of copy bandwidth against 1 stage
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         # casting none rounds every step to the input dtype: a fused multiply-add would skip
