@@ -67,6 +67,7 @@ class Source(enum.Enum):
     EVEN_N = "even_n"  # n_cols is a multiple of BLOCK_N: no column mask
     PERSISTENT = "persistent"  # the entry's grid: programs loop over row tiles
     VEC = "vec"  # the widest vector (at most 16 bytes) dividing n_cols and every row stride
+    STAGES = "stages"  # software-pipelining depth of a row-tile loop, from the dispatch entry
 
 
 # Switches the call passes as constexprs; sources the launcher decides (every other
@@ -74,7 +75,9 @@ class Source(enum.Enum):
 SWITCHES = frozenset(
     {Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED, Source.MODE_PRE, Source.GRAD_RESIDUAL_GIVEN}
 )
-DECIDED = frozenset({Source.BLOCK_M, Source.BLOCK_N, Source.EVEN_M, Source.EVEN_N, Source.PERSISTENT, Source.VEC})
+DECIDED = frozenset(
+    {Source.BLOCK_M, Source.BLOCK_N, Source.EVEN_M, Source.EVEN_N, Source.PERSISTENT, Source.VEC, Source.STAGES}
+)
 TENSORS = frozenset(
     {
         Source.X,

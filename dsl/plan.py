@@ -102,9 +102,8 @@ class KernelPlan:
     @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
-        stages = rules(self.target).backward_loop_stages
-        if stages:
-            return f"tl.range(pid, num_tiles, tl.num_programs(0), num_stages={stages})"
+        if rules(self.target).pipelined_tile_loop:
+            return "tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES)"
         return "range(pid, num_tiles, tl.num_programs(0))"
 
     @property
@@ -278,7 +277,7 @@ def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
     return Signature(tuple(params))
 
 
-def backward_signature(spec: NormSpec, vector_width: bool) -> Signature:
+def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = False) -> Signature:
     """The backward kernels' parameters. X is what the forward normalized: s = x + r in pre mode
     (the forward's residual out), x otherwise; post mode reads x and r and adds them again. The
     statistics are the ones the training forward saved. DW and DB receive per-program fp32
@@ -319,12 +318,16 @@ def backward_signature(spec: NormSpec, vector_width: bool) -> Signature:
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
     # always a persistent grid (one partial-sum row per program): no PERSISTENT switch
-    decided = [
-        ("BLOCK_M", Source.BLOCK_M),
-        ("BLOCK_N", Source.BLOCK_N),
-        ("EVEN_M", Source.EVEN_M),
-        ("EVEN_N", Source.EVEN_N),
-    ] + [("VEC", Source.VEC)] * vector_width
+    decided = (
+        [
+            ("BLOCK_M", Source.BLOCK_M),
+            ("BLOCK_N", Source.BLOCK_N),
+            ("EVEN_M", Source.EVEN_M),
+            ("EVEN_N", Source.EVEN_N),
+        ]
+        + [("VEC", Source.VEC)] * vector_width
+        + [("LOOP_STAGES", Source.STAGES)] * pipelined
+    )
     params += [Param(name, Kind.CONSTEXPR, source) for name, source in decided]
     return Signature(tuple(params))
 
@@ -339,7 +342,7 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         back = Direction.BACKWARD
         backward = DirectionPlan(
             direction=back,
-            signature=backward_signature(spec, target_rules.vector_width),
+            signature=backward_signature(spec, target_rules.vector_width, target_rules.pipelined_tile_loop),
             kernels=tuple(Kernel(names.kernel_name(spec, back.value, p.value), back, p) for p in Pass),
             table=target_rules.backward_table(spec, tuning),
         )

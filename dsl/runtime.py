@@ -89,6 +89,7 @@ class Entry(NamedTuple):
     ub_bytes: int
     programs_per_core: int = 1
     min_tiles: int = 1
+    stages: int = 1
 
 
 _INTERPRETER_LOCK = threading.Lock()
@@ -182,6 +183,7 @@ class Launcher:
             Source.EVEN_N: n_cols % entry.block_n == 0,
             Source.PERSISTENT: persistent,
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
+            Source.STAGES: entry.stages,
         }
         options = {p.name: values[p.source] for p in self.abi.decided}
         if not INTERPRET:

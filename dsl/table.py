@@ -42,6 +42,7 @@ class DispatchEntry:
     ub_bytes: int  # npu: the tile's unified-buffer footprint (0 on cuda)
     programs_per_core: int = 1  # persistent grids: programs per SM / vector core
     min_tiles: int = 1  # persistent grids: at least this many row tiles per program (fewer programs)
+    stages: int = 1  # software-pipelining depth of the row-tile loop (kernels that take LOOP_STAGES)
 
     def covers(self, n_rows: int, n_cols: int) -> bool:
         return (

@@ -5,7 +5,8 @@
 Each op's npu module names its table; ops whose tables are equal share one.
 Columns: dtype, cols_lo, cols_hi, rows_lo, rows_hi (inclusive; None = unbounded),
 pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer and unified-buffer bytes (npu), and
-programs per core of a persistent grid and the fewest row tiles per program, where not 1.
+programs per core of a persistent grid, the fewest row tiles per program and the row-tile
+loop's pipelining depth, where not 1.
 """
 
 from dsl import runtime

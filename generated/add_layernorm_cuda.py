@@ -190,6 +190,7 @@ def add_layernorm_backward_single(
     n_rows, n_cols,
     HAS_DS: tl.constexpr, HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual: backward, single pass, each row in one tile.
 
@@ -214,7 +215,7 @@ def add_layernorm_backward_single(
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     db = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -253,6 +254,7 @@ def add_layernorm_backward_multi(
     n_rows, n_cols,
     HAS_DS: tl.constexpr, HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual: backward, multi pass over BLOCK_N-wide column blocks.
 
@@ -280,7 +282,7 @@ def add_layernorm_backward_multi(
         if HAS_BIAS:
             tl.store(DB_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
     tl.debug_barrier()  # the zeros are visible to every thread of the program before the first update
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -408,10 +410,11 @@ BACKWARD_ABI = Signature(
         Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
         Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
         Param("VEC", Kind.CONSTEXPR, Source.VEC),
+        Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES),
     )
 )
 
-# Dispatch table (TABLE_2 of _cuda_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_2 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 BACKWARD_TABLE = runtime.DispatchTable("add_layernorm", "cuda", TABLE_2)
 

@@ -158,6 +158,7 @@ def gemma_add_rmsnorm_backward_single(
     n_rows, n_cols,
     HAS_DS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual: backward, single pass, each row in one tile.
 
@@ -182,7 +183,7 @@ def gemma_add_rmsnorm_backward_single(
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     w = w + 1.0
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -215,6 +216,7 @@ def gemma_add_rmsnorm_backward_multi(
     n_rows, n_cols,
     HAS_DS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual: backward, multi pass over BLOCK_N-wide column blocks.
 
@@ -240,7 +242,7 @@ def gemma_add_rmsnorm_backward_multi(
         col_mask = cols < n_cols
         tl.store(DW_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
     tl.debug_barrier()  # the zeros are visible to every thread of the program before the first update
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -355,10 +357,11 @@ BACKWARD_ABI = Signature(
         Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
         Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
         Param("VEC", Kind.CONSTEXPR, Source.VEC),
+        Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES),
     )
 )
 
-# Dispatch table (TABLE_3 of _cuda_tables.py, which 4 kernel module(s) use): the first
+# Dispatch table (TABLE_3 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 BACKWARD_TABLE = runtime.DispatchTable("gemma_add_rmsnorm", "cuda", TABLE_3)
 

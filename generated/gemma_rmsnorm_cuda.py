@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._cuda_tables import TABLE_1, TABLE_3
+from ._cuda_tables import TABLE_1, TABLE_4
 
 
 @triton.jit
@@ -135,6 +135,7 @@ def gemma_rmsnorm_backward_single(
     DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
     n_rows, n_cols,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, single pass, each row in one tile.
 
@@ -157,7 +158,7 @@ def gemma_rmsnorm_backward_single(
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     w = w + 1.0
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -181,6 +182,7 @@ def gemma_rmsnorm_backward_multi(
     DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
     n_rows, n_cols,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, multi pass over BLOCK_N-wide column blocks.
 
@@ -204,7 +206,7 @@ def gemma_rmsnorm_backward_multi(
         col_mask = cols < n_cols
         tl.store(DW_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
     tl.debug_barrier()  # the zeros are visible to every thread of the program before the first update
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -296,12 +298,13 @@ BACKWARD_ABI = Signature(
         Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
         Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
         Param("VEC", Kind.CONSTEXPR, Source.VEC),
+        Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES),
     )
 )
 
-# Dispatch table (TABLE_3 of _cuda_tables.py, which 4 kernel module(s) use): the first
+# Dispatch table (TABLE_4 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "cuda", TABLE_3)
+BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "cuda", TABLE_4)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._cuda_tables import TABLE_2, TABLE_4
+from ._cuda_tables import TABLE_5, TABLE_6
 
 
 @triton.jit
@@ -162,6 +162,7 @@ def layernorm_backward_single(
     n_rows, n_cols,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, single pass, each row in one tile.
 
@@ -184,7 +185,7 @@ def layernorm_backward_single(
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     db = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -215,6 +216,7 @@ def layernorm_backward_multi(
     n_rows, n_cols,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, multi pass over BLOCK_N-wide column blocks.
 
@@ -240,7 +242,7 @@ def layernorm_backward_multi(
         if HAS_BIAS:
             tl.store(DB_ptr + pid * n_cols + cols, tl.zeros([BLOCK_N], dtype=tl.float32), mask=None if EVEN_N else col_mask)
     tl.debug_barrier()  # the zeros are visible to every thread of the program before the first update
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
@@ -310,9 +312,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_4 of _cuda_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_5 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_4)
+TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_5)
 
 # pass -> kernel
 KERNELS = {
@@ -345,12 +347,13 @@ BACKWARD_ABI = Signature(
         Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
         Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
         Param("VEC", Kind.CONSTEXPR, Source.VEC),
+        Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES),
     )
 )
 
-# Dispatch table (TABLE_2 of _cuda_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_6 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_2)
+BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_6)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

@@ -123,6 +123,7 @@ def tiny_backward_single(
     DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
     n_rows, n_cols,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
+    LOOP_STAGES: tl.constexpr,
 ):
     """y = x / sqrt(mean(x^2) + eps) * w: backward, single pass, each row in one tile.
 
@@ -144,7 +145,7 @@ def tiny_backward_single(
     col_mask = cols < n_cols
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=3):
+    for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)

@@ -23,9 +23,9 @@ class TargetRules(ABC):
     # A program's elements are spread over threads (cuda): a program that reads back what it
     # wrote to global memory needs a barrier between (an npu program runs on one core).
     program_barrier: bool = False
-    # Software-pipelining depth of the backward's row-tile loop (tl.range(num_stages=...)); 0: a
-    # plain range (the target's compiler pipelines on its own, or not at all).
-    backward_loop_stages: int = 0
+    # The backward's row-tile loop is software-pipelined (tl.range(num_stages=LOOP_STAGES), the
+    # depth from each dispatch entry); False: a plain range.
+    pipelined_tile_loop: bool = False
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         """The compile options of every launch of this spec's kernels."""

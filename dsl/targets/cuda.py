@@ -28,6 +28,7 @@ ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
 BACKWARD_SINGLE_PASS = 16384
 BACKWARD_SINGLE_PASS_LAYER = 8192
 BACKWARD_MULTI_BLOCK_N = 4096
+SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
 
 
@@ -57,6 +58,17 @@ def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, in
     if block_n == 4096:
         return 1, 8, 2, 8
     return 1, 16, 1, 8
+
+
+def backward_stages(spec: NormSpec, dtype: DType, block_m: int, block_n: int, passes: Pass) -> int:
+    """The single-pass backward's pipelining depth: 3 where 3 stages of the tile's loads (dy, s or
+    x and r, ds) fit the shared memory (H200, bf16: 0.61-0.79 -> 0.70-0.90 of copy bandwidth
+    against one stage), else as many as fit; the multi-pass kernel's loads are in its inner loops."""
+    if passes is Pass.MULTI:
+        return 1
+    loaded = 2 + ("post" in [m.value for m in spec.residual]) + ("pre" in [m.value for m in spec.residual])
+    per_stage = block_m * block_n * DTYPE_BYTES[dtype] * loaded
+    return max(1, min(3, SHARED_BYTES // per_stage))
 
 
 def default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, Grid]:
@@ -109,7 +121,7 @@ class CudaRules(TargetRules):
     target = Target.CUDA
     vector_width = True
     program_barrier = True
-    backward_loop_stages = 3  # H200, bf16: 0.61-0.74 -> 0.70-0.85 of copy bandwidth against 1 stage
+    pipelined_tile_loop = True
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         # casting none rounds every step to the input dtype: a fused multiply-add would skip
@@ -164,6 +176,7 @@ class CudaRules(TargetRules):
                         ub_bytes=0,
                         programs_per_core=per_core,
                         min_tiles=min_tiles,
+                        stages=backward_stages(spec, dtype, block_m, block_n, passes),
                     )
                 )
         return tuple(entries)
