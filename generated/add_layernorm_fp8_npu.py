@@ -9,7 +9,7 @@ one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOC
 tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
 of the grid; else one tile per program), PRE (pre mode: s = x + r is written
 to RES_ptr; else post mode).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton

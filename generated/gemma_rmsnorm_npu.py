@@ -8,7 +8,7 @@ BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compi
 one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
 tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
 of the grid; else one tile per program).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton
