@@ -279,23 +279,29 @@ class LoopOps(NamedTuple):
     """The HIVM operations of one loop body (its nested loops apart; an if's body counts with its loop)."""
 
     loads: int  # all hivm.hir.load operations (weight rows and statistics too)
-    tile_loads: int  # loads of a whole row tile (BLOCK_M x BLOCK_N elements) from GM
-    tile_stores: int
+    tile_loads: int  # loads from a row-tiled tensor (x, r): a BLOCK_M x BLOCK_N tile each
+    tile_stores: int  # stores to one (y, the residual out)
     tile_bytes: int  # GM bytes those tile loads and stores move
     vector: Counter  # hivm.hir.v* operation name -> count
 
 
 _OP = re.compile(r"hivm\.hir\.(\w+)\b")
-_GM_MEMREF = re.compile(r"memref<([0-9x]+)x(\w+), strided<[^>]*>, #hivm\.address_space<gm>>")
+_GM_MEMREF = re.compile(r"memref<([0-9x?]+)x(\w+), strided<[^>]*>, #hivm\.address_space<gm>>")
+_VIEW = re.compile(r"^(%[\w]+) = memref\.\w+ (%[\w]+)")
 
 
-def loops(ir: str, tile: int) -> list[LoopOps]:
-    """Each ``scf.for`` body of the planned IR, innermost first (as they close); ``tile``: the row
-    tile's element count, which tells a tile transfer from a weight row or a statistic."""
+def loops(ir: str, tile_args: set[int]) -> list[LoopOps]:
+    """Each ``scf.for`` body of the planned IR, innermost first (as they close). ``tile_args``: the
+    kernel function's argument numbers (``%argN``) of the row-tiled tensors, which tell a tile
+    transfer from a weight row or a statistic."""
+    root: dict[str, str] = {}  # a memref view -> the function argument it views
     found: list[LoopOps] = []
     stack: list[dict] = []
     for line in ir.splitlines():
         stripped = line.strip()
+        view = _VIEW.match(stripped)
+        if view:
+            root[view.group(1)] = root.get(view.group(2), view.group(2))
         if stripped.endswith("{"):  # a region opens: a loop's body, or an if's (counted with its loop)
             loop = bool(re.match(r"(%\S+ = )?scf\.for\b", stripped))
             stack.append({"loop": loop, "loads": 0, "tile_loads": 0, "tile_stores": 0, "bytes": 0, "v": Counter()})
@@ -315,13 +321,15 @@ def loops(ir: str, tile: int) -> list[LoopOps]:
             continue
         body, name = stack[-1], op.group(1)
         if name in ("load", "store"):
-            gm = _GM_MEMREF.search(stripped)
-            elements = 1
-            for dim in gm.group(1).split("x") if gm else ():
-                elements *= int(dim)
             body["loads"] += name == "load"
-            if gm and elements == tile:
+            operand = re.search(r"(?:ins|outs)\((%[\w]+) : memref<[^#]*#hivm\.address_space<gm>>", stripped)
+            gm = _GM_MEMREF.search(stripped)
+            arg = root.get(operand.group(1), operand.group(1)) if operand else ""
+            if gm and arg.startswith("%arg") and int(arg[4:]) in tile_args:
                 body["tile_loads" if name == "load" else "tile_stores"] += 1
+                elements = 1
+                for dim in gm.group(1).split("x"):
+                    elements *= int(dim)
                 body["bytes"] += elements * element_bytes(gm.group(2))
         elif name.startswith("v"):
             body["v"][name] += 1

@@ -204,13 +204,23 @@ plan after `hivm-plan-memory`. The model must never be lower.
 # docs/npu/cost.md
 
 
-def steady_state(ir: str, tile: int) -> tuple[int, int, int, int, Counter]:
+def tile_args(module) -> set[int]:
+    """The kernel function's argument numbers in the planned IR of the row-tiled tensors (those with a
+    row stride: x, r, y, the residual out): the compiler puts three of its own first."""
+    from dsl.abi import Kind
+
+    passed = [p for p in module.ABI.params if p.kind is not Kind.CONSTEXPR]
+    strided = {p.source for p in passed if p.kind is Kind.ROW_STRIDE}
+    return {3 + i for i, p in enumerate(passed) if p.kind is Kind.POINTER and p.source in strided}
+
+
+def steady_state(ir: str, args: set[int]) -> tuple[int, int, int, int, Counter]:
     """The loops that move row tiles, summed: (loads, tile loads, tile stores, tile GM bytes, vector ops)."""
     from benchmarks import npu_compiler as compiler
 
     loads = tile_loads = tile_stores = gm_bytes = 0
     vector: Counter = Counter()
-    for loop in compiler.loops(ir, tile):
+    for loop in compiler.loops(ir, args):
         if not (loop.tile_loads or loop.tile_stores):
             continue
         loads, tile_loads, tile_stores = (
@@ -246,7 +256,10 @@ def cost_lowerings(ops: list[str]) -> list[tuple]:
                     (p.name, compiler.signature_type(p, dtype)) for p in abi.call if p.kind is not Kind.CONSTEXPR
                 )
                 options = tuple(sorted(tuple(module.LAUNCHER.options.items()) + (("multibuffer", entry.multibuffer),)))
-                constants = tuple((p.name, decided[p.name]) for p in abi.decided)
+                # The unmasked specialization: masked transfers have dynamic sizes in the IR, the
+                # same operations otherwise.
+                even = {"EVEN_M": True, "EVEN_N": True}
+                constants = tuple((p.name, even.get(p.name, decided[p.name])) for p in abi.decided)
                 for mode in modes:
                     switched = tuple((p.name, mode == "pre" if p.source is Source.MODE_PRE else True) for p in switches)
                     lowering = compiler.Lowering(
@@ -272,7 +285,8 @@ def write_cost(ops: list[str], out: Path) -> int:
             continue
         constants = dict(lowering.constants)
         tile = constants["BLOCK_M"] * constants["BLOCK_N"]
-        loads, tile_loads, tile_stores, gm_bytes, vector = steady_state(plan.ir, tile)
+        module = importlib.import_module(lowering.module)
+        loads, tile_loads, tile_stores, gm_bytes, vector = steady_state(plan.ir, tile_args(module))
         elem = DTYPE_BYTES[DType(dtype)]
         minimum = bytes_moved(op, mode if mode != "-" else "pre", n_rows, n_cols, elem)
         minimum -= (2 if "B_ptr" in dict(lowering.signature) else 1) * n_cols * elem  # the weight rows: left out
@@ -295,7 +309,8 @@ COST_HEADER = """\
 Written by `python -m benchmarks.npu_cost` (triton-ascend 3.2.0, ascendnpu-ir
 1.2.0's `bishengir-compile`, A2 options; {date}). No NPU ran anything: these are
 counts in the compiler's planned IR (after `hivm-plan-memory`) of the kernel the
-launcher picks for each shape, not times. Shapes: the seed PR's
+launcher picks for each shape (its unmasked specialization: masks change the
+transfers' sizes, not the operations), not times. Shapes: the seed PR's
 (`shared/seed/npu-add-rmsnorm-pr.txt`); every dtype for add_rmsnorm, bf16 for the
 other ops; every optional input and store on.
 
