@@ -111,6 +111,7 @@ def from_ub_plan(out: Path) -> int:
     from benchmarks.npu_cost import UB_PLAN
 
     rows = re.findall(r"^\| `([^`]+)` \| (\d+) \| (\d+) \| [^|]+ \| ([^|]+) \|", UB_PLAN.read_text(), re.MULTILINE)
+    seen = set(out.read_text().splitlines()) if out.is_file() else set()
     with out.open("a") as file:
         for key, _model, compiled, verdict in rows:
             op, dtype, passes, tile, multibuffer, mode = key.split()
@@ -119,7 +120,10 @@ def from_ub_plan(out: Path) -> int:
             line.update(pre={"pre": True, "post": False}.get(mode), error=None)
             verdict, _, detail = verdict.strip().partition(": ")
             line[multibuffer.removeprefix("mb=")] = [verdict, int(compiled), detail]
-            file.write(json.dumps(line) + "\n")
+            text = json.dumps(line)
+            if text not in seen:  # a plan already surveyed: once
+                seen.add(text)
+                file.write(text + "\n")
     return len(rows)
 
 

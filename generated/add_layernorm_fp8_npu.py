@@ -234,7 +234,7 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_2 of _npu_tables.py, which 2 op(s) use): the first
+# Dispatch table (TABLE_2 of _npu_tables.py, which 1 op(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("add_layernorm_fp8", "npu", TABLE_2)
 

@@ -8,7 +8,7 @@ BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compi
 one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
 tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
 of the grid; else one tile per program).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
+Dispatch numbers come from mojo_opset's measured RMSNorm inference table (PR #363; shared/seed/upstream-npu-norm-facts.md, section 1), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton
@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_5
+from ._npu_tables import TABLE_6
 
 
 @triton.jit
@@ -141,9 +141,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_5 of _npu_tables.py, which 2 op(s) use): the first
+# Dispatch table (TABLE_6 of _npu_tables.py, which 2 op(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_5)
+TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_6)
 
 # pass -> kernel
 KERNELS = {

@@ -8,7 +8,7 @@ BLOCK_N-wide column blocks). Shape-level choices are constexprs, so Triton compi
 one specialization per value: EVEN_M / EVEN_N (the rows / columns are whole BLOCK_M
 tiles / BLOCK_N blocks: no masks), PERSISTENT (programs walk row tiles with a stride
 of the grid; else one tile per program).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
+Dispatch numbers come from mojo_opset's measured LayerNorm forward table (PR #366; shared/seed/upstream-npu-norm-facts.md, section 2), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton
@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_6
+from ._npu_tables import TABLE_7
 
 
 @triton.jit
@@ -171,9 +171,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_6 of _npu_tables.py, which 1 op(s) use): the first
+# Dispatch table (TABLE_7 of _npu_tables.py, which 1 op(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_6)
+TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_7)
 
 # pass -> kernel
 KERNELS = {
