@@ -9,7 +9,7 @@ Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / column
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does),
 PRE (pre mode: s = x + r is written to RES_ptr; else post mode).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton
@@ -234,7 +234,7 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_3 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_3 of _npu_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("add_layernorm_fp8", "npu", TABLE_3)
 

@@ -9,7 +9,7 @@ Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / column
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does),
 PRE (pre mode: s = x + r is written to RES_ptr; else post mode).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton
@@ -18,7 +18,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_4, TABLE_5
+from ._npu_tables import TABLE_5, TABLE_6
 
 
 @triton.jit
@@ -285,9 +285,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_4 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_5 of _npu_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("add_rmsnorm", "npu", TABLE_4)
+TABLE = runtime.DispatchTable("add_rmsnorm", "npu", TABLE_5)
 
 # pass -> kernel
 KERNELS = {
@@ -325,9 +325,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_5 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_6 of _npu_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("add_rmsnorm", "npu", TABLE_5)
+BACKWARD_TABLE = runtime.DispatchTable("add_rmsnorm", "npu", TABLE_6)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

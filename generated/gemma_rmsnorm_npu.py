@@ -8,7 +8,7 @@ multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexp
 Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+Dispatch numbers come from mojo_opset's measured RMSNorm inference table (PR #363; shared/seed/upstream-npu-norm-facts.md, section 1), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton
@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_7, TABLE_8
+from ._npu_tables import TABLE_8, TABLE_9
 
 
 @triton.jit
@@ -239,9 +239,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_7 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_8 of _npu_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_7)
+TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_8)
 
 # pass -> kernel
 KERNELS = {
@@ -273,9 +273,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_8 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_9 of _npu_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_8)
+BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_9)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

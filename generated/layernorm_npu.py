@@ -8,7 +8,7 @@ multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexp
 Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md).
+Dispatch numbers come from mojo_opset's measured LayerNorm forward table (PR #366; shared/seed/upstream-npu-norm-facts.md, section 2), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
 """
 
 import triton
@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_9, TABLE_10
+from ._npu_tables import TABLE_10, TABLE_11
 
 
 @triton.jit
@@ -285,9 +285,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_9 of _npu_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_10 of _npu_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_9)
+TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_10)
 
 # pass -> kernel
 KERNELS = {
@@ -322,9 +322,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_10 of _npu_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_11 of _npu_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_10)
+BACKWARD_TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_11)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

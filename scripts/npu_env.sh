@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the triton-ascend virtual environment that the npu tests run in.
+# Build the triton-ascend virtual environment that the npu tests run in (with ascendnpu-ir,
+# whose bishengir-compile is the Ascend compiler that triton-ascend's last stage calls).
 #
 #   bash scripts/npu_env.sh            -> .venv-npu in the repo root
 #   NORMGEN_NPU_VENV=DIR bash scripts/npu_env.sh
@@ -17,6 +18,7 @@ python="${PYTHON:-python3.11}"
 requirements=(
     torch==2.13.0         # pinned: the CPU build lies on local disk; a bare `torch` pulls a CUDA one
     triton-ascend==3.2.0
+    ascendnpu-ir==1.2.0   # bishengir-compile: the npu checks plan every kernel's memory with it (no deps, 161 MB)
     pybind11              # triton-ascend's driver and interpreter build helpers need it
     "numpy<2.3"           # triton-ascend's interpreter breaks on numpy 2.3+
     jinja2
@@ -45,5 +47,7 @@ rm -f "$marker"  # written last: an interrupted build is redone
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
 # The interpreter needs triton-ascend's `triton`, not upstream's (pulled in by no one here, but check).
 "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("triton.backends.ascend") is None)'
+# bishengir-compile must be where benchmarks/npu_compiler.py looks for it.
+"$venv/bin/python" -c 'import importlib.util as u, pathlib, sys; s = u.find_spec("ascendnpuir"); sys.exit(not any((pathlib.Path(p) / "bin" / "bishengir-compile").is_file() for p in s.submodule_search_locations))'
 printf '%s\n' "$wanted" >"$marker"
 echo "npu env: $venv is ready"

@@ -13,6 +13,7 @@ from dsl.abi import Kind, Source
 from dsl.model import DType, Target
 from dsl.pipeline import SPECS, load_specs
 from dsl.plan import Grid, Pass, plan
+from dsl.targets import npu
 
 SHIPPED = sorted(load_specs(SPECS), key=lambda spec: spec.name)
 TUNING = pipeline.read_tuning()
@@ -73,38 +74,35 @@ def test_table_has_entries_only_for_the_specs_dtypes(kernel_plan):
 # -- npu -------------------------------------------------------------------------
 
 
-def tile_bytes(spec, dtype: DType, rows: int, cols: int) -> int:
-    """The unified buffer a tile holds, counted tensor by tensor: x (and r) in their dtype; for
-    16-bit inputs an fp32 working copy and the 16-bit output; the 1-byte quantized output;
-    each per-column parameter row in its dtype (and fp32 for 16-bit inputs)."""
-    size = BYTES[dtype]
-    tensors = [size] + [size] * spec.has_residual
-    if size == 2:
-        tensors += [4, 2]
-    if spec.is_quantized:
-        tensors.append(1)
-    param_rows = (spec.has_weight + spec.has_bias) * (size + (4 if size == 2 else 0))
-    return rows * cols * sum(tensors) + cols * param_rows
-
-
-def test_tile_bytes_by_hand():
-    """The counting above on two tiles worked out by hand."""
-    (add_rmsnorm,) = [s for s in SHIPPED if s.name == "add_rmsnorm"]
-    # bf16, 4 x 2048: x, r (2 + 2) + fp32 copy (4) + output (2) = 10 bytes per element, weight 2 + 4 bytes per column
-    assert tile_bytes(add_rmsnorm, DType.BF16, 4, 2048) == 4 * 2048 * 10 + 2048 * 6 == 94208
-    (layer_int8,) = [s for s in SHIPPED if s.name == "add_layernorm_int8"]
-    # fp32, 2 x 2048: x, r (4 + 4) + q (1) per element; weight and bias 4 bytes each per column
-    assert tile_bytes(layer_int8, DType.FP32, 2, 2048) == 2 * 2048 * 9 + 2048 * 8 == 53248
+def plan_bytes(figures, rows: int, cols: int) -> int:
+    """A calibrated plan's bytes: per element of the tile, per column, fixed (dsl/targets/npu.py's figures)."""
+    per_element, per_column, fixed = figures
+    return int(per_element * rows * cols + per_column * cols + fixed)
 
 
 @pytest.mark.parametrize("kernel_plan", NPU_PLANS, ids=lambda p: p.spec.name)
 def test_npu_tiles_fit_the_unified_buffer(kernel_plan):
+    """Every tile fits as the compiler plans it when space is short; multi-buffering only where the
+    plan with its copies fits outright (else the compiler falls back); ub_bytes is the most the
+    compiler plans, capped at the buffer (docs/npu/ub-plan.md holds the compiler's own figures)."""
     for e in kernel_plan.table:
-        footprint = tile_bytes(kernel_plan.spec, e.dtype, e.block_m, e.block_n)
-        assert e.ub_bytes == footprint, e
-        assert footprint <= (UB // 2 if e.multibuffer else UB), e
-        # double buffering is on exactly where two tiles fit
-        assert e.multibuffer == (2 * footprint <= UB), e
+        least, plenty, plenty_mb = npu.family(kernel_plan.spec, e.dtype, e.passes)
+        assert plan_bytes(least, e.block_m, e.block_n) <= UB, e
+        assert e.multibuffer == (plenty_mb is not None and plan_bytes(plenty_mb, e.block_m, e.block_n) <= UB), e
+        most = plenty_mb if e.multibuffer else plenty
+        expected = (
+            UB
+            if most is None
+            else min(UB, max(plan_bytes(most, e.block_m, e.block_n), plan_bytes(least, e.block_m, e.block_n)))
+        )
+        assert e.ub_bytes == expected, e
+        # the row block is the measured one (the seed's, or upstream's for the norms without a
+        # residual; by the entry's widest row and first row count), halved while the tile does not fit
+        measured = measured_block_m(kernel_plan.spec)
+        rows = measured(e.dtype, e.cols_hi if e.passes is Pass.SINGLE else e.cols_lo, e.rows_lo, e.block_n)
+        while rows > 1 and plan_bytes(least, rows, e.block_n) > UB:
+            rows //= 2
+        assert e.block_m == rows, e
 
 
 @pytest.mark.parametrize("kernel_plan", NPU_PLANS, ids=lambda p: p.spec.name)
@@ -148,6 +146,69 @@ def seed_blocks(dtype: DType, n_cols: int, n_rows: int) -> tuple[Pass, int, int]
     else:
         block_m = 8
     return passes, block_n, block_m
+
+
+def rmsnorm_block_m(dtype: DType, n_cols: int, n_rows: int, block_n: int) -> int:
+    """mojo_opset's RMSNorm inference rule (upstream-npu-norm-facts.md, section 1), the work counted
+    on the column block: rows x block_n up to 4096 -> 1, to 16384 -> 2 (4 under 1024 columns), to
+    65536 -> 4 (8), beyond the token table rounded down to a power of two; wider than 2048: 4."""
+    if n_cols > 2048:
+        return 4
+    work = n_rows * block_n
+    if work <= 4096:
+        return 1
+    if work <= 16384:
+        return 2 if n_cols >= 1024 else 4
+    if work <= 65536:
+        return 4 if n_cols >= 1024 else 8
+    return 4 if n_cols > 1024 else 8 if n_cols > 256 else 16
+
+
+def layernorm_block_m(dtype: DType, n_cols: int, n_rows: int, block_n: int) -> int:
+    """mojo_opset's LayerNorm forward rule (upstream-npu-norm-facts.md, section 2)."""
+    fp32 = dtype is DType.FP32
+    if n_cols > 8192:
+        return 8 if fp32 else 4
+    if n_cols == 8192:
+        return 1 if n_rows <= 16 else 8 if fp32 else 4
+    if 4096 <= n_cols < 8192:
+        return 1 if n_rows <= 16 else 4
+    table = ((2048, 4), (1024, 8), (512, 12))
+    for least, rows in table:
+        if n_cols >= least:
+            return rows
+    if n_cols <= 128:
+        return 32 if n_rows >= 256 else 16
+    return 18 if n_cols <= 256 else 10
+
+
+def measured_block_m(spec):
+    if spec.has_residual:
+        return lambda dtype, n_cols, n_rows, block_n: seed_blocks(dtype, n_cols, n_rows)[2]
+    return layernorm_block_m if spec.is_layer else rmsnorm_block_m
+
+
+@pytest.mark.parametrize(
+    ("op", "dtype", "n_cols", "n_rows", "block_m"),
+    [
+        ("rmsnorm", DType.BF16, 2048, 32, 4),  # upstream's benchmark shape 1x32x2048: work 65536 -> 4
+        ("rmsnorm", DType.BF16, 2048, 2, 1),  # work 4096 -> 1
+        ("rmsnorm", DType.FP32, 1000, 1000, 8),  # big work, 513-1023 wide -> 8
+        ("rmsnorm", DType.BF16, 100, 5000, 16),  # <= 128 wide -> 24 rounded down to 16
+        ("rmsnorm", DType.BF16, 8192, 64, 4),  # multi pass: 4
+        ("layernorm", DType.FP16, 128, 256, 32),  # upstream's benchmark 256x128: 32 rows
+        ("layernorm", DType.FP32, 200, 1000, 18),
+        ("layernorm", DType.BF16, 600, 1000, 12),
+        ("layernorm", DType.FP32, 8192, 16, 1),
+    ],
+)
+def test_npu_norm_tables_follow_upstream(op, dtype, n_cols, n_rows, block_m):
+    """The norms without a residual take mojo_opset's measured row blocks (where the unified buffer
+    holds them: these all fit)."""
+    (spec,) = [s for s in SHIPPED if s.name == op]
+    kernel_plan = plan(spec, Target.NPU, TUNING[Target.NPU])
+    assert lookup(kernel_plan, dtype, n_rows, n_cols).block_m == block_m
+    assert "mojo_opset" in kernel_plan.tuning_source
 
 
 def add_rmsnorm_plan(target: Target):
