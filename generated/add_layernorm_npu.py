@@ -377,7 +377,7 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_2 of _npu_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_2 of _npu_tables.py, which 6 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 BACKWARD_TABLE = runtime.DispatchTable("add_layernorm", "npu", TABLE_2)
 

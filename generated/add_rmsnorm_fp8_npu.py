@@ -18,7 +18,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_7
+from ._npu_tables import TABLE_6
 
 
 @triton.jit
@@ -204,9 +204,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_7 of _npu_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_6 of _npu_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "npu", TABLE_7)
+TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "npu", TABLE_6)
 
 # pass -> kernel
 KERNELS = {

@@ -18,7 +18,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_5, TABLE_6
+from ._npu_tables import TABLE_2, TABLE_5
 
 
 @triton.jit
@@ -325,9 +325,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_6 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_2 of _npu_tables.py, which 6 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("add_rmsnorm", "npu", TABLE_6)
+BACKWARD_TABLE = runtime.DispatchTable("add_rmsnorm", "npu", TABLE_2)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_8, TABLE_9
+from ._npu_tables import TABLE_2, TABLE_7
 
 
 @triton.jit
@@ -239,9 +239,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_8 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_7 of _npu_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_8)
+TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_7)
 
 # pass -> kernel
 KERNELS = {
@@ -273,9 +273,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_9 of _npu_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_2 of _npu_tables.py, which 6 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_9)
+BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "npu", TABLE_2)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

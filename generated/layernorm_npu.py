@@ -17,7 +17,7 @@ import triton.language as tl
 from dsl import device, runtime
 from dsl.abi import Kind, Param, Signature, Source
 
-from ._npu_tables import TABLE_10, TABLE_11
+from ._npu_tables import TABLE_2, TABLE_8
 
 
 @triton.jit
@@ -285,9 +285,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_10 of _npu_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_8 of _npu_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_10)
+TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_8)
 
 # pass -> kernel
 KERNELS = {
@@ -322,9 +322,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_11 of _npu_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_2 of _npu_tables.py, which 6 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_11)
+BACKWARD_TABLE = runtime.DispatchTable("layernorm", "npu", TABLE_2)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

@@ -175,7 +175,7 @@ def test_npu_dispatch_entries_lower_and_plan_memory(name, pool, capsys):
 def test_npu_backward_lowers_and_plans_memory(name, pool, capsys):
     """The backward kernels: every representative lowers to ttadapter, and each memory layout's
     widest tile plans in bishengir-compile with no overflow, no fallback and no more than the
-    planner's model (``dsl/targets/npu.py``, ``backward_ub_bytes``)."""
+    planner's figure (the whole buffer, ``dsl/targets/npu.py``, ``_backward_entry``)."""
     lowerings, entries, problems = plan_lowerings(name, "BACKWARD_")
     assert lowerings, f"{name}: no npu backward kernels to lower"
     planned = npu_cost.representatives(lowerings)
@@ -194,7 +194,7 @@ def test_npu_backward_lowers_and_plans_memory(name, pool, capsys):
             if outcome.plan.ub_bytes > entry.ub_bytes:
                 failures.append(
                     f"{describe(lowering)}: the compiler plans {outcome.plan.ub_bytes} UB bytes, the planner's "
-                    f"backward model only {entry.ub_bytes} (dsl/targets/npu.py, backward_ub_bytes, undercounts)"
+                    f"backward figure only {entry.ub_bytes} (dsl/targets/npu.py, _backward_entry, undercounts)"
                 )
     with capsys.disabled():
         print(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..model import DTYPE_BYTES, DType, NormSpec, Quantize, ResidualMode, Target
+from ..model import DTYPE_BYTES, DType, NormSpec, Quantize, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv
 from . import TargetRules
 
@@ -287,20 +287,6 @@ BACKWARD_MULTI_BLOCK_M = 2
 BACKWARD_TILE = 4096
 
 
-def backward_ub_bytes(spec: NormSpec, dtype: DType, rows: int, cols: int) -> int:
-    """Unified-buffer footprint of one backward tile (the model the planner budgets with).
-
-    Tiles in the input dtype: dy, s (post mode: x and r), ds (pre mode) and dx; fp32
-    working tiles: dy, s, x_hat and the gradient being formed. Per column: the weight in
-    its dtype and fp32, and the fp32 partial sums of dw (and db).
-    """
-    size = DTYPE_BYTES[dtype]
-    inputs = 2 + int(ResidualMode.POST in spec.residual) + int(ResidualMode.PRE in spec.residual)
-    per_element = (inputs + 1) * size + 4 * 4
-    per_column = (size + 4 if spec.has_weight else 0) + 4 * (int(spec.has_weight) + int(spec.has_bias))
-    return rows * cols * per_element + cols * per_column
-
-
 def _entry(spec, dtype, cols_lo, cols_hi, rows_lo, rows_hi, passes, rows, cols) -> DispatchEntry:
     # Conservative row tiles: halve the row block until the compiler can plan the tile.
     while rows > 1 and ub_least(spec, dtype, passes, rows, cols) > UB_BYTES:
@@ -323,9 +309,10 @@ def _entry(spec, dtype, cols_lo, cols_hi, rows_lo, rows_hi, passes, rows, cols) 
 
 
 def _backward_entry(spec, dtype, cols_lo, cols_hi, passes, rows, cols) -> DispatchEntry:
-    while rows > 1 and backward_ub_bytes(spec, dtype, rows, cols) > UB_BYTES:
-        rows //= 2
-    ub = backward_ub_bytes(spec, dtype, rows, cols)
+    """A backward entry with upstream's tile. Its UB is counted as the whole buffer, multi-buffering
+    off: the compiler plans these tiles at 105-194 KB (tests/test_npu_lowering.py plans each memory
+    layout's widest tile and fails on an overflow or a fallback), and no model of ours is calibrated
+    for the backward yet (a first one, counting the tiles, undercounted the compiler by up to 1.8x)."""
     return DispatchEntry(
         dtype=dtype,
         cols_lo=cols_lo,
@@ -337,8 +324,8 @@ def _backward_entry(spec, dtype, cols_lo, cols_hi, passes, rows, cols) -> Dispat
         block_n=cols,
         num_warps=1,
         grid=Grid.PERSISTENT,
-        multibuffer=ub <= UB_BYTES // 2,
-        ub_bytes=ub,
+        multibuffer=False,
+        ub_bytes=UB_BYTES,
     )
 
 
