@@ -205,3 +205,26 @@ def test_direct_custom_op_call_without_statistics_is_refused():
     y = torch.ops.normgen.rmsnorm(x, torch.ones(64), 1e-6, False)[0]
     with pytest.raises(NormgenError, match="return_rstd=True"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "add_rmsnorm", "layernorm"])
+def test_expanded_and_strided_gradients(name, cpu_path):
+    """autograd may hand the backward an expanded gradient (y.sum().backward(): stride 0) or a strided
+    one (a transposed use of y): the op copies it into rows; its gradients match a contiguous dy's."""
+    spec = SPECS[name]
+    x = torch.randn(6, 64, requires_grad=True)
+    args = [x] + ([torch.randn(6, 64)] if spec.has_residual else []) + [torch.randn(64)]
+    out = getattr(generated, name)(*args)
+    y = out[0] if spec.has_residual else out
+    y.sum().backward()  # dy = ones, expanded
+    expanded = x.grad.clone()
+    x.grad = None
+    out = getattr(generated, name)(*args)
+    y = out[0] if spec.has_residual else out
+    y.backward(torch.ones(64, 6).t())  # the same values, column-major
+    torch.testing.assert_close(x.grad, expanded, rtol=1e-5, atol=1e-6)
+    x.grad = None
+    out = getattr(generated, name)(*args)
+    y = out[0] if spec.has_residual else out
+    y.backward(torch.ones(6, 64))
+    torch.testing.assert_close(x.grad, expanded, rtol=1e-5, atol=1e-6)
