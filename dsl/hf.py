@@ -48,10 +48,9 @@ is replaced by one new module everywhere.
 
 Limits (for now):
 
-* Inference only: normgen's ops have no backward yet, and any call with grad
-  mode on and an input or parameter that requires grad raises
-  ``dsl.runtime.NormgenError``. Run the model under ``torch.no_grad()`` or
-  ``torch.inference_mode()`` (or ``model.requires_grad_(False)``).
+* Training works: the swapped norms are differentiable (their parameters are
+  the original ones, and one training step gives the original model's
+  gradients: tests/test_hf.py).
 * normgen's ops take a weight of the input's dtype. Hugging Face norms keep
   their weight in the model dtype, which is what the hidden states have; a model
   that runs a norm on activations of another dtype (say, an fp32 weight under
@@ -143,8 +142,8 @@ def swap_norms(model: torch.nn.Module) -> SwapReport:
     ``generated.LayerNorm`` holding the same parameters and eps. Norm-like
     layers that normgen cannot compute exactly as they do are left alone and
     listed in ``report.skipped`` with the reason. The model is changed only
-    after every layer has been examined. Use the model under ``torch.no_grad()``
-    or ``torch.inference_mode()``: normgen's ops have no backward yet.
+    after every layer has been examined. The model can be used for inference
+    and for training (the swapped norms have a backward).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"swap_norms takes an nn.Module, got {type(model).__name__}")
