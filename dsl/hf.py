@@ -46,11 +46,12 @@ state_dict keys; tied or shared parameters stay tied) and the same eps, and
 keep the old module's training flag. A module that appears under several names
 is replaced by one new module everywhere.
 
+The swapped model trains: the new norms are differentiable and hold the
+original parameters (one training step gives the original model's gradients:
+tests/test_hf.py).
+
 Limits (for now):
 
-* Training works: the swapped norms are differentiable (their parameters are
-  the original ones, and one training step gives the original model's
-  gradients: tests/test_hf.py).
 * normgen's ops take a weight of the input's dtype. Hugging Face norms keep
   their weight in the model dtype, which is what the hidden states have; a model
   that runs a norm on activations of another dtype (say, an fp32 weight under
