@@ -7,13 +7,17 @@ input set (outside the timing) and then its backward, ``torch.autograd.grad``
 of the op's outputs, under the profiler: device time per call is the sum of
 the device time of every kernel the backward ran (the weight-gradient sums
 included), over ``CALLS`` calls, median of ``REPS`` repeats. Forward+backward
-is timed the same way. GB/s count the bytes a backward must move (read dy, ds in
-pre mode, what the forward normalized: s, or x and r in post mode; write dx; the
-weight, dw, db and the statistics), and the fraction is of the device-to-device
-copy bandwidth measured in the same run. The gradients of every impl are
-checked against torch autograd of the same formula on the inputs upcast to fp32
-(largest error relative to the largest gradient, within TOLERANCE). Writes backward.json and
-backward.md to --out. Needs a CUDA GPU; quack is not included (see the README).
+is timed the same way. GB/s count the bytes a backward must move (read dy, ds
+in pre mode, what the forward normalized: s, or x and r in post mode; write
+dx; the weight, dw, db and the statistics), and the fraction is of the
+device-to-device copy bandwidth measured in the same run (post mode counts x
+and r, which normgen's backward reads because its forward writes no s; a peer
+that saves s moves less). The gradients of every impl are checked against torch
+autograd of the same formula on the inputs upcast to fp32 (largest error
+relative to the largest gradient, within TOLERANCE). Writes backward.json,
+backward.md and, with matplotlib, backward.png to --out; ``--plot
+RUN/backward.json --out DIR`` redraws the plot of an earlier run. Needs a CUDA
+GPU for the measurements; quack is not included (see the README).
 """
 
 from __future__ import annotations
@@ -142,13 +146,51 @@ def table(rows: list[dict], copy_gbps: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict, path: Path) -> bool:
+    """Backward fraction of copy bandwidth per shape, one panel per op (and mode), one bar per impl."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return False
+    copy = results["environment"]["copy_gbps"]
+    rows = [r for r in results["results"] if "bwd_us" in r]
+    panels = sorted({(r["op"], r["mode"]) for r in rows}, key=lambda p: (OPS.index(p[0]) if p[0] in OPS else 9, p[1]))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False, sharey=True)
+    for axis, (op, mode) in zip(axes[0], panels, strict=True):
+        mine = [r for r in rows if r["op"] == op and r["mode"] == mode]
+        shapes = sorted({(r["rows"], r["cols"]) for r in mine}, key=lambda s: s[0] * s[1])
+        for i, impl in enumerate(IMPLS):
+            values = {(r["rows"], r["cols"]): r["gbps"] / copy for r in mine if r["impl"] == impl}
+            xs = [j + (i - 1.5) * 0.2 for j in range(len(shapes))]
+            axis.bar(xs, [values.get(shape, 0.0) for shape in shapes], width=0.2, label=impl)
+        axis.set_xticks(range(len(shapes)), [f"{r}×{c}" for r, c in shapes], rotation=60, fontsize=7)
+        axis.set_title(f"{op}" + ("" if mode == "-" else f" ({mode})"), fontsize=9)
+        axis.axhline(0.85, color="grey", linewidth=0.6, linestyle="--")
+    axes[0][0].set_ylabel("backward: fraction of copy bandwidth")
+    axes[0][0].legend(fontsize=7)
+    env = results["environment"]
+    figure.suptitle(f"Backward, {env['device']}, {env['date']}, bf16 (dashed: 0.85 of copy)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--dtypes", default="bf16")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--plot", type=Path, help="plot an earlier run's backward.json into --out (no GPU needed)")
     args = parser.parse_args(argv)
+    if args.plot:
+        args.out.mkdir(parents=True, exist_ok=True)
+        return 0 if plot(json.loads(args.plot.read_text()), args.out / "backward.png") else 1
     if not torch.cuda.is_available():
         print("benchmarks.backward needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -185,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         results, copy["gbps"]
     )
     (args.out / "backward.md").write_text(text)
+    plot({"environment": env, "results": results}, args.out / "backward.png")
     print(text)
     return 0
 
