@@ -49,8 +49,9 @@ def backward_bytes(op: str, mode: str, rows: int, cols: int, elem: int) -> int:
     return elem * rows * cols * tensors + params + rows * 4 * (1 + spec.bias)
 
 
-def prepare(impl: str, op: str, mode: str, inputs: tuple, grad_seed: int):
-    """(forward closure, outputs, leaves, grads) of one input set for one impl."""
+def prepare(impl: str, op: str, mode: str, inputs: tuple, grad_seed: int, grad_dtype=None):
+    """(forward closure, outputs, leaves, grads) of one input set for one impl; the grads are drawn in
+    ``grad_dtype`` (default: the outputs') and then held in the outputs' dtype."""
     fn = ops.MAKERS[impl](op, mode)
     leaves = [t.detach().requires_grad_() for t in inputs if t is not None]
     args, it = [], iter(leaves)
@@ -62,7 +63,10 @@ def prepare(impl: str, op: str, mode: str, inputs: tuple, grad_seed: int):
         return outs[:2] if mode == "pre" else outs[:1]  # post: the residual out is y itself
 
     outs = forward()
-    grads = [torch.randn(o.shape, device="cuda", generator=_gen(grad_seed)).to(o.dtype) for o in outs]
+    grads = [
+        torch.randn(o.shape, device="cuda", generator=_gen(grad_seed)).to(grad_dtype or o.dtype).to(o.dtype)
+        for o in outs
+    ]
     return forward, outs, leaves, grads
 
 
@@ -79,9 +83,7 @@ def device_us(run, n: int) -> float:
 def reference_grads(op: str, mode: str, inputs: tuple) -> list:
     """The check: torch autograd of the eager formula on fp32 copies of the inputs (same dy, ds as prepare)."""
     upcast = tuple(t.float() if t is not None else None for t in inputs)
-    _, outs, leaves, grads = prepare("torch", op, mode, upcast, 0)
-    dtype = inputs[0].dtype
-    grads = [torch.randn(o.shape, device="cuda", generator=_gen(0)).to(dtype).float() for o in outs]
+    _, outs, leaves, grads = prepare("torch", op, mode, upcast, 0, grad_dtype=inputs[0].dtype)
     return list(torch.autograd.grad(outs, leaves, grads))
 
 

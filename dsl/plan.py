@@ -227,16 +227,18 @@ def writes_residual_out(spec: NormSpec, mode: ResidualMode | None) -> bool:
 # The forward kernels' ABI
 
 
+def tensor(prefix: str, source: Source, element: str, strided: bool, optional: bool = False) -> list[Param]:
+    """A tensor's kernel parameters: its pointer, and its row stride where it has rows."""
+    params = [Param(f"{prefix}_ptr", Kind.POINTER, source, element=element, optional=optional)]
+    if strided:
+        params.append(Param(f"{prefix}_row_stride", Kind.ROW_STRIDE, source, launch_key=True))
+    return params
+
+
 def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
     """The forward kernels' parameters: tensors, scalars, the call's switches, the launcher's constexprs."""
     stats = "x" if spec.casting is Casting.NONE else "fp32"
     out = QUANT_STORAGE_TOKEN[spec.quantize] if spec.is_quantized else "x"
-
-    def tensor(prefix: str, source: Source, element: str, strided: bool, optional: bool = False) -> list[Param]:
-        params = [Param(f"{prefix}_ptr", Kind.POINTER, source, element=element, optional=optional)]
-        if strided:
-            params.append(Param(f"{prefix}_row_stride", Kind.ROW_STRIDE, source, launch_key=True))
-        return params
 
     params = tensor("X", Source.X, "x", True)
     if spec.has_residual:
@@ -284,12 +286,6 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
     partial sums, one row per program, that the op sums."""
     stats = "x" if spec.casting is Casting.NONE else "fp32"
     has_pre, has_post = ResidualMode.PRE in spec.residual, ResidualMode.POST in spec.residual
-
-    def tensor(prefix: str, source: Source, element: str, strided: bool, optional: bool = False) -> list[Param]:
-        params = [Param(f"{prefix}_ptr", Kind.POINTER, source, element=element, optional=optional)]
-        if strided:
-            params.append(Param(f"{prefix}_row_stride", Kind.ROW_STRIDE, source, launch_key=True))
-        return params
 
     params = tensor("DY", Source.GRAD_OUT, "x", True)
     if has_pre:

@@ -30,6 +30,22 @@ else:
     GPU_SKIP = "TRITON_INTERPRET=1 is set: kernels run in the CPU interpreter; unset it to run the gpu tests"
 
 
+@pytest.fixture(params=["interpreter", "reference"])
+def cpu_path(request, monkeypatch):
+    """Run CPU tensors through the kernels in the interpreter, or through the generated reference."""
+    if request.param == "interpreter" and not runtime.INTERPRET:
+        pytest.skip("needs TRITON_INTERPRET=1 (the CPU interpreter)")
+    if request.param == "reference":
+        monkeypatch.setattr(runtime, "INTERPRET", False)
+    return request.param
+
+
+@pytest.fixture
+def reference_path(monkeypatch):
+    """CPU tensors run the generated reference (what a CPU user gets), not the kernels in the interpreter."""
+    monkeypatch.setattr(runtime, "INTERPRET", False)
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason=GPU_SKIP)
     for item in items:

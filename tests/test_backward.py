@@ -26,7 +26,7 @@ import generated
 from dsl import runtime
 from dsl.checks import NormgenError
 
-from .cases import DTYPES, SPECS, leading_shape, make_activation
+from .cases import DTYPES, SPECS, leading_shape, make_activation, modes
 
 DIFFERENTIABLE = sorted(name for name, spec in SPECS.items() if spec.has_backward)
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}  # relative to the largest gradient
@@ -114,7 +114,7 @@ def _multi_width(name) -> int:
 
 
 def _modes(name):
-    return [m.value for m in SPECS[name].residual] or [None]
+    return modes(SPECS[name])
 
 
 def _cpu_cases():
@@ -126,15 +126,6 @@ def _cpu_cases():
         cases += [(name, "fp16", 64, 4, "3d", mode), (name, "fp32", 96, 3, "strided", _modes(name)[0])]
         cases += [(name, "fp32", _multi_width(name), 3, "2d", mode), (name, "bf16", 128, 0, "2d", _modes(name)[0])]
     return cases
-
-
-@pytest.fixture(params=["interpreter", "reference"])
-def cpu_path(request, monkeypatch):
-    if request.param == "interpreter" and not runtime.INTERPRET:
-        pytest.skip("needs TRITON_INTERPRET=1 (the CPU interpreter)")
-    if request.param == "reference":
-        monkeypatch.setattr(runtime, "INTERPRET", False)
-    return request.param
 
 
 @pytest.mark.parametrize("name,dtype,width,rows,layout,mode", _cpu_cases())

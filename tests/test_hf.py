@@ -28,8 +28,9 @@ import pytest
 import torch
 
 import generated
-from dsl import runtime
 from dsl.hf import swap_norms
+
+pytestmark = pytest.mark.usefixtures("reference_path")  # CPU tensors run the generated reference (conftest.py)
 
 transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed (it is in the test extra: pip install -e '.[test]')"
@@ -66,12 +67,6 @@ ARCHS = {
     "gpt2": ("GPT2Config", _GPT2, "LayerNorm", "LayerNorm", 5, False),
 }
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]
-
-
-@pytest.fixture(autouse=True)
-def reference_path(monkeypatch):
-    """CPU tensors run the generated reference (what a CPU user gets), not the kernels in the interpreter."""
-    monkeypatch.setattr(runtime, "INTERPRET", False)
 
 
 def tiny_model(arch, dtype, device="cpu"):

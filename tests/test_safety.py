@@ -26,16 +26,6 @@ from .cases import SPECS, call, make_inputs
 needs_interpreter = pytest.mark.skipif(not runtime.INTERPRET, reason="needs TRITON_INTERPRET=1 (the CPU interpreter)")
 
 
-@pytest.fixture(params=["interpreter", "reference"])
-def cpu_path(request, monkeypatch):
-    """Run CPU tensors through the kernels in the interpreter, or through the generated reference."""
-    if request.param == "interpreter" and not runtime.INTERPRET:
-        pytest.skip("needs TRITON_INTERPRET=1 (the CPU interpreter)")
-    if request.param == "reference":
-        monkeypatch.setattr(runtime, "INTERPRET", False)
-    return request.param
-
-
 def _inputs(name, device="cpu", dtype=torch.float32, rows=3, width=128):
     return make_inputs(SPECS[name], rows, width, dtype, device, "2d")
 

@@ -15,14 +15,9 @@ import pytest
 import torch
 
 import generated
-from dsl import runtime
 
+pytestmark = pytest.mark.usefixtures("reference_path")  # CPU tensors run the generated reference (conftest.py)
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-
-
-@pytest.fixture(autouse=True)
-def reference_on_cpu(monkeypatch):
-    monkeypatch.setattr(runtime, "INTERPRET", False)
 
 
 class TorchAddRMSNorm(torch.nn.Module):

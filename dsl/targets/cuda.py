@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..model import DTYPE_BYTES, Casting, DType, NormSpec, Target
+from ..model import DTYPE_BYTES, Casting, DType, NormSpec, ResidualMode, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv, next_pow2
 from . import TargetRules
 
@@ -66,7 +66,7 @@ def backward_stages(spec: NormSpec, dtype: DType, block_m: int, block_n: int, pa
     against one stage), else as many as fit; the multi-pass kernel's loads are in its inner loops."""
     if passes is Pass.MULTI:
         return 1
-    loaded = 2 + ("post" in [m.value for m in spec.residual]) + ("pre" in [m.value for m in spec.residual])
+    loaded = 2 + (ResidualMode.POST in spec.residual) + (ResidualMode.PRE in spec.residual)
     per_stage = block_m * block_n * DTYPE_BYTES[dtype] * loaded
     return max(1, min(3, SHARED_BYTES // per_stage))
 
