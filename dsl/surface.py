@@ -515,8 +515,11 @@ class Op:
         env += [ds_given, bias_given, True, False, x.dtype]
         device = x.get_device()
         programs = launcher.programs(key(env), device)
-        # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below
-        partials = torch.empty((params, programs, n_cols), dtype=torch.float32, device=x.device) if params else None
+        # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below;
+        # on cuda a single-pass grid of one program writes the gradients themselves
+        final = target == "cuda" and programs == 1 and launcher.single_pass(key(env), device)
+        shape = (params, n_cols) if final else (params, programs, n_cols)
+        partials = torch.empty(shape, dtype=x.dtype if final else torch.float32, device=x.device) if params else None
         if weight is not None:
             partial_dw = partials[0]
         if bias_given:
@@ -528,9 +531,11 @@ class Op:
                 aligned |= t.data_ptr()
         launcher(key(env), aligned & 15 == 0, device, args(env))
         # the programs' partial sums, added in a fixed order: deterministic run to run
-        if not params:
-            return [dx]
+        if not params or final:
+            return [dx, partials] if params else [dx]
         # one tensor for dw and db: a custom op's outputs may not be views of one another
+        if target == "cuda":
+            return [dx, runtime.sum_partials(partials, x.dtype)]
         return [dx, (partials[:, 0] if programs == 1 else partials.sum(1)).to(x.dtype)]
 
     def _reference_backward(self, dy, ds, x, residual, weight, eps, bias_given, norm_pos) -> list:
