@@ -128,7 +128,7 @@ def _cpu_cases():
         # one row: a grid of one program, which writes dw (db) itself on cuda; 37 rows of 1000:
         # several row tiles, so several programs whose partial sums are added up
         cases += [(name, "bf16", 111, 1, "2d", mode), (name, "bf16", 1000, 37, "2d", mode)]
-        # rows wider than 8192 in one tile read w per tile (cuda; layer norm: its multi-pass kernel)
+        # rows wider than 8192 in one tile read w per tile (cuda)
         cases += [(name, "fp32", 12000, 3, "2d", mode)]
     return cases
 

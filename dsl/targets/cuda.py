@@ -24,10 +24,11 @@ ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
 # Backward launch configs, from sweeps of (rows per tile, warps, programs per SM, loop stages) on an
 # H200 in bf16 (rmsnorm, add_rmsnorm pre and post, layernorm; 512-16384 columns, 32-65536 rows;
 # 2026-11-26): one program per SM (its partial sums are then one row per SM, which the sum kernel
-# adds up quickest) at 1024 columns and more; a row in one tile up to BACKWARD_SINGLE_PASS columns
-# (layer norm: up to 8192), column loops of BACKWARD_MULTI_BLOCK_N beyond.
+# adds up quickest) at 1024 columns and more; no pipelining below BACKWARD_PIPELINE_ROWS rows (1.5-1.8
+# against 2.2-2.5 µs at 1×4096); a row in one tile up to BACKWARD_SINGLE_PASS columns (layer norm
+# too: 111 against 144 µs at 2048×16384), column loops of BACKWARD_MULTI_BLOCK_N beyond.
 BACKWARD_SINGLE_PASS = 16384
-BACKWARD_SINGLE_PASS_LAYER = 8192
+BACKWARD_PIPELINE_ROWS = 512
 BACKWARD_MULTI_BLOCK_N = 4096
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
@@ -155,29 +156,31 @@ class CudaRules(TargetRules):
 
     def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         entries = []
-        single = BACKWARD_SINGLE_PASS_LAYER if spec.is_layer else BACKWARD_SINGLE_PASS
+        rows = ((1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None))
         for dtype in spec.dtypes:
-            for cols_lo, cols_hi, passes, block_n in buckets(single, BACKWARD_MULTI_BLOCK_N):
+            for cols_lo, cols_hi, passes, block_n in buckets(BACKWARD_SINGLE_PASS, BACKWARD_MULTI_BLOCK_N):
                 block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
-                entries.append(
-                    DispatchEntry(
-                        dtype=dtype,
-                        cols_lo=cols_lo,
-                        cols_hi=cols_hi,
-                        rows_lo=1,
-                        rows_hi=None,
-                        passes=passes,
-                        block_m=block_m,
-                        block_n=block_n,
-                        num_warps=num_warps,
-                        grid=Grid.PERSISTENT,
-                        multibuffer=False,
-                        ub_bytes=0,
-                        programs_per_core=per_core,
-                        min_tiles=min_tiles,
-                        stages=backward_stages(spec, dtype, block_m, block_n, most),
+                stages = backward_stages(spec, dtype, block_m, block_n, most)
+                for rows_lo, rows_hi in rows if stages > 1 else ((1, None),):
+                    entries.append(
+                        DispatchEntry(
+                            dtype=dtype,
+                            cols_lo=cols_lo,
+                            cols_hi=cols_hi,
+                            rows_lo=rows_lo,
+                            rows_hi=rows_hi,
+                            passes=passes,
+                            block_m=block_m,
+                            block_n=block_n,
+                            num_warps=num_warps,
+                            grid=Grid.PERSISTENT,
+                            multibuffer=False,
+                            ub_bytes=0,
+                            programs_per_core=per_core,
+                            min_tiles=min_tiles,
+                            stages=stages if rows_lo > 1 else 1,
+                        )
                     )
-                )
         return tuple(entries)
 
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:
