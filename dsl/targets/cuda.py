@@ -25,9 +25,12 @@ ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
 # H200 in bf16 (rmsnorm, add_rmsnorm pre and post, layernorm; 512-16384 columns, 32-65536 rows;
 # 2026-11-26): one program per SM (its partial sums are then one row per SM, which the sum kernel
 # adds up quickest) at 1024 columns and more; no pipelining below BACKWARD_PIPELINE_ROWS rows (1.5-1.8
-# against 2.2-2.5 µs at 1×4096); a row in one tile up to BACKWARD_SINGLE_PASS columns (layer norm
-# too: 111 against 144 µs at 2048×16384), column loops of BACKWARD_MULTI_BLOCK_N beyond.
+# against 2.2-2.5 µs at 1×4096); a row in one tile up to BACKWARD_SINGLE_PASS columns, column loops
+# of BACKWARD_MULTI_BLOCK_N beyond. Layer norm in fp16 and fp32 loops beyond 8192 columns: at
+# 2048×16384 one tile took 961 and 933 µs (its dw and db sums spill), the loops 149 and 241; in
+# bf16 one tile is the faster (117 against 144 µs).
 BACKWARD_SINGLE_PASS = 16384
+BACKWARD_SINGLE_PASS_LAYER = {DType.BF16: 16384, DType.FP16: 8192, DType.FP32: 8192}
 BACKWARD_PIPELINE_ROWS = 512
 BACKWARD_MULTI_BLOCK_N = 4096
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
@@ -158,7 +161,8 @@ class CudaRules(TargetRules):
         entries = []
         rows = ((1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None))
         for dtype in spec.dtypes:
-            for cols_lo, cols_hi, passes, block_n in buckets(BACKWARD_SINGLE_PASS, BACKWARD_MULTI_BLOCK_N):
+            single = BACKWARD_SINGLE_PASS_LAYER[dtype] if spec.is_layer else BACKWARD_SINGLE_PASS
+            for cols_lo, cols_hi, passes, block_n in buckets(single, BACKWARD_MULTI_BLOCK_N):
                 block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
                 stages = backward_stages(spec, dtype, block_m, block_n, most)
                 for rows_lo, rows_hi in rows if stages > 1 else ((1, None),):
