@@ -226,7 +226,9 @@ def test_expanded_and_strided_gradients(name, cpu_path):
     torch.testing.assert_close(x.grad, expanded, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("params,programs,cols", [(1, 1, 7), (2, 65, 33), (1, 130, 64), (2, 3, 100)])
+@pytest.mark.parametrize(
+    "params,programs,cols", [(1, 1, 7), (2, 65, 33), (1, 130, 64), (2, 3, 100), (1, 600, 20), (2, 9, 8200)]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sum_partials(params, programs, cols, dtype):
     """The cuda backward's sum of the programs' partial dw/db rows (dsl/device.py sum_partials):
