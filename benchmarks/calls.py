@@ -18,11 +18,13 @@ from benchmarks import timing
 EPS = 1e-6
 
 
-def make_call(op: str, mode: str, rows: int, cols: int, dtype: str, device, seed: int = 0) -> dict:
+def make_call(
+    op: str, mode: str, rows: int, cols: int, dtype: str, device, seed: int = 0, target: str = "cuda"
+) -> dict:
     """Tensors by ABI source, the call's arguments (kernel order) and launch key, built from the ABI."""
     from dsl.abi import Kind, Source
 
-    abi = importlib.import_module(f"generated.{op}_cuda").ABI
+    abi = importlib.import_module(f"generated.{op}_{target}").ABI
     torch_dtype = timing.DTYPES[dtype]
     elements = {"x": torch_dtype, "fp32": torch.float32, "int8": torch.int8, "uint8": torch.uint8}
     generator = torch.Generator().manual_seed(seed)
@@ -74,11 +76,14 @@ def check(op: str, spec, call: dict, mode: str) -> None:
         raise ValueError(f"{op} {mode}: {', '.join(problems)} differ from the generated reference")
 
 
-def launcher_for(op: str, dtype: str, passes: str, block_m: int, block_n: int, num_warps: int, grid: str):
-    """A runtime.Launcher of the op's cuda kernels whose one table entry covers every shape with this config."""
+def launcher_for(
+    op: str, dtype: str, passes: str, block_m: int, block_n: int, num_warps: int, grid: str, target: str = "cuda",
+    multibuffer: bool = False,
+):  # fmt: skip
+    """A runtime.Launcher of the op's kernels on a target whose one table entry covers every shape with this config."""
     from dsl import runtime
 
-    module = importlib.import_module(f"generated.{op}_cuda")
-    entry = runtime.Entry(dtype, 1, None, 1, None, passes, block_m, block_n, num_warps, grid, False, 0)
-    table = runtime.DispatchTable(op, "cuda", (entry,))
-    return runtime.Launcher(table, module.KERNELS, module.ABI, "cuda", dict(module.LAUNCHER.options))
+    module = importlib.import_module(f"generated.{op}_{target}")
+    entry = runtime.Entry(dtype, 1, None, 1, None, passes, block_m, block_n, num_warps, grid, multibuffer, 0)
+    table = runtime.DispatchTable(op, target, (entry,))
+    return runtime.Launcher(table, module.KERNELS, module.ABI, target, dict(module.LAUNCHER.options))

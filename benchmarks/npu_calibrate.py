@@ -1,7 +1,9 @@
 """Fit the npu planner's unified-buffer model (``dsl/targets/npu.py``, ``FAMILIES``) to Ascend's compiler.
 
-    python -m benchmarks.npu_calibrate --survey [--ops a,b]   plan tiles, append to docs/npu/ub-survey.jsonl
+    python -m benchmarks.npu_calibrate --survey [--ops a,b] [--passes P] [--mode M]
+                                                              plan tiles, append to docs/npu/ub-survey.jsonl
     python -m benchmarks.npu_calibrate --from-ub-plan         append docs/npu/ub-plan.md's plans to the survey
+    python -m benchmarks.npu_calibrate --wide [--ops a,b]     plan single-pass tiles wider than 2048, append
     python -m benchmarks.npu_calibrate                        fit the survey, print FAMILIES
 
 Runs in the triton-ascend venv (``bash scripts/npu_env.sh``). The survey lowers,
@@ -40,7 +42,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SURVEY = ROOT / "docs" / "npu" / "ub-survey.jsonl"
 UB = 192 * 1024
-REACH = ((1, 2048), (4, 2048), (8, 2048), (16, 2048), (16, 1024), (32, 128), (32, 512))
 
 
 def _plan_both(lowering):
@@ -63,7 +64,7 @@ def _plan_both(lowering):
     return None, found
 
 
-def survey(ops: list[str], out: Path) -> None:
+def survey(ops: list[str], out: Path, passes: str | None = None, pre: bool | None = None) -> None:
     import concurrent.futures
     import multiprocessing
     import os
@@ -79,6 +80,8 @@ def survey(ops: list[str], out: Path) -> None:
         groups: dict[tuple, dict[int, tuple]] = collections.defaultdict(dict)
         for lowering, entry in lowerings.items():
             c = dict(lowering.constants)
+            if (passes and entry.passes != passes) or (pre is not None and c.get("PRE") is not pre):
+                continue
             switches = tuple(
                 (k, v) for k, v in lowering.constants if k.isupper() and not k.startswith(("BLOCK", "EVEN"))
             )
@@ -104,6 +107,54 @@ def survey(ops: list[str], out: Path) -> None:
                 line.update(pre=c.get("PRE"), error=error and error[:200], **(plans or {}))
                 file.write(json.dumps(line) + "\n")
         print(f"{op}: {len(chosen)} kernels planned", file=sys.stderr)
+
+
+# Single-pass tiles wider than the seed's 2048 columns (the candidates of dsl/tuning/npu.json).
+WIDE_TILES = ((1, 3072), (4, 3072), (1, 4096), (2, 4096), (4, 4096), (1, 6144), (2, 6144), (1, 8192), (2, 8192))
+# The tiles a table may hold besides the surveyed ones (the least line is the highest over them all);
+# the unquantized kernels' tables hold single-pass tiles wider than 2048 too (dsl/tuning/npu.json).
+REACH = ((1, 2048), (4, 2048), (8, 2048), (16, 2048), (16, 1024), (32, 128), (32, 512))
+
+
+def wide_survey(ops: list[str], out: Path, tiles=WIDE_TILES) -> None:
+    """Plan single-pass tiles wider than 2048 columns: each op's widest single-pass kernel (masks on,
+    every switch and residual mode) with its BLOCK_M and BLOCK_N replaced by each of ``tiles``."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+    import tempfile
+
+    from benchmarks import npu_compiler as compiler
+    from benchmarks.npu_cost import npu_ops
+
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("NORMGEN_INTERPRET_TARGET", "npu")
+    chosen = []
+    for op in npu_ops(ops):
+        lowerings, _, _ = compiler.plan_lowerings(op)
+        widest: dict[tuple, tuple] = {}
+        for lowering, entry in lowerings.items():
+            c = dict(lowering.constants)
+            if entry.passes != "single" or c["EVEN_M"] or c["EVEN_N"]:
+                continue
+            group = (entry.dtype, c.get("PRE"))
+            if group not in widest or c["BLOCK_N"] > widest[group][0]:
+                widest[group] = (c["BLOCK_N"], lowering)
+        for (dtype, pre), (_, lowering) in sorted(widest.items(), key=str):
+            for rows, cols in tiles:
+                c = dict(lowering.constants) | {"BLOCK_M": rows, "BLOCK_N": cols}
+                chosen.append(((op, dtype, rows, cols, pre), lowering._replace(constants=tuple(c.items()))))
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        2, mp_context=context, initializer=compiler.start_worker, initargs=(tempfile.mkdtemp(),)
+    ) as pool:
+        results = list(pool.map(_plan_both, [lowering for _, lowering in chosen]))
+    with out.open("a") as file:
+        for ((op, dtype, rows, cols, pre), _), (error, plans) in zip(chosen, results, strict=True):
+            line = dict(op=op, dtype=dtype, passes="single", rows=rows, cols=cols, pre=pre)
+            line.update(error=error and error[:200], **(plans or {}))
+            file.write(json.dumps(line) + "\n")
+    print(f"{len(chosen)} wide single-pass kernels planned", file=sys.stderr)
 
 
 def from_ub_plan(out: Path) -> int:
@@ -170,7 +221,7 @@ def fit(survey_file: Path) -> dict:
         tile, cols, value = columns(found)
         return per_element[..., None] * tile + per_column[..., None] * cols, value
 
-    def highest_below(below, above):
+    def highest_below(below, above, reach_tiles=REACH):
         if not below:  # no plan fitted: the lowest line through what the compiler said it needs
             return lowest_above(above, [])
         base, value = lines(below)
@@ -179,7 +230,7 @@ def fit(survey_file: Path) -> dict:
         feasible = (base_over + fixed[..., None] >= value_over).all(-1)
         # Of the feasible lines, the one highest over the tiles a table can hold (up to 16 rows
         # of 2048 and 32 of 128) besides the surveyed ones: beyond the survey, the steepest guess.
-        reach, _ = lines([(rows, cols, 0) for rows, cols in REACH] + list(below) + list(above))
+        reach, _ = lines([(rows, cols, 0) for rows, cols in reach_tiles] + list(below) + list(above))
         score = np.where(feasible, (reach + fixed[..., None]).sum(-1), -np.inf)
         i, j = np.unravel_index(np.argmax(score), score.shape)
         return float(per_element[i, 0]), float(per_column[0, j]), int(np.floor(fixed[i, j]))
@@ -199,7 +250,9 @@ def fit(survey_file: Path) -> dict:
     # Quantized kernels: no plenty figures (dsl/targets/npu.py says why).
     return {
         key: (
-            highest_below(p["off"], p["least_over"]),
+            highest_below(
+                p["off"], p["least_over"], REACH + (WIDE_TILES if key[0] == "none" and key[4] == "single" else ())
+            ),
             None if key[0] != "none" else lowest_above(p["off"], p["off_over"]),
             None if key[0] != "none" else lowest_above(p["on"], p["on_over"]),
         )
@@ -211,11 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--survey", action="store_true", help="plan tiles of the current tables (appends)")
     parser.add_argument("--from-ub-plan", action="store_true", help="append docs/npu/ub-plan.md to the survey")
+    parser.add_argument("--wide", action="store_true", help="plan single-pass tiles wider than 2048 (appends)")
+    parser.add_argument("--passes", choices=["single", "multi"], help="--survey: only this pass's kernels")
+    parser.add_argument("--mode", choices=["pre", "post"], help="--survey: only this residual mode's kernels")
     parser.add_argument("--ops", help="comma-separated ops (default: every shipped op with the npu target)")
     parser.add_argument("--file", type=Path, default=SURVEY)
     args = parser.parse_args(argv)
     if args.survey:
-        survey(args.ops.split(",") if args.ops else None, args.file)
+        pre = {"pre": True, "post": False}.get(args.mode or "")
+        survey(args.ops.split(",") if args.ops else None, args.file, args.passes, pre)
+        return 0
+    if args.wide:
+        wide_survey(args.ops.split(",") if args.ops else None, args.file)
         return 0
     if args.from_ub_plan:
         print(f"{from_ub_plan(args.file)} plans appended to {args.file}", file=sys.stderr)

@@ -44,6 +44,8 @@ UB_PLAN = ROOT / "docs" / "npu" / "ub-plan.md"
 COST = ROOT / "docs" / "npu" / "cost.md"
 # The seed PR's measured shapes (shared/seed/npu-add-rmsnorm-pr.txt), and the issue's width 4096 at 8 rows.
 SEED_SHAPES = ((8, 8192), (16, 4096), (32, 128), (32, 2048), (128, 128), (128, 2048), (256, 512), (1024, 1024))
+# Wider than any single-pass tile: the column loop (the seed's multi-pass kernel's structure).
+WIDE_SHAPES = ((8, 16384),)
 
 
 # ----------------------------------------------------------------------------
@@ -250,7 +252,7 @@ def cost_lowerings(ops: list[str]) -> list[tuple]:
             modes = ("pre",) if any(p.source is Source.RESIDUAL_OUT for p in abi.call) else ("post",)
         dtypes = ("fp32", "fp16", "bf16") if op == "add_rmsnorm" else ("bf16",)
         for dtype in dtypes:
-            for rows, cols in SEED_SHAPES:
+            for rows, cols in SEED_SHAPES + WIDE_SHAPES:
                 kernel, _, decided, entry = module.LAUNCHER.decide(dtype, rows, cols, 0)
                 signature = tuple(
                     (p.name, compiler.signature_type(p, dtype)) for p in abi.call if p.kind is not Kind.CONSTEXPR
@@ -269,6 +271,19 @@ def cost_lowerings(ops: list[str]) -> list[tuple]:
     return cases
 
 
+# The seed kernel's (mojo_opset PR #367, fused-add RMSNorm) tile loads and stores per element: one pass
+# up to 2048 columns reads x and r and writes y (and s in pre mode); beyond, its first sweep reads x and
+# r (and writes s in pre mode), its second reads s back (pre) or x and r again (post) and writes y
+# (shared/seed/upstream-npu-norm-facts.md, section 2, STORE_S).
+SEED_OPS = ("add_rmsnorm", "gemma_add_rmsnorm")
+
+
+def seed_accesses(mode: str, n_cols: int) -> int:
+    if n_cols <= 2048:
+        return 4 if mode == "pre" else 3
+    return 5
+
+
 def write_cost(ops: list[str], out: Path) -> int:
     from benchmarks.ops import bytes_moved
     from dsl.model import DTYPE_BYTES, DType
@@ -280,7 +295,7 @@ def write_cost(ops: list[str], out: Path) -> int:
         shape = f"{n_rows}×{n_cols}"
         if error or plan.verdict != "ok":
             failures += 1
-            rows.append(f"| {op} | {dtype} | {mode} | {shape} | {entry.passes} | failed | | | | | | |")
+            rows.append(f"| {op} | {dtype} | {mode} | {shape} | {entry.passes} | failed | | | | | | | |")
             print(f"{op} {dtype} {mode} {shape}: {error or plan.detail}", file=sys.stderr)
             continue
         constants = dict(lowering.constants)
@@ -292,9 +307,11 @@ def write_cost(ops: list[str], out: Path) -> int:
         minimum -= (2 if "B_ptr" in dict(lowering.signature) else 1) * n_cols * elem  # the weight rows: left out
         minimum -= 4 * n_rows if "SCALE_ptr" in dict(lowering.signature) else 0
         casts = vector.get("vcast", 0)
+        seed = f"{seed_accesses(mode, n_cols) * elem}" if op in SEED_OPS else "—"
         rows.append(
             f"| {op} | {dtype} | {mode} | {shape} | {entry.passes} {constants['BLOCK_M']}×{constants['BLOCK_N']} "
-            f"| {gm_bytes / tile:.3g} | {minimum / (n_rows * n_cols):.3g} | {tile_loads + tile_stores} | {loads} "
+            f"| {gm_bytes / tile:.3g} | {seed} | {minimum / (n_rows * n_cols):.3g} | {tile_loads + tile_stores} "
+            f"| {loads} "
             f"| {sum(vector.values())} ({casts}) | {plan.ub_bytes} | {'on' if entry.multibuffer else 'off'} |"
         )
     text = COST_HEADER.format(date=datetime.date.today().isoformat()) + "\n".join(rows) + "\n"
@@ -311,11 +328,17 @@ Written by `python -m benchmarks.npu_cost` (triton-ascend 3.2.0, ascendnpu-ir
 counts in the compiler's planned IR (after `hivm-plan-memory`) of the kernel the
 launcher picks for each shape (its unmasked specialization: masks change the
 transfers' sizes, not the operations), not times. Shapes: the seed PR's
-(`shared/seed/npu-add-rmsnorm-pr.txt`); every dtype for add_rmsnorm, bf16 for the
-other ops; every optional input and store on.
+(`shared/seed/npu-add-rmsnorm-pr.txt`) and 8×16384 (wider than any single-pass
+tile: the column loop); every dtype for add_rmsnorm, bf16 for the other ops;
+every optional input and store on.
 
 * **GM B/elem**: bytes moved by the steady-state loops' tile loads and stores
-  (loops that move a row tile), per tile element; **min**: the op's least
+  (loops that move a row tile), per tile element; **seed**: the same for the
+  seed kernel (mojo_opset PR #367, fused-add RMSNorm: one pass up to 2048
+  columns, else a first sweep that reads x and r and stores s, pre mode, and a
+  second that reads s back, or x and r again in post mode; counted from its
+  code, `benchmarks/npu_cost.py` `seed_accesses`), for the ops of its
+  structure; **min**: the op's least
   (read x and r once, write y and s once; 1 byte per quantized y); per-row
   statistics and the weight and bias rows are left out of both.
 * **GM acc.**: tile loads + stores per element in those loops; **loads**: every
@@ -325,8 +348,8 @@ other ops; every optional input and store on.
 * **UB**: the highest unified-buffer byte of the plan; **mb**: multi-buffering
   as the entry launches it.
 
-| op | dtype | mode | rows×cols | kernel | GM B/elem | min | GM acc. | loads | vector ops (casts) | UB | mb |
-|---|---|---|---|---|---|---|---|---|---|---|---|
+| op | dtype | mode | rows×cols | kernel | GM B/elem | seed | min | GM acc. | loads | vector ops (casts) | UB | mb |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 """
 
 

@@ -5,6 +5,7 @@
     python build.py --list           each op, its kernels and its dispatch tables
     python build.py --specs DIR --out DIR   your own specs into your own package
     python build.py --tune cuda      measure cuda configs on this GPU, write dsl/tuning/cuda.json
+    python build.py --tune npu       measure npu tiles on this NPU, write dsl/tuning/npu.json
 
 From an installed copy (``pip install normgen``), ``normgen-build --specs DIR --out
 DIR`` does the same for your own specs; there ``--out`` is required to write
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; fail with a diff when --out is stale")
     parser.add_argument("--list", action="store_true", help="print each op, its kernels and dispatch tables")
     parser.add_argument(
-        "--tune", choices=["cuda"], help="measure configs on this machine's GPU (see benchmarks/tune.py; a checkout)"
+        "--tune",
+        choices=["cuda", "npu"],
+        help="measure configs on this machine's GPU or NPU (benchmarks/tune.py, benchmarks/npu_tune.py; a checkout)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
@@ -119,6 +122,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             if not IN_CHECKOUT:
                 print("error: --tune needs a source checkout (benchmarks/ is not installed)", file=sys.stderr)
                 return 2
+            if args.tune == "npu":
+                from benchmarks.npu_tune import tune as tune_npu
+
+                tune_npu(args.specs)
+                return 0
             from benchmarks.tune import tune
 
             tune(args.specs)

@@ -15,7 +15,7 @@ from .op_view import op_plan
 from .parse import parse
 from .render import render_all, render_op, render_reference
 from .resolve import resolve_partial
-from .targets import cuda
+from .targets import cuda, npu_tuning
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "dsl" / "specs"
@@ -167,7 +167,7 @@ def check_generated_names(specs: list[NormSpec], namespace: str) -> list[Diagnos
 
 def read_tuning() -> dict[Target, dict | None]:
     """Each target's tuning data, read from its file (the planner itself reads no files)."""
-    return {Target.CUDA: cuda.load_tuning(), Target.NPU: None}
+    return {Target.CUDA: cuda.load_tuning(), Target.NPU: npu_tuning.load_tuning()}
 
 
 def generate(spec_dir: Path, namespace: str, tuning: dict[Target, dict | None] | None = None) -> dict[str, str]:

@@ -100,6 +100,11 @@ class KernelPlan:
         return rules(self.target).program_barrier
 
     @property
+    def reads_back_sum(self) -> bool:
+        """The forward's multi-pass kernel stores s in pass 1 and reads it back (pre mode)."""
+        return rules(self.target).reads_back_sum
+
+    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:

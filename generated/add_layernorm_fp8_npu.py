@@ -9,7 +9,7 @@ Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / column
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does),
 PRE (pre mode: s = x + r is written to RES_ptr; else post mode).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
+Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md); rows wider than 2048 from dsl/tuning/npu.json.
 """
 
 import triton
@@ -122,8 +122,8 @@ def add_layernorm_fp8_forward_multi(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        # pass 1: accumulate the row sums in fp32 (loads only: every
-        # store waits for the last pass, so no pass reads what an earlier one wrote)
+        # pass 1: store s = x + r (pre mode; the later passes read it back instead of x and r) and
+        # accumulate the row sums in fp32
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
@@ -133,6 +133,8 @@ def add_layernorm_fp8_forward_multi(
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
+            if PRE:
+                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
             s = s.to(tl.float32)
             acc += s
         mean = tl.sum(acc, axis=1) / n_cols
@@ -142,11 +144,14 @@ def add_layernorm_fp8_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
+            if PRE:
+                s = tl.load(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)  # as pass 1 stored it
+            else:
+                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                # s = x + r, rounded to the input dtype exactly as torch's x + r is
+                s = (x + r).to(dtype)
+                s = s.to(tl.float32)
             diff = s - mean[:, None]
             if not EVEN_N:
                 diff = tl.where(col_mask[None, :], diff, 0.0)  # padding columns must not count
@@ -159,11 +164,14 @@ def add_layernorm_fp8_forward_multi(
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
-            s = s.to(tl.float32)
+            if PRE:
+                s = tl.load(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)  # as pass 1 stored it
+            else:
+                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                # s = x + r, rounded to the input dtype exactly as torch's x + r is
+                s = (x + r).to(dtype)
+                s = s.to(tl.float32)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
                 b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
@@ -177,18 +185,19 @@ def add_layernorm_fp8_forward_multi(
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
         scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
-        # last pass: recompute s = x + r, normalize, quantize and store every output
+        # last pass: read s back (post mode: recompute s = x + r), normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
             mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            # s = x + r, rounded to the input dtype exactly as torch's x + r is
-            s = (x + r).to(dtype)
             if PRE:
-                tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], s, mask=None if EVEN else mask)
-            s = s.to(tl.float32)
+                s = tl.load(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)  # as pass 1 stored it
+            else:
+                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                # s = x + r, rounded to the input dtype exactly as torch's x + r is
+                s = (x + r).to(dtype)
+                s = s.to(tl.float32)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             if HAS_BIAS:
                 b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)

@@ -8,7 +8,7 @@ multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexp
 Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does).
-Dispatch numbers come from mojo_opset's measured RMSNorm inference table (PR #363; shared/seed/upstream-npu-norm-facts.md, section 1), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md).
+Dispatch numbers come from mojo_opset's measured RMSNorm inference table (PR #363; shared/seed/upstream-npu-norm-facts.md, section 1), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md); rows wider than 2048 from dsl/tuning/npu.json.
 """
 
 import triton

@@ -31,3 +31,6 @@ if grep -Eq "(^|[^0-9])[1-9][0-9]* skipped" "$cache/out.txt"; then  # not "0 ski
     echo "npu checks: tests were skipped in $venv; every npu test must run there" >&2
     exit 1
 fi
+# The npu tuner's candidates (one pass over rows wider than 2048, the column loop) in the interpreter.
+env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV TRITON_INTERPRET=1 NORMGEN_INTERPRET_TARGET=npu \
+    TRITON_CACHE_DIR="$cache" "$venv/bin/python" -m benchmarks.npu_tune --self-test

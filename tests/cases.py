@@ -14,7 +14,7 @@ from dsl.model import NormSpec
 SPECS = {spec.name: spec for spec in pipeline.load_specs(pipeline.SPECS)}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-WIDTHS = (128, 111, 2048, 4097, 7338)
+WIDTHS = (128, 111, 2048, 4097, 7338, 8300)  # npu: 4097, 7338 one pass (dsl/tuning/npu.json), 8300 multi
 ROWS = (0, 1, 3, 57)
 LAYOUTS = ("2d", "3d", "strided")
 

@@ -206,14 +206,16 @@ def test_npu_norm_tables_follow_upstream(op, dtype, n_cols, n_rows, block_m):
     """The norms without a residual take mojo_opset's measured row blocks (where the unified buffer
     holds them: these all fit)."""
     (spec,) = [s for s in SHIPPED if s.name == op]
-    kernel_plan = plan(spec, Target.NPU, TUNING[Target.NPU])
+    kernel_plan = plan(spec, Target.NPU, None)  # rows wider than 2048: the tuning file's (tests/test_npu_tune.py)
     assert lookup(kernel_plan, dtype, n_rows, n_cols).block_m == block_m
     assert "mojo_opset" in kernel_plan.tuning_source
 
 
 def add_rmsnorm_plan(target: Target):
+    """add_rmsnorm's plan; on npu without the tuning file (the seed's choices above 2048 columns,
+    which tests/test_npu_tune.py shows a file of them reproduces)."""
     (spec,) = [s for s in SHIPPED if s.name == "add_rmsnorm"]
-    return plan(spec, target, TUNING[target])
+    return plan(spec, target, TUNING[target] if target is Target.CUDA else None)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,9 @@ class TargetRules(ABC):
     # A program's elements are spread over threads (cuda): a program that reads back what it
     # wrote to global memory needs a barrier between (an npu program runs on one core).
     program_barrier: bool = False
+    # The forward's multi-pass kernel stores s = x + r in its first pass (pre mode) and its later
+    # passes read s back instead of x and r: a program that runs in order on one core (npu).
+    reads_back_sum: bool = False
     # The backward's row-tile loop is software-pipelined (tl.range(num_stages=LOOP_STAGES), the
     # depth from each dispatch entry); False: a plain range.
     pipelined_tile_loop: bool = False

@@ -4,6 +4,10 @@ Single pass while the row fits one column block (2048 elements, its width rounde
 up to 256 bytes, or fewer where the kernel family's plan per column cannot hold
 that many); row blocks from the seed kernel's measured table, halved until the
 compiler can plan the tile; a persistent grid of min(vector cores, row tiles).
+Rows wider than 2048: the tuning file's choice (``dsl/tuning/npu.json``, read by
+``npu_tuning``: one pass over the whole row or the column loop), else the seed's
+column loop. The column loop's first pass stores s = x + r (pre mode) and its later
+passes read s back (``reads_back_sum``), as the seed does.
 
 The unified-buffer model (``ub_least``, ``ub_bytes``) is fitted to
 ``bishengir-compile``'s memory plans (``benchmarks/npu_calibrate.py``; both
@@ -32,7 +36,7 @@ from typing import NamedTuple
 
 from ..model import DTYPE_BYTES, DType, NormSpec, Quantize, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv
-from . import TargetRules
+from . import TargetRules, npu_tuning
 
 UB_BYTES = 192 * 1024  # unified buffer per vector core on A2 parts (the compiler's 1572864 bits)
 ALIGN_BYTES = 256  # column blocks are whole multiples of this (32-byte rule, 256 in the seed)
@@ -166,69 +170,69 @@ class Family(NamedTuple):
 # back (and take the compiler minutes), so they run without it and their plan is counted as the
 # whole buffer.
 FAMILIES: dict[tuple[str, bool, bool, bool, Pass], Family] = {
-    ("fp8_e4m3", False, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -211744), None, None),
-    ("fp8_e4m3", False, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -274172), None, None),
-    ("fp8_e4m3", False, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -153824), None, None),
+    ("fp8_e4m3", False, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -286464), None, None),
+    ("fp8_e4m3", False, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -301472), None, None),
+    ("fp8_e4m3", False, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -157920), None, None),
     ("fp8_e4m3", False, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -190272), None, None),
-    ("fp8_e4m3", True, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -201088), None, None),
-    ("fp8_e4m3", True, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -273116), None, None),
-    ("fp8_e4m3", True, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -149184), None, None),
+    ("fp8_e4m3", True, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -207232), None, None),
+    ("fp8_e4m3", True, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -296352), None, None),
+    ("fp8_e4m3", True, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -155328), None, None),
     ("fp8_e4m3", True, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -197696), None, None),
     ("int8", False, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -451456), None, None),
     ("int8", False, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -509856), None, None),
-    ("int8", False, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -443744), None, None),
+    ("int8", False, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -446816), None, None),
     ("int8", False, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -528192), None, None),
-    ("int8", True, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -442208), None, None),
+    ("int8", True, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -451424), None, None),
     ("int8", True, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -508320), None, None),
-    ("int8", True, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -442176), None, None),
+    ("int8", True, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -443616), None, None),
     ("int8", True, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -526656), None, None),
     ("none", False, False, False, Pass.MULTI): Family(
         Bytes(80.0, 0.0, -499360), Bytes(18.0, 4.0, 352), Bytes(14.0, 32.0, 384)
     ),
     ("none", False, False, False, Pass.SINGLE): Family(
-        Bytes(10.25, 4.0, -3744), Bytes(10.0, 4.0, 1312), Bytes(14.0, 3.0, 2416)
+        Bytes(10.25, 4.0, -3744), Bytes(10.0, 4.0, 1312), Bytes(14.0, 4.0, 1440)
     ),
     ("none", False, False, True, Pass.MULTI): Family(
         Bytes(18.0, 0.0, 20512), Bytes(18.0, 22.0, 352), Bytes(8.0, 60.0, 384)
     ),
     ("none", False, False, True, Pass.SINGLE): Family(
-        Bytes(10.0, 6.0, 64), Bytes(10.5, 36.0, 20096), Bytes(21.75, 6.0, 2464)
+        Bytes(10.0, 6.0, 40), Bytes(1.5, 0.0, 172128), Bytes(21.75, 6.0, 2464)
     ),
     ("none", False, True, False, Pass.MULTI): Family(
-        Bytes(20.75, 0.0, 18496), Bytes(18.0, 20.0, 352), Bytes(42.0, 8.0, 384)
+        Bytes(22.0, 0.0, 8256), Bytes(18.0, 20.0, 352), Bytes(42.0, 8.0, 384)
     ),
     ("none", False, True, False, Pass.SINGLE): Family(
         Bytes(10.0, 4.0, 64), Bytes(13.75, 4.0, 3488), Bytes(21.75, 4.0, 2784)
     ),
     ("none", False, True, True, Pass.MULTI): Family(
-        Bytes(12.0, 0.0, 69664), Bytes(0.0, 90.0, 352), Bytes(0.25, 91.0, 1088)
+        Bytes(14.75, 0.0, 47136), Bytes(2.0, 86.0, 352), Bytes(6.0, 72.0, 64)
     ),
     ("none", False, True, True, Pass.SINGLE): Family(
-        Bytes(9.5, 7.0, 6208), Bytes(0.0, 19.0, 162208), Bytes(4.25, 9.0, 139360)
+        Bytes(8.75, 10.0, 4144), Bytes(0.0, 1.0, 190816), Bytes(4.25, 9.0, 139360)
     ),
     ("none", True, False, False, Pass.MULTI): Family(
         Bytes(80.0, 0.0, -466880), Bytes(0.75, 89.0, 64), Bytes(2.0, 86.0, 128)
     ),
     ("none", True, False, False, Pass.SINGLE): Family(
-        Bytes(12.25, 7.0, -1760), Bytes(14.25, 15.0, 2240), Bytes(12.75, 28.0, 24192)
+        Bytes(12.75, 9.0, -12896), Bytes(13.5, 17.0, 9024), Bytes(18.0, 17.0, 3040)
     ),
     ("none", True, False, True, Pass.MULTI): Family(
         Bytes(80.0, 0.0, -470976), Bytes(10.75, 51.0, 768), Bytes(1.0, 88.0, 128)
     ),
     ("none", True, False, True, Pass.SINGLE): Family(
-        Bytes(18.25, 0.0, -53184), Bytes(13.0, 15.0, 15840), Bytes(23.0, 0.0, 7952)
+        Bytes(19.0, 12.0, -85888), Bytes(9.25, 8.0, 68836), Bytes(22.0, 17.0, 4752)
     ),
     ("none", True, True, False, Pass.MULTI): Family(
-        Bytes(80.0, 0.0, -462784), Bytes(2.0, 86.0, 64), Bytes(10.0, 74.0, 292)
+        Bytes(80.0, 0.0, -462784), Bytes(2.0, 86.0, 160), Bytes(10.0, 74.0, 292)
     ),
     ("none", True, True, False, Pass.SINGLE): Family(
-        Bytes(21.0, 80.0, -188032), Bytes(13.25, 27.0, 21952), Bytes(22.25, 0.0, 25472)
+        Bytes(24.75, 20.0, -188032), Bytes(2.25, 1.0, 164672), Bytes(20.25, 13.0, 27940)
     ),
     ("none", True, True, True, Pass.MULTI): Family(
-        Bytes(8.0, 0.0, 122912), Bytes(0.0, 92.0, 256), Bytes(22.0, 50.0, 292)
+        Bytes(8.0, 0.0, 122912), Bytes(0.0, 92.0, 320), Bytes(1.5, 90.0, 1344)
     ),
     ("none", True, True, True, Pass.SINGLE): Family(
-        Bytes(13.5, 17.0, 7040), Bytes(7.25, 22.0, 80000), Bytes(6.0, 7.0, 136576)
+        Bytes(25.5, 25.0, -205696), Bytes(2.0, 3.0, 161856), Bytes(6.0, 7.0, 136576)
     ),
 }
 
@@ -332,6 +336,7 @@ def _backward_entry(spec, dtype, cols_lo, cols_hi, passes, rows, cols) -> Dispat
 class NpuRules(TargetRules):
     target = Target.NPU
     launch_options = LAUNCH_OPTIONS
+    reads_back_sum = True  # pass 1 stores s, the later passes read it (the seed's 5 GM accesses, not 6)
 
     def table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         rows_of = row_rules_of(spec)[0]
@@ -353,17 +358,23 @@ class NpuRules(TargetRules):
                 for rows_lo, rows_hi, rows in row_rules:
                     entries.append(_entry(spec, dtype, lo, hi, rows_lo, rows_hi, Pass.SINGLE, rows, block_n))
             # Multi pass: column blocks of up to 2048 elements; the row rules change at these widths.
+            # Rows wider than 2048: the tuning file's choices where it has them for this op and dtype.
+            wide = npu_tuning.wide_rows(spec, dtype, tuning)
             bounds = sorted({single_max + 1, 2049, 4096, 8192, 8193})
+            if wide:
+                bounds = [b for b in bounds if b < npu_tuning.WIDE_FROM]
+            last = npu_tuning.WIDE_FROM - 1 if wide else None
             spans: list[list] = []
-            for lo, nxt in zip(bounds, bounds[1:] + [None], strict=True):
+            for lo, nxt in zip(bounds, bounds[1:] + [None] if bounds else [], strict=True):
                 rules = rows_of(lo, multi_block_n, dtype)
                 if spans and spans[-1][2] == rules:
-                    spans[-1][1] = nxt - 1 if nxt else None
+                    spans[-1][1] = nxt - 1 if nxt else last
                 else:
-                    spans.append([lo, nxt - 1 if nxt else None, rules])
+                    spans.append([lo, nxt - 1 if nxt else last, rules])
             for lo, hi, rules in spans:
                 for rows_lo, rows_hi, rows in rules:
                     entries.append(_entry(spec, dtype, lo, hi, rows_lo, rows_hi, Pass.MULTI, rows, multi_block_n))
+            entries += [npu_tuning.tuned_entry(spec, choice) for choice in wide]
         return tuple(entries)
 
     def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
@@ -382,9 +393,12 @@ class NpuRules(TargetRules):
         return tuple(entries)
 
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:
-        return (
+        source = (
             row_rules_of(spec)[1] + ", fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md)"
         )
+        if any(npu_tuning.wide_rows(spec, dtype, tuning) for dtype in spec.dtypes):
+            source += "; rows wider than 2048 from dsl/tuning/npu.json"
+        return source
 
     def budget_problems(self, spec: NormSpec, entry: DispatchEntry) -> list[str]:
         least = ub_least(spec, entry.dtype, entry.passes, entry.block_m, entry.block_n)
