@@ -72,9 +72,7 @@ def check_param(op: str, name: str, t, x: torch.Tensor, like: torch.Tensor | Non
         raise NormgenError(f"{op}: {name} ({_describe(t)}) must be on x's device ({x.device})")
     if like is not None and t.dtype != like.dtype:
         raise NormgenError(f"{op}: {name} has dtype {t.dtype}; it must have the weight's dtype ({like.dtype})")
-    if t.dtype != x.dtype and not (
-        t.dtype is torch.float32 and x.dtype in HALF and (like is not None or name == "weight")
-    ):
+    if not (takes_params(x.dtype, t.dtype) and (t.dtype is x.dtype or like is not None or name == "weight")):
         allowed = f"x's dtype ({x.dtype})" + (" or torch.float32" if x.dtype in HALF else "")
         hint = (
             f"; a normgen module built without dtype= has {torch.get_default_dtype()} parameters: "
@@ -85,6 +83,11 @@ def check_param(op: str, name: str, t, x: torch.Tensor, like: torch.Tensor | Non
         raise NormgenError(f"{op}: {name} ({_describe(t)}) must have {allowed}{hint}")
     if t.stride(0) != 1 and hidden > 1:
         raise NormgenError(f"{op}: {name} must be contiguous (stride {t.stride(0)})")
+
+
+def takes_params(dtype: torch.dtype, param_dtype: torch.dtype) -> bool:
+    """Whether x of ``dtype`` takes a weight (and bias) of ``param_dtype``: its own, or fp32 if 16-bit."""
+    return param_dtype is dtype or (param_dtype is torch.float32 and dtype in HALF)
 
 
 def param_dtype(x: torch.Tensor, weight) -> torch.dtype:
@@ -156,6 +159,14 @@ def rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
         return t, t.view(-1, t.shape[-1]).stride(0)
     except RuntimeError:
         return t.reshape(-1, t.shape[-1]), t.shape[-1]
+
+
+def backward_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(rows, row stride) of a gradient or saved tensor: a view where its rows allow it, else a copy
+    (autograd may hand the backward expanded or otherwise strided gradients)."""
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        t = t.contiguous()
+    return rows(t) if not t.is_contiguous() else (t, t.shape[-1])
 
 
 def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:

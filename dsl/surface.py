@@ -122,7 +122,7 @@ class Op:
         device, dtype = x.device, x.dtype
         if device.type not in self.kernels or dtype not in self.dtypes or x.dim() == 0 or x.shape[-1] == 0:
             return None
-        if pdtype is not dtype and not (pdtype is torch.float32 and dtype in checks.HALF):
+        if not checks.takes_params(dtype, pdtype):
             return None
         shape = x.shape
         n_cols = shape[-1]
@@ -147,11 +147,10 @@ class Op:
     def __call__(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace):
         try:
             # The common eager call, proven valid with a few attribute reads: its form (mode,
-            # statistics, in place) and a record of x's shape, dtype and device and the weight's
-            # dtype (``_record``) are cached; the tensors are contiguous, on that device, in those
-            # dtypes (a bias in the weight's) and need no gradient. Anything else (or any doubt)
-            # takes the full checks below, which name the problem. Under torch.compile the custom
-            # op (below) is recorded instead.
+            # statistics, in place) and a record of x's shape, dtype, device and weight dtype
+            # (``_record``) are cached; the tensors are contiguous, on that device, in those dtypes
+            # and need no gradient. Anything else (or any doubt) takes the full checks below, which
+            # name the problem. Under torch.compile the custom op (below) is recorded instead.
             fast = (
                 not _is_compiling()
                 and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
@@ -358,16 +357,8 @@ class Op:
         layout = layouts[norm_pos]
         env = (x, residual, weight, bias, out, residual_out, scale, mean, rstd, eps)
         strides = (x_stride, residual_stride, out_stride, residual_out_stride)
-        env += runtime.launch_tail(
-            strides,
-            n_rows,
-            n_cols,
-            bias is not None,
-            mean is not None,
-            rstd is not None,
-            x.dtype,
-            checks.param_dtype(x, weight),
-        )
+        switches = (bias is not None, mean is not None, rstd is not None)
+        env += runtime.launch_tail(strides, n_rows, n_cols, *switches, x.dtype, checks.param_dtype(x, weight))
         aligned = x.data_ptr()
         for t in (residual, weight, bias):
             if t is not None:
@@ -518,10 +509,10 @@ class Op:
         if n_rows == 0:
             return [dx] + [torch.zeros((params, n_cols), dtype=pdtype, device=x.device)] * bool(params)
         ds_given = ds is not None
-        dy, dy_stride = _rows(dy)
-        x, x_stride = _rows(x)
-        residual, residual_stride = _rows(residual) if residual is not None else (x, x_stride)
-        ds, ds_stride = _rows(ds) if ds_given else (dy, dy_stride)
+        dy, dy_stride = checks.backward_rows(dy)
+        x, x_stride = checks.backward_rows(x)
+        residual, residual_stride = checks.backward_rows(residual) if residual is not None else (x, x_stride)
+        ds, ds_stride = checks.backward_rows(ds) if ds_given else (dy, dy_stride)
         launcher, layouts = self.kernel_launch(target, backward=True)
         key, args = layouts[norm_pos]
         env = [dy, ds, x, residual, weight, mean, rstd, None, None, None]
@@ -580,14 +571,6 @@ class Op:
         """The nine arguments of a call from the custom op's named ones."""
         names = INPUTS + ("eps", "norm_pos", "return_mean", "return_rstd")
         return tuple(given.get(p, False if p.startswith("return_") else None) for p in names) + (inplace,)
-
-
-def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(rows, row stride) of a gradient or saved tensor: a view where its rows allow it, else a copy
-    (autograd may hand the backward expanded or otherwise strided gradients)."""
-    if t.shape[-1] > 1 and t.stride(-1) != 1:
-        t = t.contiguous()
-    return checks.rows(t) if not t.is_contiguous() else (t, t.shape[-1])
 
 
 class _Form:
