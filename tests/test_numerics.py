@@ -202,3 +202,32 @@ def test_reference_fp32_weight(reference_path):
 @pytest.mark.parametrize("case", FP32_WEIGHT, ids=case_id)
 def test_gpu_fp32_weight(case):
     check_case(*case, device="cuda", on_gpu=True, params="fp32")
+
+
+def check_weight_dtype_switch(name, device, rows):
+    """One shape called with a bf16 weight until the fast path launches the compiled kernel directly (on a
+    GPU), then with an fp32 weight, then bf16 again: each weight dtype has its own launch key and kernel,
+    so y follows the weight given, never a kernel compiled for the other's rows."""
+    spec = SPECS[name]
+    mode = modes(spec)[0]
+    rnd = rounder(torch.bfloat16, interpreter=device == "cpu")
+    for params in (torch.bfloat16, torch.float32, torch.bfloat16):
+        inputs = make_inputs(spec, rows, 4096, torch.bfloat16, device, "2d", params=params)
+        for _ in range(3):  # the first call compiles; on a GPU, later ones take the direct launch
+            out = call(spec, inputs, mode, stats=False)
+        steps = stepwise(
+            spec, spec.casting.value, **{k: inputs.get(k) for k in ("x", "residual", "weight", "bias")}, rnd=rnd
+        )
+        assert_steps_match(out["y"], steps[0], f"{name} {params} weight: y vs its rounding steps", steps[2])
+
+
+@pytest.mark.skipif(not runtime.INTERPRET, reason="TRITON_INTERPRET is not 1 (test_gpu_weight_dtype_switch runs it)")
+@pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm"])
+def test_interpreter_weight_dtype_switch(name):
+    check_weight_dtype_switch(name, "cpu", 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm"])
+def test_gpu_weight_dtype_switch(name):
+    check_weight_dtype_switch(name, "cuda", 64)
