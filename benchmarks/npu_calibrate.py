@@ -165,6 +165,8 @@ def from_ub_plan(out: Path) -> int:
     seen = set(out.read_text().splitlines()) if out.is_file() else set()
     with out.open("a") as file:
         for key, _model, compiled, verdict in rows:
+            if key.endswith(" w=fp32"):  # fp32 weight rows: not fitted, counted apart (npu.py, FP32_PARAM_ROW)
+                continue
             op, dtype, passes, tile, multibuffer, mode = key.split()
             rows_, cols = tile.split("x")
             line = dict(op=op, dtype=dtype, passes=passes, rows=int(rows_), cols=int(cols))

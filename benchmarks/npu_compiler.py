@@ -38,6 +38,7 @@ FALLBACK = "Ub overflow detected"  # it retried without multi-buffering (and cod
 HARD_OVERFLOW = re.compile(r"ub overflow, requires (\d+) bits while (\d+) bits available", re.IGNORECASE)
 
 POINTER_TYPE = {"fp32": "*fp32", "int8": "*i8", "uint8": "*u8"}  # by the ABI's element type; "x": x's dtype
+PARAMS = ("W_ptr", "B_ptr")  # the weight's and bias's rows: x's dtype, or fp32 with 16-bit x (a call-time choice)
 
 
 class Lowering(NamedTuple):
@@ -59,7 +60,18 @@ class Lowering(NamedTuple):
 def describe(lowering: Lowering) -> str:
     constants = ", ".join(f"{name}={value}" for name, value in lowering.constants)
     options = ", ".join(f"{name}={value}" for name, value in lowering.options)
-    return f"{lowering.name} (X_ptr {dict(lowering.signature)['X_ptr']}; {constants}; {options})"
+    signature = dict(lowering.signature)
+    weight = f", W_ptr {signature['W_ptr']}" if signature.get("W_ptr", signature["X_ptr"]) != signature["X_ptr"] else ""
+    return f"{lowering.name} (X_ptr {signature['X_ptr']}{weight}; {constants}; {options})"
+
+
+def with_fp32_params(lowering: Lowering) -> Lowering | None:
+    """The same kernel called with fp32 weight and bias rows and 16-bit x (mixed precision: the same
+    dispatch entry serves it), or None where x is fp32 or the kernel reads no parameter row."""
+    signature = dict(lowering.signature)
+    if signature["X_ptr"] == "*fp32" or not any(p in signature for p in PARAMS):
+        return None
+    return lowering._replace(signature=tuple((n, "*fp32" if n in PARAMS else t) for n, t in lowering.signature))
 
 
 def signature_type(param, dtype: str) -> str:

@@ -77,15 +77,32 @@ def representatives(lowerings: dict) -> set:
     return {lowering for _, lowering in best.values()}
 
 
+def planned(lowerings: dict) -> dict:
+    """The kernels CI plans, each with its dispatch entry: the representatives and, where x is 16-bit,
+    each again with fp32 weight and bias rows (the mixed-precision call, which the same entry serves:
+    its ``ub_bytes`` must cover both)."""
+    from benchmarks import npu_compiler as compiler
+
+    chosen = {}
+    for lowering in representatives(lowerings):
+        chosen[lowering] = lowerings[lowering]
+        variant = compiler.with_fp32_params(lowering)
+        if variant is not None:
+            chosen[variant] = lowerings[lowering]
+    return chosen
+
+
 def plan_key(lowering, entry) -> str:
-    """A representative's row key in docs/npu/ub-plan.md."""
+    """A representative's row key in docs/npu/ub-plan.md (`` w=fp32``: with fp32 weight and bias rows)."""
     op = lowering.module.rsplit(".", 1)[1].removesuffix("_npu")
     constants = dict(lowering.constants)
     mode = {True: "pre", False: "post"}.get(constants.get("PRE"), "-")
     if "PRE" not in constants and op.startswith(("add_", "gemma_add_")):
         mode = "pre" if "RES_ptr" in dict(lowering.signature) else "post"
     tile = f"{constants['BLOCK_M']}x{constants['BLOCK_N']}"
-    return f"{op} {entry.dtype} {entry.passes} {tile} mb={'on' if lowering.multibuffer else 'off'} {mode}"
+    signature = dict(lowering.signature)
+    params = " w=fp32" if signature.get("W_ptr") == "*fp32" != signature["X_ptr"] else ""
+    return f"{op} {entry.dtype} {entry.passes} {tile} mb={'on' if lowering.multibuffer else 'off'} {mode}{params}"
 
 
 _ROW = re.compile(r"^\| `([^`]+)` \| (\d+) \| (\d+) \|")
@@ -150,9 +167,10 @@ def write_ub_plan(ops: list[str], out: Path) -> int:
     rows, failures = [], 0
     for op in ops:
         lowerings, _, _ = compiler.plan_lowerings(op)
-        chosen = sorted(representatives(lowerings), key=lambda low: plan_key(low, lowerings[low]))
+        kernels = planned(lowerings)
+        chosen = sorted(kernels, key=lambda low: plan_key(low, kernels[low]))
         for lowering, (error, plan) in zip(chosen, compile_all(chosen), strict=True):
-            entry = lowerings[lowering]
+            entry = kernels[lowering]
             key = plan_key(lowering, entry)
             if error or plan.verdict != "ok":
                 failures += 1
@@ -189,7 +207,9 @@ compiler plans.
 
 One row per representative kernel: per op, dtype, pass, row block, multi-buffer
 setting and residual mode (every optional input and store on), the widest column
-block, masks on where the entry has masked shapes. The kernels it covers
+block, masks on where the entry has masked shapes; with 16-bit x, each again
+with fp32 weight and bias rows (`w=fp32`: the mixed-precision call, which the
+same entry serves, so its model counts those rows always). The kernels it covers
 (last column: lowerings of the same layout with narrower column blocks, other
 masks or grid) plan a subset of its buffers, each no bigger. `model`: the
 entry's `ub_bytes` (`dsl/targets/npu.py`, `ub_bytes`: the multi-buffered copies

@@ -54,8 +54,13 @@ def check_like(op: str, name: str, t, x: torch.Tensor) -> None:
         raise NormgenError(f"{op}: {name}'s last dimension is not contiguous (stride {t.stride(-1)})")
 
 
-def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
-    """A per-column parameter (weight, bias): shape (hidden,), x's dtype and device."""
+HALF = (torch.float16, torch.bfloat16)  # activation dtypes whose weight and bias may be fp32
+
+
+def check_param(op: str, name: str, t, x: torch.Tensor, like: torch.Tensor | None = None) -> None:
+    """A per-column parameter (weight, bias): shape (hidden,), x's device, and x's dtype or, with fp16 or
+    bf16 x, fp32 (mixed-precision training keeps fp32 weights). ``like``: the weight, whose dtype the
+    bias must share (None: the weight itself, or an op without one, whose bias has x's dtype)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     hidden = x.shape[-1]
@@ -63,18 +68,31 @@ def check_param(op: str, name: str, t, x: torch.Tensor) -> None:
         raise NormgenError(
             f"{op}: {name} must have shape ({hidden},) to match x's last dimension, got {tuple(t.shape)}"
         )
-    if t.dtype != x.dtype or t.device != x.device:
+    if t.device != x.device:
+        raise NormgenError(f"{op}: {name} ({_describe(t)}) must be on x's device ({x.device})")
+    if like is not None and t.dtype != like.dtype:
+        raise NormgenError(f"{op}: {name} has dtype {t.dtype}; it must have the weight's dtype ({like.dtype})")
+    if not (takes_params(x.dtype, t.dtype) and (t.dtype is x.dtype or like is not None or name == "weight")):
+        allowed = f"x's dtype ({x.dtype})" + (" or torch.float32" if x.dtype in HALF else "")
         hint = (
             f"; a normgen module built without dtype= has {torch.get_default_dtype()} parameters: "
             f"build it with dtype={x.dtype} or call module.to({x.dtype})"
-            if t.dtype != x.dtype
+            if t.dtype is torch.get_default_dtype()
             else ""
         )
-        raise NormgenError(
-            f"{op}: {name} ({_describe(t)}) must have x's dtype and device ({x.dtype}, {x.device}){hint}"
-        )
+        raise NormgenError(f"{op}: {name} ({_describe(t)}) must have {allowed}{hint}")
     if t.stride(0) != 1 and hidden > 1:
         raise NormgenError(f"{op}: {name} must be contiguous (stride {t.stride(0)})")
+
+
+def takes_params(dtype: torch.dtype, param_dtype: torch.dtype) -> bool:
+    """Whether x of ``dtype`` takes a weight (and bias) of ``param_dtype``: its own, or fp32 if 16-bit."""
+    return param_dtype is dtype or (param_dtype is torch.float32 and dtype in HALF)
+
+
+def param_dtype(x: torch.Tensor, weight) -> torch.dtype:
+    """The dtype of a call's weight and bias (checked): the weight's; x's without a weight."""
+    return x.dtype if weight is None else weight.dtype
 
 
 def needs_grad(tensors: dict) -> bool:
@@ -141,6 +159,14 @@ def rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
         return t, t.view(-1, t.shape[-1]).stride(0)
     except RuntimeError:
         return t.reshape(-1, t.shape[-1]), t.shape[-1]
+
+
+def backward_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(rows, row stride) of a gradient or saved tensor: a view where its rows allow it, else a copy
+    (autograd may hand the backward expanded or otherwise strided gradients)."""
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        t = t.contiguous()
+    return rows(t) if not t.is_contiguous() else (t, t.shape[-1])
 
 
 def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:

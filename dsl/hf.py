@@ -50,13 +50,19 @@ The swapped model trains: the new norms are differentiable and hold the
 original parameters (one training step gives the original model's gradients:
 tests/test_hf.py).
 
+Mixed dtypes: normgen's ops take an fp32 weight (and bias) with fp16 or bf16
+input and return the input's dtype. The probe runs each recognized layer on
+half-precision rows with fp32 parameters too: where the layer returns what normgen
+does (Gemma's norms: fp32 math, cast back to the input's dtype), the swapped
+module takes such calls. Where it does not (``LlamaRMSNorm`` and its copies
+compute ``weight * x_hat`` and return fp32 for an fp32 weight; normgen's y keeps
+the input's dtype), the swapped module refuses calls whose input dtype differs
+from its weight's (a ``NormgenError`` naming the layer), rather than silently
+changing the dtypes flowing through the model: cast the model
+(``model.to(dtype)``) first, or leave such layers alone.
+
 Limits (for now):
 
-* normgen's ops take a weight of the input's dtype. Hugging Face norms keep
-  their weight in the model dtype, which is what the hidden states have; a model
-  that runs a norm on activations of another dtype (say, an fp32 weight under
-  autocast or a mixed-precision load) gets a dtype error from the op on its first
-  call; cast the model (``model.to(dtype)``) first.
 * Swap before ``torch.compile``: the swapped modules' ops are custom ops that
   torch.compile records (graph breaks elsewhere in the model are the model's own).
 """
@@ -168,6 +174,8 @@ def swap_norms(model: torch.nn.Module) -> SwapReport:
             report.skipped.append(Skipped(name, old, match))
             continue
         new_for[id(module)] = _build(module, getattr(generated, match.kind.module), match.eps)
+        if match.mixed is not None:
+            new_for[id(module)].register_forward_pre_hook(_SameDtypes(old, match.mixed))
         report.replaced.append(Replaced(name, old, match.kind.module, match.bit_identical))
     for parent in list(model.modules()):
         for child_name, child in list(parent._modules.items()):
@@ -180,6 +188,27 @@ class _Match(NamedTuple):
     kind: _Kind
     eps: float
     bit_identical: bool
+    mixed: str | None  # None: it computes what normgen does with fp32 parameters and half input; else how not
+
+
+class _SameDtypes:
+    """A forward pre-hook: the swapped module refuses an input whose dtype is not its weight's, where the
+    layer it replaced computes those calls otherwise than normgen (``_Match.mixed`` says how)."""
+
+    def __init__(self, old: str, why: str):
+        self.old, self.why = old, why
+
+    def __call__(self, module, args):
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.dtype != module.weight.dtype:
+            from .checks import NormgenError
+
+            raise NormgenError(
+                f"{type(module).__name__} (swapped in for {self.old} by swap_norms): input {x.dtype} with a "
+                f"{module.weight.dtype} weight, which {self.old} computes otherwise than normgen (whose output "
+                f"keeps the input's dtype): {self.why} with float32 parameters. "
+                "Cast the model to one dtype (model.to(dtype)) before the swap, or leave this layer alone"
+            )
 
 
 def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str:
@@ -219,15 +248,19 @@ def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str
     for kind in candidates:
         miss, exact = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None)
         if miss is None:
-            return _Match(kind, float(eps), exact)
+            mixed = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None, True)[0]
+            return _Match(kind, float(eps), exact, mixed)
         misses.append(f"normgen's {kind.op} ({miss})")
     if len(misses) == 1:
         return f"it differs from {misses[0]}"
     return "it computes neither " + " nor ".join(misses)
 
 
-def _probe(module: torch.nn.Module, kind: _Kind, n: int, eps: float, has_bias: bool) -> tuple[str | None, bool]:
+def _probe(
+    module: torch.nn.Module, kind: _Kind, n: int, eps: float, has_bias: bool, mixed: bool = False
+) -> tuple[str | None, bool]:
     """Run the module's forward and the kind's reference on the same rows: (None, bit_identical) or (why not, False).
+    ``mixed``: bfloat16 and float16 rows with float32 parameters (else each dtype's rows with its parameters).
 
     The rows are fixed random numbers at four scales (one small enough that eps
     matters, one with a large mean), the weight and bias random: a weight of ones
@@ -240,10 +273,10 @@ def _probe(module: torch.nn.Module, kind: _Kind, n: int, eps: float, has_bias: b
     w32 = torch.randn(n, generator=gen)
     b32 = torch.randn(n, generator=gen)
     bit_identical = True
-    for dtype in _DTYPES:
-        x, params = x32.to(dtype), {"weight": w32.to(dtype)}
+    for dtype in _DTYPES[1:] if mixed else _DTYPES:
+        x, params = x32.to(dtype), {"weight": w32 if mixed else w32.to(dtype)}
         if has_bias:
-            params["bias"] = b32.to(dtype)
+            params["bias"] = b32 if mixed else b32.to(dtype)
         try:
             with torch.no_grad():
                 want = torch.func.functional_call(module, params, (x,))

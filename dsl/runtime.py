@@ -126,7 +126,8 @@ class Launcher:
     """Launches one op's kernels of one direction on one target; the generated op module calls it.
 
     ``abi`` is the kernels' parameter list (dsl/abi.py): the op passes a launch
-    key (x's dtype, then the values of the ABI's launch-key parameters) and the
+    key (x's dtype, the values of the ABI's launch-key parameters, then the
+    weight's and bias's dtype: x's, or fp32 with 16-bit x) and the
     call's arguments in kernel order; the launcher appends the constexprs it
     decides (blocks, masks, grid, VEC). The first call of a launch key looks up
     the dispatch table, picks the pass's kernel, sizes the grid and launches
@@ -215,7 +216,7 @@ class Launcher:
         return decision
 
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
-        """Launch; key = (x's dtype, *the values of the ABI's launch-key parameters)."""
+        """Launch; key = (x's dtype, *the values of the ABI's launch-key parameters, the parameters' dtype)."""
         fast = self.fast[device_index].get(key) if aligned else None
         if fast is not None:
             launch, grid, function, prefix, constexprs = fast
@@ -290,7 +291,7 @@ _ENV = (
     Source.OUT, Source.RESIDUAL_OUT, Source.SCALE, Source.MEAN, Source.RSTD, Source.EPS,
     "x_stride", "residual_stride", "out_stride", "residual_out_stride",
     Source.N_ROWS, Source.N_COLS, Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED,
-    True, False, "dtype",
+    True, False, "dtype", "param_dtype",
 )  # fmt: skip
 PER_CALL = _ENV.index(Source.EPS) + 1  # the environment's first PER_CALL values change from call to call
 _STRIDE = {Source.X: "x_stride", Source.RESIDUAL: "residual_stride", Source.OUT: "out_stride"}
@@ -299,21 +300,31 @@ BACKWARD_ENV = (
     Source.GRAD_OUT, Source.GRAD_RESIDUAL_OUT, Source.X, Source.RESIDUAL, Source.WEIGHT, Source.MEAN, Source.RSTD,
     Source.GRAD_X, Source.GRAD_WEIGHT, Source.GRAD_BIAS,
     "dy_stride", "ds_stride", "x_stride", "residual_stride", "dx_stride",
-    Source.N_ROWS, Source.N_COLS, Source.GRAD_RESIDUAL_GIVEN, Source.BIAS_GIVEN, True, False, "dtype",
+    Source.N_ROWS, Source.N_COLS, Source.GRAD_RESIDUAL_GIVEN, Source.BIAS_GIVEN, True, False, "dtype", "param_dtype",
 )  # fmt: skip
 _BACKWARD_STRIDE = {Source.GRAD_OUT: "dy_stride", Source.GRAD_RESIDUAL_OUT: "ds_stride", Source.X: "x_stride"}
 _BACKWARD_STRIDE.update({Source.RESIDUAL: "residual_stride", Source.GRAD_X: "dx_stride"})
 
 
-def launch_tail(strides: tuple, n_rows: int, n_cols: int, bias_given: bool, mean_asked: bool, rstd_asked: bool, dtype):
-    """The launch environment after its per-call values; ``strides``: x's, residual's, out's, residual out's."""
-    return (*strides, n_rows, n_cols, bias_given, mean_asked, rstd_asked, True, False, dtype)
+def launch_tail(
+    strides: tuple,
+    n_rows: int,
+    n_cols: int,
+    bias_given: bool,
+    mean_asked: bool,
+    rstd_asked: bool,
+    dtype,
+    param_dtype=None,
+):
+    """The launch environment after its per-call values; ``strides``: x's, residual's, out's, residual out's;
+    ``param_dtype``: the weight's and bias's (x's dtype, or fp32 with 16-bit x; None: x's)."""
+    return (*strides, n_rows, n_cols, bias_given, mean_asked, rstd_asked, True, False, dtype, param_dtype or dtype)
 
 
 class Layout(NamedTuple):
     """A launch's key and arguments taken from the launch environment, for one residual mode."""
 
-    key: Callable[[tuple], tuple]  # environment -> launch key: x's dtype, then the ABI's launch-key values
+    key: Callable[[tuple], tuple]  # environment -> launch key: x's dtype, the ABI's launch-key values, param dtype
     args: Callable[[tuple], tuple]  # environment -> the kernels' arguments, in ABI order
 
 
@@ -329,7 +340,10 @@ def _position(param, mode: str | None, env: tuple, strides: dict) -> int:
 def layout(abi: Signature, mode: str | None, backward: bool = False) -> Layout:
     """The launch key and argument getters over the launch environment of the direction, from the kernels' ABI."""
     env, strides = (BACKWARD_ENV, _BACKWARD_STRIDE) if backward else (_ENV, _STRIDE)
-    key = operator.itemgetter(env.index("dtype"), *(_position(p, mode, env, strides) for p in abi.key))
+    # the parameters' dtype closes the key: Triton compiles a kernel per pointer dtype, so a direct launch
+    # compiled for a bf16 weight must never serve an fp32 one
+    positions = (_position(p, mode, env, strides) for p in abi.key)
+    key = operator.itemgetter(env.index("dtype"), *positions, env.index("param_dtype"))
     return Layout(key, operator.itemgetter(*(_position(p, mode, env, strides) for p in abi.call)))
 
 

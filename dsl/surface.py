@@ -109,30 +109,32 @@ class Op:
             launch = self._launches[target, backward] = (launcher, layouts)
         return launch
 
-    def _record(self, form: _Form, x, bias) -> _Record | None:
-        """The fast path's record of a call form at x's shape, dtype and device, made once and cached.
+    def _record(self, form: _Form, x, bias, pdtype) -> _Record | None:
+        """The fast path's record of a call form at x's shape, dtype, device and parameters' dtype, cached.
 
         None, and nothing cached, where the fast path does not serve: devices other than
         the op's targets, cuda and npu (CPU tensors take the checked path to the reference
-        or the interpreter), dtypes the op is not generated for, no columns. The record holds
-        what the launch needs that follows from these: sizes, the launch key, the launch
-        environment's fixed part (contiguous rows) and, once the launcher has one, the
-        kernel's direct launch.
+        or the interpreter), dtypes the op is not generated for, a weight dtype it refuses, no
+        columns. The record holds what the launch needs that follows from these: sizes, the launch
+        key, the launch environment's fixed part (contiguous rows) and, once the launcher has one,
+        the kernel's direct launch.
         """
         device, dtype = x.device, x.dtype
         if device.type not in self.kernels or dtype not in self.dtypes or x.dim() == 0 or x.shape[-1] == 0:
+            return None
+        if not checks.takes_params(dtype, pdtype):
             return None
         shape = x.shape
         n_cols = shape[-1]
         n_rows = x.numel() // n_cols
         launcher, layouts = self.kernel_launch(device.type)
         layout = layouts[form.norm_pos]
-        tail = runtime.launch_tail((n_cols,) * 4, n_rows, n_cols, bias is not None, form.mean, form.rstd, dtype)
+        tail = runtime.launch_tail((n_cols,) * 4, n_rows, n_cols, bias is not None, form.mean, form.rstd, dtype, pdtype)
         stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) if device.type == "cuda" else None
         rec = _Record(
             n_rows, (n_cols,), shape[:-1], device, x.numel() * x.element_size(), launcher, layout, tail, stream
         )
-        form.records[shape, dtype, device, bias is None] = rec
+        form.records[shape, dtype, device, bias is None, pdtype] = rec
         return rec
 
     def _launch(self, rec: _Record, x, residual, weight, bias, slots, eps, aligned: bool) -> None:
@@ -145,19 +147,24 @@ class Op:
     def __call__(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace):
         try:
             # The common eager call, proven valid with a few attribute reads: its form (mode,
-            # statistics, in place) and a record of x's shape, dtype and device (``_record``)
-            # are cached; the tensors are contiguous, on that device, in that dtype and need no
-            # gradient. Anything else (or any doubt) takes the full checks below, which name
-            # the problem. Under torch.compile the custom op (below) is recorded instead.
+            # statistics, in place) and a record of x's shape, dtype, device and weight dtype
+            # (``_record``) are cached; the tensors are contiguous, on that device, in those dtypes
+            # and need no gradient. Anything else (or any doubt) takes the full checks below, which
+            # name the problem. Under torch.compile the custom op (below) is recorded instead.
             fast = (
                 not _is_compiling()
                 and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
                 and type(eps) is float
                 and 0.0 <= eps < _INF
+                and (pdtype := weight.dtype if self.has_weight else x.dtype) is not None
                 and (
-                    (rec := form.records.get((shape := x.shape, dtype := x.dtype, device := x.device, bias is None)))
+                    (
+                        rec := form.records.get(
+                            (shape := x.shape, dtype := x.dtype, device := x.device, bias is None, pdtype)
+                        )
+                    )
                     is not None
-                    or (rec := self._record(form, x, bias)) is not None
+                    or (rec := self._record(form, x, bias, pdtype)) is not None
                 )
                 and x.is_contiguous()
                 and not ((grad := torch.is_grad_enabled()) and x.requires_grad)
@@ -172,7 +179,6 @@ class Op:
                 and (
                     not self.has_weight
                     or weight.shape == rec.param_shape
-                    and weight.dtype is dtype
                     and weight.device == device
                     and weight.is_contiguous()
                     and not (grad and weight.requires_grad)
@@ -180,7 +186,7 @@ class Op:
                 and (
                     bias is None
                     or bias.shape == rec.param_shape
-                    and bias.dtype is dtype
+                    and bias.dtype is pdtype
                     and bias.device == device
                     and bias.is_contiguous()
                     and not (grad and bias.requires_grad)
@@ -255,7 +261,7 @@ class Op:
         if self.has_weight:
             checks.check_param(name, "weight", weight, x)
         if self.has_bias and bias is not None:
-            checks.check_param(name, "bias", bias, x)
+            checks.check_param(name, "bias", bias, x, weight if self.has_weight else None)
         named = self._named(x, residual, weight, bias)
         if not self.backward:
             checks.check_no_grad(name, named, self.quant_storage is not None)
@@ -351,9 +357,8 @@ class Op:
         layout = layouts[norm_pos]
         env = (x, residual, weight, bias, out, residual_out, scale, mean, rstd, eps)
         strides = (x_stride, residual_stride, out_stride, residual_out_stride)
-        env += runtime.launch_tail(
-            strides, n_rows, n_cols, bias is not None, mean is not None, rstd is not None, x.dtype
-        )
+        switches = (bias is not None, mean is not None, rstd is not None)
+        env += runtime.launch_tail(strides, n_rows, n_cols, *switches, x.dtype, checks.param_dtype(x, weight))
         aligned = x.data_ptr()
         for t in (residual, weight, bias):
             if t is not None:
@@ -437,8 +442,8 @@ class Op:
         def backward_fake(dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos):
             grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device)]
             params = (weight is not None) + bias_given
-            if params:
-                grads.append(torch.empty((params, x.shape[-1]), dtype=x.dtype, device=x.device))
+            if params:  # dw and db in the parameters' dtype (the weight's)
+                grads.append(torch.empty((params, x.shape[-1]), dtype=checks.param_dtype(x, weight), device=x.device))
             return grads
 
         backward_body.__signature__ = signature
@@ -500,26 +505,26 @@ class Op:
         n_rows = x.numel() // n_cols
         dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         partial_dw = partial_db = None
-        params = (weight is not None) + bias_given
+        params, pdtype = (weight is not None) + bias_given, checks.param_dtype(x, weight)
         if n_rows == 0:
-            return [dx] + [torch.zeros((params, n_cols), dtype=x.dtype, device=x.device)] * bool(params)
+            return [dx] + [torch.zeros((params, n_cols), dtype=pdtype, device=x.device)] * bool(params)
         ds_given = ds is not None
-        dy, dy_stride = _rows(dy)
-        x, x_stride = _rows(x)
-        residual, residual_stride = _rows(residual) if residual is not None else (x, x_stride)
-        ds, ds_stride = _rows(ds) if ds_given else (dy, dy_stride)
+        dy, dy_stride = checks.backward_rows(dy)
+        x, x_stride = checks.backward_rows(x)
+        residual, residual_stride = checks.backward_rows(residual) if residual is not None else (x, x_stride)
+        ds, ds_stride = checks.backward_rows(ds) if ds_given else (dy, dy_stride)
         launcher, layouts = self.kernel_launch(target, backward=True)
         key, args = layouts[norm_pos]
         env = [dy, ds, x, residual, weight, mean, rstd, None, None, None]
         env += [dy_stride, ds_stride, x_stride, residual_stride, n_cols, n_rows, n_cols]
-        env += [ds_given, bias_given, True, False, x.dtype]
+        env += [ds_given, bias_given, True, False, x.dtype, pdtype]
         device = x.get_device()
         programs = launcher.programs(key(env), device)
         # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below;
         # on cuda a single-pass grid of one program writes the gradients themselves
         final = target == "cuda" and programs == 1 and launcher.single_pass(key(env), device)
         shape = (params, n_cols) if final else (params, programs, n_cols)
-        partials = torch.empty(shape, dtype=x.dtype if final else torch.float32, device=x.device) if params else None
+        partials = torch.empty(shape, dtype=pdtype if final else torch.float32, device=x.device) if params else None
         if weight is not None:
             partial_dw = partials[0]
         if bias_given:
@@ -535,14 +540,14 @@ class Op:
             return [dx, partials] if params else [dx]
         # one tensor for dw and db: a custom op's outputs may not be views of one another
         if target == "cuda":
-            return [dx, runtime.sum_partials(partials, x.dtype)]
-        return [dx, (partials[:, 0] if programs == 1 else partials.sum(1)).to(x.dtype)]
+            return [dx, runtime.sum_partials(partials, pdtype)]
+        return [dx, (partials[:, 0] if programs == 1 else partials.sum(1)).to(pdtype)]
 
     def _reference_backward(self, dy, ds, x, residual, weight, eps, bias_given, norm_pos) -> list:
         """CPU without the interpreter: torch autograd through the generated reference."""
         primals = [t for t in (x, weight) if t is not None]
         if bias_given:
-            primals.append(torch.zeros(x.shape[-1:], dtype=x.dtype, device=x.device))
+            primals.append(torch.zeros(x.shape[-1:], dtype=checks.param_dtype(x, weight), device=x.device))
 
         def formula(*tensors):
             leaf, *params = tensors
@@ -573,14 +578,6 @@ class Op:
         return tuple(given.get(p, False if p.startswith("return_") else None) for p in names) + (inplace,)
 
 
-def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(rows, row stride) of a gradient or saved tensor: a view where its rows allow it, else a copy
-    (autograd may hand the backward expanded or otherwise strided gradients)."""
-    if t.shape[-1] > 1 and t.stride(-1) != 1:
-        t = t.contiguous()
-    return checks.rows(t) if not t.is_contiguous() else (t, t.shape[-1])
-
-
 class _Form:
     """One call form of an op for the fast path: residual mode, statistics asked, in place or not.
 
@@ -593,7 +590,7 @@ class _Form:
 
     def __init__(self, op: Op, norm_pos, mean: bool, rstd: bool, inplace: bool):
         self.norm_pos, self.mean, self.rstd, self.inplace = norm_pos, mean, rstd, inplace
-        self.records: dict[tuple, _Record] = {}  # (x's shape, dtype, device, bias is None) -> _Record
+        self.records: dict[tuple, _Record] = {}  # (x's shape, dtype, device, bias is None, weight's dtype) -> record
         x, residual = object(), object()
         slots = op.slots([object() for _ in range(5)], x, residual, norm_pos, mean, rstd, inplace)
         write_x, write_residual = (inplace and any(s is t for s in slots) for t in (x, residual))

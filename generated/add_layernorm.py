@@ -40,8 +40,8 @@ def add_layernorm(x, residual, weight, bias=None, eps=1e-5, norm_pos="pre", *, r
         x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
             stride, the last dimension must be contiguous.
         residual: tensor of x's shape, dtype and device.
-        weight: (hidden,) tensor of x's dtype.
-        bias: (hidden,) tensor of x's dtype, or None.
+        weight: (hidden,) tensor of x's dtype, or float32 with float16 or bfloat16 x.
+        bias: (hidden,) tensor of the weight's dtype, or None.
         eps: added to the variance before the square root.
         norm_pos: "pre" or "post".
             pre: s = x + residual; returns norm(s) and s.

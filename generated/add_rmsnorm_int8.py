@@ -38,7 +38,7 @@ def add_rmsnorm_int8(x, residual, weight, eps=1e-6, norm_pos="pre", *, inplace=F
         x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
             stride, the last dimension must be contiguous.
         residual: tensor of x's shape, dtype and device.
-        weight: (hidden,) tensor of x's dtype.
+        weight: (hidden,) tensor of x's dtype, or float32 with float16 or bfloat16 x.
         eps: added to the mean square before the square root.
         norm_pos: "pre" or "post".
             pre: s = x + residual; returns norm(s) and s.

@@ -40,7 +40,7 @@ def gemma_add_rmsnorm(x, residual, weight, eps=1e-6, norm_pos="pre", *, return_r
         x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
             stride, the last dimension must be contiguous.
         residual: tensor of x's shape, dtype and device.
-        weight: (hidden,) tensor of x's dtype; the op scales by (weight + 1.0).
+        weight: (hidden,) tensor of x's dtype, or float32 with float16 or bfloat16 x; the op scales by (weight + 1.0).
         eps: added to the mean square before the square root.
         norm_pos: "pre" or "post".
             pre: s = x + residual; returns norm(s) and s.

@@ -37,8 +37,8 @@ def layernorm(x, weight, bias=None, eps=1e-5, *, return_mean=False, return_rstd=
     Args:
         x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
             stride, the last dimension must be contiguous.
-        weight: (hidden,) tensor of x's dtype.
-        bias: (hidden,) tensor of x's dtype, or None.
+        weight: (hidden,) tensor of x's dtype, or float32 with float16 or bfloat16 x.
+        bias: (hidden,) tensor of the weight's dtype, or None.
         eps: added to the variance before the square root.
         return_mean: also return the per-row mean (float32, shape x.shape[:-1]).
         return_rstd: also return the per-row 1/std (float32, shape x.shape[:-1]).

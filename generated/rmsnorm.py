@@ -37,7 +37,7 @@ def rmsnorm(x, weight, eps=1e-6, *, return_rstd=False):
     Args:
         x: (..., hidden) tensor of dtype float32, float16, bfloat16; rows may have any
             stride, the last dimension must be contiguous.
-        weight: (hidden,) tensor of x's dtype.
+        weight: (hidden,) tensor of x's dtype, or float32 with float16 or bfloat16 x.
         eps: added to the mean square before the square root.
         return_rstd: also return the per-row 1/std (float32, shape x.shape[:-1]).
 

@@ -36,16 +36,19 @@ def make_activation(shape, n_cols, dtype, device, layout, pad, generator):
     return torch.randn(*shape, n_cols, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-def make_inputs(spec: NormSpec, rows: int, n_cols: int, dtype, device, layout, seed=0, with_bias=True):
+def make_inputs(spec: NormSpec, rows: int, n_cols: int, dtype, device, layout, seed=0, with_bias=True, params=None):
+    """x (and residual) in ``dtype``; weight and bias in ``params`` (None: ``dtype``; fp32 weights hold
+    values no 16-bit dtype has, so a kernel that rounded them would show)."""
+    params = params or dtype
     generator = torch.Generator().manual_seed(seed * 7919 + rows * 31 + n_cols)
     shape = leading_shape(rows, layout)
     inputs = {"x": make_activation(shape, n_cols, dtype, device, layout, 37, generator)}
     if spec.has_residual:
         inputs["residual"] = make_activation(shape, n_cols, dtype, device, layout, 5, generator)
     if spec.has_weight:
-        inputs["weight"] = (1.0 + 0.5 * torch.randn(n_cols, generator=generator)).to(device=device, dtype=dtype)
+        inputs["weight"] = (1.0 + 0.5 * torch.randn(n_cols, generator=generator)).to(device=device, dtype=params)
     if spec.has_bias and with_bias:
-        inputs["bias"] = (0.1 * torch.randn(n_cols, generator=generator)).to(device=device, dtype=dtype)
+        inputs["bias"] = (0.1 * torch.randn(n_cols, generator=generator)).to(device=device, dtype=params)
     return inputs
 
 

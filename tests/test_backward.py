@@ -61,8 +61,11 @@ def oracle(spec, x, residual, weight, bias, eps, norm_pos, gy, gs):
             "bias": b.grad if b is not None else None}  # fmt: skip
 
 
-def run_case(name, dtype, width, rows, layout, norm_pos, device, use_s=True, with_bias=True):
+def run_case(name, dtype, width, rows, layout, norm_pos, device, use_s=True, with_bias=True, params=None):
+    """One gradient check; ``params``: the weight's and bias's dtype (None: x's), whose dw and db must
+    come back in it."""
     spec = SPECS[name]
+    params = params or dtype
     generator = torch.Generator().manual_seed(rows * 131 + width)
     shape = leading_shape(rows, layout)
     leaves = {"x": make_activation(shape, width, dtype, device, layout, 7, generator)}
@@ -70,9 +73,9 @@ def run_case(name, dtype, width, rows, layout, norm_pos, device, use_s=True, wit
         leaves["residual"] = make_activation(shape, width, dtype, device, layout, 3, generator)
     if spec.has_weight:
         weight = 1.0 - spec.weight.offset + 0.5 * torch.randn(width, generator=generator)
-        leaves["weight"] = weight.to(device=device, dtype=dtype)
+        leaves["weight"] = weight.to(device=device, dtype=params)
     if spec.has_bias and with_bias:
-        leaves["bias"] = (0.1 * torch.randn(width, generator=generator)).to(device=device, dtype=dtype)
+        leaves["bias"] = (0.1 * torch.randn(width, generator=generator)).to(device=device, dtype=params)
     leaves = {k: v.detach().requires_grad_() for k, v in leaves.items()}
     gy = torch.randn(*shape, width, generator=generator).to(device=device, dtype=dtype)
     gs = torch.randn(*shape, width, generator=generator).to(device=device, dtype=dtype) if use_s else None
@@ -97,8 +100,8 @@ def run_case(name, dtype, width, rows, layout, norm_pos, device, use_s=True, wit
         scale = max(want.abs().max().item(), 1e-6) if want.numel() else 1.0
         error = (got.double() - want).abs().max().item() / scale if want.numel() else 0.0
         assert error <= TOLERANCE[dtype], (
-            f"{name} {dtype} width {width} rows {rows} {layout} {norm_pos}: d{arg} is off by {error:.3g} "
-            f"of its largest value (tolerance {TOLERANCE[dtype]})"
+            f"{name} {dtype} ({params} params) width {width} rows {rows} {layout} {norm_pos}: d{arg} is off by "
+            f"{error:.3g} of its largest value (tolerance {TOLERANCE[dtype]})"
         )
     if spec.has_residual:
         # both inputs get the gradient of s
@@ -138,6 +141,32 @@ def test_gradients_cpu(name, dtype, width, rows, layout, mode, cpu_path):
     if cpu_path == "reference" and width > 1000:
         pytest.skip("the reference has one path for every width")
     run_case(name, DTYPES[dtype], width, rows, layout, mode, "cpu")
+
+
+def _fp32_weight_cases(gpu: bool):
+    """Half x with fp32 weight and bias (mixed-precision training): dx in x's dtype, dw and db in fp32."""
+    cases = []
+    for name in DIFFERENTIABLE:
+        for dtype, mode in itertools.product(("fp16", "bf16"), _modes(name)):
+            widths = (111, 4097, 16384) if gpu else (111,)
+            cases += [(name, dtype, width, 57 if gpu else 5, "2d", mode) for width in widths]
+        if not gpu:
+            cases.append((name, "bf16", _multi_width(name), 3, "3d", _modes(name)[-1]))
+            cases.append((name, "fp16", 64, 0, "2d", _modes(name)[0]))
+    return cases
+
+
+@pytest.mark.parametrize("name,dtype,width,rows,layout,mode", _fp32_weight_cases(gpu=False))
+def test_gradients_fp32_weight_cpu(name, dtype, width, rows, layout, mode, cpu_path):
+    if cpu_path == "reference" and width > 1000:
+        pytest.skip("the reference has one path for every width")
+    run_case(name, DTYPES[dtype], width, rows, layout, mode, "cpu", params=torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,dtype,width,rows,layout,mode", _fp32_weight_cases(gpu=True))
+def test_gradients_fp32_weight_gpu(name, dtype, width, rows, layout, mode):
+    run_case(name, DTYPES[dtype], width, rows, layout, mode, "cuda", params=torch.float32)
 
 
 @pytest.mark.parametrize("name", [n for n in DIFFERENTIABLE if SPECS[n].has_residual])
@@ -246,3 +275,24 @@ def test_sum_partials(params, programs, cols, dtype):
     # the interpreter's fp32 -> bf16 conversion may differ from the hardware's rounding by one ulp
     ulp = 2.0**-7 if dtype == torch.bfloat16 and not HAS_GPU else 0.0
     torch.testing.assert_close(got, partials.double().sum(1).to(dtype), rtol=ulp, atol=0)
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "layernorm"])
+def test_backward_op_returns_parameter_gradients_in_the_weights_dtype(name, cpu_path):
+    """The backward custom op itself (which autograd would silently cast) and its fake: dx in x's
+    dtype, the dw and db rows in the weight's (fp32 here, with bf16 x; x's where they match)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    spec = SPECS[name]
+    for params in (torch.float32, torch.bfloat16):
+        x = torch.randn(5, 96).to(torch.bfloat16)
+        weight, bias = torch.randn(96, dtype=params), torch.randn(96, dtype=params)
+        stats = generated.layernorm(x, weight, bias, return_mean=True, return_rstd=True)[1:] if spec.is_layer else (
+            None, generated.rmsnorm(x, weight, return_rstd=True)[1])  # fmt: skip
+        args = (torch.randn_like(x), None, x, None, weight, *stats, spec.eps, spec.has_bias, None)
+        backward = getattr(torch.ops.normgen, f"{name}_backward")
+        dx, sums = backward(*args)
+        assert (dx.dtype, sums.dtype, sums.shape) == (x.dtype, params, (1 + spec.has_bias, 96))
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = backward(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args))
+        assert [t.dtype for t in fake] == [dx.dtype, sums.dtype]

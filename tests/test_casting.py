@@ -56,21 +56,22 @@ def package(tmp_path_factory):
         sys.path.remove(str(root))
 
 
-def check_modes_apart(package, kind, mode, dtype, width, device, interpreter):
+def check_modes_apart(package, kind, mode, dtype, width, device, interpreter, params=None):
+    """``params``: the weight's and bias's dtype (None: x's); fp32 ones enter each mode's steps unrounded."""
     module, specs = package
     spec = specs[f"{kind}_{mode}"]
     generator = torch.Generator().manual_seed(width)
     x = torch.randn(8, width, generator=generator).to(device=device, dtype=dtype)
     residual = torch.randn(8, width, generator=generator).to(device=device, dtype=dtype)
     # weights far from 1, so that rounding before or after the multiplication differs
-    weight = (1.0 + 2.0 * torch.rand(width, generator=generator)).to(device=device, dtype=dtype)
-    bias = (0.5 * torch.randn(width, generator=generator)).to(device=device, dtype=dtype)
+    weight = (1.0 + 2.0 * torch.rand(width, generator=generator)).to(device=device, dtype=params or dtype)
+    bias = (0.5 * torch.randn(width, generator=generator)).to(device=device, dtype=params or dtype)
     args = dict(x=x, residual=residual, weight=weight, bias=bias if spec.has_bias else None)
     op_args = {k: v for k, v in args.items() if v is not None}
     y, s = getattr(module, spec.name)(**op_args, norm_pos="pre")
     rnd = rounder(dtype, interpreter)
     expected = {m: stepwise(spec, m, **args, rnd=rnd) for m in MODES}
-    label = f"{spec.name} {dtype} width {width}"
+    label = f"{spec.name} {dtype} ({params or dtype} params) width {width}"
     assert torch.equal(s, expected[mode][1]), f"{label}: residual sum differs from x + r rounded once"
     assert_steps_match(y, expected[mode][0], f"{label}: y vs its own rounding steps", expected[mode][2])
     for other in MODES:
@@ -81,28 +82,34 @@ def check_modes_apart(package, kind, mode, dtype, width, device, interpreter):
         assert exact_fraction(y, expected[other][0]) < 0.95, f"{label}: y matches {other}'s rounding steps"
 
 
+PARAMS = pytest.mark.parametrize("params", [None, torch.float32], ids=["params-x", "params-fp32"])
+
+
 @pytest.mark.skipif(not runtime.INTERPRET, reason="needs TRITON_INTERPRET=1 (the CPU interpreter)")
+@PARAMS
 @pytest.mark.parametrize("width", [128, 4097])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["rms", "layer"])
-def test_casting_modes_apart_interpreter(package, kind, mode, dtype, width):
-    check_modes_apart(package, kind, mode, dtype, width, "cpu", interpreter=True)
+def test_casting_modes_apart_interpreter(package, kind, mode, dtype, width, params):
+    check_modes_apart(package, kind, mode, dtype, width, "cpu", interpreter=True, params=params)
 
 
 @pytest.mark.gpu
+@PARAMS
 @pytest.mark.parametrize("width", [128, 4097, 8192])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["rms", "layer"])
-def test_casting_modes_apart_gpu(package, kind, mode, dtype, width):
-    check_modes_apart(package, kind, mode, dtype, width, "cuda", interpreter=False)
+def test_casting_modes_apart_gpu(package, kind, mode, dtype, width, params):
+    check_modes_apart(package, kind, mode, dtype, width, "cuda", interpreter=False, params=params)
 
 
+@PARAMS
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("mode", MODES)
-def test_casting_modes_apart_reference(package, monkeypatch, mode, dtype):
+def test_casting_modes_apart_reference(package, monkeypatch, mode, dtype, params):
     """The generated PyTorch reference (CPU without the interpreter) follows the same steps."""
     monkeypatch.setattr(runtime, "INTERPRET", False)
     for kind in ("rms", "layer"):
-        check_modes_apart(package, kind, mode, dtype, 300, "cpu", interpreter=False)
+        check_modes_apart(package, kind, mode, dtype, 300, "cpu", interpreter=False, params=params)

@@ -29,6 +29,7 @@ import torch
 
 import generated
 from dsl.hf import swap_norms
+from dsl.runtime import NormgenError
 
 pytestmark = pytest.mark.usefixtures("reference_path")  # CPU tensors run the generated reference (conftest.py)
 
@@ -359,3 +360,41 @@ def test_logits_match_gpu(arch):
     got = logits(torch.compile(model), ids)
     diff = (got.double() - want.double()).abs().max().item()
     assert diff <= max(2 * own, bf16_ulp_at_scale(want)), (diff, own)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma", "gemma3", "gpt2"])
+def test_mixed_dtypes_keep_the_layers_dtypes(arch):
+    """fp32 norm weights with bf16 input (a mixed-precision model): where the original layer returns
+    what normgen does (Gemma's norms: fp32 math, cast back; torch's LayerNorm), the swapped layer
+    gives it, in bf16, with fp32 weight gradients; LlamaRMSNorm and its copies return fp32 there,
+    so their swapped layers refuse such calls instead of changing the model's dtypes."""
+    model, _ = tiny_model(arch, torch.float32)
+    names = [name for name, m in model.named_modules() if type(m).__name__ == ARCHS[arch][2]]
+    xs = {name: torch.randn(3, model.get_submodule(name).weight.shape[0]).to(torch.bfloat16) for name in names}
+    want = {}
+    for name in names:
+        layer = model.get_submodule(name)
+        y = layer(xs[name])
+        y.float().sum().backward()
+        want[name] = (y, layer.weight.grad.clone())
+        layer.weight.grad = None
+    report = swap_norms(model)
+    assert len(report.replaced) == len(names) and report.skipped == [], str(report)
+    for name in names:
+        layer, x = model.get_submodule(name), xs[name]
+        if arch in ("llama", "qwen3"):
+            assert want[name][0].dtype is torch.float32  # the original's output: fp32
+            with pytest.raises(NormgenError, match=rf"\(swapped in for {ARCHS[arch][2]} by swap_norms\)"):
+                layer(x)
+            assert layer(x.float()).dtype is torch.float32  # one dtype: served as before
+            continue
+        y = layer(x)
+        y.float().sum().backward()
+        assert y.dtype is torch.bfloat16 is want[name][0].dtype
+        assert layer.weight.grad.dtype is torch.float32
+        if arch == "gpt2":
+            torch.testing.assert_close(y, want[name][0])
+            torch.testing.assert_close(layer.weight.grad, want[name][1], rtol=1.6e-2, atol=1e-2)
+        else:
+            assert torch.equal(y, want[name][0]), name
+            torch.testing.assert_close(layer.weight.grad, want[name][1], rtol=1.6e-2, atol=1e-2)

@@ -56,25 +56,65 @@ def test_dtype_and_device_make_the_parameters_and_the_output(name):
     assert build(name, device="meta").weight.is_meta
 
 
-@pytest.mark.parametrize("name", ["rmsnorm", "add_layernorm"])
-def test_default_dtype_module_on_bf16_input_says_how_to_fix_it(name):
+@pytest.mark.parametrize("name", ["rmsnorm", "add_layernorm", "gemma_add_rmsnorm"])
+def test_default_dtype_module_runs_bf16_input_with_fp32_parameters(name, cpu_path):
+    """Mixed precision: a module built without dtype= (fp32 parameters) takes bf16 input and returns bf16,
+    the op's result with those fp32 parameters; it trains, and its parameters' gradients are fp32."""
     spec = SPECS[name]
     module = build(name)
     assert module.weight.dtype is torch.get_default_dtype() is torch.float32
     args = inputs(spec, torch.bfloat16)
+    torch.nn.init.normal_(module.weight)
+    out = module(*args)
+    assert (out[0] if isinstance(out, tuple) else out).dtype is torch.bfloat16
+    params = dict(module.named_parameters())
+    norm_pos = spec.residual[0].value if spec.has_residual else None
+    expected = call(
+        spec, {"x": args[0], **dict(zip(["residual"], args[1:], strict=False)), **params}, norm_pos, stats=False
+    )
+    for got, want in zip(out if isinstance(out, tuple) else (out,), expected.values(), strict=True):
+        assert torch.equal(got, want)
+    with torch.enable_grad():
+        out = module(*[a.requires_grad_() for a in args])
+        (out[0] if isinstance(out, tuple) else out).float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype is torch.float32 for p in module.parameters())
+    assert args[0].grad.dtype is torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "add_layernorm"])
+def test_refused_parameter_dtypes_say_how_to_fix_it(name):
+    spec = SPECS[name]
+    args = inputs(spec, torch.bfloat16)
+    with pytest.raises(
+        runtime.NormgenError, match=r"weight \(.*float16.*\) must have x's dtype \(torch.bfloat16\) or "
+    ):
+        build(name, dtype=torch.float16)(*args)  # fp16 weights with bf16 x: another 16-bit dtype
+    torch.set_default_dtype(torch.float64)
+    try:
+        module = build(name)
+        with pytest.raises(runtime.NormgenError, match=r"weight \(.*\) must have x's dtype") as error:
+            module(*args)
+    finally:
+        torch.set_default_dtype(torch.float32)
     fix = (
-        "a normgen module built without dtype= has torch.float32 parameters: "
+        "a normgen module built without dtype= has torch.float64 parameters: "
         "build it with dtype=torch.bfloat16 or call module.to(torch.bfloat16)"
     )
-    with pytest.raises(runtime.NormgenError, match=r"weight \(.*\) must have x's dtype and device") as error:
-        module(*args)
     assert fix in str(error.value)
     out = module.to(torch.bfloat16)(*args)  # the fix the message names works
     assert (out[0] if isinstance(out, tuple) else out).dtype is torch.bfloat16
+    if spec.has_bias:  # the bias shares the weight's dtype
+        module = build(name, dtype=torch.bfloat16, bias=True)
+        module.bias.data = module.bias.data.float()
+        with pytest.raises(runtime.NormgenError, match="bias has dtype torch.float32; it must have the weight's"):
+            module(*args)
+    fp32_x = inputs(spec, torch.float32)  # fp32 x takes fp32 parameters only
+    with pytest.raises(runtime.NormgenError, match=r"must have x's dtype \(torch.float32\)$"):
+        build(name, dtype=torch.bfloat16)(*fp32_x)
 
 
 def test_device_mismatch_does_not_blame_the_dtype():
     x = torch.randn(2, 8)
     with pytest.raises(runtime.NormgenError) as error:
         checks.check_param("rmsnorm", "weight", torch.ones(8, device="meta"), x)
-    assert "must have x's dtype and device" in str(error.value) and "dtype=" not in str(error.value)
+    assert "must be on x's device" in str(error.value) and "dtype=" not in str(error.value)

@@ -153,15 +153,20 @@ DIRECTIONS = [(spec.name, "") for spec in SPECS] + [(spec.name, "BACKWARD_") for
 )
 def test_npu_dispatch_entries_lower_and_plan_memory(name, prefix, pool, capsys):
     """The forward's and the backward's kernels lower to ttadapter and each memory layout's widest tile
-    plans in bishengir-compile with no overflow, no fallback and no more than the planner's figure.
+    plans in bishengir-compile with no overflow, no fallback and no more than the planner's figure;
+    with 16-bit x, with fp32 weight and bias rows too (the mixed-precision call, the same entry).
     The forward's figures must also equal docs/npu/ub-plan.md's; the backward's UB is counted as the
     whole buffer (``dsl/targets/npu.py``, ``_backward_entry``), so its plans are not listed there."""
     direction = prefix.lower().strip("_") or "forward"
     lowerings, entries, problems = plan_lowerings(name, prefix)
     assert lowerings, f"{name}: no npu {direction} kernels to lower"
-    planned = npu_cost.representatives(lowerings)
+    planned = npu_cost.planned(lowerings)  # the representatives, and with fp32 weight rows where x is 16-bit
     committed = None if prefix else npu_cost.read_ub_plan()
     jobs = [(lowering, lowering in planned) for lowering in lowerings]
+    jobs += [(lowering, True) for lowering in planned if lowering not in lowerings]
+    half = [dict(lowering.signature) for lowering in planned if dict(lowering.signature)["X_ptr"] != "*fp32"]
+    mixed = [s for s in half if s.get("W_ptr") == "*fp32"]
+    assert 2 * len(mixed) == len(half), f"{name}: each 16-bit representative is planned with fp32 weight rows too"
     start = time.perf_counter()
     outcomes = list(pool.map(lower_and_plan, jobs, chunksize=4))
     elapsed = time.perf_counter() - start
@@ -170,7 +175,7 @@ def test_npu_dispatch_entries_lower_and_plan_memory(name, prefix, pool, capsys):
         if outcome.error:
             failures.append(f"{describe(lowering)}:\n{outcome.error}")
         elif outcome.plan:
-            failures += plan_problems(lowering, lowerings[lowering], outcome.plan, committed)
+            failures += plan_problems(lowering, planned[lowering], outcome.plan, committed)
     retries = sum(out.retries for out in outcomes)
     note = f", {retries} {'retry' if retries == 1 else 'retries'} after triton-adapter-opt crashed" if retries else ""
     with capsys.disabled():  # the count is this test's result: show it even when it passes

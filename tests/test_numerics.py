@@ -18,7 +18,7 @@ import generated
 from dsl import runtime
 from dsl.model import ResidualMode
 
-from .cases import DTYPES, SPECS, call, make_inputs, matrix
+from .cases import DTYPES, LAYOUTS, SPECS, call, make_inputs, matrix, modes
 from .oracle import ATOL, RTOL, assert_close, assert_steps_match, oracle, rounder, stepwise
 
 # The first op gets the full matrix (every layout for every case); the others
@@ -49,13 +49,14 @@ def reference_outputs(spec, inputs, mode, package=generated):
     return reference_fn(spec, package)(*args)
 
 
-def check_case(name, dtype_token, mode, width, rows, layout, device, on_gpu, spec=None, package=generated):
-    """One case of the matrix: the op's outputs against the float64 formula and the reference."""
+def check_case(name, dtype_token, mode, width, rows, layout, device, on_gpu, spec=None, package=generated, params=None):
+    """One case of the matrix: the op's outputs against the float64 formula and the reference.
+    ``params``: the weight's and bias's dtype token (None: x's)."""
     spec = spec or SPECS[name]
     dtype = DTYPES[dtype_token]
-    inputs = make_inputs(spec, rows, width, dtype, device, layout)
+    inputs = make_inputs(spec, rows, width, dtype, device, layout, params=DTYPES.get(params))
     out = call(spec, inputs, mode, package=package)
-    label = f"{name} {dtype_token} {mode} {width}x{rows} {layout}"
+    label = f"{name} {dtype_token}{f' ({params} weight)' if params else ''} {mode} {width}x{rows} {layout}"
     lead = inputs["x"].shape[:-1]
 
     y64, s, mean64, rstd64 = oracle(spec, **{k: v for k, v in inputs.items()}, norm_pos=mode)
@@ -165,3 +166,68 @@ def test_interpreter(case):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_gpu(case):
     check_case(*case, device="cuda", on_gpu=True)
+
+
+# fp32 weights (and biases) with fp16 and bf16 x, as mixed-precision training keeps them: every op
+# with a weight, each mode, a single-pass and a multi-pass width on each target, the layouts cycling.
+# The weights hold fp32 values no 16-bit dtype has: y must follow the casting mode's rounding steps
+# with the weight unrounded (README, "How dtypes are chosen").
+FP32_WEIGHT = [
+    (name, dtype, mode, width, rows, LAYOUTS[i % len(LAYOUTS)])
+    for i, (name, dtype, mode, width, rows) in enumerate(
+        (name, dtype.value, mode, width, rows)
+        for name, spec in sorted(SPECS.items())
+        if spec.has_weight
+        for dtype in spec.dtypes
+        if dtype.value != "fp32"
+        for mode in modes(spec)
+        for width, rows in ((111, 3), (4097, 3), (2048, 57))
+    )
+]
+
+
+@pytest.mark.skipif(not runtime.INTERPRET, reason="TRITON_INTERPRET is not 1 (test_gpu_fp32_weight runs these cases)")
+@pytest.mark.parametrize("case", FP32_WEIGHT, ids=case_id)
+def test_interpreter_fp32_weight(case):
+    check_case(*case, device="cpu", on_gpu=False, params="fp32")
+
+
+def test_reference_fp32_weight(reference_path):
+    """The generated reference (what a CPU user gets) follows the same definition."""
+    for case in FP32_WEIGHT[::3]:
+        check_case(*case, device="cpu", on_gpu=False, params="fp32")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", FP32_WEIGHT, ids=case_id)
+def test_gpu_fp32_weight(case):
+    check_case(*case, device="cuda", on_gpu=True, params="fp32")
+
+
+def check_weight_dtype_switch(name, device, rows):
+    """One shape called with a bf16 weight until the fast path launches the compiled kernel directly (on a
+    GPU), then with an fp32 weight, then bf16 again: each weight dtype has its own launch key and kernel,
+    so y follows the weight given, never a kernel compiled for the other's rows."""
+    spec = SPECS[name]
+    mode = modes(spec)[0]
+    rnd = rounder(torch.bfloat16, interpreter=device == "cpu")
+    for params in (torch.bfloat16, torch.float32, torch.bfloat16):
+        inputs = make_inputs(spec, rows, 4096, torch.bfloat16, device, "2d", params=params)
+        for _ in range(3):  # the first call compiles; on a GPU, later ones take the direct launch
+            out = call(spec, inputs, mode, stats=False)
+        steps = stepwise(
+            spec, spec.casting.value, **{k: inputs.get(k) for k in ("x", "residual", "weight", "bias")}, rnd=rnd
+        )
+        assert_steps_match(out["y"], steps[0], f"{name} {params} weight: y vs its rounding steps", steps[2])
+
+
+@pytest.mark.skipif(not runtime.INTERPRET, reason="TRITON_INTERPRET is not 1 (test_gpu_weight_dtype_switch runs it)")
+@pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm"])
+def test_interpreter_weight_dtype_switch(name):
+    check_weight_dtype_switch(name, "cpu", 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm"])
+def test_gpu_weight_dtype_switch(name):
+    check_weight_dtype_switch(name, "cuda", 64)

@@ -155,8 +155,8 @@ def test_fast_and_checked_paths_launch_what_the_abi_says(name, mode, stat, recor
             assert isinstance(got, torch.Tensor), p.name
         else:
             assert got == expected_scalars[p.source] and type(got) is type(expected_scalars[p.source]), p.name
-    assert key_fast[0] is dtype
-    assert key_fast[1:] == tuple(value[p.name] for p in abi.key)
+    assert key_fast[0] is dtype and key_fast[-1] is (weight.dtype if weight is not None else dtype)
+    assert key_fast[1:-1] == tuple(value[p.name] for p in abi.key)
 
 
 @pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm", "add_layernorm_int8"])
@@ -187,6 +187,20 @@ def test_direct_launch_passes_the_inputs_pointers(name, recording):
         args[1] = says_cuda(torch.randn(6, 64))
     op(*args, 1e-5, mode, False, False, False)
     assert recorder.calls[-1][0] == "launcher" and recorder.calls[-1][2] is False
+
+
+def test_the_weights_dtype_is_part_of_the_launch_key(recording):
+    """A bf16 x of one shape with a bf16 weight, then with an fp32 one: each gets its own record and
+    launch key (Triton compiles a kernel per pointer dtype), so the direct launch the launcher made
+    for the bf16 weight never serves the fp32 one."""
+    op, recorder = recording("add_rmsnorm", direct_after=1)
+    x, r = (says_cuda(torch.randn(4, 64).bfloat16()) for _ in range(2))
+    for w in [says_cuda(torch.ones(64).bfloat16())] * 2 + [says_cuda(torch.ones(64))] * 2:
+        op(x, r, w, None, 1e-6, "pre", False, False, False)
+    assert [c[0] for c in recorder.calls] == ["launcher", "direct", "launcher", "direct"]
+    keys = [c[1] for c in recorder.calls]
+    assert keys[0] == keys[1] != keys[2] == keys[3]
+    assert (keys[0][0], keys[0][-1], keys[2][0], keys[2][-1]) == (torch.bfloat16,) * 3 + (torch.float32,)
 
 
 # ----------------------------------------------------------------------------
@@ -297,6 +311,25 @@ def _add_rmsnorm_calls():
         False,
     )
     yield "functional, x a list", call([[1.0] * 64], says_cuda(torch.randn(1, 64)), inplace=False), False
+    half, fp32 = pair(dtype=torch.bfloat16), pair()
+    yield "functional, bf16 x, fp32 weight", call(*half, inplace=False), True
+    yield "inplace, bf16 x, fp32 weight", call(*pair(dtype=torch.bfloat16)), True
+    yield (
+        "functional, bf16 x, bf16 weight",
+        call(*half, weight=says_cuda(torch.ones(64).bfloat16()), inplace=False),
+        True,
+    )
+    yield "functional, bf16 x, fp16 weight", call(*half, weight=says_cuda(torch.ones(64).half()), inplace=False), False
+    yield (
+        "functional, bf16 x, fp64 weight",
+        call(*half, weight=says_cuda(torch.ones(64).double()), inplace=False),
+        False,
+    )
+    yield (
+        "functional, fp32 x, bf16 weight",
+        call(*fp32, weight=says_cuda(torch.ones(64).bfloat16()), inplace=False),
+        False,
+    )
 
 
 CALLS = list(_add_rmsnorm_calls())

@@ -156,8 +156,11 @@ def test_compiled_training_fullgraph(device):
         torch.testing.assert_close(graphed[0][f"_orig_mod.{name}"], want, rtol=1e-4, atol=1e-5)
 
 
-def _rand(*shape):
-    return lambda d: torch.randn(*shape, device=d)
+def _rand(*shape, dtype=torch.float32):
+    return lambda d: torch.randn(*shape, device=d).to(dtype)
+
+
+_BF16 = torch.bfloat16  # with fp32 weights and biases: mixed precision
 
 
 OPCHECK = [
@@ -165,7 +168,35 @@ OPCHECK = [
     ("add_rmsnorm", (_rand(3, 64), _rand(3, 64), _rand(64), 1e-6, "pre", True)),
     ("add_rmsnorm", (_rand(3, 64), _rand(3, 64), _rand(64), 1e-6, "post", True)),
     ("layernorm", (_rand(3, 64), _rand(64), _rand(64), 1e-5, True, True)),
+    ("add_rmsnorm", (_rand(3, 64, dtype=_BF16), _rand(3, 64, dtype=_BF16), _rand(64), 1e-6, "pre", True)),
+    (
+        "add_layernorm",
+        (_rand(3, 64, dtype=_BF16), _rand(3, 64, dtype=_BF16), _rand(64), _rand(64), 1e-5, "post", True, True),
+    ),
+    ("gemma_rmsnorm", (_rand(3, 64, dtype=torch.float16), _rand(64), 1e-6, True)),
 ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_mixed_precision_module(device):
+    """A module of fp32 parameters on bf16 activations under torch.compile(fullgraph=True): bf16 out, fp32
+    parameter gradients, as eagerly (the backward custom op's fake gives dw and db the weight's dtype)."""
+    module = generated.AddLayerNorm(64, bias=True, device=device)
+    with torch.no_grad():
+        module.weight.normal_()
+        module.bias.normal_()
+    x, residual = (torch.randn(6, 64, device=device).to(torch.bfloat16).requires_grad_() for _ in range(2))
+    results = []
+    for run in (module, torch.compile(module, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")):
+        torch._dynamo.reset()
+        y, s = run(x, residual)
+        (y.float().square().sum() + s.float().sum()).backward()
+        results.append((y, x.grad, module.weight.grad, module.bias.grad))
+        x.grad = residual.grad = module.weight.grad = module.bias.grad = None
+    (y, dx, dw, db), (y_c, dx_c, dw_c, db_c) = results
+    assert (y_c.dtype, dx_c.dtype, dw_c.dtype, db_c.dtype) == (torch.bfloat16,) * 2 + (torch.float32,) * 2
+    for got, want in ((y_c, y), (dx_c, dx), (dw_c, dw), (db_c, db)):
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("op,args", OPCHECK)

@@ -258,13 +258,24 @@ def ub_least(spec: NormSpec, dtype: DType, passes: Pass, rows: int, cols: int) -
     return family(spec, dtype, passes).least.of(rows, cols)
 
 
+# With 16-bit x, the weight and bias rows may be fp32 (a call-time choice; the same entry serves both).
+# The families are fitted to half rows; with fp32 ones the compiler plans up to this many more bytes
+# per column and parameter row (layer norms, whose fp32 weight and bias plans rise by up to 8128
+# bytes at 2048 columns; the RMS norms' fall), which ub_bytes counts always. The fit criterion
+# (ub_least) is unchanged: every memory layout's widest tile plans without overflow or fallback with
+# fp32 rows too (docs/npu/ub-plan.md, the `w=fp32` rows; tests/test_npu_lowering.py plans them).
+FP32_PARAM_ROW = 2
+
+
 def ub_bytes(spec: NormSpec, dtype: DType, passes: Pass, rows: int, cols: int, multibuffer: bool) -> int:
-    """The most UB bytes the compiler plans for the tile (never more than the buffer)."""
+    """The most UB bytes the compiler plans for the tile (never more than the buffer), with parameter
+    rows of x's dtype or, for 16-bit x, fp32."""
     fam = family(spec, dtype, passes)
     plenty = fam.plenty_multibuffer if multibuffer else fam.plenty
     if plenty is None:
         return UB_BYTES
-    return min(UB_BYTES, max(plenty.of(rows, cols), fam.least.of(rows, cols)))
+    fp32_rows = FP32_PARAM_ROW * (spec.has_weight + spec.has_bias) * cols if DTYPE_BYTES[dtype] < 4 else 0
+    return min(UB_BYTES, max(plenty.of(rows, cols) + fp32_rows, fam.least.of(rows, cols)))
 
 
 def multibuffer_fits(spec: NormSpec, dtype: DType, passes: Pass, rows: int, cols: int) -> bool:
