@@ -51,6 +51,8 @@ def decide(launcher: runtime.Launcher, key: tuple, device_index: int) -> tuple:
 def launch(decision: tuple, args: tuple) -> None:
     """Launch a decided kernel where a graph is traced: Inductor records the Triton kernel itself."""
     kernel, grid, options = decision
+    # a symbolic eps (dynamic=True makes Python floats graph inputs) is specialized: it is a model constant
+    args = tuple(float(a) if isinstance(a, torch.SymFloat) else a for a in args)
     torch.library.wrap_triton(kernel)[grid](*args, **options)
 
 
