@@ -12,8 +12,10 @@ the reference, the kernels' modules). Calling the ``Op`` runs the op:
   device, a record (``_Record``: launch key, fixed arguments, direct launch);
 * otherwise every input check (``dsl/checks.py``), then, under torch.compile,
   the custom op (``<namespace>::<op>`` and ``<op>_inplace``, registered here
-  with their fake implementations) so that dynamo records it; eagerly, the
-  kernels (or the reference on CPU) and the version bumps of in-place writes.
+  with their fake implementations) so that dynamo records it (on cuda,
+  ``dsl/compiled.py`` decomposes it into its Triton kernels; the backward is in
+  ``dsl/backward.py``); eagerly, the kernels (or the reference on CPU) and the
+  version bumps of in-place writes.
 
 Every call passes all nine arguments of the widest op, ``(x, residual, weight,
 bias, eps, norm_pos, return_mean, return_rstd, inplace)``; an op without one
