@@ -65,9 +65,9 @@ def decompose(custom, params: tuple, body, kernels) -> None:
     """Register ``body`` (the op's traceable body, taking its arguments by ``params``) as the
     op's decomposition under torch.compile for cuda tensors, as ``triton_op`` does for all.
 
-    ``kernels()``: the op's cuda Triton kernels, named for AOTAutograd's cache key (its
-    kernels' source is part of the key, as for a ``triton_op``); asked once, where CUDA is
-    available (importing the kernels imports Triton).
+    ``kernels()``: the op's cuda Triton kernels, named for AOTAutograd's cache key (their
+    source is part of the key, as a ``triton_op``'s are); asked when the key is computed,
+    so that importing the op does not import the kernels (and Triton).
     """
     from torch._library import triton as library_triton
     from torch._subclasses.fake_tensor import FakeTensor
@@ -85,8 +85,20 @@ def decompose(custom, params: tuple, body, kernels) -> None:
             return body(*[given[p] for p in params])
 
     custom.register_torch_dispatch(FunctionalTensorMode, decomposition)
-    if torch.cuda.is_available() and not runtime.INTERPRET:
-        library_triton.triton_ops_to_kernels[custom._qualname] = list(kernels())
+    library_triton.triton_ops_to_kernels[custom._qualname] = _Kernels(kernels)
+
+
+class _Kernels(list):
+    """An op's kernels for torch's list of Triton-backed ops, imported when first read."""
+
+    def __init__(self, kernels):
+        super().__init__()
+        self._kernels = kernels
+
+    def __iter__(self):
+        if not self and not runtime.INTERPRET:
+            self.extend(self._kernels())
+        return super().__iter__()
 
 
 def _export_keeps_ops() -> bool:

@@ -81,6 +81,8 @@ def test_traced_graph_launches_the_launchers_kernel(traces, case):
     assert len(got["kernels"]) == 1, got["kernels"]
     kernel = got["kernels"][0]
     assert kernel["module"] == f"generated.{c['name']}_cuda"
+    launcher = importlib.import_module(kernel["module"]).LAUNCHER
+    assert got["registered"] == [k.fn.__name__ for k in launcher.kernels.values()]  # AOTAutograd's cache key
     want = expected(c["name"], None if c["dynamic"] else c["rows"], c["cols"], c["norm_pos"], c["rstd"])
     assert kernel["name"] == want["name"]
     decided = {k: v for k, v in kernel["constexprs"].items() if k in want["constexprs"]}

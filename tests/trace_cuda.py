@@ -20,6 +20,7 @@ from torch._dynamo.source import ConstantSource
 from torch._functorch.aot_autograd import aot_module_simplified
 from torch._guards import TracingContext, tracing
 from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
+from torch._library import triton as library_triton
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
 from triton.runtime.jit import JITFunction
@@ -82,6 +83,9 @@ def trace(name: str, norm_pos, inplace: bool, rstd: bool, rows: int, cols: int, 
     with tracing(TracingContext(mode)):
         aot_module_simplified(torch.fx.GraphModule({}, graph), list(tensors.values()), fw_compiler=compiler)
     result = {"ops": [], "kernels": [], "guards": [str(g.expr) for g in env.guards]}
+    # the kernels torch's AOTAutograd cache key reads for the op (as for a triton_op)
+    qualname = f"{op.custom_op}_inplace" if inplace else op.custom_op
+    result["registered"] = [k.fn.__name__ for k in library_triton.get_triton_kernels_for_op(qualname)]
     for node in captured["gm"].graph.nodes:
         if node.op != "call_function":
             continue
