@@ -300,3 +300,18 @@ def test_inductor_training_step(name, dynamic):
         code = "\n".join(codes)
         assert re.search(rf"\b{name}_backward_(single|multi)\b", code), "Inductor's code lacks the backward kernel"
         assert "torch.ops.normgen" not in code, "Inductor's code calls back into a Python custom op"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm", "add_layernorm_int8"])
+def test_opcheck_cuda(name):
+    """torch.library.opcheck on cuda tensors: its AOT dispatch checks trace the decomposition into the kernels."""
+    from .test_torch_integration import custom_op_args, inplace_op_args
+
+    spec = SPECS[name]
+    for norm_pos in [m.value for m in spec.residual] or [None]:
+        inputs = _gpu_inputs(spec, 24, cols=256, dtype=torch.float32)
+        torch.library.opcheck(getattr(torch.ops.normgen, name).default, custom_op_args(spec, inputs, norm_pos))
+        if spec.has_residual:
+            args = inplace_op_args(spec, inputs, norm_pos)
+            torch.library.opcheck(getattr(torch.ops.normgen, f"{name}_inplace").default, args)
