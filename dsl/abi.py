@@ -48,8 +48,10 @@ class Source(enum.Enum):
     GRAD_OUT = "grad_out"  # dy
     GRAD_RESIDUAL_OUT = "grad_residual_out"  # ds, the gradient on s (pre mode), when it has one
     GRAD_X = "grad_x"  # dx (also d(residual): both get the gradient of s)
-    GRAD_WEIGHT = "grad_weight"  # fp32 per-program partial sums of dw, (programs, n_cols)
-    GRAD_BIAS = "grad_bias"  # fp32 per-program partial sums of db, (programs, n_cols)
+    # fp32 per-program partial sums of dw and db, (programs, n_cols); on cuda a single-pass
+    # launch of one program is given dw (db) itself, in its dtype, which the kernel casts to
+    GRAD_WEIGHT = "grad_weight"
+    GRAD_BIAS = "grad_bias"
     # Scalars of the call.
     N_ROWS = "n_rows"
     N_COLS = "n_cols"

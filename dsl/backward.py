@@ -3,8 +3,8 @@
 The functional custom op ``<namespace>::<op>`` carries a ``torch.library.register_autograd``
 formula that calls the backward custom op ``<op>_backward``; eager calls and torch.compile
 take the same path. Under torch.compile on cuda, the backward op is decomposed into its
-Triton kernels, the partial sums' reduction and the cast (``dsl/compiled.py``), which
-Inductor sees and fuses like any torch ops.
+Triton kernels and the partial sums' reduction (``dsl/compiled.py``), which Inductor
+launches from its own code.
 """
 
 from __future__ import annotations
@@ -45,13 +45,22 @@ def register(op, custom, namespace: str, opname: str) -> None:
     backward = torch.library.custom_op(f"{op.custom_op}_backward", backward_body, mutates_args=())
     backward.register_fake(backward_fake)
     compiled.decompose(
-        backward, PARAMS, lambda *args: run(op, *args, traced=True), lambda: op.cuda_kernels(backward=True)
+        backward,
+        PARAMS,
+        lambda *args: run(op, *args, traced=True),
+        lambda: op.cuda_kernels(backward=True) + [_sum_kernel()],
     )
     op.backward_op = getattr(getattr(torch.ops, namespace), f"{opname}_backward")
     custom.register_autograd(
         lambda ctx, grads: _autograd_backward(op, ctx, grads),
         setup_context=lambda ctx, inputs, output: _setup_context(op, ctx, inputs, output),
     )
+
+
+def _sum_kernel():
+    from . import device
+
+    return device.sum_partials
 
 
 def _setup_context(op, ctx, inputs, output) -> None:
@@ -125,10 +134,15 @@ def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, 
     if traced:
         decision = compiled.decide(launcher, key(env), device)
         programs = decision[1][0]  # a torch.SymInt where the rows are symbolic
+        one = isinstance(programs, int) and programs == 1  # (a symbolic count is not tested: no guard on the rows)
+        final = target == "cuda" and one and decision[0] is launcher.kernels["single"]
     else:
         programs = launcher.programs(key(env), device)
-    # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below
-    partials = torch.empty((params, programs, n_cols), dtype=torch.float32, device=x.device) if params else None
+        final = target == "cuda" and programs == 1 and launcher.single_pass(key(env), device)
+    # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below;
+    # on cuda a single-pass grid of one program writes the gradients themselves
+    shape = (params, n_cols) if final else (params, programs, n_cols)
+    partials = torch.empty(shape, dtype=x.dtype if final else torch.float32, device=x.device) if params else None
     if weight is not None:
         partial_dw = partials[0]
     if bias_given:
@@ -143,11 +157,14 @@ def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, 
                 aligned |= t.data_ptr()
         launcher(key(env), aligned & 15 == 0, device, args(env))
     # the programs' partial sums, added in a fixed order: deterministic run to run
-    if not params:
-        return [dx]
+    if not params or final:
+        return [dx, partials] if params else [dx]
     # one tensor for dw and db: a custom op's outputs may not be views of one another
-    one = isinstance(programs, int) and programs == 1  # (a symbolic count is not tested: no guard on the rows)
-    return [dx, (partials[:, 0] if one else partials.sum(1)).to(x.dtype)]
+    if target == "cuda":
+        if traced:
+            return [dx, compiled.sum_partials(partials, x.dtype)]
+        return [dx, runtime.sum_partials(partials, x.dtype)]
+    return [dx, (partials[:, 0] if programs == 1 else partials.sum(1)).to(x.dtype)]
 
 
 def _reference(op, dy, ds, x, residual, weight, eps, bias_given, norm_pos) -> list:

@@ -56,6 +56,19 @@ def launch(decision: tuple, args: tuple) -> None:
     torch.library.wrap_triton(kernel)[grid](*args, **options)
 
 
+def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``runtime.sum_partials`` where a graph is traced: the same kernel and blocks, through wrap_triton."""
+    from . import device
+
+    params, programs, n_cols = partials.shape
+    out = torch.empty((params, n_cols), dtype=dtype, device=partials.device)
+    block_p, block_n, grid = runtime.sum_partials_blocks(params, programs, n_cols)
+    torch.library.wrap_triton(device.sum_partials)[grid](
+        partials, out, programs, n_cols, BLOCK_P=block_p, BLOCK_N=block_n
+    )
+    return out
+
+
 def traceable(device: torch.device) -> bool:
     """Whether a call on this device is decomposed into its Triton kernels when a graph is traced."""
     return device.type == "cuda" and not runtime.INTERPRET

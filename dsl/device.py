@@ -74,3 +74,23 @@ def fp8_e4m3_bits(v):
     m = round_half_even(a * 512.0)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
     return (code | sign).to(tl.uint8)
+
+
+@triton.jit
+def sum_partials(P_ptr, OUT_ptr, n_programs, n_cols, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """OUT[g] = the sum over p of P[g, p] in fp32, cast to OUT's dtype: the backward's per-program
+    partial sums of dw (and db), gradient g = program_id(1), BLOCK_N columns per program.
+
+    A fixed order (BLOCK_P-row strips added up per column, then their rows summed by one
+    reduction): the result is the same run to run. num_warps: Triton's default (4).
+    """
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    grad = tl.program_id(1).to(tl.int64)
+    P_ptr += grad * n_programs * n_cols
+    acc = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_programs, BLOCK_P):
+        rows = start + tl.arange(0, BLOCK_P)
+        mask = (rows[:, None] < n_programs) & col_mask[None, :]
+        acc += tl.load(P_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :], mask=mask, other=0.0)
+    tl.store(OUT_ptr + grad * n_cols + cols, tl.sum(acc, axis=0).to(OUT_ptr.dtype.element_ty), mask=col_mask)

@@ -125,6 +125,11 @@ def _cpu_cases():
         mode = _modes(name)[-1]
         cases += [(name, "fp16", 64, 4, "3d", mode), (name, "fp32", 96, 3, "strided", _modes(name)[0])]
         cases += [(name, "fp32", _multi_width(name), 3, "2d", mode), (name, "bf16", 128, 0, "2d", _modes(name)[0])]
+        # one row: a grid of one program, which writes dw (db) itself on cuda; 37 rows of 1000:
+        # several row tiles, so several programs whose partial sums are added up
+        cases += [(name, "bf16", 111, 1, "2d", mode), (name, "bf16", 1000, 37, "2d", mode)]
+        # rows wider than 8192 in one tile read w per tile (cuda)
+        cases += [(name, "fp32", 12000, 3, "2d", mode)]
     return cases
 
 
@@ -153,7 +158,7 @@ def _gpu_cases():
             ("fp32", "fp16", "bf16"), _modes(name), (111, 4097, 7338, 16384, 20000)
         ):
             cases.append((name, dtype, width, 57, "2d", mode))
-        for layout, rows in (("3d", 57), ("strided", 19), ("2d", 0), ("2d", 4096)):
+        for layout, rows in (("3d", 57), ("strided", 19), ("2d", 0), ("2d", 1), ("2d", 4096)):
             cases.append((name, "bf16", 4097, rows, layout, _modes(name)[0]))
     return cases
 
@@ -219,3 +224,25 @@ def test_expanded_and_strided_gradients(name, cpu_path):
     y = out[0] if spec.has_residual else out
     y.backward(torch.ones(6, 64))
     torch.testing.assert_close(x.grad, expanded, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "params,programs,cols", [(1, 1, 7), (2, 65, 33), (1, 130, 64), (2, 3, 100), (1, 600, 20), (2, 9, 8200)]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sum_partials(params, programs, cols, dtype):
+    """The cuda backward's sum of the programs' partial dw/db rows (dsl/device.py sum_partials):
+    every program's row and every column counted once, then one rounding to the gradient's dtype.
+    Integer-valued partials make the fp32 sum exact, so the check is equality."""
+    from .conftest import HAS_GPU
+
+    if not (HAS_GPU or runtime.INTERPRET and runtime.INTERPRET_TARGET == "cuda"):
+        pytest.skip("runs the cuda kernel: on the GPU or in upstream Triton's interpreter")
+    generator = torch.Generator().manual_seed(programs * cols)
+    partials = torch.randint(-3000, 3000, (params, programs, cols), generator=generator).float()
+    partials = partials.to("cuda" if HAS_GPU else "cpu")
+    got = runtime.sum_partials(partials, dtype)
+    assert got.shape == (params, cols) and got.dtype == dtype
+    # the interpreter's fp32 -> bf16 conversion may differ from the hardware's rounding by one ulp
+    ulp = 2.0**-7 if dtype == torch.bfloat16 and not HAS_GPU else 0.0
+    torch.testing.assert_close(got, partials.double().sum(1).to(dtype), rtol=ulp, atol=0)

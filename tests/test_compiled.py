@@ -22,6 +22,8 @@ import pytest
 import sympy
 import torch
 
+from dsl import runtime
+
 from .cases import SPECS, call, make_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +152,35 @@ def test_compile_dynamic_rows_once_cpu(name, reference_path):
         for key, value in eager.items():
             assert torch.equal(got[key], value), (rows, key)
     assert counter.frame_count == first, f"recompiled: {counter.frame_count - first} more compiles for new row counts"
+
+
+@pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm"])
+def test_traced_backward_launches_the_launchers_kernels(name):
+    """The backward op's traced body: the backward kernel as the launcher decides it, then (several
+    programs) the partial sums' kernel with runtime.sum_partials's blocks; one program of the
+    single-pass kernel writes the gradients itself; a symbolic row count adds no guard."""
+    launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
+    cases = [{"backward": dict(name=name, rows=rows, cols=4096, dynamic=dynamic)} for rows, dynamic in
+             ((1, False), (3000, False), (3000, True))]  # fmt: skip
+    one, many, symbolic = trace(cases)
+    params = 1 + (name == "layernorm")  # dw, and db for the layer norm's bias
+    for got, rows in ((one, 1), (many, 3000)):
+        kernel, grid, options, _ = launcher.decide("bf16", rows, 4096, 0, (4096,) * 5)
+        backward = got["launches"][0]
+        assert backward["name"] == kernel.__name__ and backward["options"]["num_warps"] is not None
+        assert {k: backward["options"][k] for k in options} == options
+        assert got["outputs"][1] == [str(params), "4096"]
+    assert len(one["launches"]) == 1  # the single program wrote dw (and db)
+    programs = 132  # tests/trace_cuda.py's SM count
+    block_p, block_n, grid = runtime.sum_partials_blocks(params, programs, 4096)
+    assert many["launches"][1] == {
+        "name": "sum_partials",
+        "grid": [str(g) for g in grid],
+        "options": {"BLOCK_P": block_p, "BLOCK_N": block_n},
+    }
+    assert symbolic["guards"] == [], symbolic["guards"]
+    assert any(c.isalpha() for c in symbolic["launches"][0]["grid"][0])
+    assert symbolic["launches"][1]["options"]["BLOCK_P"] == 8192 // block_n
 
 
 SCHEMAS = {  # as the opaque custom ops had them before the cuda decomposition (commit dc0b1da)

@@ -112,6 +112,51 @@ def trace(name: str, norm_pos, inplace: bool, rstd: bool, rows: int, cols: int, 
     return result
 
 
+def trace_backward(name: str, rows: int, cols: int, dynamic: bool) -> dict:
+    """The backward op's traced body (pre mode, with weight and bias where the op has them) on fake
+    tensors: the kernels it launches through wrap_triton (name, grid, constexprs and options), its
+    outputs and the guards added on the row count. Fake cuda tensors cannot take views without CUDA,
+    so the tensors are on the meta device and the body is told it runs on cuda."""
+    from dsl import backward
+
+    op = importlib.import_module(f"generated.{name}").OP
+    runtime.kernel_target = lambda device: "cuda"
+    launches = []
+    wrap = torch.library.wrap_triton
+
+    def spy(kernel):
+        def launcher(grid):
+            def launch(*args, **options):
+                launches.append({"name": kernel.__name__, "grid": [str(g) for g in grid], "options": options})
+                return wrap(kernel)[grid](*args, **options)
+
+            return launch
+
+        return type("Spy", (), {"__getitem__": lambda self, grid: launcher(grid)})()
+
+    torch.library.wrap_triton = spy
+    env = ShapeEnv()
+    n_rows, symbol = rows, None
+    if dynamic:
+        symbol = env.create_symbol(rows, ConstantSource("rows"), dynamic_dim=DimDynamic.DYNAMIC)
+        n_rows = env.create_symintnode(symbol, hint=rows, source=ConstantSource("rows"))
+    dtype = op.dtypes[-1]
+    with FakeTensorMode(shape_env=env):
+        x = torch.empty(n_rows, cols, device="meta", dtype=dtype)
+        weight = torch.empty(cols, device="meta", dtype=dtype)
+        stats = torch.empty(n_rows, device="meta", dtype=torch.float32)
+        mean = stats if "mean" in op.saved else None
+        norm_pos = "pre" if op.has_residual else None
+        out = backward.run(op, x, x if op.has_residual else None, x, None, weight, mean, stats, 1e-5, op.has_bias,
+                           norm_pos, traced=True)  # fmt: skip
+    torch.library.wrap_triton = wrap
+    return {
+        "launches": launches,
+        "outputs": [[str(d) for d in t.shape] for t in out],
+        "guards": [str(g.expr) for g in env.guards],
+    }
+
+
 if __name__ == "__main__":
     cases = json.loads(sys.argv[1])
-    print(json.dumps([trace(**case) for case in cases]))
+    print(json.dumps([trace_backward(**case["backward"]) if "backward" in case else trace(**case) for case in cases]))

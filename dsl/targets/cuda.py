@@ -21,12 +21,17 @@ MAX_SINGLE_PASS = 32768  # elements held in registers by one program
 MULTI_BLOCK_N = 4096
 MIN_BLOCK_N = 16
 ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
-# Backward launch configs, from a sweep of (rows per tile, warps, programs per SM, fewest tiles
-# per program) on an H200 in bf16 (rmsnorm and layernorm, 2026-11-26; docs/bench/backward.md):
-# a row in one tile up to BACKWARD_SINGLE_PASS columns (layer norm: up to 8192, its wider rows
-# were faster in 4096-column loops), column loops of BACKWARD_MULTI_BLOCK_N beyond.
+# Backward launch configs, from sweeps of (rows per tile, warps, programs per SM, loop stages) on an
+# H200 in bf16 (rmsnorm, add_rmsnorm pre and post, layernorm; 512-16384 columns, 32-65536 rows;
+# 2026-11-26): one program per SM (its partial sums are then one row per SM, which the sum kernel
+# adds up quickest) at 1024 columns and more; no pipelining below BACKWARD_PIPELINE_ROWS rows (1.5-1.8
+# against 2.2-2.5 µs at 1×4096); a row in one tile up to BACKWARD_SINGLE_PASS columns, column loops
+# of BACKWARD_MULTI_BLOCK_N beyond. Layer norm in fp16 and fp32 loops beyond 8192 columns: at
+# 2048×16384 one tile took 961 and 933 µs (its dw and db sums spill), the loops 149 and 241; in
+# bf16 one tile is the faster (117 against 144 µs).
 BACKWARD_SINGLE_PASS = 16384
-BACKWARD_SINGLE_PASS_LAYER = 8192
+BACKWARD_SINGLE_PASS_LAYER = {DType.BF16: 16384, DType.FP16: 8192, DType.FP32: 8192}
+BACKWARD_PIPELINE_ROWS = 512
 BACKWARD_MULTI_BLOCK_N = 4096
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
@@ -45,30 +50,28 @@ def buckets(
     return result
 
 
-def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, int, int, int]:
-    """(rows per tile, warps, programs per SM, fewest tiles per program) of a backward bucket."""
+def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, int, int, int, int]:
+    """(rows per tile, warps, programs per SM, fewest tiles per program, most loop stages) of a backward bucket."""
     if passes is Pass.MULTI:
-        return (1, 32, 1, 8) if spec.is_layer else (2, 16, 1, 8)
+        return (1, 32, 1, 8, 1) if spec.is_layer else (2, 16, 1, 8, 1)
     if block_n <= 128:
-        return 16384 // block_n, 8, 2, 8
-    if block_n <= 1024:
-        return 8192 // block_n, 4, 8, 1
-    if block_n == 2048:
-        return 2, 4, 8, 1
-    if block_n == 4096:
-        return 1, 8, 2, 8
-    return 1, 16, 1, 8
+        return 16384 // block_n, 8, 2, 8, 3
+    if block_n <= 512:
+        return 8192 // block_n, 4, 2, 1, 3
+    if block_n <= 2048:
+        return 4, 4, 1, 1, 4 if block_n == 1024 else 3
+    if block_n <= 8192:
+        return 16384 // block_n // 2, 8, 1, 1, 3
+    return 1, 8, 1, 1, 1  # 16384: w is read per tile (see the template), no pipelining
 
 
-def backward_stages(spec: NormSpec, dtype: DType, block_m: int, block_n: int, passes: Pass) -> int:
-    """The single-pass backward's pipelining depth: 3 where 3 stages of the tile's loads (dy, s or
-    x and r, ds) fit the shared memory (H200, bf16: 0.61-0.79 -> 0.70-0.90 of copy bandwidth
-    against one stage), else as many as fit; the multi-pass kernel's loads are in its inner loops."""
-    if passes is Pass.MULTI:
-        return 1
+def backward_stages(spec: NormSpec, dtype: DType, block_m: int, block_n: int, most: int) -> int:
+    """The single-pass backward's pipelining depth: up to ``most`` stages of the tile's loads (dy, s or
+    x and r, ds) within the shared memory (H200, bf16: 0.61-0.79 -> 0.70-0.90 of copy bandwidth
+    against one stage); the multi-pass kernel's loads are in its inner loops (``most`` is 1)."""
     loaded = 2 + (ResidualMode.POST in spec.residual) + (ResidualMode.PRE in spec.residual)
     per_stage = block_m * block_n * DTYPE_BYTES[dtype] * loaded
-    return max(1, min(3, SHARED_BYTES // per_stage))
+    return max(1, min(most, SHARED_BYTES // per_stage))
 
 
 def default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, Grid]:
@@ -156,29 +159,33 @@ class CudaRules(TargetRules):
 
     def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         entries = []
-        single = BACKWARD_SINGLE_PASS_LAYER if spec.is_layer else BACKWARD_SINGLE_PASS
+        rows = ((1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None))
         for dtype in spec.dtypes:
+            single = BACKWARD_SINGLE_PASS_LAYER[dtype] if spec.is_layer else BACKWARD_SINGLE_PASS
             for cols_lo, cols_hi, passes, block_n in buckets(single, BACKWARD_MULTI_BLOCK_N):
-                block_m, num_warps, per_core, min_tiles = backward_config(spec, block_n, passes)
-                entries.append(
-                    DispatchEntry(
-                        dtype=dtype,
-                        cols_lo=cols_lo,
-                        cols_hi=cols_hi,
-                        rows_lo=1,
-                        rows_hi=None,
-                        passes=passes,
-                        block_m=block_m,
-                        block_n=block_n,
-                        num_warps=num_warps,
-                        grid=Grid.PERSISTENT,
-                        multibuffer=False,
-                        ub_bytes=0,
-                        programs_per_core=per_core,
-                        min_tiles=min_tiles,
-                        stages=backward_stages(spec, dtype, block_m, block_n, passes),
+                block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
+                stages = backward_stages(spec, dtype, block_m, block_n, most)
+                for rows_lo, rows_hi in rows if stages > 1 else ((1, None),):
+                    entries.append(
+                        DispatchEntry(
+                            dtype=dtype,
+                            cols_lo=cols_lo,
+                            cols_hi=cols_hi,
+                            rows_lo=rows_lo,
+                            rows_hi=rows_hi,
+                            passes=passes,
+                            # below BACKWARD_PIPELINE_ROWS, 4096-wide rows one to a tile (3.7 against 4.0 µs at 32 rows)
+                            block_m=1 if rows_hi is not None and block_n == 4096 else block_m,
+                            block_n=block_n,
+                            num_warps=num_warps,
+                            grid=Grid.PERSISTENT,
+                            multibuffer=False,
+                            ub_bytes=0,
+                            programs_per_core=per_core,
+                            min_tiles=min_tiles,
+                            stages=1 if rows_hi is not None else stages,
+                        )
                     )
-                )
         return tuple(entries)
 
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:
