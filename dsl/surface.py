@@ -22,8 +22,8 @@ bias, eps, norm_pos, return_mean, return_rstd, inplace)``; an op without one
 passes None (False for switches). The kernels' arguments and launch key come
 from the kernel module's ABI (``dsl/abi.py``) through ``runtime.layout``.
 
-This module, ``checks``, ``runtime``, ``abi`` and ``device`` are all a built
-package needs at run time: none of them imports the generator (Lark, Jinja2).
+This module, ``backward``, ``compiled``, ``checks``, ``runtime``, ``abi`` and
+``device`` are all a built package needs at run time: none of them imports the generator (Lark, Jinja2).
 """
 
 from __future__ import annotations
