@@ -134,7 +134,7 @@ def check_eps(op: str, eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
     eps = float(eps)
-    if not (eps >= 0.0 and math.isfinite(eps)):
+    if not (0.0 <= eps < math.inf):  # (not math.isfinite: under torch.compile eps may be a torch.SymFloat)
         raise NormgenError(f"{op}: eps must be a finite number >= 0, got {eps}")
     return eps
 

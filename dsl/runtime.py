@@ -108,13 +108,18 @@ class DispatchTable:
         for entry in entries:
             self.by_dtype.setdefault(entry.dtype, []).append(entry)
 
-    def lookup(self, dtype: str, n_rows: int, n_cols: int) -> Entry:
+    def lookup(self, dtype: str, n_rows: int | None, n_cols: int) -> Entry:
+        """The entry of a call; ``n_rows`` None (a row count not known when deciding, as under
+        torch.compile with dynamic shapes): the entry of the most rows, the open-ended range."""
         for e in self.by_dtype.get(dtype, ()):
             if (
                 e.cols_lo <= n_cols
                 and (e.cols_hi is None or n_cols <= e.cols_hi)
-                and e.rows_lo <= n_rows
-                and (e.rows_hi is None or n_rows <= e.rows_hi)
+                and (
+                    e.rows_hi is None
+                    if n_rows is None
+                    else e.rows_lo <= n_rows and (e.rows_hi is None or n_rows <= e.rows_hi)
+                )
             ):
                 return e
         raise DispatchMiss(
@@ -163,24 +168,29 @@ class Launcher:
         strides of the call (contiguous rows if empty), from which VEC (the
         widest vector, up to 16 bytes, that divides them all) is derived.
         """
-        entry = self.table.lookup(dtype, n_rows, n_cols)
+        # A symbolic row count (torch.compile, dynamic shapes: a torch.SymInt) takes the entry of the
+        # most rows, keeps the row mask and sizes the grid symbolically (sym_min, sym_max): no
+        # decision here tests the row count, so the compiled graph holds for every row count.
+        known = isinstance(n_rows, int)
+        entry = self.table.lookup(dtype, n_rows if known else None, n_cols)
         kernel = self.kernels[entry.passes]
         tiles = -(-n_rows // entry.block_m)
         persistent = entry.grid == "persistent"
         if persistent:
             cores = npu_vector_cores(device_index) if self.target == "npu" else cuda_sm_count(device_index)
             # min_tiles thins the grid (fewer partial sums) but never below one program per core
-            chunks = max(cores, -(-tiles // entry.min_tiles))
-            programs = max(1, min(cores * entry.programs_per_core, chunks, tiles, 65535))
+            chunks = torch.sym_max(cores, -(-tiles // entry.min_tiles))
+            limit = torch.sym_min(cores * entry.programs_per_core, 65535)
+            programs = torch.sym_max(1, torch.sym_min(torch.sym_min(limit, chunks), tiles))
         else:
-            programs = max(1, tiles)
+            programs = torch.sym_max(1, tiles)
         common = 0
         for value in ints or (n_cols,):
             common |= value
         values = {
             Source.BLOCK_M: entry.block_m,
             Source.BLOCK_N: entry.block_n,
-            Source.EVEN_M: n_rows % entry.block_m == 0,
+            Source.EVEN_M: n_rows % entry.block_m == 0 if known else entry.block_m == 1,
             Source.EVEN_N: n_cols % entry.block_n == 0,
             Source.PERSISTENT: persistent,
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
@@ -250,6 +260,15 @@ class Launcher:
 _SUMS: dict[tuple, tuple] = {}
 
 
+def sum_partials_blocks(params: int, programs, n_cols: int) -> tuple[int, int, tuple]:
+    """(BLOCK_P, BLOCK_N, grid) of ``sum_partials``; a symbolic program count (torch.compile, dynamic
+    shapes) gets the widest strip, so that nothing tests it."""
+    block_n = 32 if n_cols >= 8192 else 16
+    widest = 8192 // block_n
+    block_p = min(1 << (programs - 1).bit_length(), widest) if isinstance(programs, int) else widest
+    return block_p, block_n, (-(-n_cols // block_n), params)
+
+
 def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(params, programs, n_cols) fp32 partial sums -> (params, n_cols) in ``dtype``, summed in a fixed order.
 
@@ -261,9 +280,7 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
     params, programs, n_cols = partials.shape
     out = torch.empty((params, n_cols), dtype=dtype, device=partials.device)
-    block_n = 32 if n_cols >= 8192 else 16
-    block_p = min(1 << (programs - 1).bit_length(), 8192 // block_n)
-    grid = (-(-n_cols // block_n), params)
+    block_p, block_n, grid = sum_partials_blocks(params, programs, n_cols)
     index = partials.get_device()
     key = (params, programs, n_cols, dtype, index)
     fast = _SUMS.get(key)

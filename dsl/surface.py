@@ -12,16 +12,18 @@ the reference, the kernels' modules). Calling the ``Op`` runs the op:
   device, a record (``_Record``: launch key, fixed arguments, direct launch);
 * otherwise every input check (``dsl/checks.py``), then, under torch.compile,
   the custom op (``<namespace>::<op>`` and ``<op>_inplace``, registered here
-  with their fake implementations) so that dynamo records it; eagerly, the
-  kernels (or the reference on CPU) and the version bumps of in-place writes.
+  with their fake implementations) so that dynamo records it (on cuda,
+  ``dsl/compiled.py`` decomposes it into its Triton kernels; the backward is in
+  ``dsl/backward.py``); eagerly, the kernels (or the reference on CPU) and the
+  version bumps of in-place writes.
 
 Every call passes all nine arguments of the widest op, ``(x, residual, weight,
 bias, eps, norm_pos, return_mean, return_rstd, inplace)``; an op without one
 passes None (False for switches). The kernels' arguments and launch key come
 from the kernel module's ABI (``dsl/abi.py``) through ``runtime.layout``.
 
-This module, ``checks``, ``runtime``, ``abi`` and ``device`` are all a built
-package needs at run time: none of them imports the generator (Lark, Jinja2).
+This module, ``backward``, ``compiled``, ``checks``, ``runtime``, ``abi`` and
+``device`` are all a built package needs at run time: none of them imports the generator (Lark, Jinja2).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import inspect
 
 import torch
 
-from . import checks, runtime
+from . import backward, checks, compiled, runtime
 from .checks import NormgenError
 
 _INF = float("inf")
@@ -108,6 +110,10 @@ class Op:
             layouts = {m: runtime.layout(launcher.abi, m, backward) for m in self.call_modes}
             launch = self._launches[target, backward] = (launcher, layouts)
         return launch
+
+    def cuda_kernels(self, backward: bool = False) -> list:
+        """The op's cuda Triton kernels of a direction (dsl/compiled.py names them to torch)."""
+        return list(self.kernel_launch("cuda", backward)[0].kernels.values()) if "cuda" in self.kernels else []
 
     def _record(self, form: _Form, x, bias, pdtype) -> _Record | None:
         """The fast path's record of a call form at x's shape, dtype, device and parameters' dtype, cached.
@@ -328,8 +334,11 @@ class Op:
             result += (rstd,)
         return result[0] if len(result) == 1 else result
 
-    def forward(self, new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace) -> tuple:
-        """Compute the outputs of checked inputs into `new` (and, in place, into x and residual); returns the slots."""
+    def forward(self, new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace, traced=False):
+        """Compute the outputs of checked inputs into `new` (and, in place, into x and residual); returns the slots.
+
+        ``traced``: a graph is being traced (dsl/compiled.py): launch through wrap_triton, read no pointers.
+        """
         out, residual_out, scale, mean, rstd = slots = self.slots(
             new, x, residual, norm_pos, return_mean, return_rstd, inplace
         )
@@ -359,6 +368,9 @@ class Op:
         strides = (x_stride, residual_stride, out_stride, residual_out_stride)
         switches = (bias is not None, mean is not None, rstd is not None)
         env += runtime.launch_tail(strides, n_rows, n_cols, *switches, x.dtype, checks.param_dtype(x, weight))
+        if traced:
+            compiled.launch(compiled.decide(launcher, layout.key(env), x.get_device()), layout.args(env))
+            return slots
         aligned = x.data_ptr()
         for t in (residual, weight, bias):
             if t is not None:
@@ -374,12 +386,12 @@ class Op:
         self.call_params += tuple(f"return_{s}" for s in ("mean", "rstd") if s in self.stats or s in self.saved)
         namespace, opname = self.custom_op.split("::")
 
-        def functional(*args):
+        def functional(*args, traced=False):
             given = dict(zip(self.call_params, args, strict=True))
             call = self._arguments(given, inplace=False)
             eps = self.check(*call[:6], False)  # direct torch.ops calls get the op's checks too
             new = self.new_outputs(call[0], *call[5:8], False)
-            self.forward(new, *call[:4], eps, *call[5:])
+            self.forward(new, *call[:4], eps, *call[5:], traced=traced)
             return new
 
         def fake(*args):
@@ -390,30 +402,32 @@ class Op:
         functional.__signature__ = _signature(self.call_params, list[torch.Tensor])
         custom = torch.library.custom_op(self.custom_op, functional, mutates_args=())
         custom.register_fake(fake)
+        # under torch.compile on cuda: the kernels themselves (dsl/compiled.py)
+        compiled.decompose(custom, self.call_params, lambda *a: functional(*a, traced=True), self.cuda_kernels)
         self.functional_op = getattr(getattr(torch.ops, namespace), opname)
         if self.backward:
-            self._register_backward(custom, namespace, opname)
+            backward.register(self, custom, namespace, opname)
         if not self.has_residual:
             return
         extras = ("q", "scale") * (self.quant_storage is not None) + self.stats
         self.inplace_params = tuple(p for p in self.call_params if not p.startswith("return_")) + extras
 
-        def inplace(*args):
+        def inplace(*args, traced=False):
             given = dict(zip(self.inplace_params, args, strict=True))
             new = [given[p] for p in extras if given[p] is not None]
             given.update({f"return_{s}": given[s] is not None for s in self.stats})
             call = self._arguments(given, inplace=True)
-            eps = self.check(*call[:6], True)
-            self.forward(new, *call[:4], eps, *call[5:])
+            eps = self.check(*call[:6], not traced)  # (traced: the overlap checks read pointers; the call made them)
+            self.forward(new, *call[:4], eps, *call[5:], traced=traced)
 
         inplace.__signature__ = _signature(self.inplace_params, None)
         mutates = ("x", "residual") + extras
         custom = torch.library.custom_op(f"{self.custom_op}_inplace", inplace, mutates_args=mutates)
         custom.register_fake(lambda *args: None)
+        compiled.decompose(custom, self.inplace_params, lambda *a: inplace(*a, traced=True), self.cuda_kernels)
         self.inplace_op = getattr(getattr(torch.ops, namespace), f"{opname}_inplace")
 
-    # Autograd: the functional op carries the backward (torch.library.register_autograd), which
-    # calls the backward custom op <op>_backward; eager calls and torch.compile take the same path.
+    # Autograd: the functional op carries the backward (dsl/backward.py).
 
     def autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd):
         """A checked call that needs a gradient: the functional op, asked for the statistics the backward needs."""
@@ -423,154 +437,6 @@ class Op:
         new = self.functional_op(*[values[p] for p in self.call_params])
         slots = self.slots(new, x, residual, norm_pos, asked["mean"], asked["rstd"], False)
         return self.public(slots, return_mean, return_rstd)
-
-    def _register_backward(self, custom, namespace: str, opname: str) -> None:
-        params = ("grad_out", "grad_residual_out", "x", "residual", "weight", "mean", "rstd")
-        params += ("eps", "bias_given", "norm_pos")
-        types = (_TENSOR, _MAYBE, _TENSOR, _MAYBE, _MAYBE, _MAYBE, _TENSOR, float, bool, str | None)
-        signature = inspect.Signature(
-            [
-                inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=t)
-                for p, t in zip(params, types, strict=True)
-            ],
-            return_annotation=list[torch.Tensor],
-        )
-
-        def backward_body(*args):
-            return self.run_backward(*args)
-
-        def backward_fake(dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos):
-            grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device)]
-            params = (weight is not None) + bias_given
-            if params:  # dw and db in the parameters' dtype (the weight's)
-                grads.append(torch.empty((params, x.shape[-1]), dtype=checks.param_dtype(x, weight), device=x.device))
-            return grads
-
-        backward_body.__signature__ = signature
-        op = torch.library.custom_op(f"{self.custom_op}_backward", backward_body, mutates_args=())
-        op.register_fake(backward_fake)
-        self.backward_op = getattr(getattr(torch.ops, namespace), f"{opname}_backward")
-        custom.register_autograd(self._autograd_backward, setup_context=self._setup_context)
-
-    def _setup_context(self, ctx, inputs, output) -> None:
-        given = dict(zip(self.call_params, inputs, strict=True))
-        x, residual, weight, bias = (given.get(p) for p in INPUTS)
-        norm_pos = given.get("norm_pos")
-        ask_mean, ask_rstd = given.get("return_mean", False), given.get("return_rstd", False)
-        _, residual_out, _, mean, rstd = self.slots(output, x, residual, norm_pos, ask_mean, ask_rstd, False)
-        ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(*[t for t in (mean, rstd) if t is not None])
-        # what the forward normalized: s (its residual out) in pre mode, else x (post mode adds r again)
-        pre = norm_pos == "pre"
-        normalized = residual_out if pre else x
-        ctx.save_for_backward(normalized, None if pre else residual, weight, mean, rstd)
-        ctx.missing = [s for s, t in (("mean", mean), ("rstd", rstd)) if s in self.saved and t is None]
-        ctx.eps, ctx.norm_pos, ctx.bias_given = given["eps"], norm_pos, bias is not None
-        ctx.pre_grad = pre  # the second output (s) has a gradient of its own
-
-    def _autograd_backward(self, ctx, grads):
-        if ctx.missing:
-            asked = " and ".join(f"return_{s}=True" for s in ctx.missing)
-            raise NormgenError(
-                f"{self.name}: the backward needs the saved statistics; a direct call of the custom op "
-                f"{self.custom_op} that needs a gradient must pass {asked} (generated.{self.name} does)"
-            )
-        if any(g is not None and g.requires_grad for g in grads):
-            raise NormgenError(
-                f"{self.name}: double backward (a gradient of the gradient, create_graph=True) is not supported"
-            )
-        normalized, residual, weight, mean, rstd = ctx.saved_tensors
-        dy = grads[0]
-        ds = grads[1] if ctx.pre_grad else None
-        if dy is None:
-            dy = torch.zeros_like(normalized)
-        dx, *sums = self.backward_op(
-            dy, ds, normalized, residual, weight, mean, rstd, ctx.eps, ctx.bias_given, ctx.norm_pos
-        )
-        sums = iter(sums[0].unbind(0) if sums else ())  # the rows of dw and db
-        dw = next(sums) if weight is not None else None
-        db = next(sums) if ctx.bias_given else None
-        by_name = {"x": dx, "residual": dx if self.has_residual else None, "weight": dw, "bias": db}
-        return tuple(by_name.get(p) for p in self.call_params)
-
-    def run_backward(self, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos) -> list:
-        """The backward custom op's body: [dx] and, with a weight or a bias, one tensor of rows dw, db.
-
-        ``x`` is what the forward normalized (s in pre mode); post mode passes the residual too.
-        """
-        target = "cuda" if dy.is_cuda else runtime.kernel_target(dy.device)
-        if target is None:
-            return self._reference_backward(dy, ds, x, residual, weight, eps, bias_given, norm_pos)
-        n_cols = x.shape[-1]
-        n_rows = x.numel() // n_cols
-        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        partial_dw = partial_db = None
-        params, pdtype = (weight is not None) + bias_given, checks.param_dtype(x, weight)
-        if n_rows == 0:
-            return [dx] + [torch.zeros((params, n_cols), dtype=pdtype, device=x.device)] * bool(params)
-        ds_given = ds is not None
-        dy, dy_stride = checks.backward_rows(dy)
-        x, x_stride = checks.backward_rows(x)
-        residual, residual_stride = checks.backward_rows(residual) if residual is not None else (x, x_stride)
-        ds, ds_stride = checks.backward_rows(ds) if ds_given else (dy, dy_stride)
-        launcher, layouts = self.kernel_launch(target, backward=True)
-        key, args = layouts[norm_pos]
-        env = [dy, ds, x, residual, weight, mean, rstd, None, None, None]
-        env += [dy_stride, ds_stride, x_stride, residual_stride, n_cols, n_rows, n_cols]
-        env += [ds_given, bias_given, True, False, x.dtype, pdtype]
-        device = x.get_device()
-        programs = launcher.programs(key(env), device)
-        # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below;
-        # on cuda a single-pass grid of one program writes the gradients themselves
-        final = target == "cuda" and programs == 1 and launcher.single_pass(key(env), device)
-        shape = (params, n_cols) if final else (params, programs, n_cols)
-        partials = torch.empty(shape, dtype=pdtype if final else torch.float32, device=x.device) if params else None
-        if weight is not None:
-            partial_dw = partials[0]
-        if bias_given:
-            partial_db = partials[params - 1]
-        env[7:10] = [dx, partial_dw, partial_db]
-        aligned = 0
-        for t in (dy, ds, x, residual, weight, dx):
-            if t is not None:
-                aligned |= t.data_ptr()
-        launcher(key(env), aligned & 15 == 0, device, args(env))
-        # the programs' partial sums, added in a fixed order: deterministic run to run
-        if not params or final:
-            return [dx, partials] if params else [dx]
-        # one tensor for dw and db: a custom op's outputs may not be views of one another
-        if target == "cuda":
-            return [dx, runtime.sum_partials(partials, pdtype)]
-        return [dx, (partials[:, 0] if programs == 1 else partials.sum(1)).to(pdtype)]
-
-    def _reference_backward(self, dy, ds, x, residual, weight, eps, bias_given, norm_pos) -> list:
-        """CPU without the interpreter: torch autograd through the generated reference."""
-        primals = [t for t in (x, weight) if t is not None]
-        if bias_given:
-            primals.append(torch.zeros(x.shape[-1:], dtype=checks.param_dtype(x, weight), device=x.device))
-
-        def formula(*tensors):
-            leaf, *params = tensors
-            w = params.pop(0) if weight is not None else None
-            b = params.pop(0) if bias_given else None
-            args = [leaf]
-            if self.has_residual:
-                # pre mode saved s: s + 0 is s, so the reference's sum passes the gradient on unchanged
-                args.append(torch.zeros_like(leaf) if norm_pos == "pre" else residual)
-            if self.has_weight:
-                args.append(w)
-            if self.has_bias:
-                args.append(b)
-            args.append(eps)
-            if self.has_residual:
-                args.append(norm_pos)
-            out, residual_out, *_ = self.reference(*args)
-            return (out, residual_out) if norm_pos == "pre" and ds is not None else (out,)
-
-        # torch.func.vjp: the custom op's body runs below autograd, where torch.autograd.grad records nothing
-        _, vjp = torch.func.vjp(formula, *primals)
-        dx, *params = vjp((dy, ds) if norm_pos == "pre" and ds is not None else (dy,))
-        return [dx, torch.stack(params)] if params else [dx]
 
     def _arguments(self, given: dict, inplace: bool) -> tuple:
         """The nine arguments of a call from the custom op's named ones."""

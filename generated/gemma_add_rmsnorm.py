@@ -6,7 +6,8 @@ The op checks its inputs, allocates its outputs and runs the npu or cuda
 kernels on tensors of those devices; CPU tensors run the PyTorch reference
 (or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter). It is also
 registered as the custom op normgen::gemma_add_rmsnorm (and normgen::gemma_add_rmsnorm_inplace), which
-torch.compile records instead of tracing into it, and wrapped as the module GemmaAddRMSNorm.
+torch.compile records (on cuda tensors, Inductor launches the op's Triton kernels itself: dsl/compiled.py),
+and wrapped as the module GemmaAddRMSNorm.
 """
 
 import torch

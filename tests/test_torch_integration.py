@@ -60,9 +60,9 @@ def inplace_op_args(spec, inputs, norm_pos):
     stats_dtype = x.dtype if spec.casting.value == "none" else torch.float32
     if spec.is_quantized:
         storage = torch.int8 if spec.quantize.value == "int8" else torch.uint8
-        args += [torch.empty_like(x, dtype=storage), torch.empty(x.shape[:-1] + (1,))]
-    args += [torch.empty(x.shape[:-1], dtype=stats_dtype)] if spec.stores_mean else []
-    args += [torch.empty(x.shape[:-1], dtype=stats_dtype)] if spec.stores_rstd else []
+        args += [torch.empty_like(x, dtype=storage), torch.empty(x.shape[:-1] + (1,), device=x.device)]
+    args += [torch.empty(x.shape[:-1], dtype=stats_dtype, device=x.device)] if spec.stores_mean else []
+    args += [torch.empty(x.shape[:-1], dtype=stats_dtype, device=x.device)] if spec.stores_rstd else []
     return tuple(args)
 
 

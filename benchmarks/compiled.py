@@ -1,0 +1,195 @@
+"""Host time of a torch.compile'd function around normgen's op against the same function around torch's norm.
+
+    python -m benchmarks.compiled [--out DIR] [--ops add_rmsnorm,rmsnorm,layernorm]
+                                  [--shapes 8x4096,1x4096,64x8192,4096x4096] [--dtype bf16]
+                                  [--calls 1000] [--rounds 15]
+    python -m benchmarks.compiled --self-test [--out DIR]   # CPU: every function runs once, the writers
+
+Per op and shape, each function is compiled with ``torch.compile(fullgraph=True)``
+(Inductor) and timed in turns, ``rounds`` rounds in one process, median reported:
+
+* normgen compiled: ``generated.<op>`` (pre mode for residual ops), inside which
+  Inductor launches normgen's Triton kernel from its own code (``dsl/compiled.py``);
+* normgen compiled, dynamic: the same with ``dynamic=True``;
+* torch compiled: the same formula with torch's own norm (``x + r``, then
+  ``F.rms_norm`` or ``F.layer_norm``), which Inductor fuses into its own kernel;
+* normgen eager: the op's eager call (for reference).
+
+Host time per call: ``calls`` back-to-back calls, one synchronize (``timing.host_time_us``).
+Device time per call: CUDA-graph replay of the same functions (``timing.graph_time_us``),
+normgen compiled against normgen eager ("device time unchanged"), and whether the two
+give the same bits. Writes DIR/compiled.json and DIR/compiled.md (default
+benchmarks/results/) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks import timing
+
+IMPLS = ("normgen compiled", "normgen compiled, dynamic", "torch compiled", "normgen eager")
+
+
+def functions(name: str, rows: int, cols: int, dtype: str, device: str, backend: str) -> tuple[dict, tuple]:
+    """impl -> callable of the inputs, and the inputs (x[, residual], weight[, bias])."""
+    package = importlib.import_module(f"generated.{name}")
+    op, normgen = package.OP, getattr(package, name)
+    torch_dtype = timing.DTYPES[dtype]
+    g = torch.Generator().manual_seed(0)
+    x, r = (torch.randn(rows, cols, generator=g).to(device, torch_dtype) for _ in range(2))
+    w = (1 + 0.1 * torch.randn(cols, generator=g)).to(device, torch_dtype)
+    b = (0.1 * torch.randn(cols, generator=g)).to(device, torch_dtype) if op.has_bias else None
+    eps = 1e-6 if "rms" in name else 1e-5
+    layer = op.has_bias or "mean" in op.stats
+    if op.has_residual:
+        inputs = (x, r, w) + ((b,) if b is not None else ())
+
+        def mine(x, r, w, b=None):
+            return normgen(x, r, w, *((b,) if op.has_bias else ()), eps=eps, norm_pos="pre")
+
+        def theirs(x, r, w, b=None):
+            s = x + r
+            y = F.layer_norm(s, (cols,), w, b, eps) if layer else F.rms_norm(s, (cols,), w, eps)
+            return y, s
+    else:
+        inputs = (x, w) + ((b,) if b is not None else ())
+
+        def mine(x, w, b=None):
+            return normgen(x, w, *((b,) if op.has_bias else ()), eps=eps)
+
+        def theirs(x, w, b=None):
+            return F.layer_norm(x, (cols,), w, b, eps) if layer else F.rms_norm(x, (cols,), w, eps)
+
+    impls = {
+        "normgen compiled": torch.compile(mine, fullgraph=True, backend=backend),
+        "normgen compiled, dynamic": torch.compile(mine, fullgraph=True, dynamic=True, backend=backend),
+        "torch compiled": torch.compile(theirs, fullgraph=True, backend=backend),
+        "normgen eager": mine,
+    }
+    return impls, inputs
+
+
+def _bits(out) -> list[torch.Tensor]:
+    return [t.view(torch.uint8) for t in (out if isinstance(out, tuple) else (out,))]
+
+
+def measure(ops, shapes, dtype, calls, rounds, device, backend) -> list[dict]:
+    """One row per op, shape and impl: host µs (median, samples), device µs, ratios, same bits as eager."""
+    results = []
+    for name in ops:
+        for rows, cols in shapes:
+            impls, inputs = functions(name, rows, cols, dtype, device, backend)
+            outputs = {impl: fn(*inputs) for impl, fn in impls.items()}  # compiles
+            eager = _bits(outputs["normgen eager"])
+            host = {impl: [] for impl in impls}
+            for _ in range(rounds):
+                for impl, fn in impls.items():
+                    if device == "cuda":
+                        host[impl] += timing.host_time_us(fn, inputs, calls=calls, reps=1, warmup=20)
+                    else:  # self-test: one call, its time meaningless
+                        start = time.perf_counter_ns()
+                        fn(*inputs)
+                        host[impl].append((time.perf_counter_ns() - start) / 1e3)
+            us = {impl: timing.median(values) for impl, values in host.items()}
+            for impl, fn in impls.items():
+                device_us = None
+                if device == "cuda":
+                    device_us = timing.median(timing.graph_time_us(fn, [inputs], calls=20, reps=5))
+                same = None
+                if impl.startswith("normgen"):
+                    same = all(torch.equal(a, b) for a, b in zip(_bits(outputs[impl]), eager, strict=True))
+                row = {"op": name, "shape": [rows, cols], "impl": impl, "host_us": us[impl]}
+                row |= {"x_torch_compiled": us[impl] / us["torch compiled"], "device_us": device_us}
+                results.append(row | {"same_bits_as_eager": same, "samples": host[impl]})
+    return results
+
+
+def markdown(meta: dict, results: list[dict]) -> str:
+    lines = [
+        f"# Host time per call of a compiled function ({meta['dtype']}, {meta['backend']})",
+        "",
+        f"{meta['device']}; torch {meta['torch']}, triton {meta['triton']}, Python {meta['python']}; "
+        f"{meta['date']}. Median host µs of {meta['rounds']} interleaved rounds of {meta['calls']} calls; "
+        "device µs per call from CUDA-graph replay. × torch: host time over `torch.compile` of the same "
+        "formula with torch's own norm.",
+        "",
+        "| op | shape | impl | host µs | × torch compiled | device µs | same bits as eager |",
+        "|---|---|---|--:|--:|--:|---|",
+    ]
+    for row in results:
+        device = "" if row["device_us"] is None else f"{row['device_us']:.2f}"
+        same = {None: "", True: "yes", False: "**no**"}[row["same_bits_as_eager"]]
+        shape = "×".join(str(v) for v in row["shape"])
+        lines.append(
+            f"| {row['op']} | {shape} | {row['impl']} | {row['host_us']:.2f} | "
+            f"{row['x_torch_compiled']:.2f} | {device} | {same} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, meta: dict, results: list[dict]) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(meta, results)
+    (out / "compiled.md").write_text(text)
+    (out / "compiled.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--ops", default="add_rmsnorm,rmsnorm,layernorm")
+    parser.add_argument("--shapes", default="8x4096,1x4096,64x8192,4096x4096")
+    parser.add_argument("--dtype", default="bf16", choices=list(timing.DTYPES))
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--self-test", action="store_true", help="CPU: every function runs once; the writers")
+    args = parser.parse_args(argv)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    device, backend = "cuda", "inductor"
+    if args.self_test:
+        # CPU: the ops take the custom op (reference or interpreter); aot_eager keeps it quick
+        os.environ["TRITON_INTERPRET"] = "1"  # before generated is imported
+        device, backend, shapes, args.rounds = "cpu", "aot_eager", [(3, 64)], 2
+    elif not torch.cuda.is_available():
+        print("benchmarks.compiled needs a CUDA GPU (try --self-test)", file=sys.stderr)
+        return 2
+    import triton
+
+    with torch.no_grad():
+        results = measure(args.ops.split(","), shapes, args.dtype, args.calls, args.rounds, device, backend)
+    if args.self_test:
+        want = {(n, i) for n in args.ops.split(",") for i in IMPLS}
+        missing = want - {(r["op"], r["impl"]) for r in results}
+        wrong = [(r["op"], r["impl"]) for r in results if r["same_bits_as_eager"] is False]
+        if missing or wrong:
+            print(f"benchmarks.compiled self-test: missing {sorted(missing)}, differing {wrong}", file=sys.stderr)
+            return 1
+    meta = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (self-test: no timing)",
+        "backend": backend,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "dtype": args.dtype,
+        "calls": args.calls,
+        "rounds": args.rounds,
+    }
+    print(write(args.out, meta, results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
