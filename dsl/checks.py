@@ -157,7 +157,7 @@ def rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
         return t, t.stride(0)
     try:
         return t, t.view(-1, t.shape[-1]).stride(0)
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # (ValueError: torch's reference view, which traced graphs run)
         return t.reshape(-1, t.shape[-1]), t.shape[-1]
 
 

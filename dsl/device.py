@@ -4,9 +4,11 @@ Both targets' kernels call these (they are ordinary Triton, which upstream
 Triton and triton-ascend both compile, and both interpreters run). Triton
 inlines a helper into its caller before optimizing, and resolves each
 ``tl.constexpr`` branch at compile time, so a kernel specialized with
-EVEN_N=True contains only the unmasked code. Generated modules import this
-module as ``device``. (Loads and stores stay in the kernels' text: see
-templates/kernel_macros.jinja.)
+EVEN_N=True contains only the unmasked code. Generated modules import the helpers
+by name (``from dsl.device import tile_mask``): Inductor, which copies a kernel's
+source into its own code under torch.compile, brings along the ``@triton.jit``
+functions a kernel calls by name, not a module's attributes. (Loads and stores
+stay in the kernels' text: see templates/kernel_macros.jinja.)
 """
 
 import triton

@@ -15,8 +15,9 @@ Dispatch numbers come from the seed kernel's measured NPU block tables (shared/s
 import triton
 import triton.language as tl
 
-from dsl import device, runtime
+from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
+from dsl.device import tile_mask
 
 from ._npu_tables import TABLE_1, TABLE_2
 
@@ -57,7 +58,7 @@ def add_layernorm_forward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -118,7 +119,7 @@ def add_layernorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -133,7 +134,7 @@ def add_layernorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             if PRE:
                 s = tl.load(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)  # as pass 1 stored it
             else:
@@ -155,7 +156,7 @@ def add_layernorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             if PRE:
                 s = tl.load(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)  # as pass 1 stored it
             else:
@@ -206,7 +207,7 @@ def add_layernorm_backward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
         rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
@@ -274,7 +275,7 @@ def add_layernorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             if PRE:
@@ -293,7 +294,7 @@ def add_layernorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             if PRE:

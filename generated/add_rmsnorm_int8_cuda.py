@@ -15,8 +15,9 @@ Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this o
 import triton
 import triton.language as tl
 
-from dsl import device, runtime
+from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
+from dsl.device import round_half_even, row_amax, row_nan, tile_mask
 
 from ._cuda_tables import TABLE_1
 
@@ -61,7 +62,7 @@ def add_rmsnorm_int8_forward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -80,15 +81,15 @@ def add_rmsnorm_int8_forward_single(
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
         nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
-        nan_seen += device.row_nan(y, col_mask, EVEN_N)
+        amax = tl.maximum(amax, row_amax(y, col_mask, EVEN_N))
+        nan_seen += row_nan(y, col_mask, EVEN_N)
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
         scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
         is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q = tl.where(is_nan, 0.0, device.round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+        q = tl.where(is_nan, 0.0, round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
@@ -134,7 +135,7 @@ def add_rmsnorm_int8_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -148,7 +149,7 @@ def add_rmsnorm_int8_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -160,8 +161,8 @@ def add_rmsnorm_int8_forward_multi(
             x_hat = x_hat.to(dtype).to(tl.float32)
             y = x_hat * w[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, device.row_amax(y, col_mask, EVEN_N))
-            nan_seen += device.row_nan(y, col_mask, EVEN_N)
+            amax = tl.maximum(amax, row_amax(y, col_mask, EVEN_N))
+            nan_seen += row_nan(y, col_mask, EVEN_N)
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
         scale = tl.maximum(tl.math.div_rn(amax, 127.0), 1e-12) + nan_seen
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
@@ -169,7 +170,7 @@ def add_rmsnorm_int8_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -189,7 +190,7 @@ def add_rmsnorm_int8_forward_multi(
             v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
             is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q = tl.where(is_nan, 0.0, device.round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+            q = tl.where(is_nan, 0.0, round_half_even(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 

@@ -15,8 +15,9 @@ Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this o
 import triton
 import triton.language as tl
 
-from dsl import device, runtime
+from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
+from dsl.device import tile_mask
 
 from ._cuda_tables import TABLE_1, TABLE_3
 
@@ -62,7 +63,7 @@ def gemma_add_rmsnorm_forward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -121,7 +122,7 @@ def gemma_add_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -135,7 +136,7 @@ def gemma_add_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -191,7 +192,7 @@ def gemma_add_rmsnorm_backward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
@@ -260,7 +261,7 @@ def gemma_add_rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
@@ -278,7 +279,7 @@ def gemma_add_rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)

@@ -15,8 +15,9 @@ Dispatch numbers come from the seed kernel's measured NPU block tables (shared/s
 import triton
 import triton.language as tl
 
-from dsl import device, runtime
+from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
+from dsl.device import tile_mask
 
 from ._npu_tables import TABLE_2, TABLE_5
 
@@ -55,7 +56,7 @@ def gemma_add_rmsnorm_forward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -107,7 +108,7 @@ def gemma_add_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
@@ -123,7 +124,7 @@ def gemma_add_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             if PRE:
                 s = tl.load(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)  # as pass 1 stored it
             else:
@@ -171,7 +172,7 @@ def gemma_add_rmsnorm_backward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
@@ -230,7 +231,7 @@ def gemma_add_rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
@@ -248,7 +249,7 @@ def gemma_add_rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)

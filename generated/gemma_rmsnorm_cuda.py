@@ -14,8 +14,9 @@ Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this o
 import triton
 import triton.language as tl
 
-from dsl import device, runtime
+from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
+from dsl.device import tile_mask
 
 from ._cuda_tables import TABLE_1, TABLE_4
 
@@ -59,7 +60,7 @@ def gemma_rmsnorm_forward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
         if STORE_RSTD:
@@ -110,7 +111,7 @@ def gemma_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             acc += s * s
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
@@ -120,7 +121,7 @@ def gemma_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
@@ -166,7 +167,7 @@ def gemma_rmsnorm_backward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
@@ -224,7 +225,7 @@ def gemma_rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
@@ -237,7 +238,7 @@ def gemma_rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)

@@ -14,8 +14,9 @@ Dispatch numbers come from mojo_opset's measured RMSNorm inference table (PR #36
 import triton
 import triton.language as tl
 
-from dsl import device, runtime
+from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
+from dsl.device import tile_mask
 
 from ._npu_tables import TABLE_2, TABLE_7
 
@@ -53,7 +54,7 @@ def rmsnorm_forward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
         if STORE_RSTD:
@@ -101,7 +102,7 @@ def rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             acc += s * s
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
@@ -111,7 +112,7 @@ def rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             x_hat = s * rstd[:, None]
@@ -150,7 +151,7 @@ def rmsnorm_backward_single(
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rows = rows.to(tl.int64)
-        mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+        mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
         rstd = tl.load(RSTD_ptr + rows, mask=None if EVEN_M else row_mask, other=None if EVEN_M else 0.0).to(tl.float32)
@@ -200,7 +201,7 @@ def rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
@@ -212,7 +213,7 @@ def rmsnorm_backward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
-            mask = device.tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
+            mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
