@@ -89,6 +89,7 @@ def measure(ops, shapes, dtype, calls, rounds, device, backend) -> list[dict]:
     results = []
     for name in ops:
         for rows, cols in shapes:
+            torch._dynamo.reset()  # one code object per impl across ops and shapes: no recompile limit
             impls, inputs = functions(name, rows, cols, dtype, device, backend)
             outputs = {impl: fn(*inputs) for impl, fn in impls.items()}  # compiles
             eager = _bits(outputs["normgen eager"])
