@@ -131,14 +131,11 @@ def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, 
     env += [dy_stride, ds_stride, x_stride, residual_stride, n_cols, n_rows, n_cols]
     env += [ds_given, bias_given, True, False, x.dtype, pdtype]
     device = x.get_device()
-    if traced:
-        decision = compiled.decide(launcher, key(env), device)
-        programs = decision[1][0]  # a torch.SymInt where the rows are symbolic
-        one = isinstance(programs, int) and programs == 1  # (a symbolic count is not tested: no guard on the rows)
-        final = target == "cuda" and one and decision[0] is launcher.kernels["single"]
-    else:
-        programs = launcher.programs(key(env), device)
-        final = target == "cuda" and programs == 1 and launcher.single_pass(key(env), device)
+    launch_key = key(env)  # (the tensors set below are not part of it)
+    decision = compiled.decide(launcher, launch_key, device) if traced else launcher.decision(launch_key, device)
+    programs = decision[1][0]  # traced: a torch.SymInt where the rows are symbolic
+    one = isinstance(programs, int) and programs == 1  # (a symbolic count is not tested: no guard on the rows)
+    final = target == "cuda" and one and decision[0] is launcher.kernels["single"]
     # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below;
     # on cuda a single-pass grid of one program writes the gradients themselves
     shape = (params, n_cols) if final else (params, programs, n_cols)
@@ -155,7 +152,7 @@ def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, 
         for t in (dy, ds, x, residual, weight, dx):
             if t is not None:
                 aligned |= t.data_ptr()
-        launcher(key(env), aligned & 15 == 0, device, args(env))
+        launcher(launch_key, aligned & 15 == 0, device, args(env))
     # the programs' partial sums, added in a fixed order: deterministic run to run
     if not params or final:
         return [dx, partials] if params else [dx]

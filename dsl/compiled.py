@@ -40,12 +40,10 @@ def decide(launcher: runtime.Launcher, key: tuple, device_index: int) -> tuple:
     otherwise columns and row strides are specialized to ints and the rows left symbolic.
     """
     if all(not isinstance(value, torch.SymInt) for value in key):
-        decision = launcher.slow.get((key, device_index))
-        return decision if decision is not None else launcher._decide_key(key, device_index)
-    n_rows, n_cols = key[launcher.rows_at], int(key[launcher.cols_at])
-    ints = (n_cols,) + tuple(int(key[i]) for i in launcher.strides_at)
-    kernel, grid, options, _ = launcher.decide(runtime.DTYPE_TOKEN[key[0]], n_rows, n_cols, device_index, ints)
-    return kernel, grid, options
+        return launcher.decision(key, device_index)
+    specialized = {launcher.cols_at, *launcher.strides_at}
+    key = tuple(int(value) if i in specialized else value for i, value in enumerate(key))
+    return launcher.decide_key(key, device_index)
 
 
 def launch(decision: tuple, args: tuple) -> None:

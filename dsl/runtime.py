@@ -206,24 +206,21 @@ class Launcher:
                 options["num_warps"] = entry.num_warps
         return kernel, (programs,), options, entry
 
-    def programs(self, key: tuple, device_index: int) -> int:
-        """The grid size a launch with this key gets (the backward sizes its partial sums by it)."""
+    def decision(self, key: tuple, device_index: int) -> tuple:
+        """(kernel, grid, options) of a launch key on a device: decided once, then cached (the backward
+        sizes its partial sums by the grid)."""
         decision = self.slow.get((key, device_index))
         if decision is None:
-            decision = self._decide_key(key, device_index)
-        return decision[1][0]
+            decision = self.slow[key, device_index] = self.decide_key(key, device_index)
+        return decision
 
-    def single_pass(self, key: tuple, device_index: int) -> bool:
-        """Whether a launch with this key runs the single-pass kernel."""
-        decision = self.slow.get((key, device_index)) or self._decide_key(key, device_index)
-        return decision[0] is self.kernels["single"]
-
-    def _decide_key(self, key: tuple, device_index: int) -> tuple:
+    def decide_key(self, key: tuple, device_index: int) -> tuple:
+        """(kernel, grid, options) of a launch key, not cached (``decision`` caches; a traced key's row
+        count may be symbolic, see dsl/compiled.py)."""
         n_rows, n_cols = key[self.rows_at], key[self.cols_at]
         ints = (n_cols,) + tuple(key[i] for i in self.strides_at)
         kernel, grid, options, _ = self.decide(DTYPE_TOKEN[key[0]], n_rows, n_cols, device_index, ints)
-        decision = self.slow[key, device_index] = (kernel, grid, options)
-        return decision
+        return kernel, grid, options
 
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
         """Launch; key = (x's dtype, *the values of the ABI's launch-key parameters, the parameters' dtype)."""
@@ -232,10 +229,7 @@ class Launcher:
             launch, grid, function, prefix, constexprs = fast
             launch(grid, 1, 1, torch._C._cuda_getCurrentRawStream(device_index), function, *prefix, *args, *constexprs)
             return
-        decision = self.slow.get((key, device_index))
-        if decision is None:
-            decision = self._decide_key(key, device_index)
-        kernel, grid, options = decision
+        kernel, grid, options = self.decision(key, device_index)
         if INTERPRET:
             with _INTERPRETER_LOCK:
                 kernel[grid](*args, **options)
@@ -280,15 +274,15 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
     params, programs, n_cols = partials.shape
     out = torch.empty((params, n_cols), dtype=dtype, device=partials.device)
-    block_p, block_n, grid = sum_partials_blocks(params, programs, n_cols)
     index = partials.get_device()
     key = (params, programs, n_cols, dtype, index)
     fast = _SUMS.get(key)
     if fast is not None:
-        launch, _, function, prefix, constexprs = fast
+        launch, grid_x, function, prefix, constexprs = fast
         stream = torch._C._cuda_getCurrentRawStream(index)
-        launch(grid[0], grid[1], 1, stream, function, *prefix, partials, out, programs, n_cols, *constexprs)
+        launch(grid_x, params, 1, stream, function, *prefix, partials, out, programs, n_cols, *constexprs)
         return out
+    block_p, block_n, grid = sum_partials_blocks(params, programs, n_cols)
     if INTERPRET:
         with _INTERPRETER_LOCK:
             device.sum_partials[grid](partials, out, programs, n_cols, BLOCK_P=block_p, BLOCK_N=block_n)
