@@ -70,6 +70,7 @@ class Source(enum.Enum):
     PERSISTENT = "persistent"  # the entry's grid: programs loop over row tiles
     VEC = "vec"  # the widest vector (at most 16 bytes) dividing n_cols and every row stride
     STAGES = "stages"  # software-pipelining depth of a row-tile loop, from the dispatch entry
+    NATIVE_FP8 = "native_fp8"  # the device converts fp32 to float8_e4m3fn itself (cuda, capability 8.9+)
 
 
 # Switches the call passes as constexprs; sources the launcher decides (every other
@@ -78,7 +79,16 @@ SWITCHES = frozenset(
     {Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED, Source.MODE_PRE, Source.GRAD_RESIDUAL_GIVEN}
 )
 DECIDED = frozenset(
-    {Source.BLOCK_M, Source.BLOCK_N, Source.EVEN_M, Source.EVEN_N, Source.PERSISTENT, Source.VEC, Source.STAGES}
+    {
+        Source.BLOCK_M,
+        Source.BLOCK_N,
+        Source.EVEN_M,
+        Source.EVEN_N,
+        Source.PERSISTENT,
+        Source.VEC,
+        Source.STAGES,
+        Source.NATIVE_FP8,
+    }
 )
 TENSORS = frozenset(
     {

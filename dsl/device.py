@@ -54,6 +54,47 @@ def row_nan(y, col_mask, EVEN_N: tl.constexpr):
 
 
 @triton.jit
+def max_keep_nan(a, b):
+    """tl.maximum that returns NaN where either side is NaN (the GPU's max drops NaN)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def row_amax_nan(y, col_mask, EVEN_N: tl.constexpr):
+    """Each row's largest |y| in fp32, NaN where the row holds a NaN, padding columns excluded:
+    one reduction (row_amax and row_nan take two; the cuda kernels use this one)."""
+    a = tl.abs(y.to(tl.float32))
+    if not EVEN_N:
+        a = tl.where(col_mask[None, :], a, 0.0)
+    return tl.reduce(a, 1, max_keep_nan)
+
+
+@triton.jit
+def div_by_row(y, scale):
+    """y / scale[:, None] in fp32 for what quantizing divides (|y| <= max|y| = qmax * scale,
+    scale >= 1e-12): one correctly rounded reciprocal per row, then per element a product and
+    its fma correction (Markstein), three operations in place of a division. The result is
+    tl.math.div_rn's, bit for bit, wherever |y / scale| >= 2^-60 or y is 0 (tests/test_quantize.py:
+    every bf16 and fp16 y on a GPU); below that the remainder or the quotient can fall under
+    fp32's normal range and the quotient be an ulp off, where it quantizes to 0 (with y's sign)
+    either way. A row of infinite scale takes y * 0 (0, or NaN for an infinite y, as the
+    division gives); a NaN scale gives NaN."""
+    rcp = tl.math.div_rn(1.0, scale)[:, None]
+    q0 = y * rcp
+    q1 = tl.fma(tl.fma(-q0, scale[:, None], y), rcp, q0)  # the remainder y - q0 * scale is exact in an fma
+    # a zero y keeps its sign in q0 (-0 / scale is -0, which e4m3 stores), not in q1
+    return tl.where((scale < float("inf"))[:, None] & (y != 0.0), q1, q0)
+
+
+@triton.jit
+def round_half_even_small(v):
+    """fp32 v rounded to the nearest integer, ties to even, for |v| < 2^22: adding and taking
+    away 1.5 * 2^23 leaves no fraction bits, and fp32 addition rounds ties to even (two
+    additions in place of round_half_even's floors and compares)."""
+    return (v + 12582912.0) - 12582912.0
+
+
+@triton.jit
 def round_half_even(v):
     """fp32 v rounded to the nearest integer, ties to even (torch.round's rule), as fp32."""
     v_floor = tl.floor(v)
@@ -76,6 +117,17 @@ def fp8_e4m3_bits(v):
     m = round_half_even(a * 512.0)
     code = tl.where(a < 0.015625, m.to(tl.int32), normal)
     return (code | sign).to(tl.uint8)
+
+
+@triton.jit
+def fp8_e4m3_code(v, NATIVE: tl.constexpr):
+    """fp8_e4m3_bits(v); NATIVE: by the device's own conversion (cuda, compute capability 8.9
+    and up: round to nearest even, saturating; v is already within [-448, 448])."""
+    if NATIVE:
+        code = v.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    else:
+        code = fp8_e4m3_bits(v)
+    return code
 
 
 @triton.jit

@@ -105,6 +105,11 @@ class KernelPlan:
         return rules(self.target).reads_back_sum
 
     @property
+    def fast_quantize(self) -> bool:
+        """The quantized kernels use the GPU's forms (dsl/templates/kernel_macros.jinja, Quantization)."""
+        return rules(self.target).fast_quantize
+
+    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:
@@ -240,7 +245,7 @@ def tensor(prefix: str, source: Source, element: str, strided: bool, optional: b
     return params
 
 
-def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
+def forward_signature(spec: NormSpec, vector_width: bool, fast_quantize: bool = False) -> Signature:
     """The forward kernels' parameters: tensors, scalars, the call's switches, the launcher's constexprs."""
     stats = "x" if spec.casting is Casting.NONE else "fp32"
     out = QUANT_STORAGE_TOKEN[spec.quantize] if spec.is_quantized else "x"
@@ -280,6 +285,8 @@ def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
         ("EVEN_N", Source.EVEN_N),
         ("PERSISTENT", Source.PERSISTENT),
     ] + [("VEC", Source.VEC)] * vector_width
+    if fast_quantize and spec.quantize is Quantize.FP8_E4M3:
+        decided.append(("NATIVE_FP8", Source.NATIVE_FP8))
     params += [Param(name, Kind.CONSTEXPR, source) for name, source in decided]
     return Signature(tuple(params))
 
@@ -351,7 +358,7 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         spec=spec,
         target=target,
         direction=direction,
-        signature=forward_signature(spec, target_rules.vector_width),
+        signature=forward_signature(spec, target_rules.vector_width, target_rules.fast_quantize),
         kernels=kernels,
         table=target_rules.table(spec, tuning),
         launch_options=target_rules.options(spec),

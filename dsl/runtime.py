@@ -68,6 +68,15 @@ def cuda_sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+@functools.cache
+def cuda_native_fp8(device_index: int) -> bool:
+    """The GPU converts fp32 to float8_e4m3fn in one instruction (compute capability 8.9 and up);
+    never in the interpreter, whose conversion is not the device's."""
+    if INTERPRET:
+        return False
+    return torch.cuda.get_device_capability(device_index) >= (8, 9)
+
+
 # ----------------------------------------------------------------------------
 # Dispatch
 
@@ -156,6 +165,7 @@ class Launcher:
         self.rows_at = abi.key_position(Source.N_ROWS, Kind.SCALAR)
         self.cols_at = abi.key_position(Source.N_COLS, Kind.SCALAR)
         self.strides_at = tuple(abi.key_position(p.source, Kind.ROW_STRIDE) for p in abi.row_strides)
+        self.native_fp8 = any(p.source is Source.NATIVE_FP8 for p in abi.decided)
         # device index -> {launch key -> direct launch} (cuda; compiled kernels are per device)
         self.fast: collections.defaultdict[int, dict] = collections.defaultdict(dict)
         self.slow: dict[tuple, tuple] = {}  # (launch key, device) -> (kernel, grid, options)
@@ -196,6 +206,8 @@ class Launcher:
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
             Source.STAGES: entry.stages,
         }
+        if self.native_fp8:
+            values[Source.NATIVE_FP8] = cuda_native_fp8(device_index)
         options = {p.name: values[p.source] for p in self.abi.decided}
         if not INTERPRET:
             options.update(self.options)

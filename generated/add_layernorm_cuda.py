@@ -377,7 +377,7 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 kernel module(s) use): the first
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 5 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("add_layernorm", "cuda", TABLE_1)
 

@@ -9,7 +9,7 @@ Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / column
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does),
 PRE (pre mode: s = x + r is written to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
-Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this op has no measurements of its own yet).
+Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 """
 
 import triton
@@ -17,9 +17,9 @@ import triton.language as tl
 
 from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
-from dsl.device import fp8_e4m3_bits, row_amax, row_nan, tile_mask
+from dsl.device import div_by_row, fp8_e4m3_code, max_keep_nan, row_amax_nan, tile_mask
 
-from ._cuda_tables import TABLE_1
+from ._cuda_tables import TABLE_3
 
 
 @triton.jit
@@ -29,7 +29,7 @@ def add_layernorm_fp8_forward_single(
     n_rows, n_cols, eps,
     HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
-    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr, NATIVE_FP8: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual: forward, single pass, each row in one tile.
 
@@ -86,17 +86,14 @@ def add_layernorm_fp8_forward_single(
         if not PRE:
             # post mode: the residual out is the unquantized output
             tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
-        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
-        amax = tl.maximum(amax, row_amax(y, col_mask, EVEN_N))
-        nan_seen += row_nan(y, col_mask, EVEN_N)
+        amax = row_amax_nan(y, col_mask, EVEN_N)
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
+        scale = max_keep_nan(tl.math.div_rn(amax, 448.0), 1e-12)
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
-        v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+        v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
         is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
         v = tl.minimum(tl.maximum(v, -448.0), 448.0)
-        q = tl.where(is_nan, 0x7F, fp8_e4m3_bits(v).to(tl.int32)).to(tl.uint8)  # NaN: e4m3fn's NaN code
+        q = tl.where(is_nan, 0x7F, fp8_e4m3_code(v, NATIVE_FP8).to(tl.int32)).to(tl.uint8)  # NaN: e4m3fn's NaN code
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
@@ -107,7 +104,7 @@ def add_layernorm_fp8_forward_multi(
     n_rows, n_cols, eps,
     HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
-    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr, NATIVE_FP8: tl.constexpr,
 ):
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks.
 
@@ -169,7 +166,6 @@ def add_layernorm_fp8_forward_multi(
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         # the row's largest |y|, which sets the quantization scale
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-        nan_seen = tl.zeros([BLOCK_M], dtype=tl.float32)
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
             col_mask = cols < n_cols
@@ -187,10 +183,9 @@ def add_layernorm_fp8_forward_multi(
             if HAS_BIAS:
                 y = y + b[None, :]
             y = y.to(dtype)
-            amax = tl.maximum(amax, row_amax(y, col_mask, EVEN_N))
-            nan_seen += row_nan(y, col_mask, EVEN_N)
+            amax = max_keep_nan(amax, row_amax_nan(y, col_mask, EVEN_N))
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
-        scale = tl.maximum(tl.math.div_rn(amax, 448.0), 1e-12) + nan_seen
+        scale = max_keep_nan(tl.math.div_rn(amax, 448.0), 1e-12)
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         # last pass: recompute s = x + r, normalize, quantize and store every output
         for col_start in range(0, n_cols, BLOCK_N):
@@ -215,10 +210,10 @@ def add_layernorm_fp8_forward_multi(
             if not PRE:
                 # post mode: the residual out is the unquantized output
                 tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
-            v = tl.math.div_rn(y.to(tl.float32), scale[:, None])
+            v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
             is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
-            q = tl.where(is_nan, 0x7F, fp8_e4m3_bits(v).to(tl.int32)).to(tl.uint8)  # NaN: e4m3fn's NaN code
+            q = tl.where(is_nan, 0x7F, fp8_e4m3_code(v, NATIVE_FP8).to(tl.int32)).to(tl.uint8)  # NaN: e4m3fn's NaN code
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
@@ -247,12 +242,13 @@ ABI = Signature(
         Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
         Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
         Param("VEC", Kind.CONSTEXPR, Source.VEC),
+        Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8),
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 kernel module(s) use): the first
+# Dispatch table (TABLE_3 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("add_layernorm_fp8", "cuda", TABLE_1)
+TABLE = runtime.DispatchTable("add_layernorm_fp8", "cuda", TABLE_3)
 
 # pass -> kernel
 KERNELS = {

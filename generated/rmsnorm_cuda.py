@@ -18,7 +18,7 @@ from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import tile_mask
 
-from ._cuda_tables import TABLE_1, TABLE_4
+from ._cuda_tables import TABLE_1, TABLE_8
 
 
 @triton.jit
@@ -275,7 +275,7 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 9 kernel module(s) use): the first
+# Dispatch table (TABLE_1 of _cuda_tables.py, which 5 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_1)
 
@@ -311,9 +311,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_4 of _cuda_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_8 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_4)
+BACKWARD_TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_8)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

@@ -10,7 +10,7 @@ import pytest
 
 from dsl import pipeline
 from dsl.abi import Kind, Source
-from dsl.model import DType, Target
+from dsl.model import DType, Quantize, Target
 from dsl.pipeline import SPECS, load_specs
 from dsl.plan import Grid, Pass, plan
 from dsl.targets import npu
@@ -346,7 +346,9 @@ def test_abi_layout(kernel_plan):
         assert abi.params.index(stride) == abi.params.index(pointer) + 1
     decided = [p.source for p in abi.decided]
     expected = [Source.BLOCK_M, Source.BLOCK_N, Source.EVEN_M, Source.EVEN_N, Source.PERSISTENT]
-    assert decided == expected + [Source.VEC] * (kernel_plan.target is Target.CUDA)
+    cuda = kernel_plan.target is Target.CUDA
+    native_fp8 = cuda and spec.quantize is Quantize.FP8_E4M3  # cuda converts to e4m3 itself where it can
+    assert decided == expected + [Source.VEC] * cuda + [Source.NATIVE_FP8] * native_fp8
     # every row stride, n_rows, n_cols and every switch of the call are in the launch key; pointers are not
     for p in abi.params:
         in_key = (

@@ -29,6 +29,11 @@ class TargetRules(ABC):
     # The backward's row-tile loop is software-pipelined (tl.range(num_stages=LOOP_STAGES), the
     # depth from each dispatch entry); False: a plain range.
     pipelined_tile_loop: bool = False
+    # The quantized kernels' GPU forms: one NaN-keeping max reduction for the row's amax, y / scale
+    # from one reciprocal per row and an fma correction, rounding by an addition, and fp8 by the
+    # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the
+    # portable forms (False: npu, whose kernels keep those).
+    fast_quantize: bool = False
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         """The compile options of every launch of this spec's kernels."""

@@ -125,6 +125,7 @@ class CudaRules(TargetRules):
     vector_width = True
     program_barrier = True
     pipelined_tile_loop = True
+    fast_quantize = True
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         # casting none rounds every step to the input dtype: a fused multiply-add would skip
