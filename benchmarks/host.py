@@ -53,7 +53,7 @@ def forms_of(op) -> list[str]:
 
 def make_callables(name: str, rows: int, cols: int, dtype: str, device: str) -> dict:
     """label -> (callable, floor label): the op's forms, the floor and each form's own floor."""
-    from dsl import runtime
+    from dsl import launch_layout
 
     package = importlib.import_module(f"generated.{name}")
     op, function = package.OP, getattr(package, name)
@@ -83,14 +83,14 @@ def make_callables(name: str, rows: int, cols: int, dtype: str, device: str) -> 
         own = "floor" if form in ("functional", "module") else f"floor ({form})"
         result[form] = (call, own)
         if own not in result:
-            floor = launch_floor(op, launcher, runtime, x, r, w, b, mode, rstd, inplace, device)
+            floor = launch_floor(op, launcher, launch_layout, x, r, w, b, mode, rstd, inplace, device)
             result[own] = (floor[0], None)
             if own == "floor":
                 result["floor, pointers as ints"] = (floor[1], None)
     return result
 
 
-def launch_floor(op, launcher, runtime, x, r, w, b, mode, rstd, inplace, device):
+def launch_floor(op, launcher, launch_layout, x, r, w, b, mode, rstd, inplace, device):
     """(floor, floor with pointers as ints): the form's allocations and one direct launch."""
     like = torch.empty_like
     n_cols = x.shape[-1]
@@ -101,8 +101,8 @@ def launch_floor(op, launcher, runtime, x, r, w, b, mode, rstd, inplace, device)
     residual_out = (r if inplace else like(x)) if new_residual else (out if op.has_residual else None)
     stats = torch.empty(n_rows, dtype=op.stats_dtype or x.dtype, device=device) if rstd else None
     env = (x, r if op.has_residual else None, w, b, out, residual_out, None, None, stats, 1e-6)
-    env += runtime.launch_tail((n_cols,) * 4, n_rows, n_cols, b is not None, False, rstd, x.dtype)
-    layout = runtime.layout(launcher.abi, mode)
+    env += launch_layout.launch_tail((n_cols,) * 4, n_rows, n_cols, b is not None, False, rstd, x.dtype)
+    layout = launch_layout.layout(launcher.abi, mode)
     key, kernel_args = layout.key(env), layout.args(env)
     if device == "cpu":  # self-test: no compiled kernel; a no-op stands in for the C launch
         direct, stream = (lambda *a: None, 1, 0, (), ()), lambda index: 0

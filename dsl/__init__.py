@@ -11,10 +11,11 @@ One module per pipeline stage, in order:
     emit     text -> files under ``generated/`` (the only stage that writes)
 
 ``pipeline`` strings the stages together and reads the tuning file; ``surface``
-(the op surface an op module's descriptor drives), ``checks`` (input checks),
-``runtime`` (the launch layout, the launcher), ``abi`` (the kernels' parameters)
-and ``device`` (shared ``@triton.jit`` helpers) are what the generated code
-imports at run time (none of them imports the generator);
+(the op surface an op module's descriptor drives, with ``modules``, ``fast_path``
+and ``custom_ops``), ``checks`` (input checks), ``backward`` and ``compiled``,
+``runtime`` (the launcher, with ``dispatch`` and ``launch_layout``), ``abi`` (the
+kernels' parameters) and ``device`` (shared ``@triton.jit`` helpers) are what the
+generated code imports at run time (none of them imports the generator);
 ``hf`` swaps a model's norm layers (Hugging Face transformers or any nn.Module
 tree) for the generated modules.
 """

@@ -6,11 +6,11 @@ parameters, in this order. Its readers:
 
 * the target template prints the kernels' parameter lists and the generated
   module's ``ABI`` literal from it;
-* ``dsl/runtime.py``'s ``layout`` turns it, per residual mode, into the arguments
-  the op surface (``dsl/surface.py``) passes (every parameter whose value the
-  call supplies) and the launch key; its ``Launcher`` finds n_rows, n_cols and
-  the row strides in the launch key, and fills the launch-decided constexprs,
-  from the ``ABI`` literal;
+* ``dsl/launch_layout.py``'s ``layout`` turns it, per residual mode, into the
+  arguments the op surface (``dsl/surface.py``) passes (every parameter whose value
+  the call supplies) and the launch key; ``dsl/runtime.py``'s ``Launcher`` finds
+  n_rows, n_cols and the row strides in the launch key, and fills the
+  launch-decided constexprs, from the ``ABI`` literal;
 * the npu lowering test, the benchmark and the tuner build arguments from it.
 
 Nothing recovers a parameter's meaning from its name: ask its ``kind`` and

@@ -1,4 +1,8 @@
-"""Where a call runs and how it launches (hand-written): dispatch tables and the Launcher.
+"""Where a call runs and how it launches (hand-written): the Launcher.
+
+The dispatch tables it looks up are ``dsl/dispatch.py``'s (re-exported here: the generated
+code names ``runtime.Entry`` and ``runtime.DispatchTable``); the launch key and arguments
+it is passed come from ``dsl/launch_layout.py``.
 
 Environment variables, read once at import:
 
@@ -15,17 +19,17 @@ from __future__ import annotations
 
 import collections
 import functools
-import operator
 import os
 import threading
 import warnings
-from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 
 from .abi import Kind, Signature, Source
 from .checks import NormgenError  # public here too: dsl.runtime.NormgenError
+from .dispatch import DispatchMiss as DispatchMiss  # public here too: the generated tables and kernel
+from .dispatch import DispatchTable as DispatchTable  # modules name runtime.Entry and runtime.DispatchTable
+from .dispatch import Entry as Entry
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 INTERPRET_TARGET = os.environ.get("NORMGEN_INTERPRET_TARGET", "cuda")
@@ -78,62 +82,10 @@ def cuda_native_fp8(device_index: int) -> bool:
 
 
 # ----------------------------------------------------------------------------
-# Dispatch
-
-
-class Entry(NamedTuple):
-    """One row of a dispatch table (see dsl/plan.py, DispatchEntry)."""
-
-    dtype: str
-    cols_lo: int
-    cols_hi: int | None
-    rows_lo: int
-    rows_hi: int | None
-    passes: str
-    block_m: int
-    block_n: int
-    num_warps: int
-    grid: str
-    multibuffer: bool
-    ub_bytes: int
-    programs_per_core: int = 1
-    min_tiles: int = 1
-    stages: int = 1
+# Launch
 
 
 _INTERPRETER_LOCK = threading.Lock()
-
-
-class DispatchMiss(LookupError):
-    pass
-
-
-class DispatchTable:
-    """(dtype, columns, rows) -> Entry; a plain scan of a short per-dtype list."""
-
-    def __init__(self, op: str, target: str, entries: tuple[Entry, ...]):
-        self.op, self.target, self.entries = op, target, entries
-        self.by_dtype: dict[str, list[Entry]] = {}
-        for entry in entries:
-            self.by_dtype.setdefault(entry.dtype, []).append(entry)
-
-    def lookup(self, dtype: str, n_rows: int | None, n_cols: int) -> Entry:
-        """The entry of a call; ``n_rows`` None (a row count not known when deciding, as under
-        torch.compile with dynamic shapes): the entry of the most rows, the open-ended range."""
-        for e in self.by_dtype.get(dtype, ()):
-            if (
-                e.cols_lo <= n_cols
-                and (e.cols_hi is None or n_cols <= e.cols_hi)
-                and (
-                    e.rows_hi is None
-                    if n_rows is None
-                    else e.rows_lo <= n_rows and (e.rows_hi is None or n_rows <= e.rows_hi)
-                )
-            ):
-                return e
-        raise DispatchMiss(
-            f"{self.op} ({self.target}): no dispatch entry for dtype={dtype}, n_cols={n_cols}, n_rows={n_rows}"
-        )
 
 
 class Launcher:
@@ -303,71 +255,6 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if compiled is not None and direct_launch_ok(index):
         _SUMS[key] = _direct_launch(compiled, grid, (block_p, block_n))
     return out
-
-
-# The launch environments: the tuples the op surface (dsl/surface.py) builds for a launch of
-# each direction, in this order. The forward's: first what changes from call to call (the
-# tensors, eps), then what follows from the launch key (row strides, sizes, switches:
-# ``launch_tail``). ``layout`` turns an ABI into index lists over one of them.
-_ENV = (
-    Source.X, Source.RESIDUAL, Source.WEIGHT, Source.BIAS,
-    Source.OUT, Source.RESIDUAL_OUT, Source.SCALE, Source.MEAN, Source.RSTD, Source.EPS,
-    "x_stride", "residual_stride", "out_stride", "residual_out_stride",
-    Source.N_ROWS, Source.N_COLS, Source.BIAS_GIVEN, Source.MEAN_ASKED, Source.RSTD_ASKED,
-    True, False, "dtype", "param_dtype",
-)  # fmt: skip
-PER_CALL = _ENV.index(Source.EPS) + 1  # the environment's first PER_CALL values change from call to call
-_STRIDE = {Source.X: "x_stride", Source.RESIDUAL: "residual_stride", Source.OUT: "out_stride"}
-_STRIDE[Source.RESIDUAL_OUT] = "residual_out_stride"
-BACKWARD_ENV = (
-    Source.GRAD_OUT, Source.GRAD_RESIDUAL_OUT, Source.X, Source.RESIDUAL, Source.WEIGHT, Source.MEAN, Source.RSTD,
-    Source.GRAD_X, Source.GRAD_WEIGHT, Source.GRAD_BIAS,
-    "dy_stride", "ds_stride", "x_stride", "residual_stride", "dx_stride",
-    Source.N_ROWS, Source.N_COLS, Source.GRAD_RESIDUAL_GIVEN, Source.BIAS_GIVEN, True, False, "dtype", "param_dtype",
-)  # fmt: skip
-_BACKWARD_STRIDE = {Source.GRAD_OUT: "dy_stride", Source.GRAD_RESIDUAL_OUT: "ds_stride", Source.X: "x_stride"}
-_BACKWARD_STRIDE.update({Source.RESIDUAL: "residual_stride", Source.GRAD_X: "dx_stride"})
-
-
-def launch_tail(
-    strides: tuple,
-    n_rows: int,
-    n_cols: int,
-    bias_given: bool,
-    mean_asked: bool,
-    rstd_asked: bool,
-    dtype,
-    param_dtype=None,
-):
-    """The launch environment after its per-call values; ``strides``: x's, residual's, out's, residual out's;
-    ``param_dtype``: the weight's and bias's (x's dtype, or fp32 with 16-bit x; None: x's)."""
-    return (*strides, n_rows, n_cols, bias_given, mean_asked, rstd_asked, True, False, dtype, param_dtype or dtype)
-
-
-class Layout(NamedTuple):
-    """A launch's key and arguments taken from the launch environment, for one residual mode."""
-
-    key: Callable[[tuple], tuple]  # environment -> launch key: x's dtype, the ABI's launch-key values, param dtype
-    args: Callable[[tuple], tuple]  # environment -> the kernels' arguments, in ABI order
-
-
-def _position(param, mode: str | None, env: tuple, strides: dict) -> int:
-    """Where a parameter's value sits in a launch environment, in a call of residual mode ``mode``."""
-    if param.kind is Kind.ROW_STRIDE:
-        return env.index(strides[param.source])
-    if param.source is Source.MODE_PRE:
-        return env.index(mode == "pre")
-    return env.index(param.source)
-
-
-def layout(abi: Signature, mode: str | None, backward: bool = False) -> Layout:
-    """The launch key and argument getters over the launch environment of the direction, from the kernels' ABI."""
-    env, strides = (BACKWARD_ENV, _BACKWARD_STRIDE) if backward else (_ENV, _STRIDE)
-    # the parameters' dtype closes the key: Triton compiles a kernel per pointer dtype, so a direct launch
-    # compiled for a bf16 weight must never serve an fp32 one
-    positions = (_position(p, mode, env, strides) for p in abi.key)
-    key = operator.itemgetter(env.index("dtype"), *positions, env.index("param_dtype"))
-    return Layout(key, operator.itemgetter(*(_position(p, mode, env, strides) for p in abi.call)))
 
 
 # ----------------------------------------------------------------------------

@@ -1,55 +1,50 @@
 """The op surface (hand-written): everything a generated op does around its kernels.
 
 A generated op module holds its public function (signature and docstring from
-the spec), its module class and an ``Op``: the descriptor of what varies per spec
+the spec), its module class (a subclass of ``Norm`` or ``AddNorm``, from
+``dsl/modules.py``) and an ``Op``: the descriptor of what varies per spec
 (tensor inputs, dtypes, residual modes, outputs and statistics, quantization,
 the reference, the kernels' modules). Calling the ``Op`` runs the op:
 
 * a fast path for the common eager call (contiguous cuda or npu tensors that
   need no gradient, functional or in place, not compiling), proven valid with a
-  few attribute reads; what does not change between calls is cached: the call's
-  form (``_Form``: what it allocates, writes, returns) and, per shape, dtype and
-  device, a record (``_Record``: launch key, fixed arguments, direct launch);
+  few attribute reads; what does not change between calls is cached
+  (``dsl/fast_path.py``): the call's form (``Form``: what it allocates, writes,
+  returns) and, per shape, dtype and device, a record (``Record``: launch key,
+  fixed arguments, direct launch);
 * otherwise every input check (``dsl/checks.py``), then, under torch.compile,
-  the custom op (``<namespace>::<op>`` and ``<op>_inplace``, registered here
-  with their fake implementations) so that dynamo records it (on cuda,
-  ``dsl/compiled.py`` decomposes it into its Triton kernels; the backward is in
-  ``dsl/backward.py``); eagerly, the kernels (or the reference on CPU) and the
-  version bumps of in-place writes.
+  the custom op (``<namespace>::<op>`` and ``<op>_inplace``, registered with
+  their fake implementations by ``dsl/custom_ops.py``) so that dynamo records it
+  (on cuda, ``dsl/compiled.py`` decomposes it into its Triton kernels; the
+  backward is in ``dsl/backward.py``); eagerly, the kernels (or the reference on
+  CPU) and the version bumps of in-place writes.
 
 Every call passes all nine arguments of the widest op, ``(x, residual, weight,
 bias, eps, norm_pos, return_mean, return_rstd, inplace)``; an op without one
 passes None (False for switches). The kernels' arguments and launch key come
-from the kernel module's ABI (``dsl/abi.py``) through ``runtime.layout``.
+from the kernel module's ABI (``dsl/abi.py``) through ``launch_layout.layout``.
 
-This module, ``backward``, ``compiled``, ``checks``, ``runtime``, ``abi`` and
-``device`` are all a built package needs at run time: none of them imports the generator (Lark, Jinja2).
+This module, ``modules``, ``fast_path``, ``custom_ops``, ``backward``, ``compiled``,
+``checks``, ``launch_layout``, ``runtime``, ``dispatch``, ``abi`` and ``device`` are all
+a built package needs at run time: none of them imports the generator (Lark, Jinja2).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 
 import torch
 
-from . import backward, checks, compiled, runtime
+from . import checks, compiled, launch_layout, runtime
 from .checks import NormgenError
+from .custom_ops import autograd_call, compiling_call, register
+from .fast_path import Form, Record
+from .launch_layout import launch_tail
+from .modules import AddNorm as AddNorm  # public here: the generated module classes subclass surface.Norm,
+from .modules import Norm as Norm  # surface.AddNorm
 
 _INF = float("inf")
-_ABSENT = object()  # a name missing from a dict
 _is_compiling = torch.compiler.is_compiling  # (dynamo knows the function, whatever its name here)
-INPUTS = ("x", "residual", "weight", "bias")
-
-# The custom ops' parameter types (their schemas are inferred from these).
-_TENSOR, _MAYBE = torch.Tensor, torch.Tensor | None
-_TYPES = {"x": _TENSOR, "residual": _TENSOR, "weight": _TENSOR, "bias": _MAYBE, "eps": float, "norm_pos": str}
-_TYPES.update(return_mean=bool, return_rstd=bool, q=_TENSOR, scale=_TENSOR, mean=_MAYBE, rstd=_MAYBE)
-
-
-def _signature(params: tuple, returns) -> inspect.Signature:
-    parameters = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_TYPES[p]) for p in params]
-    return inspect.Signature(parameters, return_annotation=returns)
 
 
 class Op:
@@ -88,10 +83,10 @@ class Op:
         self.reference, self.kernels, self.package = reference, kernels, package
         self.has_residual, self.has_weight, self.has_bias = ("residual" in inputs, "weight" in inputs, "bias" in inputs)
         self._launches: dict[tuple, tuple] = {}  # (target, backward) -> (launcher, {mode: layout})
-        self._register()
-        # the fast path's call forms: (norm_pos, return_mean, return_rstd, inplace) -> _Form
+        register(self)  # the custom ops (dsl/custom_ops.py)
+        # the fast path's call forms: (norm_pos, return_mean, return_rstd, inplace) -> Form
         self._forms = {
-            (norm_pos, mean, rstd, inplace): _Form(self, norm_pos, mean, rstd, inplace)
+            (norm_pos, mean, rstd, inplace): Form(self, norm_pos, mean, rstd, inplace)
             for norm_pos in self.call_modes
             for mean in (False, True)[: 1 + ("mean" in stats)]
             for rstd in (False, True)[: 1 + ("rstd" in stats)]
@@ -107,7 +102,7 @@ class Op:
                 raise NormgenError(f"{self.name} is not generated for the {target} target (it has: {have})")
             module = importlib.import_module(f".{self.kernels[target]}", self.package)
             launcher = module.BACKWARD_LAUNCHER if backward else module.LAUNCHER
-            layouts = {m: runtime.layout(launcher.abi, m, backward) for m in self.call_modes}
+            layouts = {m: launch_layout.layout(launcher.abi, m, backward) for m in self.call_modes}
             launch = self._launches[target, backward] = (launcher, layouts)
         return launch
 
@@ -115,7 +110,7 @@ class Op:
         """The op's cuda Triton kernels of a direction (dsl/compiled.py names them to torch)."""
         return list(self.kernel_launch("cuda", backward)[0].kernels.values()) if "cuda" in self.kernels else []
 
-    def _record(self, form: _Form, x, bias, pdtype) -> _Record | None:
+    def _record(self, form: Form, x, bias, pdtype) -> Record | None:
         """The fast path's record of a call form at x's shape, dtype, device and parameters' dtype, cached.
 
         None, and nothing cached, where the fast path does not serve: devices other than
@@ -135,15 +130,15 @@ class Op:
         n_rows = x.numel() // n_cols
         launcher, layouts = self.kernel_launch(device.type)
         layout = layouts[form.norm_pos]
-        tail = runtime.launch_tail((n_cols,) * 4, n_rows, n_cols, bias is not None, form.mean, form.rstd, dtype, pdtype)
+        tail = launch_tail((n_cols,) * 4, n_rows, n_cols, bias is not None, form.mean, form.rstd, dtype, pdtype)
         stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) if device.type == "cuda" else None
-        rec = _Record(
+        rec = Record(
             n_rows, (n_cols,), shape[:-1], device, x.numel() * x.element_size(), launcher, layout, tail, stream
         )
         form.records[shape, dtype, device, bias is None, pdtype] = rec
         return rec
 
-    def _launch(self, rec: _Record, x, residual, weight, bias, slots, eps, aligned: bool) -> None:
+    def _launch(self, rec: Record, x, residual, weight, bias, slots, eps, aligned: bool) -> None:
         """The fast path's launch through the launcher (the first of a record, unaligned, npu); then the
         record takes the direct launch the launcher may have made."""
         rec.launcher(rec.key, aligned, rec.device_index, rec.args((x, residual, weight, bias, *slots, eps) + rec.tail))
@@ -234,21 +229,10 @@ class Op:
             return result
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
-            return self.autograd_call(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
+            return autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
         if torch.compiler.is_compiling():
-            # torch.compile records the custom op; its body runs when the graph runs
-            values = {"x": x, "residual": residual, "weight": weight, "bias": bias, "eps": eps, "norm_pos": norm_pos}
-            if inplace:
-                new = self.new_outputs(x, norm_pos, return_mean, return_rstd, True)
-                out, _, scale, mean, rstd = self.slots(new, x, residual, norm_pos, return_mean, return_rstd, True)
-                values.update(q=out, scale=scale, mean=mean, rstd=rstd)
-                self.inplace_op(*[values[p] for p in self.inplace_params])
-            else:
-                values.update(return_mean=return_mean, return_rstd=return_rstd)
-                new = self.functional_op(*[values[p] for p in self.call_params])
-            return self.public(
-                self.slots(new, x, residual, norm_pos, return_mean, return_rstd, inplace), return_mean, return_rstd
-            )
+            # torch.compile records the custom op (dsl/custom_ops.py); its body runs when the graph runs
+            return compiling_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
         new = self.new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
         slots = self.forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
         if inplace:
@@ -367,7 +351,7 @@ class Op:
         env = (x, residual, weight, bias, out, residual_out, scale, mean, rstd, eps)
         strides = (x_stride, residual_stride, out_stride, residual_out_stride)
         switches = (bias is not None, mean is not None, rstd is not None)
-        env += runtime.launch_tail(strides, n_rows, n_cols, *switches, x.dtype, checks.param_dtype(x, weight))
+        env += launch_tail(strides, n_rows, n_cols, *switches, x.dtype, checks.param_dtype(x, weight))
         if traced:
             compiled.launch(compiled.decide(launcher, layout.key(env), x.get_device()), layout.args(env))
             return slots
@@ -377,226 +361,3 @@ class Op:
                 aligned |= t.data_ptr()
         launcher(layout.key(env), aligned & 15 == 0, x.get_device(), layout.args(env))
         return slots
-
-    # torch.library registration: the functional op and, with a residual, the in-place one.
-
-    def _register(self) -> None:
-        self.call_params = tuple(p for p in INPUTS if p in self.inputs) + ("eps",) + ("norm_pos",) * self.has_residual
-        # the flags of the statistics a call may ask for, and of those a training forward saves
-        self.call_params += tuple(f"return_{s}" for s in ("mean", "rstd") if s in self.stats or s in self.saved)
-        namespace, opname = self.custom_op.split("::")
-
-        def functional(*args, traced=False):
-            given = dict(zip(self.call_params, args, strict=True))
-            call = self._arguments(given, inplace=False)
-            eps = self.check(*call[:6], False)  # direct torch.ops calls get the op's checks too
-            new = self.new_outputs(call[0], *call[5:8], False)
-            self.forward(new, *call[:4], eps, *call[5:], traced=traced)
-            return new
-
-        def fake(*args):
-            given = dict(zip(self.call_params, args, strict=True))
-            call = self._arguments(given, inplace=False)
-            return self.new_outputs(call[0], *call[5:8], False)
-
-        functional.__signature__ = _signature(self.call_params, list[torch.Tensor])
-        custom = torch.library.custom_op(self.custom_op, functional, mutates_args=())
-        custom.register_fake(fake)
-        # under torch.compile on cuda: the kernels themselves (dsl/compiled.py)
-        compiled.decompose(custom, self.call_params, lambda *a: functional(*a, traced=True), self.cuda_kernels)
-        self.functional_op = getattr(getattr(torch.ops, namespace), opname)
-        if self.backward:
-            backward.register(self, custom, namespace, opname)
-        if not self.has_residual:
-            return
-        extras = ("q", "scale") * (self.quant_storage is not None) + self.stats
-        self.inplace_params = tuple(p for p in self.call_params if not p.startswith("return_")) + extras
-
-        def inplace(*args, traced=False):
-            given = dict(zip(self.inplace_params, args, strict=True))
-            new = [given[p] for p in extras if given[p] is not None]
-            given.update({f"return_{s}": given[s] is not None for s in self.stats})
-            call = self._arguments(given, inplace=True)
-            eps = self.check(*call[:6], not traced)  # (traced: the overlap checks read pointers; the call made them)
-            self.forward(new, *call[:4], eps, *call[5:], traced=traced)
-
-        inplace.__signature__ = _signature(self.inplace_params, None)
-        mutates = ("x", "residual") + extras
-        custom = torch.library.custom_op(f"{self.custom_op}_inplace", inplace, mutates_args=mutates)
-        custom.register_fake(lambda *args: None)
-        compiled.decompose(custom, self.inplace_params, lambda *a: inplace(*a, traced=True), self.cuda_kernels)
-        self.inplace_op = getattr(getattr(torch.ops, namespace), f"{opname}_inplace")
-
-    # Autograd: the functional op carries the backward (dsl/backward.py).
-
-    def autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd):
-        """A checked call that needs a gradient: the functional op, asked for the statistics the backward needs."""
-        values = {"x": x, "residual": residual, "weight": weight, "bias": bias, "eps": eps, "norm_pos": norm_pos}
-        asked = {"mean": return_mean or "mean" in self.saved, "rstd": return_rstd or "rstd" in self.saved}
-        values.update(return_mean=asked["mean"], return_rstd=asked["rstd"])
-        new = self.functional_op(*[values[p] for p in self.call_params])
-        slots = self.slots(new, x, residual, norm_pos, asked["mean"], asked["rstd"], False)
-        return self.public(slots, return_mean, return_rstd)
-
-    def _arguments(self, given: dict, inplace: bool) -> tuple:
-        """The nine arguments of a call from the custom op's named ones."""
-        names = INPUTS + ("eps", "norm_pos", "return_mean", "return_rstd")
-        return tuple(given.get(p, False if p.startswith("return_") else None) for p in names) + (inplace,)
-
-
-class _Form:
-    """One call form of an op for the fast path: residual mode, statistics asked, in place or not.
-
-    ``outputs(x, residual, record)`` allocates a call's outputs and returns its slots
-    (out, residual_out, scale, mean, rstd), what the op returns and the inputs that the
-    kernels write in place. Which slot is which tensor comes from ``Op.slots``, asked
-    once here with stand-ins, so the fast path allocates, writes and returns what the
-    checked path does (tests/test_surface.py compares the two).
-    """
-
-    def __init__(self, op: Op, norm_pos, mean: bool, rstd: bool, inplace: bool):
-        self.norm_pos, self.mean, self.rstd, self.inplace = norm_pos, mean, rstd, inplace
-        self.records: dict[tuple, _Record] = {}  # (x's shape, dtype, device, bias is None, weight's dtype) -> record
-        x, residual = object(), object()
-        slots = op.slots([object() for _ in range(5)], x, residual, norm_pos, mean, rstd, inplace)
-        write_x, write_residual = (inplace and any(s is t for s in slots) for t in (x, residual))
-        if write_x:
-            written = (lambda x, r: (x, r)) if write_residual else (lambda x, r: (x,))
-        else:
-            written = (lambda x, r: (r,)) if write_residual else None
-        if op.quant_storage is not None:
-            self.outputs = self._checked_outputs(op, written)
-        else:
-            out, residual_out = slots[:2]
-            residual_out_is = "x" if residual_out is x else "residual" if residual_out is residual else None
-            if residual_out is not None and residual_out_is is None:
-                residual_out_is = "out" if residual_out is out else "new"
-            self.outputs = self._plain_outputs(op, out is x, residual_out_is, written)
-
-    def _checked_outputs(self, op: Op, written):
-        """Quantized ops: the checked path's own allocation, slots and result."""
-        norm_pos, mean, rstd, inplace = self.norm_pos, self.mean, self.rstd, self.inplace
-
-        def outputs(x, residual, rec):
-            slots = op.slots(
-                op.new_outputs(x, norm_pos, mean, rstd, inplace), x, residual, norm_pos, mean, rstd, inplace
-            )
-            return slots, op.public(slots, mean, rstd), written(x, residual) if written else ()
-
-        return outputs
-
-    def _plain_outputs(self, op: Op, out_is_x: bool, residual_out_is: str | None, written):
-        """Ops whose output is like x: at most two tensors like x, the statistics; straight-line code."""
-        like, has_residual, mean, rstd = torch.empty_like, op.has_residual, self.mean, self.rstd
-        stats_dtype = op.stats_dtype  # None: x's dtype
-
-        if not (mean or rstd or written):  # the common forms, in the fewest steps
-            if residual_out_is == "new":
-                return lambda x, residual, rec: ((out := like(x), new := like(x), None, None, None), (out, new), ())
-            if residual_out_is == "out":
-                return lambda x, residual, rec: ((out := like(x), out, None, None, None), (out, out), ())
-            if residual_out_is is None:
-                return lambda x, residual, rec: ((out := like(x), None, None, None, None), out, ())
-
-        def outputs(x, residual, rec):
-            out = x if out_is_x else like(x)
-            if residual_out_is is None:
-                residual_out = None
-            elif residual_out_is == "new":
-                residual_out = like(x)
-            elif residual_out_is == "out":
-                residual_out = out
-            else:
-                residual_out = x if residual_out_is == "x" else residual
-            result = (out, residual_out) if has_residual else (out,)
-            m = r = None
-            if mean:
-                m = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
-                result += (m,)
-            if rstd:
-                r = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
-                result += (r,)
-            slots = (out, residual_out, None, m, r)
-            return slots, result[0] if len(result) == 1 else result, written(x, residual) if written else ()
-
-        return outputs
-
-
-class _Record:
-    """What the fast path knows of one call form at one shape, dtype and device (see ``Op._record``)."""
-
-    __slots__ = ("n_rows", "param_shape", "rows", "device_index", "nbytes", "launcher", "key", "args", "tail")
-    __slots__ += ("stream", "direct")
-
-    def __init__(self, n_rows, param_shape, rows_shape, device, nbytes, launcher, layout, tail, stream):
-        self.n_rows, self.param_shape, self.device_index, self.nbytes = n_rows, param_shape, device.index, nbytes
-        self.rows = tuple(rows_shape) or ((),)  # x.shape[:-1] as new_empty's positional sizes (faster than a Size)
-        self.launcher, self.tail, self.args = launcher, tail, layout.args
-        self.key = layout.key((None,) * runtime.PER_CALL + tail)  # the launch key follows from the tail
-        self.stream = stream  # cuda: the current stream's getter; None: no direct launch (npu)
-        self.direct = None  # the launcher's direct launch of the key, once it has one
-
-
-class Norm(torch.nn.Module):
-    """The module of an op without a residual; a generated subclass sets ``op`` and its constructor."""
-
-    op: Op
-
-    def __init__(self, hidden_size, eps, norm_pos=None, bias=False, *, device=None, dtype=None):
-        super().__init__()
-        op = self.op
-        if op.has_residual:
-            checks.check_choice(op.name, "norm_pos", norm_pos, op.modes)
-        self.hidden_size = hidden_size
-        self.eps = eps
-        if op.has_residual:
-            self.norm_pos = norm_pos
-        if op.has_weight:
-            self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
-        if op.has_bias:
-            if bias:
-                self.bias = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        if self.op.has_weight:
-            torch.nn.init.constant_(self.weight, self.op.weight_init)
-        if self.op.has_bias and self.bias is not None:
-            torch.nn.init.zeros_(self.bias)
-
-    def forward(self, x):
-        weight, bias = self._parameters_now()
-        return self.op(x, None, weight, bias, self.eps, None, False, False, False)
-
-    def _parameters_now(self) -> tuple:
-        """(weight, bias), None where the op has none: read from nn.Module's parameter dict.
-
-        ``self.weight`` would find a parameter only through nn.Module.__getattr__, after
-        the ordinary attribute lookup failed: slow for a per-call read. Where the name is
-        not in the dict (e.g. a parametrization made it a property), the attribute is read.
-        """
-        op, params = self.op, self._parameters
-        weight = bias = None
-        if op.has_weight and (weight := params.get("weight", _ABSENT)) is _ABSENT:
-            weight = self.weight
-        if op.has_bias and (bias := params.get("bias", _ABSENT)) is _ABSENT:
-            bias = self.bias
-        return weight, bias
-
-    def extra_repr(self):
-        text = f"{self.hidden_size}, eps={self.eps}"
-        if self.op.has_residual:
-            text += f", norm_pos={self.norm_pos!r}"
-        if self.op.has_bias:
-            text += f", bias={self.bias is not None}"
-        return text
-
-
-class AddNorm(Norm):
-    """The module of an op with a residual: forward(x, residual)."""
-
-    def forward(self, x, residual):
-        weight, bias = self._parameters_now()
-        return self.op(x, residual, weight, bias, self.eps, self.norm_pos, False, False, False)

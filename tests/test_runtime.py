@@ -66,14 +66,14 @@ def test_ops_still_launch_when_the_direct_path_is_off(monkeypatch):
     import importlib
 
     import generated
-    from dsl import surface
+    from dsl import fast_path
 
     monkeypatch.setattr(runtime, "_DIRECT_OK", {torch.cuda.current_device(): False})
     launcher = importlib.import_module("generated.add_rmsnorm_cuda").LAUNCHER
     monkeypatch.setattr(launcher, "fast", type(launcher.fast)(dict))
     op = importlib.import_module("generated.add_rmsnorm").OP
     # the op's own records keep the direct launches they took from the launcher: start without
-    monkeypatch.setattr(op, "_forms", {key: surface._Form(op, *key) for key in op._forms})
+    monkeypatch.setattr(op, "_forms", {key: fast_path.Form(op, *key) for key in op._forms})
     x = torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16)
     for _ in range(2):
         y, s = generated.add_rmsnorm(x, x, torch.ones(4096, device="cuda", dtype=torch.bfloat16))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from dsl import surface
+from dsl import fast_path
 from dsl.abi import Kind, Source
 from dsl.runtime import NormgenError
 
@@ -84,7 +84,7 @@ def recording(monkeypatch):
         recorder = Recorder(kernels.LAUNCHER.abi, direct_after)
         monkeypatch.setattr(kernels, "LAUNCHER", recorder)
         monkeypatch.setattr(op, "_launches", {})
-        monkeypatch.setattr(op, "_forms", {key: surface._Form(op, *key) for key in op._forms})
+        monkeypatch.setattr(op, "_forms", {key: fast_path.Form(op, *key) for key in op._forms})
         return op, recorder
 
     return make

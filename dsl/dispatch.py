@@ -1,0 +1,64 @@
+"""Dispatch tables at run time (hand-written): a target's rows and their lookup.
+
+The generated tables (``generated/_<target>_tables.py``) hold ``Entry`` rows, which the
+planner decides (``dsl/table.py``'s ``DispatchEntry``); each kernel module wraps its
+direction's rows in a ``DispatchTable``, which its ``Launcher`` (``dsl/runtime.py``)
+looks up per launch key. ``dsl/runtime.py`` re-exports the three names (the generated
+code names ``runtime.Entry`` and ``runtime.DispatchTable``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Entry(NamedTuple):
+    """One row of a dispatch table (see dsl/plan.py, DispatchEntry)."""
+
+    dtype: str
+    cols_lo: int
+    cols_hi: int | None
+    rows_lo: int
+    rows_hi: int | None
+    passes: str
+    block_m: int
+    block_n: int
+    num_warps: int
+    grid: str
+    multibuffer: bool
+    ub_bytes: int
+    programs_per_core: int = 1
+    min_tiles: int = 1
+    stages: int = 1
+
+
+class DispatchMiss(LookupError):
+    pass
+
+
+class DispatchTable:
+    """(dtype, columns, rows) -> Entry; a plain scan of a short per-dtype list."""
+
+    def __init__(self, op: str, target: str, entries: tuple[Entry, ...]):
+        self.op, self.target, self.entries = op, target, entries
+        self.by_dtype: dict[str, list[Entry]] = {}
+        for entry in entries:
+            self.by_dtype.setdefault(entry.dtype, []).append(entry)
+
+    def lookup(self, dtype: str, n_rows: int | None, n_cols: int) -> Entry:
+        """The entry of a call; ``n_rows`` None (a row count not known when deciding, as under
+        torch.compile with dynamic shapes): the entry of the most rows, the open-ended range."""
+        for e in self.by_dtype.get(dtype, ()):
+            if (
+                e.cols_lo <= n_cols
+                and (e.cols_hi is None or n_cols <= e.cols_hi)
+                and (
+                    e.rows_hi is None
+                    if n_rows is None
+                    else e.rows_lo <= n_rows and (e.rows_hi is None or n_rows <= e.rows_hi)
+                )
+            ):
+                return e
+        raise DispatchMiss(
+            f"{self.op} ({self.target}): no dispatch entry for dtype={dtype}, n_cols={n_cols}, n_rows={n_rows}"
+        )

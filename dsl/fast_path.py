@@ -1,0 +1,111 @@
+"""The eager fast path's caches (hand-written): an op's call forms and their per-shape records.
+
+``Op.__call__`` (``dsl/surface.py``) proves a common eager call valid with a few attribute
+reads; what does not change between such calls is kept here: the call's form (``Form``:
+what it allocates, writes, returns) and, per shape, dtype and device, a record (``Record``:
+launch key, fixed arguments, direct launch).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .launch_layout import PER_CALL
+
+if TYPE_CHECKING:
+    from .surface import Op
+
+
+class Form:
+    """One call form of an op for the fast path: residual mode, statistics asked, in place or not.
+
+    ``outputs(x, residual, record)`` allocates a call's outputs and returns its slots
+    (out, residual_out, scale, mean, rstd), what the op returns and the inputs that the
+    kernels write in place. Which slot is which tensor comes from ``Op.slots``, asked
+    once here with stand-ins, so the fast path allocates, writes and returns what the
+    checked path does (tests/test_surface.py compares the two).
+    """
+
+    def __init__(self, op: Op, norm_pos, mean: bool, rstd: bool, inplace: bool):
+        self.norm_pos, self.mean, self.rstd, self.inplace = norm_pos, mean, rstd, inplace
+        self.records: dict[tuple, Record] = {}  # (x's shape, dtype, device, bias is None, weight's dtype) -> record
+        x, residual = object(), object()
+        slots = op.slots([object() for _ in range(5)], x, residual, norm_pos, mean, rstd, inplace)
+        write_x, write_residual = (inplace and any(s is t for s in slots) for t in (x, residual))
+        if write_x:
+            written = (lambda x, r: (x, r)) if write_residual else (lambda x, r: (x,))
+        else:
+            written = (lambda x, r: (r,)) if write_residual else None
+        if op.quant_storage is not None:
+            self.outputs = self._checked_outputs(op, written)
+        else:
+            out, residual_out = slots[:2]
+            residual_out_is = "x" if residual_out is x else "residual" if residual_out is residual else None
+            if residual_out is not None and residual_out_is is None:
+                residual_out_is = "out" if residual_out is out else "new"
+            self.outputs = self._plain_outputs(op, out is x, residual_out_is, written)
+
+    def _checked_outputs(self, op: Op, written):
+        """Quantized ops: the checked path's own allocation, slots and result."""
+        norm_pos, mean, rstd, inplace = self.norm_pos, self.mean, self.rstd, self.inplace
+
+        def outputs(x, residual, rec):
+            slots = op.slots(
+                op.new_outputs(x, norm_pos, mean, rstd, inplace), x, residual, norm_pos, mean, rstd, inplace
+            )
+            return slots, op.public(slots, mean, rstd), written(x, residual) if written else ()
+
+        return outputs
+
+    def _plain_outputs(self, op: Op, out_is_x: bool, residual_out_is: str | None, written):
+        """Ops whose output is like x: at most two tensors like x, the statistics; straight-line code."""
+        like, has_residual, mean, rstd = torch.empty_like, op.has_residual, self.mean, self.rstd
+        stats_dtype = op.stats_dtype  # None: x's dtype
+
+        if not (mean or rstd or written):  # the common forms, in the fewest steps
+            if residual_out_is == "new":
+                return lambda x, residual, rec: ((out := like(x), new := like(x), None, None, None), (out, new), ())
+            if residual_out_is == "out":
+                return lambda x, residual, rec: ((out := like(x), out, None, None, None), (out, out), ())
+            if residual_out_is is None:
+                return lambda x, residual, rec: ((out := like(x), None, None, None, None), out, ())
+
+        def outputs(x, residual, rec):
+            out = x if out_is_x else like(x)
+            if residual_out_is is None:
+                residual_out = None
+            elif residual_out_is == "new":
+                residual_out = like(x)
+            elif residual_out_is == "out":
+                residual_out = out
+            else:
+                residual_out = x if residual_out_is == "x" else residual
+            result = (out, residual_out) if has_residual else (out,)
+            m = r = None
+            if mean:
+                m = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
+                result += (m,)
+            if rstd:
+                r = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
+                result += (r,)
+            slots = (out, residual_out, None, m, r)
+            return slots, result[0] if len(result) == 1 else result, written(x, residual) if written else ()
+
+        return outputs
+
+
+class Record:
+    """What the fast path knows of one call form at one shape, dtype and device (see ``Op._record``)."""
+
+    __slots__ = ("n_rows", "param_shape", "rows", "device_index", "nbytes", "launcher", "key", "args", "tail")
+    __slots__ += ("stream", "direct")
+
+    def __init__(self, n_rows, param_shape, rows_shape, device, nbytes, launcher, layout, tail, stream):
+        self.n_rows, self.param_shape, self.device_index, self.nbytes = n_rows, param_shape, device.index, nbytes
+        self.rows = tuple(rows_shape) or ((),)  # x.shape[:-1] as new_empty's positional sizes (faster than a Size)
+        self.launcher, self.tail, self.args = launcher, tail, layout.args
+        self.key = layout.key((None,) * PER_CALL + tail)  # the launch key follows from the tail
+        self.stream = stream  # cuda: the current stream's getter; None: no direct launch (npu)
+        self.direct = None  # the launcher's direct launch of the key, once it has one

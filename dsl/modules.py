@@ -1,0 +1,84 @@
+"""The module base classes of the generated ops (hand-written): ``Norm`` and ``AddNorm``.
+
+A generated op module's class (``generated/<op>.py``) subclasses one of them (through
+``surface.Norm`` and ``surface.AddNorm``, re-exported there) and sets ``op``, its
+``Op`` (``dsl/surface.py``), and its constructor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import checks
+
+if TYPE_CHECKING:
+    from .surface import Op
+
+_ABSENT = object()  # a name missing from a dict
+
+
+class Norm(torch.nn.Module):
+    """The module of an op without a residual; a generated subclass sets ``op`` and its constructor."""
+
+    op: Op
+
+    def __init__(self, hidden_size, eps, norm_pos=None, bias=False, *, device=None, dtype=None):
+        super().__init__()
+        op = self.op
+        if op.has_residual:
+            checks.check_choice(op.name, "norm_pos", norm_pos, op.modes)
+        self.hidden_size = hidden_size
+        self.eps = eps
+        if op.has_residual:
+            self.norm_pos = norm_pos
+        if op.has_weight:
+            self.weight = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        if op.has_bias:
+            if bias:
+                self.bias = torch.nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.op.has_weight:
+            torch.nn.init.constant_(self.weight, self.op.weight_init)
+        if self.op.has_bias and self.bias is not None:
+            torch.nn.init.zeros_(self.bias)
+
+    def forward(self, x):
+        weight, bias = self._parameters_now()
+        return self.op(x, None, weight, bias, self.eps, None, False, False, False)
+
+    def _parameters_now(self) -> tuple:
+        """(weight, bias), None where the op has none: read from nn.Module's parameter dict.
+
+        ``self.weight`` would find a parameter only through nn.Module.__getattr__, after
+        the ordinary attribute lookup failed: slow for a per-call read. Where the name is
+        not in the dict (e.g. a parametrization made it a property), the attribute is read.
+        """
+        op, params = self.op, self._parameters
+        weight = bias = None
+        if op.has_weight and (weight := params.get("weight", _ABSENT)) is _ABSENT:
+            weight = self.weight
+        if op.has_bias and (bias := params.get("bias", _ABSENT)) is _ABSENT:
+            bias = self.bias
+        return weight, bias
+
+    def extra_repr(self):
+        text = f"{self.hidden_size}, eps={self.eps}"
+        if self.op.has_residual:
+            text += f", norm_pos={self.norm_pos!r}"
+        if self.op.has_bias:
+            text += f", bias={self.bias is not None}"
+        return text
+
+
+class AddNorm(Norm):
+    """The module of an op with a residual: forward(x, residual)."""
+
+    def forward(self, x, residual):
+        weight, bias = self._parameters_now()
+        return self.op(x, residual, weight, bias, self.eps, self.norm_pos, False, False, False)
