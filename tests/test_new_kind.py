@@ -17,6 +17,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -213,6 +214,32 @@ print(json.dumps(report))
 '''
 
 
+# The kind's macros, as dsl/kinds/__init__.py lists them.
+CONTRACT = {
+    "statistics_single",
+    "statistics_multi",
+    "x_hat",
+    "backward_terms_single",
+    "backward_terms_multi",
+    "backward_dx",
+    "reference_statistics",
+    "reference_x_hat",
+}
+
+
+def test_the_shared_templates_call_the_kinds_macros_and_every_kind_has_them():
+    from dsl import render
+    from dsl.kinds import KINDS
+
+    called = set()
+    for template in ("kernel_macros.jinja", "reference.py.jinja"):
+        called |= set(re.findall(r"\bkind\.(\w+)\(", (render.TEMPLATES / template).read_text()))
+    assert called == CONTRACT
+    for kind in KINDS.values():
+        module = render._ENV.get_template(kind.template).module
+        assert {name for name in CONTRACT if callable(getattr(module, name, None))} == CONTRACT, kind.name
+
+
 def _dsl_files(root: Path) -> dict[str, Path]:
     return {
         str(p.relative_to(root)): p for p in (root / "dsl").rglob("*") if p.is_file() and "__pycache__" not in p.parts
@@ -276,7 +303,6 @@ def test_the_kind_builds_and_its_kernels_match_the_formula(copy):
     assert (copy / "l2ops" / "l2norm_npu.py").exists()
 
     env = {**os.environ, "TRITON_INTERPRET": "1", "NORMGEN_INTERPRET_TARGET": "cuda", "PYTHONPATH": str(copy)}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
     result = _run(["-c", RUN, str(copy)], copy, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
