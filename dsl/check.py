@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import names
 from .diagnostics import Diagnostic
+from .kinds import KINDS
 from .model import NormSpec, ResidualMode, Store
 
 
@@ -22,10 +23,15 @@ def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnost
     def ok(*keys):
         return not failed.intersection(keys)
 
-    if ok("bias", "norm") and spec.has_bias and not spec.is_layer:
-        error("bias", "bias = shift needs norm = layer", "an RMS norm subtracts no mean; write `bias = none`")
-    if ok("store", "norm") and Store.MEAN in spec.store and not spec.is_layer:
-        error("store", "store = mean needs norm = layer", "an RMS norm computes no mean; drop `mean` from store")
+    kind = spec.kind
+    for refusal in kind.refusals:  # the settings the kind does not allow (dsl/kinds/)
+        if ok(refusal.key, "norm") and refusal.applies(spec):
+            error(refusal.key, refusal.message, refusal.hint)
+    if ok("store", "norm") and Store.MEAN in spec.store and not kind.has_mean:
+        with_mean = " or ".join(k.name for k in KINDS.values() if k.has_mean)
+        error(
+            "store", f"store = mean needs norm = {with_mean}", f"{kind.noun} computes no mean; drop `mean` from store"
+        )
     if ok("store", "residual") and Store.RESIDUAL in spec.store:
         if not spec.has_residual:
             hint = "add `residual = pre` or drop `residual` from store"

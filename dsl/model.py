@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .kinds import KINDS, Kind
+
 
 @dataclass(frozen=True)
 class Span:
@@ -24,9 +26,8 @@ class Span:
     end_column: int
 
 
-class NormKind(enum.Enum):
-    RMS = "rms"
-    LAYER = "layer"
+# The registered norm kinds (dsl/kinds/: each kind's math and words), as spec words: NormKind.RMS, ...
+NormKind = enum.Enum("NormKind", [(name.upper(), name) for name in KINDS], module=__name__)
 
 
 class ResidualMode(enum.Enum):
@@ -110,7 +111,7 @@ QUANT_MIN = {Quantize.INT8: -128.0, Quantize.FP8_E4M3: -448.0}
 QUANT_MAX = {Quantize.INT8: 127.0, Quantize.FP8_E4M3: 448.0}
 QUANT_SCALE_FLOOR = 1e-12
 
-DEFAULT_EPS = {NormKind.RMS: 1e-6, NormKind.LAYER: 1e-5}
+DEFAULT_EPS = {norm: KINDS[norm.value].default_eps for norm in NormKind}
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,15 @@ class NormSpec:
         return self.bias is Bias.SHIFT
 
     @property
+    def kind(self) -> Kind:
+        """The norm's math and words (dsl/kinds/)."""
+        return KINDS[self.norm.value]
+
+    @property
     def is_layer(self) -> bool:
-        return self.norm is NormKind.LAYER
+        """The kind computes a row mean, as layer norm does: the targets give it layer norm's
+        measured tables and unified-buffer figures, which budget for the mean."""
+        return self.kind.has_mean
 
     @property
     def is_quantized(self) -> bool:
@@ -176,7 +184,7 @@ class NormSpec:
     @property
     def saves_mean(self) -> bool:
         """The forward can write the mean: asked for by the caller, or saved for the backward."""
-        return self.stores_mean or (self.has_backward and self.is_layer)
+        return self.stores_mean or (self.has_backward and self.kind.has_mean)
 
     @property
     def saves_rstd(self) -> bool:

@@ -144,7 +144,7 @@ class OpPlan:
     @property
     def saved(self) -> tuple[str, ...]:
         """The statistics a training forward saves for the backward (empty: no backward)."""
-        return ("mean",) * (self.spec.has_backward and self.spec.is_layer) + ("rstd",) * self.spec.has_backward
+        return ("mean",) * (self.spec.has_backward and self.spec.kind.has_mean) + ("rstd",) * self.spec.has_backward
 
     @property
     def stats_dtype_arg(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from . import names
+from . import kinds, names
 from .abi import Kind, Param, Signature, Source
 from .model import (
     QUANT_MAX,
@@ -148,7 +148,8 @@ class KernelFacts:
     has_residual: bool
     has_weight: bool
     has_bias: bool
-    is_layer: bool
+    kind: kinds.Kind  # the norm's math: its macros (kind.template), words and statistics (dsl/kinds/)
+    has_mean: bool  # the kind computes a row mean (its statistics are mean and rstd)
     casting: str  # llama, gemma, none
     weight_offset: str  # literal added to the weight ("" when none)
     stores_rstd: bool  # the caller may ask for rstd (return_rstd)
@@ -176,7 +177,8 @@ def kernel_facts(spec: NormSpec) -> KernelFacts:
         has_residual=spec.has_residual,
         has_weight=spec.has_weight,
         has_bias=spec.has_bias,
-        is_layer=spec.is_layer,
+        kind=spec.kind,
+        has_mean=spec.kind.has_mean,
         casting=spec.casting.value,
         weight_offset=format_number(spec.weight.offset) if spec.weight.has_offset else "",
         stores_rstd=spec.stores_rstd,
@@ -209,11 +211,7 @@ def gradients(spec: NormSpec) -> str:
 
 def formula(spec: NormSpec) -> str:
     """One line for docstrings: the norm of x, or of s = x + residual for residual ops."""
-    v = "s" if spec.has_residual else "x"
-    if spec.is_layer:
-        core = f"({v} - mean({v})) / sqrt(var({v}) + eps)"
-    else:
-        core = f"{v} / sqrt(mean({v}^2) + eps)"
+    core = spec.kind.formula.format(v="s" if spec.has_residual else "x")
     affine = ""
     if spec.has_weight:
         w = f"(w + {format_number(spec.weight.offset)})" if spec.weight.has_offset else "w"
@@ -307,7 +305,7 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
         params += tensor("R", Source.RESIDUAL, "x", True)
     if spec.has_weight:
         params += tensor("W", Source.WEIGHT, "x", False)
-    if spec.is_layer:
+    if spec.kind.has_mean:
         params += tensor("MEAN", Source.MEAN, stats, False)
     params += tensor("RSTD", Source.RSTD, stats, False)
     params += tensor("DX", Source.GRAD_X, "x", True)

@@ -17,9 +17,12 @@ from .op_view import OpPlan, op_plan
 from .plan import DispatchEntry, KernelPlan, plan
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+KINDS = Path(__file__).resolve().parent / "kinds"  # each kind's macros: kinds/NAME.jinja
 
 _ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
+    loader=jinja2.ChoiceLoader(
+        [jinja2.FileSystemLoader(TEMPLATES), jinja2.PrefixLoader({"kinds": jinja2.FileSystemLoader(KINDS)})]
+    ),
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,

@@ -175,7 +175,8 @@ import sys
 
 # The package must run without the generator: its imports fail here.
 GENERATOR = ("lark", "jinja2", "dsl.parse", "dsl.resolve", "dsl.check", "dsl.plan", "dsl.op_view", "dsl.render",
-             "dsl.pipeline", "dsl.emit", "dsl.targets", "dsl.model", "dsl.names", "dsl.table", "dsl.diagnostics")
+             "dsl.pipeline", "dsl.emit", "dsl.kinds", "dsl.targets", "dsl.model", "dsl.names", "dsl.table",
+             "dsl.diagnostics")
 
 
 def generator(name):
