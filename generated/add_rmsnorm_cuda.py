@@ -19,7 +19,7 @@ from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import tile_mask
 
-from ._cuda_tables import TABLE_1, TABLE_5
+from ._cuda_tables import TABLE_5, TABLE_6
 
 
 @triton.jit
@@ -328,9 +328,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 5 kernel module(s) use): the first
+# Dispatch table (TABLE_5 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("add_rmsnorm", "cuda", TABLE_1)
+TABLE = runtime.DispatchTable("add_rmsnorm", "cuda", TABLE_5)
 
 # pass -> kernel
 KERNELS = {
@@ -370,9 +370,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_5 of _cuda_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_6 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("add_rmsnorm", "cuda", TABLE_5)
+BACKWARD_TABLE = runtime.DispatchTable("add_rmsnorm", "cuda", TABLE_6)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

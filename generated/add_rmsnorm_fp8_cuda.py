@@ -19,7 +19,7 @@ from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import div_by_row, fp8_e4m3_code, max_keep_nan, row_amax_nan, tile_mask
 
-from ._cuda_tables import TABLE_6
+from ._cuda_tables import TABLE_7
 
 
 @triton.jit
@@ -216,9 +216,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_6 of _cuda_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_7 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "cuda", TABLE_6)
+TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "cuda", TABLE_7)
 
 # pass -> kernel
 KERNELS = {

@@ -19,7 +19,7 @@ from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import div_by_row, round_half_even_small, max_keep_nan, row_amax_nan, tile_mask
 
-from ._cuda_tables import TABLE_7
+from ._cuda_tables import TABLE_8
 
 
 @triton.jit
@@ -215,9 +215,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_7 of _cuda_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_8 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("add_rmsnorm_int8", "cuda", TABLE_7)
+TABLE = runtime.DispatchTable("add_rmsnorm_int8", "cuda", TABLE_8)
 
 # pass -> kernel
 KERNELS = {

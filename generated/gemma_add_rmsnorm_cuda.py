@@ -9,7 +9,7 @@ Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / column
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does),
 PRE (pre mode: s = x + r is written to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
-Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this op has no measurements of its own yet).
+Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 """
 
 import triton
@@ -19,7 +19,7 @@ from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import tile_mask
 
-from ._cuda_tables import TABLE_1, TABLE_5
+from ._cuda_tables import TABLE_6, TABLE_9
 
 
 @triton.jit
@@ -328,9 +328,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 5 kernel module(s) use): the first
+# Dispatch table (TABLE_9 of _cuda_tables.py, which 3 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("gemma_add_rmsnorm", "cuda", TABLE_1)
+TABLE = runtime.DispatchTable("gemma_add_rmsnorm", "cuda", TABLE_9)
 
 # pass -> kernel
 KERNELS = {
@@ -370,9 +370,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_5 of _cuda_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_6 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("gemma_add_rmsnorm", "cuda", TABLE_5)
+BACKWARD_TABLE = runtime.DispatchTable("gemma_add_rmsnorm", "cuda", TABLE_6)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

@@ -18,7 +18,7 @@ from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import tile_mask
 
-from ._cuda_tables import TABLE_9, TABLE_10
+from ._cuda_tables import TABLE_11, TABLE_12
 
 
 @triton.jit
@@ -320,9 +320,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_9 of _cuda_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_11 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_9)
+TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_11)
 
 # pass -> kernel
 KERNELS = {
@@ -359,9 +359,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_10 of _cuda_tables.py, which 1 kernel module(s) use): the first
+# Dispatch table (TABLE_12 of _cuda_tables.py, which 1 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_10)
+BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_12)
 
 # pass -> kernel
 BACKWARD_KERNELS = {

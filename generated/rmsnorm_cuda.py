@@ -8,7 +8,7 @@ multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexp
 Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
 whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
 tiles with a stride of the grid; else one tile per program; the backward always does), VEC (divides n_cols and every row stride).
-Dispatch numbers come from dsl/tuning/cuda.json (measured on add_rmsnorm; this op has no measurements of its own yet).
+Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 """
 
 import triton
@@ -18,7 +18,7 @@ from dsl import runtime
 from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import tile_mask
 
-from ._cuda_tables import TABLE_1, TABLE_8
+from ._cuda_tables import TABLE_9, TABLE_10
 
 
 @triton.jit
@@ -275,9 +275,9 @@ ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_1 of _cuda_tables.py, which 5 kernel module(s) use): the first
+# Dispatch table (TABLE_9 of _cuda_tables.py, which 3 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_1)
+TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_9)
 
 # pass -> kernel
 KERNELS = {
@@ -311,9 +311,9 @@ BACKWARD_ABI = Signature(
     )
 )
 
-# Dispatch table (TABLE_8 of _cuda_tables.py, which 2 kernel module(s) use): the first
+# Dispatch table (TABLE_10 of _cuda_tables.py, which 2 kernel module(s) use): the first
 # entry whose dtype, column range and row range cover the call decides the kernel and launch.
-BACKWARD_TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_8)
+BACKWARD_TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_10)
 
 # pass -> kernel
 BACKWARD_KERNELS = {
