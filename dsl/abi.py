@@ -4,8 +4,9 @@ The planner computes one ``Signature`` per (op, target, direction); every
 kernel of that direction (single and multi pass) takes exactly these
 parameters, in this order. Its readers:
 
-* the target template prints the kernels' parameter lists and the generated
-  module's ``ABI`` literal from it;
+* the target template prints the kernels' parameter lists from it, and the
+  generated module's ``ABI``: a target-neutral signature of ``_abi.py`` (each
+  distinct one printed once there), extended by the target's own constexprs;
 * ``dsl/runtime.py``'s ``layout`` turns it, per residual mode, into the arguments
   the op surface (``dsl/surface.py``) passes (every parameter whose value the
   call supplies) and the launch key; its ``Launcher`` finds n_rows, n_cols and
@@ -151,6 +152,10 @@ class Signature:
         decided = [p.decided for p in self.params]
         if decided != sorted(decided):
             raise ValueError("the launcher's constexprs must come after every parameter the call passes")
+
+    def extended(self, *params: Param) -> Signature:
+        """These parameters, then ``params`` (a target's own constexprs)."""
+        return Signature(self.params + params)
 
     @property
     def call(self) -> tuple[Param, ...]:

@@ -68,6 +68,16 @@ class DirectionPlan:
     signature: Signature
     kernels: tuple[Kernel, ...]
     table: tuple[DispatchEntry, ...]
+    shared: Signature  # the target-neutral parameters: ``signature`` less the target's own constexprs
+
+    def __post_init__(self):
+        if self.signature.params[: len(self.shared.params)] != self.shared.params:
+            raise ValueError("a target's parameters must extend the target-neutral ones")
+
+    @property
+    def extras(self) -> tuple[Param, ...]:
+        """The target's own constexprs (VEC, LOOP_STAGES), after the target-neutral parameters."""
+        return self.signature.params[len(self.shared.params) :]
 
     @property
     def backward(self) -> bool:
@@ -92,6 +102,7 @@ class KernelPlan:
     table: tuple[DispatchEntry, ...]
     launch_options: tuple[tuple[str, object], ...]  # extra compile options per launch (npu)
     tuning_source: str  # where the table's numbers come from, for the header
+    shared: Signature  # the forward's target-neutral parameters (DirectionPlan.shared)
     backward: DirectionPlan | None = None
 
     @property
@@ -113,7 +124,7 @@ class KernelPlan:
 
     @property
     def directions(self) -> tuple[DirectionPlan, ...]:
-        forward = DirectionPlan(self.direction, self.signature, self.kernels, self.table)
+        forward = DirectionPlan(self.direction, self.signature, self.kernels, self.table, self.shared)
         return (forward,) + ((self.backward,) if self.backward else ())
 
     @property
@@ -346,6 +357,7 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
             signature=backward_signature(spec, target_rules.vector_width, target_rules.pipelined_tile_loop),
             kernels=tuple(Kernel(names.kernel_name(spec, back.value, p.value), back, p) for p in Pass),
             table=target_rules.backward_table(spec, tuning),
+            shared=backward_signature(spec, False),
         )
     return KernelPlan(
         spec=spec,
@@ -356,5 +368,6 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         table=target_rules.table(spec, tuning),
         launch_options=target_rules.options(spec),
         tuning_source=target_rules.tuning_source(spec, tuning),
+        shared=forward_signature(spec, False),
         backward=backward,
     )
