@@ -12,9 +12,9 @@ from pathlib import Path
 import jinja2
 
 from . import names
+from .abi import Signature
 from .model import NormSpec, Target
 from .op_view import OpPlan, op_plan
-from .abi import Signature
 from .plan import DispatchEntry, KernelPlan, plan
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -6,7 +6,9 @@ Each op's cuda module names its table; ops whose tables are equal share one.
 Columns: dtype, cols_lo, cols_hi, rows_lo, rows_hi (inclusive; None = unbounded),
 pass, BLOCK_M, BLOCK_N, warps, grid, multibuffer and unified-buffer bytes (npu), and
 programs per core of a persistent grid, the fewest row tiles per program and the row-tile
-loop's pipelining depth, where not 1.
+loop's pipelining depth, where not 1. An entry with align covers several column blocks:
+its BLOCK_N is the width rounded up to a multiple of align (BLOCK_N here is the widest,
+the unified-buffer bytes the most of its blocks).
 """
 
 from dsl import runtime
