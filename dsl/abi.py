@@ -202,3 +202,17 @@ class Signature:
             if line:
                 lines.append(line)
         return tuple(lines)
+
+
+# The launcher's constexprs that every target's kernels take, last in their direction's target-neutral
+# signature (a target appends its own: VEC, LOOP_STAGES). The backward always has a persistent grid.
+BACKWARD_DECIDED = tuple(
+    Param(name, Kind.CONSTEXPR, source)
+    for name, source in (
+        ("BLOCK_M", Source.BLOCK_M),
+        ("BLOCK_N", Source.BLOCK_N),
+        ("EVEN_M", Source.EVEN_M),
+        ("EVEN_N", Source.EVEN_N),
+    )
+)
+FORWARD_DECIDED = BACKWARD_DECIDED + (Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),)

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 
 from . import names
-from .abi import Kind, Param, Signature, Source
+from .abi import BACKWARD_DECIDED, FORWARD_DECIDED, Kind, Param, Signature, Source
 from .model import (
     QUANT_MAX,
     QUANT_MIN,
@@ -25,7 +25,7 @@ from .model import (
     Target,
     format_number,
 )
-from .table import DispatchEntry, Grid, Pass, cdiv, next_pow2
+from .table import DispatchEntry, Grid, Pass, cdiv, merge_rows, next_pow2
 from .targets import rules
 
 __all__ = [
@@ -284,14 +284,7 @@ def forward_signature(spec: NormSpec, vector_width: bool) -> Signature:
         (len(spec.residual) > 1, "PRE", Source.MODE_PRE),
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
-    decided = [
-        ("BLOCK_M", Source.BLOCK_M),
-        ("BLOCK_N", Source.BLOCK_N),
-        ("EVEN_M", Source.EVEN_M),
-        ("EVEN_N", Source.EVEN_N),
-        ("PERSISTENT", Source.PERSISTENT),
-    ] + [("VEC", Source.VEC)] * vector_width
-    params += [Param(name, Kind.CONSTEXPR, source) for name, source in decided]
+    params += [*FORWARD_DECIDED, *[Param("VEC", Kind.CONSTEXPR, Source.VEC)] * vector_width]
     return Signature(tuple(params))
 
 
@@ -330,17 +323,8 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
     # always a persistent grid (one partial-sum row per program): no PERSISTENT switch
-    decided = (
-        [
-            ("BLOCK_M", Source.BLOCK_M),
-            ("BLOCK_N", Source.BLOCK_N),
-            ("EVEN_M", Source.EVEN_M),
-            ("EVEN_N", Source.EVEN_N),
-        ]
-        + [("VEC", Source.VEC)] * vector_width
-        + [("LOOP_STAGES", Source.STAGES)] * pipelined
-    )
-    params += [Param(name, Kind.CONSTEXPR, source) for name, source in decided]
+    params += [*BACKWARD_DECIDED, *[Param("VEC", Kind.CONSTEXPR, Source.VEC)] * vector_width]
+    params += [Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)] * pipelined
     return Signature(tuple(params))
 
 
@@ -356,7 +340,7 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
             direction=back,
             signature=backward_signature(spec, target_rules.vector_width, target_rules.pipelined_tile_loop),
             kernels=tuple(Kernel(names.kernel_name(spec, back.value, p.value), back, p) for p in Pass),
-            table=target_rules.backward_table(spec, tuning),
+            table=merge_rows(target_rules.backward_table(spec, tuning)),
             shared=backward_signature(spec, False),
         )
     return KernelPlan(
@@ -365,7 +349,7 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         direction=direction,
         signature=forward_signature(spec, target_rules.vector_width),
         kernels=kernels,
-        table=target_rules.table(spec, tuning),
+        table=merge_rows(target_rules.table(spec, tuning)),
         launch_options=target_rules.options(spec),
         tuning_source=target_rules.tuning_source(spec, tuning),
         shared=forward_signature(spec, False),

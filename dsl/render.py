@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import names
+from . import abi, names
 from .abi import Signature
 from .model import NormSpec, Target
 from .op_view import OpPlan, op_plan
@@ -92,6 +92,19 @@ class SharedAbi:
     name: str
     ops: tuple[str, ...]
     signature: Signature
+
+    @property
+    def tail(self) -> str:
+        """The name in dsl/abi.py of the launcher's constexprs that end the signature."""
+        for name in ("FORWARD_DECIDED", "BACKWARD_DECIDED"):  # the longer first
+            if self.signature.params[-len(getattr(abi, name)) :] == getattr(abi, name):
+                return name
+        raise ValueError(f"{self.name} does not end with the launcher's constexprs")
+
+    @property
+    def listed(self) -> tuple:
+        """The parameters printed one by one: all but the tail."""
+        return self.signature.params[: -len(getattr(abi, self.tail))]
 
 
 def shared_abis(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedAbi]:

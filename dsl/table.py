@@ -80,3 +80,16 @@ class DispatchEntry:
             and self.rows_lo <= n_rows
             and (self.rows_hi is None or n_rows <= self.rows_hi)
         )
+
+
+def merge_rows(entries: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...]:
+    """Neighbouring entries of one width range whose row ranges meet and that launch alike, as one."""
+    merged: list[DispatchEntry] = []
+    for e in entries:
+        m = merged[-1] if merged else None
+        if m and m.rows_hi is not None and m.rows_hi + 1 == e.rows_lo:
+            if replace(m, rows_hi=e.rows_hi) == replace(e, rows_lo=m.rows_lo):
+                merged[-1] = replace(m, rows_hi=e.rows_hi)
+                continue
+        merged.append(e)
+    return tuple(merged)

@@ -2,11 +2,13 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """The kernels' parameters (dsl/abi.py), each distinct list once, for every target.
 
-A kernel module's ABI is its direction's list here, extended by its target's own
-constexprs (cuda: VEC, and LOOP_STAGES in the backward).
+Each ends with the launcher's constexprs of its direction (dsl/abi.py: BLOCK_M,
+BLOCK_N, EVEN_M, EVEN_N, and PERSISTENT in the forward). A kernel module's ABI is its
+direction's list here, extended by its target's own constexprs (cuda: VEC, and
+LOOP_STAGES in the backward).
 """
 
-from dsl.abi import Kind, Param, Signature, Source
+from dsl.abi import BACKWARD_DECIDED, FORWARD_DECIDED, Kind, Param, Signature, Source
 
 # add_layernorm
 ABI_1 = Signature(
@@ -30,11 +32,7 @@ ABI_1 = Signature(
         Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
         Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -61,10 +59,7 @@ ABI_2 = Signature(
         Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
         Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        *BACKWARD_DECIDED,
     )
 )
 
@@ -87,11 +82,7 @@ ABI_3 = Signature(
         Param("eps", Kind.SCALAR, Source.EPS),
         Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -114,11 +105,7 @@ ABI_4 = Signature(
         Param("eps", Kind.SCALAR, Source.EPS),
         Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -140,11 +127,7 @@ ABI_5 = Signature(
         Param("eps", Kind.SCALAR, Source.EPS),
         Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -168,10 +151,7 @@ ABI_6 = Signature(
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
         Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        *BACKWARD_DECIDED,
     )
 )
 
@@ -192,11 +172,7 @@ ABI_7 = Signature(
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
         Param("eps", Kind.SCALAR, Source.EPS),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -217,11 +193,7 @@ ABI_8 = Signature(
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
         Param("eps", Kind.SCALAR, Source.EPS),
         Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -238,11 +210,7 @@ ABI_9 = Signature(
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
         Param("eps", Kind.SCALAR, Source.EPS),
         Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -260,10 +228,7 @@ ABI_10 = Signature(
         Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
         Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        *BACKWARD_DECIDED,
     )
 )
 
@@ -284,11 +249,7 @@ ABI_11 = Signature(
         Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
         Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
         Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 
@@ -309,9 +270,6 @@ ABI_12 = Signature(
         Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
         Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
+        *BACKWARD_DECIDED,
     )
 )

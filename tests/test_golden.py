@@ -66,11 +66,7 @@ ABI_1 = Signature(
         Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
         Param("eps", Kind.SCALAR, Source.EPS),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
+        *FORWARD_DECIDED,
     )
 )
 KERNELS = {"single": tiny_forward_single, "multi": tiny_forward_multi}
