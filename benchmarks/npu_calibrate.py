@@ -1,4 +1,4 @@
-"""Fit the npu planner's unified-buffer model (``dsl/targets/npu.py``, ``FAMILIES``) to Ascend's compiler.
+"""Fit the npu planner's unified-buffer model (``dsl/targets/npu_ub.py``, ``FAMILIES``) to Ascend's compiler.
 
     python -m benchmarks.npu_calibrate --survey [--ops a,b] [--passes P] [--mode M]
                                                               plan tiles, append to docs/npu/ub-survey.jsonl
@@ -165,7 +165,7 @@ def from_ub_plan(out: Path) -> int:
     seen = set(out.read_text().splitlines()) if out.is_file() else set()
     with out.open("a") as file:
         for key, _model, compiled, verdict in rows:
-            if key.endswith(" w=fp32"):  # fp32 weight rows: not fitted, counted apart (npu.py, FP32_PARAM_ROW)
+            if key.endswith(" w=fp32"):  # fp32 weight rows: not fitted, counted apart (npu_ub.py, FP32_PARAM_ROW)
                 continue
             op, dtype, passes, tile, multibuffer, mode = key.split()
             rows_, cols = tile.split("x")
@@ -249,7 +249,7 @@ def fit(survey_file: Path) -> dict:
         i, j = np.unravel_index(np.argmin(slack), slack.shape)
         return float(per_element[i, 0]), float(per_column[0, j]), int(np.ceil(fixed[i, j]))
 
-    # Quantized kernels: no plenty figures (dsl/targets/npu.py says why).
+    # Quantized kernels: no plenty figures (dsl/targets/npu_ub.py says why).
     return {
         key: (
             highest_below(

@@ -92,17 +92,19 @@ def brief(text: str, lines: int = 30) -> str:
 
 
 def probe_shapes(entry) -> list[tuple[int, int]]:
-    """(rows, cols) the entry covers: for rows and for columns, the first multiple of the block
-    and the first non-multiple in the entry's range, where there is one."""
+    """(rows, cols) the entry covers: for rows and for the columns of each column block it covers,
+    the first multiple of the block and the first non-multiple in the range, where there is one."""
 
     def probes(lo: int, hi: int | None, block: int) -> list[int]:
         first_multiple = -(-lo // block) * block
         first_other = lo if lo % block else lo + 1
         return [n for n in (first_multiple, first_other) if hi is None or n <= hi]
 
+    from dsl.table import column_blocks
+
     rows = probes(entry.rows_lo, entry.rows_hi, entry.block_m)
-    cols = probes(entry.cols_lo, entry.cols_hi, entry.block_n)
-    return [(r, c) for r in rows for c in cols]
+    blocks = column_blocks(entry.cols_lo, entry.cols_hi, entry.block_n, entry.align)  # one, or each BLOCK_N
+    return [(r, c) for r in rows for lo, hi, block_n in blocks for c in probes(lo, hi, block_n)]
 
 
 def plan_lowerings(name: str, prefix: str = "") -> tuple[dict[Lowering, object], int, tuple[str, ...]]:

@@ -212,7 +212,7 @@ with fp32 weight and bias rows (`w=fp32`: the mixed-precision call, which the
 same entry serves, so its model counts those rows always). The kernels it covers
 (last column: lowerings of the same layout with narrower column blocks, other
 masks or grid) plan a subset of its buffers, each no bigger. `model`: the
-entry's `ub_bytes` (`dsl/targets/npu.py`, `ub_bytes`: the multi-buffered copies
+entry's `ub_bytes` (`dsl/targets/npu_ub.py`, `ub_bytes`: the multi-buffered copies
 counted where the entry turns multi-buffering on), which the planner budgets
 against the 196608-byte unified buffer; `compiler`: the highest UB byte of the
 plan after `hivm-plan-memory`. The model must never be lower.

@@ -12,7 +12,7 @@ bucket and row range (``candidates``): the seed's column loop (its rows, 2048
 columns) and, for a bounded bucket, one pass over the whole row (BLOCK_N the
 bucket's widest row rounded up to 1024) in 1, 2 or 4 rows up to the seed's, with and without
 multi-buffering: every tile the unified-buffer model says the compiler can plan
-(``dsl/targets/npu.py``, fitted to bishengir-compile; CI plans every layout the
+(``dsl/targets/npu_ub.py``, fitted to bishengir-compile; CI plans every layout the
 table holds).
 
 ``--defaults``: the single-pass candidate with the most rows (multi-buffered where

@@ -4,8 +4,9 @@ The planner computes one ``Signature`` per (op, target, direction); every
 kernel of that direction (single and multi pass) takes exactly these
 parameters, in this order. Its readers:
 
-* the target template prints the kernels' parameter lists and the generated
-  module's ``ABI`` literal from it;
+* the target template prints the kernels' parameter lists from it, and the
+  generated module's ``ABI``: a target-neutral signature of ``_abi.py`` (each
+  distinct one printed once there), extended by the target's own constexprs;
 * ``dsl/launch_layout.py``'s ``layout`` turns it, per residual mode, into the
   arguments the op surface (``dsl/surface.py``) passes (every parameter whose value
   the call supplies) and the launch key; ``dsl/runtime.py``'s ``Launcher`` finds
@@ -162,6 +163,10 @@ class Signature:
         if decided != sorted(decided):
             raise ValueError("the launcher's constexprs must come after every parameter the call passes")
 
+    def extended(self, *params: Param) -> Signature:
+        """These parameters, then ``params`` (a target's own constexprs)."""
+        return Signature(self.params + params)
+
     @property
     def call(self) -> tuple[Param, ...]:
         """What the op passes, in kernel order (the launcher appends the rest)."""
@@ -207,3 +212,17 @@ class Signature:
             if line:
                 lines.append(line)
         return tuple(lines)
+
+
+# The launcher's constexprs that every target's kernels take, last in their direction's target-neutral
+# signature (a target appends its own: VEC, LOOP_STAGES). The backward always has a persistent grid.
+BACKWARD_DECIDED = tuple(
+    Param(name, Kind.CONSTEXPR, source)
+    for name, source in (
+        ("BLOCK_M", Source.BLOCK_M),
+        ("BLOCK_N", Source.BLOCK_N),
+        ("EVEN_M", Source.EVEN_M),
+        ("EVEN_N", Source.EVEN_N),
+    )
+)
+FORWARD_DECIDED = BACKWARD_DECIDED + (Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),)

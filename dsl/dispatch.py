@@ -30,6 +30,10 @@ class Entry(NamedTuple):
     programs_per_core: int = 1
     min_tiles: int = 1
     stages: int = 1
+    align: int = 0  # BLOCK_N is the width rounded up to a multiple of this, up to block_n (0: block_n)
+
+    def block_n_for(self, n_cols: int) -> int:
+        return min(self.block_n, -(-n_cols // self.align) * self.align) if self.align else self.block_n
 
 
 class DispatchMiss(LookupError):

@@ -26,6 +26,11 @@ def tables_module(target: Target) -> str:
     return f"_{target.value}_tables"
 
 
+def abi_module() -> str:
+    """The kernels' target-neutral signatures, shared by every kernel module."""
+    return "_abi"
+
+
 def reference_module(spec: NormSpec) -> str:
     return f"{spec.name}_reference"
 

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 
 from . import kinds, names
-from .abi import Kind, Param, Signature, Source
+from .abi import BACKWARD_DECIDED, FORWARD_DECIDED, Kind, Param, Signature, Source
 from .model import (
     QUANT_MAX,
     QUANT_MIN,
@@ -25,7 +25,7 @@ from .model import (
     Target,
     format_number,
 )
-from .table import DispatchEntry, Grid, Pass, cdiv, next_pow2
+from .table import DispatchEntry, Grid, Pass, cdiv, merge_rows, next_pow2
 from .targets import rules
 
 __all__ = [
@@ -68,6 +68,16 @@ class DirectionPlan:
     signature: Signature
     kernels: tuple[Kernel, ...]
     table: tuple[DispatchEntry, ...]
+    shared: Signature  # the target-neutral parameters: ``signature`` less the target's own constexprs
+
+    def __post_init__(self):
+        if self.signature.params[: len(self.shared.params)] != self.shared.params:
+            raise ValueError("a target's parameters must extend the target-neutral ones")
+
+    @property
+    def extras(self) -> tuple[Param, ...]:
+        """The target's own constexprs (VEC, LOOP_STAGES), after the target-neutral parameters."""
+        return self.signature.params[len(self.shared.params) :]
 
     @property
     def backward(self) -> bool:
@@ -92,6 +102,7 @@ class KernelPlan:
     table: tuple[DispatchEntry, ...]
     launch_options: tuple[tuple[str, object], ...]  # extra compile options per launch (npu)
     tuning_source: str  # where the table's numbers come from, for the header
+    shared: Signature  # the forward's target-neutral parameters (DirectionPlan.shared)
     backward: DirectionPlan | None = None
 
     @property
@@ -118,7 +129,7 @@ class KernelPlan:
 
     @property
     def directions(self) -> tuple[DirectionPlan, ...]:
-        forward = DirectionPlan(self.direction, self.signature, self.kernels, self.table)
+        forward = DirectionPlan(self.direction, self.signature, self.kernels, self.table, self.shared)
         return (forward,) + ((self.backward,) if self.backward else ())
 
     @property
@@ -276,16 +287,9 @@ def forward_signature(spec: NormSpec, vector_width: bool, fast_quantize: bool = 
         (len(spec.residual) > 1, "PRE", Source.MODE_PRE),
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
-    decided = [
-        ("BLOCK_M", Source.BLOCK_M),
-        ("BLOCK_N", Source.BLOCK_N),
-        ("EVEN_M", Source.EVEN_M),
-        ("EVEN_N", Source.EVEN_N),
-        ("PERSISTENT", Source.PERSISTENT),
-    ] + [("VEC", Source.VEC)] * vector_width
-    if fast_quantize and spec.quantize is Quantize.FP8_E4M3:
-        decided.append(("NATIVE_FP8", Source.NATIVE_FP8))
-    params += [Param(name, Kind.CONSTEXPR, source) for name, source in decided]
+    params += [*FORWARD_DECIDED, *[Param("VEC", Kind.CONSTEXPR, Source.VEC)] * vector_width]
+    if fast_quantize and spec.quantize is Quantize.FP8_E4M3:  # the target's own, after VEC
+        params.append(Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8))
     return Signature(tuple(params))
 
 
@@ -324,17 +328,8 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
     # always a persistent grid (one partial-sum row per program): no PERSISTENT switch
-    decided = (
-        [
-            ("BLOCK_M", Source.BLOCK_M),
-            ("BLOCK_N", Source.BLOCK_N),
-            ("EVEN_M", Source.EVEN_M),
-            ("EVEN_N", Source.EVEN_N),
-        ]
-        + [("VEC", Source.VEC)] * vector_width
-        + [("LOOP_STAGES", Source.STAGES)] * pipelined
-    )
-    params += [Param(name, Kind.CONSTEXPR, source) for name, source in decided]
+    params += [*BACKWARD_DECIDED, *[Param("VEC", Kind.CONSTEXPR, Source.VEC)] * vector_width]
+    params += [Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)] * pipelined
     return Signature(tuple(params))
 
 
@@ -350,7 +345,8 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
             direction=back,
             signature=backward_signature(spec, target_rules.vector_width, target_rules.pipelined_tile_loop),
             kernels=tuple(Kernel(names.kernel_name(spec, back.value, p.value), back, p) for p in Pass),
-            table=target_rules.backward_table(spec, tuning),
+            table=merge_rows(target_rules.backward_table(spec, tuning)),
+            shared=backward_signature(spec, False),
         )
     return KernelPlan(
         spec=spec,
@@ -358,8 +354,9 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         direction=direction,
         signature=forward_signature(spec, target_rules.vector_width, target_rules.fast_quantize),
         kernels=kernels,
-        table=target_rules.table(spec, tuning),
+        table=merge_rows(target_rules.table(spec, tuning)),
         launch_options=target_rules.options(spec),
         tuning_source=target_rules.tuning_source(spec, tuning),
+        shared=forward_signature(spec, False),
         backward=backward,
     )

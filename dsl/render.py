@@ -11,7 +11,8 @@ from pathlib import Path
 
 import jinja2
 
-from . import names
+from . import abi, names
+from .abi import Signature
 from .model import NormSpec, Target
 from .op_view import OpPlan, op_plan
 from .plan import DispatchEntry, KernelPlan, plan
@@ -87,18 +88,67 @@ def shared_tables(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedTable]
     return result
 
 
-def render_target(kernel_plan: KernelPlan, tables: dict[str, SharedTable]) -> str:
-    """``tables``: direction -> the shared table its dispatch reads."""
-    names_ = sorted({t.name for t in tables.values()}, key=lambda name: int(name.split("_")[1]))
+@dataclass(frozen=True)
+class SharedAbi:
+    """One target-neutral kernel signature of the ABI module, and the ops' directions that take it."""
+
+    name: str
+    ops: tuple[str, ...]
+    signature: Signature
+
+    @property
+    def tail(self) -> str:
+        """The name in dsl/abi.py of the launcher's constexprs that end the signature."""
+        for name in ("FORWARD_DECIDED", "BACKWARD_DECIDED"):  # the longer first
+            if self.signature.params[-len(getattr(abi, name)) :] == getattr(abi, name):
+                return name
+        raise ValueError(f"{self.name} does not end with the launcher's constexprs")
+
+    @property
+    def listed(self) -> tuple:
+        """The parameters printed one by one: all but the tail."""
+        return self.signature.params[: -len(getattr(abi, self.tail))]
+
+
+def shared_abis(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedAbi]:
+    """(op name, direction) -> its target-neutral signature, over every target's plans: equal ones
+    are shared (ABI_1, ... in the order of the ops' names, forward before backward)."""
+    groups: dict[Signature, dict[tuple[str, str], str]] = {}
+    for kernel_plan in sorted(plans, key=lambda p: p.spec.name):
+        for d in kernel_plan.directions:
+            label = kernel_plan.spec.name + (" (backward)" if d.backward else "")
+            groups.setdefault(d.shared, {})[kernel_plan.spec.name, d.direction.value] = label
+    result = {}
+    for number, (signature, members) in enumerate(groups.items(), start=1):
+        abi = SharedAbi(f"ABI_{number}", tuple(members.values()), signature)
+        result.update(dict.fromkeys(members, abi))
+    return result
+
+
+def _numbered(names_: set[str]) -> list[str]:
+    return sorted(names_, key=lambda name: int(name.rsplit("_", 1)[1]))
+
+
+def render_target(kernel_plan: KernelPlan, tables: dict[str, SharedTable], abis: dict[str, SharedAbi]) -> str:
+    """``tables``: direction -> the shared table its dispatch reads; ``abis``: direction -> its
+    target-neutral signature."""
     return _render(
         "target.py.jinja",
         [kernel_plan.spec.path],
         plan=kernel_plan,
         f=kernel_plan.facts,
         tables=tables,
-        table_names=names_,
+        table_names=_numbered({t.name for t in tables.values()}),
         tables_module=names.tables_module(kernel_plan.target),
+        abis=abis,
+        abi_names=_numbered({a.name for a in abis.values()}),
+        abi_module=names.abi_module(),
+        extras=any(d.extras for d in kernel_plan.directions),
     )
+
+
+def render_abis(abis: list[SharedAbi], sources: list[str]) -> str:
+    return _render("abi.py.jinja", sources, abis=abis)
 
 
 def render_tables(target: Target, tables: list[SharedTable], sources: list[str]) -> str:
@@ -127,15 +177,22 @@ def render_all(specs: list[NormSpec], namespace: str, tuning: dict[Target, dict 
         op = op_plan(spec, namespace)
         files[f"{names.op_module(spec)}.py"] = render_op(op)
         files[f"{names.reference_module(spec)}.py"] = render_reference(op)
-    for target in Target:
-        plans = [plan(spec, target, tuning.get(target)) for spec in specs if target in spec.targets]
-        if not plans:
+    plans = {target: [plan(s, target, tuning.get(target)) for s in specs if target in s.targets] for target in Target}
+    abis = shared_abis([p for target_plans in plans.values() for p in target_plans])
+    for target, target_plans in plans.items():
+        if not target_plans:
             continue
-        tables = shared_tables(plans)
-        for kernel_plan in plans:
-            own = {d.direction.value: tables[kernel_plan.spec.name, d.direction.value] for d in kernel_plan.directions}
-            files[f"{kernel_plan.module}.py"] = render_target(kernel_plan, own)
+        tables = shared_tables(target_plans)
+        for kernel_plan in target_plans:
+            keys = [(kernel_plan.spec.name, d.direction.value) for d in kernel_plan.directions]
+            own_tables = {direction: tables[op, direction] for op, direction in keys}
+            own_abis = {direction: abis[op, direction] for op, direction in keys}
+            files[f"{kernel_plan.module}.py"] = render_target(kernel_plan, own_tables, own_abis)
         distinct = sorted(set(tables.values()), key=lambda t: int(t.name.split("_")[1]))
-        sources = sorted({p.spec.path for p in plans})
+        sources = sorted({p.spec.path for p in target_plans})
         files[f"{names.tables_module(target)}.py"] = render_tables(target, distinct, sources)
+    if abis:
+        distinct_abis = sorted(set(abis.values()), key=lambda a: int(a.name.split("_")[1]))
+        sources = sorted({p.spec.path for target_plans in plans.values() for p in target_plans})
+        files[f"{names.abi_module()}.py"] = render_abis(distinct_abis, sources)
     return dict(sorted(files.items()))

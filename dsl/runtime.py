@@ -150,11 +150,12 @@ class Launcher:
         common = 0
         for value in ints or (n_cols,):
             common |= value
+        block_n = entry.block_n_for(n_cols)
         values = {
             Source.BLOCK_M: entry.block_m,
-            Source.BLOCK_N: entry.block_n,
+            Source.BLOCK_N: block_n,
             Source.EVEN_M: n_rows % entry.block_m == 0 if known else entry.block_m == 1,
-            Source.EVEN_N: n_cols % entry.block_n == 0,
+            Source.EVEN_N: n_cols % block_n == 0,
             Source.PERSISTENT: persistent,
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
             Source.STAGES: entry.stages,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .model import DType
 
@@ -26,6 +26,24 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def block_n_for(block_n: int, align: int, n_cols: int) -> int:
+    """An entry's BLOCK_N for a width: ``block_n``, or with ``align`` set the width rounded up to a
+    multiple of ``align`` (never past ``block_n``, the entry's widest)."""
+    return min(block_n, cdiv(n_cols, align) * align) if align else block_n
+
+
+def column_blocks(cols_lo: int, cols_hi: int | None, block_n: int, align: int) -> tuple[tuple, ...]:
+    """(cols_lo, cols_hi, BLOCK_N) of each column block an entry covers, narrowest first."""
+    if not align:
+        return ((cols_lo, cols_hi, block_n),)
+    blocks, lo = [], cols_lo
+    while cols_hi is not None and lo <= cols_hi:
+        block = block_n_for(block_n, align, lo)
+        blocks.append((lo, min(block, cols_hi), block))
+        lo = block + 1
+    return tuple(blocks)
+
+
 @dataclass(frozen=True)
 class DispatchEntry:
     dtype: DType
@@ -43,6 +61,17 @@ class DispatchEntry:
     programs_per_core: int = 1  # persistent grids: programs per SM / vector core
     min_tiles: int = 1  # persistent grids: at least this many row tiles per program (fewer programs)
     stages: int = 1  # software-pipelining depth of the row-tile loop (kernels that take LOOP_STAGES)
+    # Single pass over several column blocks: BLOCK_N is the width rounded up to a multiple of this
+    # (block_n is the widest; ub_bytes the most of the blocks); 0: BLOCK_N is block_n.
+    align: int = 0
+
+    def block_n_for(self, n_cols: int) -> int:
+        return block_n_for(self.block_n, self.align, n_cols)
+
+    def spans(self) -> tuple[DispatchEntry, ...]:
+        """The entry of each column block it covers (itself where ``align`` is 0), ub_bytes as its."""
+        blocks = column_blocks(self.cols_lo, self.cols_hi, self.block_n, self.align)
+        return tuple(replace(self, cols_lo=lo, cols_hi=hi, block_n=n, align=0) for lo, hi, n in blocks)
 
     def covers(self, n_rows: int, n_cols: int) -> bool:
         return (
@@ -51,3 +80,16 @@ class DispatchEntry:
             and self.rows_lo <= n_rows
             and (self.rows_hi is None or n_rows <= self.rows_hi)
         )
+
+
+def merge_rows(entries: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...]:
+    """Neighbouring entries of one width range whose row ranges meet and that launch alike, as one."""
+    merged: list[DispatchEntry] = []
+    for e in entries:
+        m = merged[-1] if merged else None
+        if m and m.rows_hi is not None and m.rows_hi + 1 == e.rows_lo:
+            if replace(m, rows_hi=e.rows_hi) == replace(e, rows_lo=m.rows_lo):
+                merged[-1] = replace(m, rows_hi=e.rows_hi)
+                continue
+        merged.append(e)
+    return tuple(merged)

@@ -4,21 +4,18 @@
 
 y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual
 One kernel per direction (forward) and pass (single: a row in one tile;
-multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
-Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
-whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
-tiles with a stride of the grid; else one tile per program; the backward always does),
-PRE (pre mode: s = x + r is written to RES_ptr; else post mode).
-Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md); rows wider than 2048 from dsl/tuning/npu.json.
+multi: a loop over BLOCK_N-wide column blocks), computing in fp32 on inputs upcast on load.
+Shape-level choices are constexprs, one compiled specialization per value (dsl/abi.py's
+Source says what each means). Dispatch numbers come from the seed kernel's measured NPU block tables (shared/seed/npu-tuning-facts.md), fitted to the unified buffer as bishengir-compile plans it (docs/npu/ub-plan.md); rows wider than 2048 from dsl/tuning/npu.json.
 """
 
 import triton
 import triton.language as tl
 
 from dsl import runtime
-from dsl.abi import Kind, Param, Signature, Source
 from dsl.device import round_half_even, row_amax, row_nan, tile_mask
 
+from ._abi import ABI_4
 from ._npu_tables import TABLE_4
 
 
@@ -31,27 +28,19 @@ def add_layernorm_int8_forward_single(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
     PERSISTENT: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, single pass, each row in one tile.
-
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    if PERSISTENT:
-        num_programs = tl.num_programs(0)
-        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     if HAS_BIAS:
         b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
-    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
-    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
-    if PERSISTENT:
-        first, stop, step = pid, num_tiles, num_programs
-    else:
+    if PERSISTENT:  # walk the row tiles with a stride of the grid size
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
         first, stop, step = 0, 1, 1
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -102,21 +91,13 @@ def add_layernorm_int8_forward_multi(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
     PERSISTENT: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks.
-
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    if PERSISTENT:
-        num_programs = tl.num_programs(0)
-        num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
-    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
-    if PERSISTENT:
-        first, stop, step = pid, num_tiles, num_programs
-    else:
+    if PERSISTENT:  # walk the row tiles with a stride of the grid size
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
         first, stop, step = 0, 1, 1
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -217,41 +198,9 @@ def add_layernorm_int8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
-ABI = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="int8"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
-    )
-)
-
-# Dispatch table (TABLE_4 of _npu_tables.py, which 2 kernel module(s) use): the first
-# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+# The forward kernels by pass; their parameters (dsl/abi.py): ABI_4;
+# dispatch: the first entry of TABLE_4 (_npu_tables.py) whose dtype, column and row ranges cover the call.
+KERNELS = {"single": add_layernorm_int8_forward_single, "multi": add_layernorm_int8_forward_multi}
+ABI = ABI_4
 TABLE = runtime.DispatchTable("add_layernorm_int8", "npu", TABLE_4)
-
-# pass -> kernel
-KERNELS = {
-    "single": add_layernorm_int8_forward_single,
-    "multi": add_layernorm_int8_forward_multi,
-}
-
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "npu", {"sync_solver": True})

@@ -4,21 +4,19 @@
 
 y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual
 One kernel per direction (forward) and pass (single: a row in one tile;
-multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
-Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
-whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
-tiles with a stride of the grid; else one tile per program; the backward always does),
-PRE (pre mode: s = x + r is written to RES_ptr; else post mode), VEC (divides n_cols and every row stride).
-Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
+multi: a loop over BLOCK_N-wide column blocks), computing in fp32 on inputs upcast on load.
+Shape-level choices are constexprs, one compiled specialization per value (dsl/abi.py's
+Source says what each means). Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 """
 
 import triton
 import triton.language as tl
 
 from dsl import runtime
-from dsl.abi import Kind, Param, Signature, Source
+from dsl.abi import Kind, Param, Source
 from dsl.device import div_by_row, fp8_e4m3_code, max_keep_nan, row_amax_nan, tile_mask
 
+from ._abi import ABI_7
 from ._cuda_tables import TABLE_7
 
 
@@ -30,13 +28,9 @@ def add_rmsnorm_fp8_forward_single(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
     PERSISTENT: tl.constexpr, VEC: tl.constexpr, NATIVE_FP8: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual: forward, single pass, each row in one tile.
-
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual: forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
     R_row_stride = (R_row_stride // VEC) * VEC
@@ -44,18 +38,13 @@ def add_rmsnorm_fp8_forward_single(
     RES_row_stride = (RES_row_stride // VEC) * VEC
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    if PERSISTENT:
-        num_programs = tl.num_programs(0)
-        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
-    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
-    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
-    if PERSISTENT:
-        first, stop, step = pid, num_tiles, num_programs
-    else:
+    if PERSISTENT:  # walk the row tiles with a stride of the grid size
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
         first, stop, step = 0, 1, 1
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -98,13 +87,9 @@ def add_rmsnorm_fp8_forward_multi(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
     PERSISTENT: tl.constexpr, VEC: tl.constexpr, NATIVE_FP8: tl.constexpr,
 ):
-    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks.
-
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
+    """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
     R_row_stride = (R_row_stride // VEC) * VEC
@@ -112,14 +97,9 @@ def add_rmsnorm_fp8_forward_multi(
     RES_row_stride = (RES_row_stride // VEC) * VEC
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    if PERSISTENT:
-        num_programs = tl.num_programs(0)
-        num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
-    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
-    if PERSISTENT:
-        first, stop, step = pid, num_tiles, num_programs
-    else:
+    if PERSISTENT:  # walk the row tiles with a stride of the grid size
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
         first, stop, step = 0, 1, 1
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -189,41 +169,11 @@ def add_rmsnorm_fp8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
-ABI = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="uint8"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
-        Param("VEC", Kind.CONSTEXPR, Source.VEC),
-        Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8),
-    )
+# The forward kernels by pass; their parameters (dsl/abi.py): ABI_7 and the target's VEC, NATIVE_FP8;
+# dispatch: the first entry of TABLE_7 (_cuda_tables.py) whose dtype, column and row ranges cover the call.
+KERNELS = {"single": add_rmsnorm_fp8_forward_single, "multi": add_rmsnorm_fp8_forward_multi}
+ABI = ABI_7.extended(
+    Param("VEC", Kind.CONSTEXPR, Source.VEC), Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8)
 )
-
-# Dispatch table (TABLE_7 of _cuda_tables.py, which 1 kernel module(s) use): the first
-# entry whose dtype, column range and row range cover the call decides the kernel and launch.
 TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "cuda", TABLE_7)
-
-# pass -> kernel
-KERNELS = {
-    "single": add_rmsnorm_fp8_forward_single,
-    "multi": add_rmsnorm_fp8_forward_multi,
-}
-
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})

@@ -4,20 +4,19 @@
 
 y = x / sqrt(mean(x^2) + eps) * w
 One kernel per direction (forward, backward) and pass (single: a row in one tile;
-multi: a loop over BLOCK_N-wide column blocks). Shape-level choices are constexprs, so
-Triton compiles one specialization per value: EVEN_M / EVEN_N (the rows / columns are
-whole BLOCK_M tiles / BLOCK_N blocks: no masks), PERSISTENT (forward: programs walk row
-tiles with a stride of the grid; else one tile per program; the backward always does), VEC (divides n_cols and every row stride).
-Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
+multi: a loop over BLOCK_N-wide column blocks), computing in fp32 on inputs upcast on load.
+Shape-level choices are constexprs, one compiled specialization per value (dsl/abi.py's
+Source says what each means). Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 """
 
 import triton
 import triton.language as tl
 
 from dsl import runtime
-from dsl.abi import Kind, Param, Signature, Source
+from dsl.abi import Kind, Param, Source
 from dsl.device import tile_mask
 
+from ._abi import ABI_9, ABI_10
 from ._cuda_tables import TABLE_9, TABLE_10
 
 
@@ -29,30 +28,21 @@ def rmsnorm_forward_single(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
     PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps) * w: forward, single pass, each row in one tile.
-
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
+    """y = x / sqrt(mean(x^2) + eps) * w: forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
     Y_row_stride = (Y_row_stride // VEC) * VEC
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    if PERSISTENT:
-        num_programs = tl.num_programs(0)
-        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
-    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
-    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
-    if PERSISTENT:
-        first, stop, step = pid, num_tiles, num_programs
-    else:
+    if PERSISTENT:  # walk the row tiles with a stride of the grid size
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
         first, stop, step = 0, 1, 1
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -80,26 +70,17 @@ def rmsnorm_forward_multi(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
     PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps) * w: forward, multi pass over BLOCK_N-wide column blocks.
-
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
+    """y = x / sqrt(mean(x^2) + eps) * w: forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
     Y_row_stride = (Y_row_stride // VEC) * VEC
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    if PERSISTENT:
-        num_programs = tl.num_programs(0)
-        num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
-    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
-    if PERSISTENT:
-        first, stop, step = pid, num_tiles, num_programs
-    else:
+    if PERSISTENT:  # walk the row tiles with a stride of the grid size
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
         first, stop, step = 0, 1, 1
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -142,13 +123,10 @@ def rmsnorm_backward_single(
 ):
     """y = x / sqrt(mean(x^2) + eps) * w: backward, single pass, each row in one tile.
 
-    dx and dw from dy, in fp32 from inputs
-    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
-    partial sums (one row per program, which the op adds up).
+    dx and dw from dy; a persistent grid, each program keeping fp32 partial sums.
     """
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     DY_row_stride = (DY_row_stride // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
@@ -196,13 +174,10 @@ def rmsnorm_backward_multi(
 ):
     """y = x / sqrt(mean(x^2) + eps) * w: backward, multi pass over BLOCK_N-wide column blocks.
 
-    dx and dw from dy, in fp32 from inputs
-    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
-    partial sums (one row per program, which the op adds up).
+    dx and dw from dy; a persistent grid, each program keeping fp32 partial sums.
     """
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     DY_row_stride = (DY_row_stride // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
@@ -253,72 +228,19 @@ def rmsnorm_backward_multi(
             tl.debug_barrier()  # the update is visible to every thread of the program before the next one
 
 
-# The forward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
-ABI = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
-        Param("VEC", Kind.CONSTEXPR, Source.VEC),
-    )
-)
-
-# Dispatch table (TABLE_9 of _cuda_tables.py, which 3 kernel module(s) use): the first
-# entry whose dtype, column range and row range cover the call decides the kernel and launch.
+# The forward kernels by pass; their parameters (dsl/abi.py): ABI_9 and the target's VEC;
+# dispatch: the first entry of TABLE_9 (_cuda_tables.py) whose dtype, column and row ranges cover the call.
+KERNELS = {"single": rmsnorm_forward_single, "multi": rmsnorm_forward_multi}
+ABI = ABI_9.extended(Param("VEC", Kind.CONSTEXPR, Source.VEC))
 TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_9)
-
-# pass -> kernel
-KERNELS = {
-    "single": rmsnorm_forward_single,
-    "multi": rmsnorm_forward_multi,
-}
-
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
-# The backward kernels' parameters (dsl/abi.py): the op passes the call's, the launcher the rest.
-BACKWARD_ABI = Signature(
-    (
-        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
-        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
-        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
-        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
-        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("VEC", Kind.CONSTEXPR, Source.VEC),
-        Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES),
-    )
+# The backward kernels by pass; their parameters (dsl/abi.py): ABI_10 and the target's VEC, LOOP_STAGES;
+# dispatch: the first entry of TABLE_10 (_cuda_tables.py) whose dtype, column and row ranges cover the call.
+BACKWARD_KERNELS = {"single": rmsnorm_backward_single, "multi": rmsnorm_backward_multi}
+BACKWARD_ABI = ABI_10.extended(
+    Param("VEC", Kind.CONSTEXPR, Source.VEC), Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)
 )
-
-# Dispatch table (TABLE_10 of _cuda_tables.py, which 2 kernel module(s) use): the first
-# entry whose dtype, column range and row range cover the call decides the kernel and launch.
 BACKWARD_TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_10)
-
-# pass -> kernel
-BACKWARD_KERNELS = {
-    "single": rmsnorm_backward_single,
-    "multi": rmsnorm_backward_multi,
-}
-
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -221,6 +221,7 @@ def test_own_specs_build_a_package_that_runs_without_the_generator(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "__init__.py",
+        "_abi.py",
         "_cuda_tables.py",
         "tiny_norm.py",
         "tiny_norm_cuda.py",

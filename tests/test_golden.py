@@ -26,28 +26,19 @@ def tiny_forward_single(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
     PERSISTENT: tl.constexpr, VEC: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps): forward, single pass, each row in one tile.
-
-    Inputs are upcast to fp32 on load; the statistics accumulate in fp32.
-    """
+    """y = x / sqrt(mean(x^2) + eps): forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
     Y_row_stride = (Y_row_stride // VEC) * VEC
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    if PERSISTENT:
-        num_programs = tl.num_programs(0)
-        num_tiles = tl.cdiv(n_rows, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
-    # PERSISTENT: walk the row tiles with a stride of the grid size. Else the grid has one
-    # program per tile and the loop runs once (a constant trip count: Triton removes the loop).
-    if PERSISTENT:
-        first, stop, step = pid, num_tiles, num_programs
-    else:
+    if PERSISTENT:  # walk the row tiles with a stride of the grid size
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
         first, stop, step = 0, 1, 1
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -66,7 +57,7 @@ def tiny_forward_single(
 '''
 
 ABI = """\
-ABI = Signature(
+ABI_1 = Signature(
     (
         Param("X_ptr", Kind.POINTER, Source.X, element="x"),
         Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
@@ -75,14 +66,13 @@ ABI = Signature(
         Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
         Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
         Param("eps", Kind.SCALAR, Source.EPS),
-        Param("BLOCK_M", Kind.CONSTEXPR, Source.BLOCK_M),
-        Param("BLOCK_N", Kind.CONSTEXPR, Source.BLOCK_N),
-        Param("EVEN_M", Kind.CONSTEXPR, Source.EVEN_M),
-        Param("EVEN_N", Kind.CONSTEXPR, Source.EVEN_N),
-        Param("PERSISTENT", Kind.CONSTEXPR, Source.PERSISTENT),
-        Param("VEC", Kind.CONSTEXPR, Source.VEC),
+        *FORWARD_DECIDED,
     )
 )
+KERNELS = {"single": tiny_forward_single, "multi": tiny_forward_multi}
+ABI = ABI_1.extended(Param("VEC", Kind.CONSTEXPR, Source.VEC))
+TABLE = runtime.DispatchTable("tiny", "cuda", TABLE_1)
+LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 """
 
 REFERENCE = '''\
@@ -127,13 +117,10 @@ def tiny_backward_single(
 ):
     """y = x / sqrt(mean(x^2) + eps) * w: backward, single pass, each row in one tile.
 
-    dx and dw from dy, in fp32 from inputs
-    upcast on load. A persistent grid: each program walks row tiles and keeps its own fp32
-    partial sums (one row per program, which the op adds up).
+    dx and dw from dy; a persistent grid, each program keeping fp32 partial sums.
     """
     dtype = X_ptr.dtype.element_ty
-    # n_cols and the row strides are multiples of VEC (the launcher checks): saying so
-    # lets Triton use VEC-wide loads and stores even where rows are not 16-byte aligned
+    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
     n_cols = (n_cols // VEC) * VEC
     DY_row_stride = (DY_row_stride // VEC) * VEC
     X_row_stride = (X_row_stride // VEC) * VEC
@@ -178,9 +165,13 @@ def spec():
     return tiny
 
 
-def target_text() -> str:
-    kernel_plan = plan(spec(), Target.CUDA, None)
-    return render.render_target(kernel_plan, {"forward": render.shared_tables([kernel_plan])["tiny", "forward"]})
+def target_text(kernel_plan=None) -> str:
+    kernel_plan = kernel_plan or plan(spec(), Target.CUDA, None)
+    tables, abis = render.shared_tables([kernel_plan]), render.shared_abis([kernel_plan])
+    directions = [d.direction.value for d in kernel_plan.directions]
+    return render.render_target(
+        kernel_plan, {d: tables["tiny", d] for d in directions}, {d: abis["tiny", d] for d in directions}
+    )
 
 
 def kernel_text() -> str:
@@ -190,8 +181,11 @@ def kernel_text() -> str:
 
 
 def abi_text() -> str:
-    text = target_text()
-    return text[text.index("ABI = Signature(") : text.index("\n\n# Dispatch table")] + "\n"
+    """The target-neutral signature in the ABI module, and the kernel module's ABI built from it."""
+    kernel_plan = plan(spec(), Target.CUDA, None)
+    (shared,) = set(render.shared_abis([kernel_plan]).values())
+    text, module = render.render_abis([shared], ["tiny.norm"]), target_text(kernel_plan)
+    return text[text.index("ABI_1 = ") :] + module[module.index("KERNELS = ") :]
 
 
 def reference_text() -> str:
@@ -201,11 +195,7 @@ def reference_text() -> str:
 
 def test_target_template_backward_kernel():
     (tiny,) = pipeline.load_text(BACKWARD_SPEC, "tiny.norm")
-    kernel_plan = plan(tiny, Target.CUDA, None)
-    tables = render.shared_tables([kernel_plan])
-    text = render.render_target(
-        kernel_plan, {d.direction.value: tables["tiny", d.direction.value] for d in kernel_plan.directions}
-    )
+    text = target_text(plan(tiny, Target.CUDA, None))
     start = text.index("@triton.jit\ndef tiny_backward_single")
     assert text[start : text.index("\n\n\n@triton.jit\ndef tiny_backward_multi")] + "\n" == BACKWARD_KERNEL
 

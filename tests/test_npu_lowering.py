@@ -25,7 +25,7 @@ Two checks, both by the real compilers (``benchmarks/npu_compiler.py`` runs them
    "Ub overflow detected" fallback (the compiler dropping multi-buffering that
    the entry asked for); and when the compiler's plan reaches higher in the
    unified buffer than the entry's ``ub_bytes`` (the planner's model,
-   ``dsl/targets/npu.py``), i.e. when the model undercounts. Its figure must also
+   ``dsl/targets/npu_ub.py``), i.e. when the model undercounts. Its figure must also
    equal the one committed in ``docs/npu/ub-plan.md`` (both figures for every
    entry; ``python -m benchmarks.npu_cost --ub-plan`` rewrites it).
 
@@ -130,7 +130,7 @@ def plan_problems(lowering: Lowering, entry, plan: Plan, committed: dict | None)
     if plan.ub_bytes > entry.ub_bytes:
         problems.append(
             f"{where}: the compiler plans {plan.ub_bytes} UB bytes, the planner's model only {entry.ub_bytes} "
-            "(dsl/targets/npu.py, ub_bytes, undercounts)"
+            "(dsl/targets/npu_ub.py, ub_bytes, undercounts)"
         )
     key = npu_cost.plan_key(lowering, entry) if committed is not None else None
     if committed is not None and committed.get(key) != (entry.ub_bytes, plan.ub_bytes):

@@ -24,7 +24,7 @@ def decisions(kernel_plan, dtype):
     for n_cols in SAMPLE_WIDTHS:
         for n_rows in SAMPLE_ROWS:
             (e,) = [e for e in kernel_plan.table if e.dtype is dtype and e.covers(n_rows, n_cols)]
-            found[n_rows, n_cols] = (e.passes, e.block_m, e.block_n, e.multibuffer, e.ub_bytes)
+            found[n_rows, n_cols] = (e.passes, e.block_m, e.block_n_for(n_cols), e.multibuffer, e.ub_bytes)
     return found
 
 

@@ -4,6 +4,7 @@ each direction has one kernel per pass whose parameters are the ABI's; the launc
 per-op tuning; plan() reads no files."""
 
 import functools
+import importlib
 import inspect
 
 import pytest
@@ -13,7 +14,7 @@ from dsl.abi import Kind, Source
 from dsl.model import DType, Quantize, Target
 from dsl.pipeline import SPECS, load_specs
 from dsl.plan import Grid, Pass, plan
-from dsl.targets import npu
+from dsl.targets import npu_ub
 
 SHIPPED = sorted(load_specs(SPECS), key=lambda spec: spec.name)
 TUNING = pipeline.read_tuning()
@@ -75,7 +76,7 @@ def test_table_has_entries_only_for_the_specs_dtypes(kernel_plan):
 
 
 def plan_bytes(figures, rows: int, cols: int) -> int:
-    """A calibrated plan's bytes: per element of the tile, per column, fixed (dsl/targets/npu.py's figures)."""
+    """A calibrated plan's bytes: per element of the tile, per column, fixed (dsl/targets/npu_ub.py's figures)."""
     per_element, per_column, fixed = figures
     return int(per_element * rows * cols + per_column * cols + fixed)
 
@@ -87,32 +88,29 @@ def test_npu_tiles_fit_the_unified_buffer(kernel_plan):
     compiler plans, capped at the buffer (docs/npu/ub-plan.md holds the compiler's own figures), with
     fp32 weight and bias rows counted for 16-bit x (2 more bytes per column each)."""
     spec = kernel_plan.spec
-    for e in kernel_plan.table:
-        least, plenty, plenty_mb = npu.family(spec, e.dtype, e.passes)
-        fp32_rows = 2 * (spec.has_weight + spec.has_bias) * e.block_n if BYTES[e.dtype] == 2 else 0
-        assert plan_bytes(least, e.block_m, e.block_n) <= UB, e
-        assert e.multibuffer == (plenty_mb is not None and plan_bytes(plenty_mb, e.block_m, e.block_n) <= UB), e
-        most = plenty_mb if e.multibuffer else plenty
-        expected = (
-            UB
-            if most is None
-            else min(
-                UB, max(plan_bytes(most, e.block_m, e.block_n) + fp32_rows, plan_bytes(least, e.block_m, e.block_n))
-            )
-        )
-        assert e.ub_bytes == expected, e
-        # the row block is the measured one (the seed's, or upstream's for the norms without a
-        # residual; by the entry's widest row and first row count), halved while the tile does not fit
-        measured = measured_block_m(kernel_plan.spec)
-        rows = measured(e.dtype, e.cols_hi if e.passes is Pass.SINGLE else e.cols_lo, e.rows_lo, e.block_n)
-        while rows > 1 and plan_bytes(least, rows, e.block_n) > UB:
-            rows //= 2
-        assert e.block_m == rows, e
+    for entry in kernel_plan.table:
+        most = 0
+        for e in entry.spans():  # an entry over several column blocks: each block's tile
+            least, plenty, plenty_mb = npu_ub.family(spec, e.dtype, e.passes)
+            fp32_rows = 2 * (spec.has_weight + spec.has_bias) * e.block_n if BYTES[e.dtype] == 2 else 0
+            assert plan_bytes(least, e.block_m, e.block_n) <= UB, e
+            assert e.multibuffer == (plenty_mb is not None and plan_bytes(plenty_mb, e.block_m, e.block_n) <= UB), e
+            plenty = plenty_mb if e.multibuffer else plenty
+            bytes_ = plan_bytes(plenty, e.block_m, e.block_n) + fp32_rows if plenty else UB
+            most = max(most, min(UB, max(bytes_, plan_bytes(least, e.block_m, e.block_n))))
+            # the row block is the measured one (the seed's, or upstream's for the norms without a
+            # residual; by the block's widest row and first row count), halved while the tile does not fit
+            measured = measured_block_m(kernel_plan.spec)
+            rows = measured(e.dtype, e.cols_hi if e.passes is Pass.SINGLE else e.cols_lo, e.rows_lo, e.block_n)
+            while rows > 1 and plan_bytes(least, rows, e.block_n) > UB:
+                rows //= 2
+            assert e.block_m == rows, e
+        assert entry.ub_bytes == most, entry  # the most any of its blocks plans
 
 
 @pytest.mark.parametrize("kernel_plan", NPU_PLANS, ids=lambda p: p.spec.name)
 def test_npu_single_pass_blocks_are_aligned_and_hold_the_row(kernel_plan):
-    for e in kernel_plan.table:
+    for e in (span for entry in kernel_plan.table for span in entry.spans()):
         row_bytes = e.block_n * BYTES[e.dtype]
         assert row_bytes % 256 == 0, e
         if e.passes is Pass.SINGLE:
@@ -243,7 +241,7 @@ def add_rmsnorm_plan(target: Target):
 )
 def test_npu_blocks_match_the_seed_facts(dtype, n_cols, n_rows, passes, block_n, block_m):
     entry = lookup(add_rmsnorm_plan(Target.NPU), dtype, n_rows, n_cols)
-    assert (entry.passes, entry.block_n, entry.block_m) == (passes, block_n, block_m)
+    assert (entry.passes, entry.block_n_for(n_cols), entry.block_m) == (passes, block_n, block_m)
 
 
 def test_npu_table_is_the_seed_table_for_every_width():
@@ -253,7 +251,23 @@ def test_npu_table_is_the_seed_table_for_every_width():
             for n_rows in (1, 32, 33, 1000):
                 entry = lookup(kernel_plan, dtype, n_rows, n_cols)
                 expected = seed_blocks(dtype, n_cols, n_rows)
-                assert (entry.passes, entry.block_n, entry.block_m) == expected, (dtype, n_cols, n_rows)
+                assert (entry.passes, entry.block_n_for(n_cols), entry.block_m) == expected, (dtype, n_cols, n_rows)
+
+
+@pytest.mark.parametrize("kernel_plan", NPU_PLANS, ids=lambda p: p.spec.name)
+def test_npu_single_pass_block_is_the_width_rounded_up_to_256_bytes(kernel_plan):
+    """In every direction's table, whether an entry holds one column block or several: a single pass's
+    BLOCK_N, as the runtime reads the generated table, is the width rounded up to 256 bytes."""
+    module = importlib.import_module(f"generated.{kernel_plan.spec.name}_npu")
+    for table in (module.TABLE, getattr(module, "BACKWARD_TABLE", None)):
+        for dtype in kernel_plan.spec.dtypes if table else ():
+            align = 256 // BYTES[dtype]
+            for n_cols in range(1, 2049):
+                for n_rows in (1, 33, 1000):
+                    entry = table.lookup(dtype.value, n_rows, n_cols)
+                    if entry.passes == "single" and n_cols <= 2048:
+                        block_n = -(-n_cols // align) * align
+                        assert entry.block_n_for(n_cols) == block_n, entry
 
 
 # -- cuda ------------------------------------------------------------------------
@@ -454,7 +468,7 @@ def test_cuda_backward_pipeline_fits_the_shared_memory(kernel_plan):
 def test_npu_backward_follows_upstream(kernel_plan):
     """Upstream's backward tiling: rows up to 2048 in one 256-byte aligned block of ceil(4096 / BLOCK_N)
     rows, 2 rows of 2048 beyond; the UB counted as the whole buffer, multi-buffering off."""
-    for e in kernel_plan.backward.table:
+    for e in (span for entry in kernel_plan.backward.table for span in entry.spans()):
         assert e.ub_bytes == UB and not e.multibuffer and e.num_warps == 1, e
         if e.passes is Pass.SINGLE:
             assert e.cols_hi <= 2048 and e.block_n >= e.cols_hi and (e.block_n * BYTES[e.dtype]) % 256 == 0, e

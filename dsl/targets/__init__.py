@@ -2,7 +2,7 @@
 
 A target module defines a ``TargetRules`` subclass: its dispatch table (block
 sizes, warps, grid policy per dtype, width range and row range), whether its
-kernels take the VEC constexpr, its launch options and its resource budgets.
+kernels take the VEC constexpr and its launch options.
 The target-neutral planner (``dsl/plan.py``) asks ``rules(target)`` and never
 branches on the target itself. Adding a target: a module here, an entry in
 ``_RULES``, a value of ``dsl.model.Target``.
@@ -50,10 +50,6 @@ class TargetRules(ABC):
     @abstractmethod
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:
         """Where the table's numbers come from, for the generated module's docstring."""
-
-    def budget_problems(self, spec: NormSpec, entry: DispatchEntry) -> list[str]:
-        """What an entry exceeds of the target's resource budgets (empty: it fits)."""
-        return []
 
 
 def rules(target: Target) -> TargetRules:

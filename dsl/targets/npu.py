@@ -9,36 +9,21 @@ Rows wider than 2048: the tuning file's choice (``dsl/tuning/npu.json``, read by
 column loop. The column loop's first pass stores s = x + r (pre mode) and its later
 passes read s back (``reads_back_sum``), as the seed does.
 
-The unified-buffer model (``ub_least``, ``ub_bytes``) is fitted to
-``bishengir-compile``'s memory plans (``benchmarks/npu_calibrate.py``; both
-figures per representative kernel in ``docs/npu/ub-plan.md``): the compiler
-holds several fp32 working tiles per input tile, and the quantized kernels a few
-hundred bytes per column besides. Per kernel family, lines in rows x cols and cols:
-
-* ``ub_least``, the fit criterion: at or below every plan the compiler made
-  without multi-buffering, at or above what it said it needed where it
-  overflowed, and over the buffer where it had to fall back; where the survey
-  saw only small tiles, steep, so a table does not reach past what the
-  compiler was seen to plan. A tile fits when this is within ``UB_BYTES``.
-* ``ub_bytes``, the most the compiler plans: at or above every plan it made
-  (with the multi-buffered copies where the entry turns multi-buffering on),
-  capped at ``UB_BYTES`` (a plan never reaches past the buffer; with more to
-  hold, the compiler reuses buffers in place). Multi-buffering is on only where
-  the multi-buffered line fits uncapped, so the compiler never has to fall back.
-
-CI (``tests/test_npu_lowering.py``) plans a representative of every layout and
-fails on an overflow, a fallback, or a plan above ``ub_bytes``.
+The unified-buffer model (``npu_ub``) is fitted to ``bishengir-compile``'s memory
+plans. A single-pass entry may cover several column blocks: its BLOCK_N is the width
+rounded up to ``align`` elements (256 bytes), up to its ``block_n``; its ``ub_bytes``
+is the most over those blocks, and every block's tile fits.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import replace
 
-from ..model import DTYPE_BYTES, DType, NormSpec, Quantize, Target
+from ..model import DTYPE_BYTES, DType, NormSpec, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv
 from . import TargetRules, npu_tuning
+from .npu_ub import UB_BYTES, multibuffer_fits, ub_bytes, ub_least
 
-UB_BYTES = 192 * 1024  # unified buffer per vector core on A2 parts (the compiler's 1572864 bits)
 ALIGN_BYTES = 256  # column blocks are whole multiples of this (32-byte rule, 256 in the seed)
 SINGLE_PASS_MAX = 2048  # elements: wider rows take the multi-pass kernel (the seed's threshold)
 MULTI_BLOCK_N = 2048
@@ -139,151 +124,6 @@ def row_rules_of(spec: NormSpec):
     )
 
 
-# ----------------------------------------------------------------------------
-# The unified-buffer model
-
-
-class Bytes(NamedTuple):
-    """A plan's UB bytes as per_element * rows * cols + per_column * cols + fixed."""
-
-    per_element: float
-    per_column: float
-    fixed: int
-
-    def of(self, rows: int, cols: int) -> int:
-        return int(self.per_element * rows * cols + self.per_column * cols + self.fixed)
-
-
-class Family(NamedTuple):
-    """A kernel family's fitted plans: the least it needs, the most it plans without and with
-    multi-buffering (None: counted as the whole buffer, and multi-buffering stays off)."""
-
-    least: Bytes
-    plenty: Bytes | None
-    plenty_multibuffer: Bytes | None
-
-
-# Keyed by (quantized output, layer norm, residual, 16-bit input, pass); printed by
-# `python -m benchmarks.npu_calibrate` from the compiler's plans in docs/npu/ub-survey.jsonl, each
-# fitted over the shipped specs of its key (casting modes and weight offsets differ by a few
-# percent). The quantized kernels get no plenty figures: their plans with multi-buffering fall
-# back (and take the compiler minutes), so they run without it and their plan is counted as the
-# whole buffer.
-FAMILIES: dict[tuple[str, bool, bool, bool, Pass], Family] = {
-    ("fp8_e4m3", False, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -286464), None, None),
-    ("fp8_e4m3", False, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -301472), None, None),
-    ("fp8_e4m3", False, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -157920), None, None),
-    ("fp8_e4m3", False, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -190272), None, None),
-    ("fp8_e4m3", True, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -207232), None, None),
-    ("fp8_e4m3", True, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -296352), None, None),
-    ("fp8_e4m3", True, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -155328), None, None),
-    ("fp8_e4m3", True, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -197696), None, None),
-    ("int8", False, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -451456), None, None),
-    ("int8", False, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -509856), None, None),
-    ("int8", False, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -446816), None, None),
-    ("int8", False, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -528192), None, None),
-    ("int8", True, True, False, Pass.MULTI): Family(Bytes(80.0, 1500.0, -451424), None, None),
-    ("int8", True, True, False, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -508320), None, None),
-    ("int8", True, True, True, Pass.MULTI): Family(Bytes(80.0, 1500.0, -443616), None, None),
-    ("int8", True, True, True, Pass.SINGLE): Family(Bytes(80.0, 1500.0, -526656), None, None),
-    ("none", False, False, False, Pass.MULTI): Family(
-        Bytes(80.0, 0.0, -499360), Bytes(18.0, 4.0, 352), Bytes(14.0, 32.0, 384)
-    ),
-    ("none", False, False, False, Pass.SINGLE): Family(
-        Bytes(10.25, 4.0, -3744), Bytes(10.0, 4.0, 1312), Bytes(14.0, 4.0, 1440)
-    ),
-    ("none", False, False, True, Pass.MULTI): Family(
-        Bytes(18.0, 0.0, 20512), Bytes(18.0, 22.0, 352), Bytes(8.0, 60.0, 384)
-    ),
-    ("none", False, False, True, Pass.SINGLE): Family(
-        Bytes(10.0, 6.0, 40), Bytes(1.5, 0.0, 172128), Bytes(21.75, 6.0, 2464)
-    ),
-    ("none", False, True, False, Pass.MULTI): Family(
-        Bytes(22.0, 0.0, 8256), Bytes(18.0, 20.0, 352), Bytes(42.0, 8.0, 384)
-    ),
-    ("none", False, True, False, Pass.SINGLE): Family(
-        Bytes(10.0, 4.0, 64), Bytes(13.75, 4.0, 3488), Bytes(21.75, 4.0, 2784)
-    ),
-    ("none", False, True, True, Pass.MULTI): Family(
-        Bytes(14.75, 0.0, 47136), Bytes(2.0, 86.0, 352), Bytes(6.0, 72.0, 64)
-    ),
-    ("none", False, True, True, Pass.SINGLE): Family(
-        Bytes(8.75, 10.0, 4144), Bytes(0.0, 1.0, 190816), Bytes(4.25, 9.0, 139360)
-    ),
-    ("none", True, False, False, Pass.MULTI): Family(
-        Bytes(80.0, 0.0, -466880), Bytes(0.75, 89.0, 64), Bytes(2.0, 86.0, 128)
-    ),
-    ("none", True, False, False, Pass.SINGLE): Family(
-        Bytes(12.75, 9.0, -12896), Bytes(13.5, 17.0, 9024), Bytes(18.0, 17.0, 3040)
-    ),
-    ("none", True, False, True, Pass.MULTI): Family(
-        Bytes(80.0, 0.0, -470976), Bytes(10.75, 51.0, 768), Bytes(1.0, 88.0, 128)
-    ),
-    ("none", True, False, True, Pass.SINGLE): Family(
-        Bytes(19.0, 12.0, -85888), Bytes(9.25, 8.0, 68836), Bytes(22.0, 17.0, 4752)
-    ),
-    ("none", True, True, False, Pass.MULTI): Family(
-        Bytes(80.0, 0.0, -462784), Bytes(2.0, 86.0, 160), Bytes(10.0, 74.0, 292)
-    ),
-    ("none", True, True, False, Pass.SINGLE): Family(
-        Bytes(24.75, 20.0, -188032), Bytes(2.25, 1.0, 164672), Bytes(20.25, 13.0, 27940)
-    ),
-    ("none", True, True, True, Pass.MULTI): Family(
-        Bytes(8.0, 0.0, 122912), Bytes(0.0, 92.0, 320), Bytes(1.5, 90.0, 1344)
-    ),
-    ("none", True, True, True, Pass.SINGLE): Family(
-        Bytes(25.5, 25.0, -205696), Bytes(2.0, 3.0, 161856), Bytes(6.0, 7.0, 136576)
-    ),
-}
-
-
-def family(spec: NormSpec, dtype: DType, passes: Pass) -> Family:
-    """The calibrated family of a spec's kernel. A key no shipped spec calibrates borrows, in this
-    order, the figures of the residual sibling, the layer-norm sibling (each a superset of its
-    buffers), the other 16-/32-bit input, the other pass."""
-    quant = spec.quantize.value if spec.quantize is not Quantize.NONE else "none"
-    narrow = DTYPE_BYTES[dtype] < 4
-    for other_pass in (passes, Pass.SINGLE if passes is Pass.MULTI else Pass.MULTI):
-        for other_narrow in (narrow, not narrow):
-            for layer in (spec.is_layer, True, False):
-                for residual in (spec.has_residual, True):
-                    found = FAMILIES.get((quant, layer, residual, other_narrow, other_pass))
-                    if found:
-                        return found
-    raise KeyError(f"no calibrated npu unified-buffer figures for {quant} kernels")
-
-
-def ub_least(spec: NormSpec, dtype: DType, passes: Pass, rows: int, cols: int) -> int:
-    """The fewest UB bytes the compiler can plan the tile in (its fit criterion)."""
-    return family(spec, dtype, passes).least.of(rows, cols)
-
-
-# With 16-bit x, the weight and bias rows may be fp32 (a call-time choice; the same entry serves both).
-# The families are fitted to half rows; with fp32 ones the compiler plans up to this many more bytes
-# per column and parameter row (layer norms, whose fp32 weight and bias plans rise by up to 8128
-# bytes at 2048 columns; the RMS norms' fall), which ub_bytes counts always. The fit criterion
-# (ub_least) is unchanged: every memory layout's widest tile plans without overflow or fallback with
-# fp32 rows too (docs/npu/ub-plan.md, the `w=fp32` rows; tests/test_npu_lowering.py plans them).
-FP32_PARAM_ROW = 2
-
-
-def ub_bytes(spec: NormSpec, dtype: DType, passes: Pass, rows: int, cols: int, multibuffer: bool) -> int:
-    """The most UB bytes the compiler plans for the tile (never more than the buffer), with parameter
-    rows of x's dtype or, for 16-bit x, fp32."""
-    fam = family(spec, dtype, passes)
-    plenty = fam.plenty_multibuffer if multibuffer else fam.plenty
-    if plenty is None:
-        return UB_BYTES
-    fp32_rows = FP32_PARAM_ROW * (spec.has_weight + spec.has_bias) * cols if DTYPE_BYTES[dtype] < 4 else 0
-    return min(UB_BYTES, max(plenty.of(rows, cols) + fp32_rows, fam.least.of(rows, cols)))
-
-
-def multibuffer_fits(spec: NormSpec, dtype: DType, passes: Pass, rows: int, cols: int) -> bool:
-    """Multi-buffering without the compiler's fallback: its plan with the copies fits outright."""
-    plenty = family(spec, dtype, passes).plenty_multibuffer
-    return plenty is not None and plenty.of(rows, cols) <= UB_BYTES
-
-
 def max_block_n(spec: NormSpec, dtype: DType, passes: Pass) -> int:
     """The widest aligned column block (at most 2048) whose one-row tile the compiler can plan."""
     align = ALIGN_BYTES // DTYPE_BYTES[dtype]
@@ -344,6 +184,33 @@ def _backward_entry(spec, dtype, cols_lo, cols_hi, passes, rows, cols) -> Dispat
     )
 
 
+def merge_blocks(entries: list[DispatchEntry], align: int) -> list[DispatchEntry]:
+    """Neighbouring entries (by width, for the same rows) that launch alike as one: with the same
+    BLOCK_N, or single-pass ones whose BLOCK_N is the width rounded up to ``align`` (the merged
+    entry's rule, ``align``; its ub_bytes the most of theirs). In order of their first widths."""
+
+    def rounded(e: DispatchEntry) -> bool:  # every width's BLOCK_N is the width rounded up to align
+        return e.passes is Pass.SINGLE and (e.align or cdiv(e.cols_lo, align) * align == e.block_n)
+
+    merged: list[DispatchEntry] = []
+    last: dict[tuple, int] = {}  # how an entry launches, less its columns -> its latest merged entry
+    for e in entries:
+        key = (e.dtype, e.passes, e.rows_lo, e.rows_hi, e.block_m, e.multibuffer, e.programs_per_core, e.min_tiles)
+        at = last.get(key)
+        m = merged[at] if at is not None else None
+        if m and m.cols_hi is not None and m.cols_hi + 1 == e.cols_lo:
+            if m.block_n == e.block_n and not m.align:
+                merged[at] = replace(m, cols_hi=e.cols_hi, ub_bytes=max(m.ub_bytes, e.ub_bytes))
+                continue
+            if rounded(m) and rounded(e) and e.cols_hi is not None:
+                ub = max(m.ub_bytes, e.ub_bytes)
+                merged[at] = replace(m, cols_hi=e.cols_hi, block_n=e.block_n, ub_bytes=ub, align=align)
+                continue
+        last[key] = len(merged)
+        merged.append(e)
+    return merged
+
+
 class NpuRules(TargetRules):
     target = Target.NPU
     launch_options = LAUNCH_OPTIONS
@@ -365,9 +232,11 @@ class NpuRules(TargetRules):
                     runs[-1][2] = n_cols
                 else:
                     runs.append([key, n_cols, n_cols])
-            for (block_n, row_rules), lo, hi in runs:
-                for rows_lo, rows_hi, rows in row_rules:
-                    entries.append(_entry(spec, dtype, lo, hi, rows_lo, rows_hi, Pass.SINGLE, rows, block_n))
+            own = [
+                _entry(spec, dtype, lo, hi, rows_lo, rows_hi, Pass.SINGLE, rows, block_n)
+                for (block_n, row_rules), lo, hi in runs
+                for rows_lo, rows_hi, rows in row_rules
+            ]
             # Multi pass: column blocks of up to 2048 elements; the row rules change at these widths.
             # Rows wider than 2048: the tuning file's choices where it has them for this op and dtype.
             wide = npu_tuning.wide_rows(spec, dtype, tuning)
@@ -384,8 +253,9 @@ class NpuRules(TargetRules):
                     spans.append([lo, nxt - 1 if nxt else last, rules])
             for lo, hi, rules in spans:
                 for rows_lo, rows_hi, rows in rules:
-                    entries.append(_entry(spec, dtype, lo, hi, rows_lo, rows_hi, Pass.MULTI, rows, multi_block_n))
-            entries += [npu_tuning.tuned_entry(spec, choice) for choice in wide]
+                    own.append(_entry(spec, dtype, lo, hi, rows_lo, rows_hi, Pass.MULTI, rows, multi_block_n))
+            own += [npu_tuning.tuned_entry(spec, choice) for choice in wide]
+            entries += merge_blocks(own, align)  # neighbours that launch alike: one entry
         return tuple(entries)
 
     def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
@@ -394,9 +264,11 @@ class NpuRules(TargetRules):
             align = ALIGN_BYTES // DTYPE_BYTES[dtype]
             # single pass: one entry per 256-byte column block, ceil(4096 / BLOCK_N) rows (upstream
             # divides by the width itself; by the block, a width's rows are never more than upstream's)
-            for block_n in range(align, BACKWARD_SINGLE_PASS_MAX + 1, align):
-                rows = cdiv(BACKWARD_TILE, block_n)
-                entries.append(_backward_entry(spec, dtype, block_n - align + 1, block_n, Pass.SINGLE, rows, block_n))
+            singles = [
+                _backward_entry(spec, dtype, n - align + 1, n, Pass.SINGLE, cdiv(BACKWARD_TILE, n), n)
+                for n in range(align, BACKWARD_SINGLE_PASS_MAX + 1, align)
+            ]
+            entries += merge_blocks(singles, align)
             lo = BACKWARD_SINGLE_PASS_MAX + 1
             entries.append(
                 _backward_entry(spec, dtype, lo, None, Pass.MULTI, BACKWARD_MULTI_BLOCK_M, BACKWARD_MULTI_BLOCK_N)
@@ -410,18 +282,6 @@ class NpuRules(TargetRules):
         if any(npu_tuning.wide_rows(spec, dtype, tuning) for dtype in spec.dtypes):
             source += "; rows wider than 2048 from dsl/tuning/npu.json"
         return source
-
-    def budget_problems(self, spec: NormSpec, entry: DispatchEntry) -> list[str]:
-        least = ub_least(spec, entry.dtype, entry.passes, entry.block_m, entry.block_n)
-        model = ub_bytes(spec, entry.dtype, entry.passes, entry.block_m, entry.block_n, entry.multibuffer)
-        problems = []
-        if least > UB_BYTES:
-            problems.append(f"tile needs {least} bytes, over the {UB_BYTES}-byte unified buffer")
-        if entry.multibuffer and not multibuffer_fits(spec, entry.dtype, entry.passes, entry.block_m, entry.block_n):
-            problems.append("multi-buffered tile over the unified buffer (the compiler would fall back)")
-        if entry.ub_bytes != model:
-            problems.append(f"ub_bytes {entry.ub_bytes} is not the model's {model}")
-        return problems
 
 
 RULES = NpuRules()

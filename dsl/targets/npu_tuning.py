@@ -125,7 +125,7 @@ def wide_rows(spec: NormSpec, dtype: DType, tuning: dict | None) -> tuple[Choice
 
 def tuned_entry(spec: NormSpec, c: Choice) -> DispatchEntry:
     """A row of the tuning file as it stands: a tile the compiler cannot plan is an error, not halved."""
-    from .npu import UB_BYTES, multibuffer_fits, ub_bytes, ub_least
+    from .npu_ub import UB_BYTES, multibuffer_fits, ub_bytes, ub_least
 
     where = f"npu tuning file: {spec.name} {c.dtype.value} cols {c.cols_lo}..{c.cols_hi or ''} rows {c.rows_lo}.."
     least = ub_least(spec, c.dtype, c.passes, c.block_m, c.block_n)
