@@ -345,10 +345,17 @@ def self_test() -> int:
         table = plan(rmsnorm, Target.CUDA, tuning).table
         for r in results:
             b = r.bucket
-            (e,) = [e for e in table if (e.dtype.value, e.cols_hi, e.rows_lo) == (b.dtype, b.cols_hi, b.rows_lo)]
+            # the entry covering the bucket's rows (neighbouring rows that launch alike are one entry)
+            (e,) = [
+                e
+                for e in table
+                if (e.dtype.value, e.cols_hi) == (b.dtype, b.cols_hi)
+                and e.rows_lo <= b.rows_lo
+                and (e.rows_hi is None or b.rows_lo <= e.rows_hi)
+            ]
             assert (e.block_m, e.num_warps, e.grid.value) == (r.best.block_m, r.best.num_warps, r.best.grid), e
-        fp16 = {(e.cols_hi, e.rows_lo): (e.block_m, e.num_warps) for e in table if e.dtype is DType.FP16}
-        bf16 = {(e.cols_hi, e.rows_lo): (e.block_m, e.num_warps) for e in table if e.dtype is DType.BF16}
+        fp16 = {(e.cols_hi, e.rows_lo, e.rows_hi): (e.block_m, e.num_warps) for e in table if e.dtype is DType.FP16}
+        bf16 = {(e.cols_hi, e.rows_lo, e.rows_hi): (e.block_m, e.num_warps) for e in table if e.dtype is DType.BF16}
         assert fp16 == bf16  # fp16 measured as bf16
     print(f"self-test passed: {len(specs)} ops launched, {len(results)} buckets written and read back", file=sys.stderr)
     return 0
