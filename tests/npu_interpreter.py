@@ -1,4 +1,4 @@
-"""triton-ascend's interpreter reduces ``tl.max`` element by element in Python: vectorize it, same values.
+"""triton-ascend's interpreter reduces ``tl.max`` element by element in Python: hand it to numpy, same values.
 
 Triton's interpreter hands a reduction whose combine function it knows (upstream's
 ``_elementwise_max``, ``_sum_combine``, ...) to numpy, and folds any other one
@@ -6,14 +6,15 @@ element by element through the interpreted combine function (``generic_reduce``)
 triton-ascend's ``tl.max`` and ``tl.min`` reduce with their own combine functions
 (``triton_patch/language/standard.py``: ``core.maximum(a, b)`` with or without NaN
 propagation), which the interpreter does not know: every row amax of the quantized
-kernels then costs a Python call per element, about three quarters of a quantized
-2048x57 case's time in the npu run (scripts/npu_checks.sh).
+kernels then costs a Python call per element: a quantized 2048x57 case of the npu run
+(scripts/npu_checks.sh) took 14.4 CPU-s, 1.6 with this module.
 
 Folded by the interpreter, both combine functions come to numpy's NaN-propagating
 ``np.maximum`` (``create_maxnumf`` and ``create_maximumf`` both are) and ``np.minimum``
 over the input's own dtype: ``np.max`` / ``np.min`` along the axis give the same
-values, which ``tests/test_npu_interpreter_reduce.py`` checks against the fold itself
-(NaNs, signed zeros, masked rows, every axis). Only the test session of the npu run
+values (a NaN's payload bits apart, which no check reads), as
+``tests/test_npu_interpreter_reduce.py`` checks against the fold itself (NaNs, rows of
+NaNs, signed zeros, infinities, ties; each axis and the whole tile; each dtype). Only the test session of the npu run
 installs this (``tests/conftest.py``); the kernels and their compiles are untouched.
 """
 
