@@ -43,8 +43,8 @@ fi
 echo "npu env: building $venv"
 rm -f "$marker"  # written last: an interrupted build is redone
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet "${requirements[@]}"
-"$venv/bin/python" -m pip install --quiet --no-deps -e .
+"$venv/bin/python" -m pip install --quiet --no-compile "${requirements[@]}"
+"$venv/bin/python" -m pip install --quiet --no-compile --no-deps -e .
 # The interpreter needs triton-ascend's `triton`, not upstream's (pulled in by no one here, but check).
 "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("triton.backends.ascend") is None)'
 # bishengir-compile must be where benchmarks/npu_compiler.py looks for it.

@@ -22,6 +22,11 @@ import pytest  # noqa: E402
 
 from dsl import runtime  # noqa: E402
 
+from . import npu_interpreter  # noqa: E402
+
+if runtime.INTERPRET:
+    npu_interpreter.install()  # triton-ascend's max/min reductions in numpy (nothing under upstream Triton)
+
 HAS_GPU = torch.cuda.is_available() and not runtime.INTERPRET
 
 if not torch.cuda.is_available():
