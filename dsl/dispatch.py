@@ -12,6 +12,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 
+def block_n_for(block_n: int, align: int, n_cols: int) -> int:
+    """An entry's BLOCK_N for a width: ``block_n``, or with ``align`` set the width rounded up to a
+    multiple of ``align`` (never past ``block_n``, the entry's widest). One rule for the launcher
+    and the planner (``dsl/table.py``), which plans every block an entry covers by it."""
+    return min(block_n, -(-n_cols // align) * align) if align else block_n
+
+
 class Entry(NamedTuple):
     """One row of a dispatch table (see dsl/plan.py, DispatchEntry)."""
 
@@ -33,7 +40,7 @@ class Entry(NamedTuple):
     align: int = 0  # BLOCK_N is the width rounded up to a multiple of this, up to block_n (0: block_n)
 
     def block_n_for(self, n_cols: int) -> int:
-        return min(self.block_n, -(-n_cols // self.align) * self.align) if self.align else self.block_n
+        return block_n_for(self.block_n, self.align, n_cols)
 
 
 class DispatchMiss(LookupError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from .dispatch import block_n_for
 from .model import DType
 
 
@@ -24,12 +25,6 @@ def next_pow2(n: int) -> int:
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def block_n_for(block_n: int, align: int, n_cols: int) -> int:
-    """An entry's BLOCK_N for a width: ``block_n``, or with ``align`` set the width rounded up to a
-    multiple of ``align`` (never past ``block_n``, the entry's widest)."""
-    return min(block_n, cdiv(n_cols, align) * align) if align else block_n
 
 
 def column_blocks(cols_lo: int, cols_hi: int | None, block_n: int, align: int) -> tuple[tuple, ...]:
