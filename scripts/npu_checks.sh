@@ -5,7 +5,7 @@
 # bishengir-compile with no overflow, no fallback and no more than the planner's model
 # (tests/test_npu_lowering.py), and the numerics matrix and the user specs run the npu
 # kernels in triton-ascend's interpreter with the real npu block sizes (its max/min reductions
-# vectorized by tests/npu_interpreter.py, checked against its own fold by tests/test_npu_interpreter_reduce.py).
+# vectorized by tests/interpreter_folds.py, checked against its own fold by tests/test_interpreter_folds.py).
 #
 #   bash scripts/npu_checks.sh [extra pytest arguments, e.g. -k add_rmsnorm]
 #
@@ -26,7 +26,7 @@ env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV \
     TRITON_INTERPRET=1 NORMGEN_INTERPRET_TARGET=npu TRITON_CACHE_DIR="$cache" \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NORMGEN_NPU_WORKERS:-2}" \
     tests/test_npu_lowering.py tests/test_numerics.py tests/test_user_specs.py tests/test_safety.py tests/test_casting.py \
-    tests/test_backward.py tests/test_npu_interpreter_reduce.py \
+    tests/test_backward.py tests/test_interpreter_folds.py \
     -k "lowering or interpreter or user" -r s "$@" | tee "$cache/out.txt"
 if grep -Eq "(^|[^0-9])[1-9][0-9]* skipped" "$cache/out.txt"; then  # not "0 skipped" (the run summary line)
     echo "npu checks: tests were skipped in $venv; every npu test must run there" >&2

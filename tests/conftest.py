@@ -22,10 +22,10 @@ import pytest  # noqa: E402
 
 from dsl import runtime  # noqa: E402
 
-from . import npu_interpreter  # noqa: E402
+from . import interpreter_folds  # noqa: E402
 
 if runtime.INTERPRET:
-    npu_interpreter.install()  # triton-ascend's max/min reductions in numpy (nothing under upstream Triton)
+    interpreter_folds.install()  # reductions the interpreter folds in Python, in numpy
 
 HAS_GPU = torch.cuda.is_available() and not runtime.INTERPRET
 

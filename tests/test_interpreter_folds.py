@@ -1,11 +1,12 @@
-"""tests/npu_interpreter.py's numpy reductions give what triton-ascend's interpreter folds element by element.
+"""tests/interpreter_folds.py's numpy reductions give what the interpreter folds element by element.
 
-Runs in the npu run (scripts/npu_checks.sh, triton-ascend's interpreter); skips under
-upstream Triton, which has nothing to vectorize. A kernel reduces tiles holding
-NaNs (one row all NaN), signed zeros, infinities and ties with ``tl.max`` (with and
-without NaN propagation) and ``tl.min`` along each axis and over the whole tile, in
-each input dtype; the outputs of the vectorized run and of the interpreter's own
-element-by-element fold must be the same bits (NaN payloads apart).
+Runs in the interpreter: upstream Triton's (the main test run) checks dsl/device.py's
+``max_keep_nan`` reduction; triton-ascend's (the npu run, scripts/npu_checks.sh) checks it
+and triton-ascend's ``tl.max`` (with and without NaN propagation) and ``tl.min``, whose
+combine functions upstream's interpreter knows itself. A kernel reduces tiles holding
+NaNs (one row all NaN), signed zeros, infinities and ties along each axis and over the
+whole tile, in each input dtype; the outputs of the vectorized run and of the
+interpreter's own element-by-element fold must be the same bits (NaN payloads apart).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import torch
 
 from dsl import runtime
 
-from . import npu_interpreter
+from . import interpreter_folds
 
-pytestmark = pytest.mark.skipif(
-    not (runtime.INTERPRET and npu_interpreter.combine_functions()),
-    reason="needs triton-ascend's interpreter (TRITON_INTERPRET=1 in .venv-npu: bash scripts/npu_checks.sh)",
-)
+pytestmark = pytest.mark.skipif(not runtime.INTERPRET, reason="needs TRITON_INTERPRET=1 (the CPU interpreter)")
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+
+from dsl.device import max_keep_nan  # noqa: E402
 
 M, N = 8, 16
 
@@ -41,10 +41,15 @@ def reduce_kernel(X_ptr, ROWS_ptr, COLS_ptr, ALL_ptr, OP: tl.constexpr, M: tl.co
         tl.store(ROWS_ptr + rows, tl.max(x, axis=1, propagate_nan=True))
         tl.store(COLS_ptr + cols, tl.max(x, axis=0, propagate_nan=True))
         tl.store(ALL_ptr, tl.max(x, propagate_nan=True))
-    else:
+    elif OP == 2:
         tl.store(ROWS_ptr + rows, tl.min(x, axis=1))
         tl.store(COLS_ptr + cols, tl.min(x, axis=0))
         tl.store(ALL_ptr, tl.min(x))
+    else:
+        x = x.to(tl.float32)
+        tl.store(ROWS_ptr + rows, tl.reduce(x, 1, max_keep_nan))
+        tl.store(COLS_ptr + cols, tl.reduce(x, 0, max_keep_nan))
+        tl.store(ALL_ptr, tl.reduce(x, None, max_keep_nan))
 
 
 def tile(dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -74,12 +79,14 @@ def same(got: torch.Tensor, want: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("op", [0, 1, 2], ids=["max", "max_propagate_nan", "min"])
+@pytest.mark.parametrize("op", [0, 1, 2, 3], ids=["max", "max_propagate_nan", "min", "max_keep_nan"])
 def test_interpreter_vectorized_reductions_match_the_fold(op, dtype, monkeypatch):
     from triton.runtime.interpreter import ReduceOps
 
+    if op < 3 and len(interpreter_folds.combine_functions()) == len(interpreter_folds.DEVICE_FOLDS):
+        pytest.skip("upstream Triton's interpreter reduces tl.max and tl.min with numpy itself")
     fast = ReduceOps.apply_impl
-    assert getattr(fast, "normgen_folds", None), "tests/conftest.py did not install tests/npu_interpreter.py"
+    assert getattr(fast, "normgen_folds", None), "tests/conftest.py did not install tests/interpreter_folds.py"
     folds = []
     generic = ReduceOps.generic_reduce
     monkeypatch.setattr(ReduceOps, "generic_reduce", lambda self, input: folds.append(1) or generic(self, input))
