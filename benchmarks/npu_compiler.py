@@ -153,6 +153,40 @@ def plan_lowerings(name: str, prefix: str = "") -> tuple[dict[Lowering, object],
     return lowerings, len(table.entries), tuple(problems)
 
 
+def tile_cover(lowerings: dict[Lowering, object]) -> list[Lowering]:
+    """The lowerings a routine run compiles, of all ``plan_lowerings`` found (a lowering -> its entry):
+    every dispatch entry at least once; and of each kernel text (kernel, signature, switches, masks,
+    grid and options, everything but BLOCK_M and BLOCK_N), its narrowest and widest tile, every
+    BLOCK_M it takes and a BLOCK_N that is not a power of two where it has one. The lowerings left
+    out differ from these in tile sizes only, the same text through the same passes; which tiles
+    fit the unified buffer is bishengir-compile's verdict on the representatives (``npu_cost``),
+    compiled whatever this picks. NORMGEN_NPU_LOWER_ALL=1 makes the test compile every one."""
+
+    def tile(lowering: Lowering) -> tuple[int, int]:
+        constants = dict(lowering.constants)
+        return constants["BLOCK_N"], constants["BLOCK_M"]
+
+    groups: dict[tuple, list[Lowering]] = {}
+    for lowering in lowerings:
+        text = tuple(c for c in lowering.constants if c[0] not in ("BLOCK_M", "BLOCK_N"))
+        groups.setdefault((lowering.key, lowering.signature, text, lowering.options, lowering.prefix), []).append(
+            lowering
+        )
+    chosen: dict[Lowering, None] = {}
+    for group in groups.values():
+        group.sort(key=tile)
+        picks = [group[0], group[-1]]
+        picks += list({tile(g)[1]: g for g in reversed(group)}.values())  # each BLOCK_M, at its narrowest
+        picks += [g for g in group if tile(g)[0] & (tile(g)[0] - 1)][:1]  # a BLOCK_N not a power of two
+        chosen.update(dict.fromkeys(picks))
+    seen = {id(lowerings[c]) for c in chosen}
+    for lowering, entry in lowerings.items():  # every entry at least once
+        if id(entry) not in seen:
+            seen.add(id(entry))
+            chosen[lowering] = None
+    return list(chosen)
+
+
 # ----------------------------------------------------------------------------
 # Worker processes: triton must be imported with TRITON_INTERPRET off
 

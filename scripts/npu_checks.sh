@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The npu checks, in the triton-ascend virtual environment (bash scripts/npu_env.sh builds it):
 # every npu dispatch entry's kernels (forward and backward) lower through triton-ascend's compiler to the ttadapter
-# stage, and a representative of every memory layout plans its unified buffer in Ascend's
+# stage (each kernel text at the tile sizes that bound it; NORMGEN_NPU_LOWER_ALL=1: every tile size), and a representative of every memory layout plans its unified buffer in Ascend's
 # bishengir-compile with no overflow, no fallback and no more than the planner's model
 # (tests/test_npu_lowering.py), and the numerics matrix and the user specs run the npu
 # kernels in triton-ascend's interpreter with the real npu block sizes (its max/min reductions
