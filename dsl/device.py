@@ -11,6 +11,8 @@ functions a kernel calls by name, not a module's attributes. (Loads and stores
 stay in the kernels' text: see templates/kernel_macros.jinja.)
 """
 
+import os
+
 import triton
 import triton.language as tl
 
@@ -148,3 +150,11 @@ def sum_partials(P_ptr, OUT_ptr, n_programs, n_cols, BLOCK_P: tl.constexpr, BLOC
         mask = (rows[:, None] < n_programs) & col_mask[None, :]
         acc += tl.load(P_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :], mask=mask, other=0.0)
     tl.store(OUT_ptr + grad * n_cols + cols, tl.sum(acc, axis=0).to(OUT_ptr.dtype.element_ty), mask=col_mask)
+
+
+if os.environ.get("TRITON_INTERPRET", "0") == "1":  # the interpreter would fold max_keep_nan per element
+    import numpy as np
+
+    from .interpreter import fold_in_numpy
+
+    fold_in_numpy(max_keep_nan, np.max)

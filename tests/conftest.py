@@ -25,7 +25,7 @@ from dsl import runtime  # noqa: E402
 from . import interpreter_folds  # noqa: E402
 
 if runtime.INTERPRET:
-    interpreter_folds.install()  # reductions the interpreter folds in Python, in numpy
+    interpreter_folds.install()  # triton-ascend's max/min reductions in numpy (nothing under upstream Triton)
 
 HAS_GPU = torch.cuda.is_available() and not runtime.INTERPRET
 

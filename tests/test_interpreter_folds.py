@@ -1,10 +1,10 @@
-"""tests/interpreter_folds.py's numpy reductions give what the interpreter folds element by element.
+"""The reductions routed to numpy (dsl/interpreter.py) give what the interpreter folds element by element.
 
 Runs in the interpreter: upstream Triton's (the main test run) checks dsl/device.py's
 ``max_keep_nan`` reduction; triton-ascend's (the npu run, scripts/npu_checks.sh) checks it
-and triton-ascend's ``tl.max`` (with and without NaN propagation) and ``tl.min``, whose
-combine functions upstream's interpreter knows itself. A kernel reduces tiles holding
-NaNs (one row all NaN), signed zeros, infinities and ties along each axis and over the
+and triton-ascend's ``tl.max`` (with and without NaN propagation) and ``tl.min``
+(tests/interpreter_folds.py), whose combine functions upstream's interpreter knows itself.
+A kernel reduces tiles holding NaNs (one row all NaN), signed zeros, infinities and ties along each axis and over the
 whole tile, in each input dtype; the outputs of the vectorized run and of the
 interpreter's own element-by-element fold must be the same bits (NaN payloads apart).
 """
@@ -14,9 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsl import runtime
-
-from . import interpreter_folds
+from dsl import interpreter, runtime
 
 pytestmark = pytest.mark.skipif(not runtime.INTERPRET, reason="needs TRITON_INTERPRET=1 (the CPU interpreter)")
 
@@ -83,10 +81,10 @@ def same(got: torch.Tensor, want: torch.Tensor) -> bool:
 def test_interpreter_vectorized_reductions_match_the_fold(op, dtype, monkeypatch):
     from triton.runtime.interpreter import ReduceOps
 
-    if op < 3 and len(interpreter_folds.combine_functions()) == len(interpreter_folds.DEVICE_FOLDS):
+    if op < 3 and len(interpreter.FOLDS) == 1:
         pytest.skip("upstream Triton's interpreter reduces tl.max and tl.min with numpy itself")
     fast = ReduceOps.apply_impl
-    assert getattr(fast, "normgen_folds", None), "tests/conftest.py did not install tests/interpreter_folds.py"
+    assert getattr(fast, "normgen_folds", None), "dsl/device.py did not route max_keep_nan (dsl/interpreter.py)"
     folds = []
     generic = ReduceOps.generic_reduce
     monkeypatch.setattr(ReduceOps, "generic_reduce", lambda self, input: folds.append(1) or generic(self, input))
