@@ -88,6 +88,19 @@ def cuda_native_fp8(device_index: int) -> bool:
 
 _INTERPRETER_LOCK = threading.Lock()
 
+# Entries per per-shape cache (launch decisions, direct launches, the fast path's records): a server's
+# ever-changing row counts must not grow them without end. A full cache is emptied and refills as calls
+# come (each entry costs one slow-path call to rebuild).
+CACHE_LIMIT = 4096
+
+
+def remember(cache: dict, key, value):
+    """cache[key] = value, emptying the cache first where it holds CACHE_LIMIT entries; returns value."""
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
 
 class Launcher:
     """Launches one op's kernels of one direction on one target; the generated op module calls it.
@@ -177,7 +190,7 @@ class Launcher:
         sizes its partial sums by the grid)."""
         decision = self.slow.get((key, device_index))
         if decision is None:
-            decision = self.slow[key, device_index] = self.decide_key(key, device_index)
+            decision = remember(self.slow, (key, device_index), self.decide_key(key, device_index))
         return decision
 
     def decide_key(self, key: tuple, device_index: int) -> tuple:
@@ -203,7 +216,7 @@ class Launcher:
         compiled = kernel[grid](*args, **options)
         if self.direct and aligned and compiled is not None and direct_launch_ok(device_index):
             constexprs = tuple(options[p.name] for p in self.abi.decided)
-            self.fast[device_index][key] = _direct_launch(compiled, grid, constexprs)
+            remember(self.fast[device_index], key, _direct_launch(compiled, grid, constexprs))
 
     def cached_launch(self, key: tuple, device_index: int) -> tuple | None:
         """The direct launch cached for a launch key on a device (see ``__call__``), or None while there is none.
@@ -255,7 +268,7 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return out
     compiled = device.sum_partials[grid](partials, out, programs, n_cols, BLOCK_P=block_p, BLOCK_N=block_n)
     if compiled is not None and direct_launch_ok(index):
-        _SUMS[key] = _direct_launch(compiled, grid, (block_p, block_n))
+        remember(_SUMS, key, _direct_launch(compiled, grid, (block_p, block_n)))
     return out
 
 

@@ -135,8 +135,7 @@ class Op:
         rec = Record(
             n_rows, (n_cols,), shape[:-1], device, x.numel() * x.element_size(), launcher, layout, tail, stream
         )
-        form.records[shape, dtype, device, bias is None, pdtype] = rec
-        return rec
+        return runtime.remember(form.records, (shape, dtype, device, bias is None, pdtype), rec)
 
     def _launch(self, rec: Record, x, residual, weight, bias, slots, eps, aligned: bool) -> None:
         """The fast path's launch through the launcher (the first of a record, unaligned, npu); then the

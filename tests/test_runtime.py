@@ -105,3 +105,33 @@ def runtime_specs():
     from dsl import pipeline
 
     return pipeline.load_specs(pipeline.SPECS)
+
+
+def test_remember_empties_a_full_cache(monkeypatch):
+    monkeypatch.setattr(runtime, "CACHE_LIMIT", 3)
+    cache = {}
+    for i in range(7):
+        assert runtime.remember(cache, i, -i) == -i
+        assert len(cache) <= 3 and cache[i] == -i
+    assert cache == {6: -6}  # emptied at 3 entries, after 3 and after 6
+
+
+@pytest.mark.skipif(not (runtime.INTERPRET or HAS_GPU), reason="needs the interpreter or a GPU")
+def test_per_shape_caches_stay_bounded_and_right(monkeypatch):
+    """Calls at ever-new row counts (a server's token counts) keep every per-shape cache at CACHE_LIMIT
+    entries at most, and each call is still right."""
+    import generated
+    from generated.rmsnorm_reference import rmsnorm_reference
+
+    monkeypatch.setattr(runtime, "CACHE_LIMIT", 4)
+    device = "cuda" if HAS_GPU else "cpu"
+    op = generated.rmsnorm.__globals__["OP"]
+    launcher = op.kernel_launch(runtime.kernel_target(torch.device(device)))[0]
+    launcher.slow.clear()
+    w = torch.randn(64, device=device)
+    for rows in range(1, 12):
+        x = torch.randn(rows, 64, device=device)
+        torch.testing.assert_close(generated.rmsnorm(x, w), rmsnorm_reference(x, w)[0], rtol=1e-5, atol=1e-5)
+        assert len(launcher.slow) <= 4
+        assert all(len(f) <= 4 for f in launcher.fast.values())
+        assert all(len(form.records) <= 4 for form in op._forms.values())
