@@ -39,9 +39,9 @@ def layernorm_forward_single(
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     # per-column parameters, loaded once per program
-    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+    w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0, eviction_policy="evict_last").to(tl.float32)
     if HAS_BIAS:
-        b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
+        b = tl.load(B_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0, eviction_policy="evict_last").to(tl.float32)
     if PERSISTENT:  # walk the row tiles with a stride of the grid size
         first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
     else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
