@@ -1,0 +1,68 @@
+"""Planner properties of the backward direction, checked against arithmetic written here: which specs
+have one, its tables' coverage and grid, the cuda pipeline's shared memory, the npu tables' upstream blocks."""
+
+import pytest
+
+from dsl.model import Target
+from dsl.plan import Grid, Pass
+
+from .test_plan import (
+    BYTES,
+    PLANS,
+    SHIPPED,
+    UB,
+    coverage_problems,
+)
+
+BACKWARD_PLANS = [p for p in PLANS if p.backward is not None]
+BACKWARD_IDS = [f"{p.spec.name}-{p.target.value}" for p in BACKWARD_PLANS]
+SHARED_MEMORY = 227 * 1024  # what one program may use on an H100 or H200
+
+
+def test_backward_exactly_for_the_specs_that_ask():
+    assert {p.spec.name for p in BACKWARD_PLANS} == {s.name for s in SHIPPED if not s.is_quantized}
+    assert all(p.backward is None for p in PLANS if p.spec.is_quantized)
+
+
+@pytest.mark.parametrize("kernel_plan", BACKWARD_PLANS, ids=BACKWARD_IDS)
+def test_backward_table_covers_every_width_with_a_persistent_grid(kernel_plan):
+    table = kernel_plan.backward.table
+    for dtype in kernel_plan.spec.dtypes:
+        mine = tuple((e.cols_lo, e.cols_hi, e.rows_lo, e.rows_hi) for e in table if e.dtype is dtype)
+        assert coverage_problems(mine) == [], (dtype, coverage_problems(mine))
+    assert table and all(e.grid is Grid.PERSISTENT for e in table)
+    name = kernel_plan.spec.name
+    assert [k.name for k in kernel_plan.backward.kernels] == [f"{name}_backward_single", f"{name}_backward_multi"]
+
+
+@pytest.mark.parametrize(
+    "kernel_plan", [p for p in BACKWARD_PLANS if p.target is Target.CUDA], ids=lambda p: p.spec.name
+)
+def test_cuda_backward_pipeline_fits_the_shared_memory(kernel_plan):
+    """Each stage of the pipelined row-tile loop holds the tile's loads: dy and s (x and r in post
+    mode, ds in pre mode) in the input dtype. A fixed 3 stages ran out of shared memory on the GPU
+    (300,544 bytes asked for, 232,448 there) at wide fp32 tiles: every pipelined entry's stages must
+    fit, with 32 KB left for the reductions."""
+    modes = {m.value for m in kernel_plan.spec.residual}
+    loads = 2 + ("pre" in modes) + ("post" in modes)
+    for e in kernel_plan.backward.table:
+        tile = e.block_m * e.block_n * BYTES[e.dtype] * loads
+        # one stage is no pipelining (no staging buffers); more hold the loads of every stage
+        assert 1 <= e.stages <= 4 and (e.stages == 1 or e.stages * tile <= SHARED_MEMORY - 32 * 1024), e
+        assert e.passes is Pass.SINGLE or e.stages == 1, e
+        assert e.block_n >= e.cols_hi if e.passes is Pass.SINGLE else e.cols_hi is None, e
+
+
+@pytest.mark.parametrize(
+    "kernel_plan", [p for p in BACKWARD_PLANS if p.target is Target.NPU], ids=lambda p: p.spec.name
+)
+def test_npu_backward_follows_upstream(kernel_plan):
+    """Upstream's backward tiling: rows up to 2048 in one 256-byte aligned block of ceil(4096 / BLOCK_N)
+    rows, 2 rows of 2048 beyond; the UB counted as the whole buffer, multi-buffering off."""
+    for e in (span for entry in kernel_plan.backward.table for span in entry.spans()):
+        assert e.ub_bytes == UB and not e.multibuffer and e.num_warps == 1, e
+        if e.passes is Pass.SINGLE:
+            assert e.cols_hi <= 2048 and e.block_n >= e.cols_hi and (e.block_n * BYTES[e.dtype]) % 256 == 0, e
+            assert e.block_m == -(-4096 // e.block_n), e
+        else:
+            assert (e.cols_lo, e.cols_hi, e.block_m, e.block_n) == (2049, None, 2, 2048), e
