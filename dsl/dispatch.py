@@ -20,9 +20,10 @@ def block_n_for(block_n: int, align: int, n_cols: int) -> int:
 
 
 class Entry(NamedTuple):
-    """One row of a dispatch table (see dsl/plan.py, DispatchEntry)."""
+    """One row of a dispatch table (see dsl/plan.py, DispatchEntry). A generated table's row may
+    name several dtypes, a tuple (dsl/table.py's dtype_rows); DispatchTable holds one row per dtype."""
 
-    dtype: str
+    dtype: str  # in a generated table: or a tuple of the dtypes that share the row
     cols_lo: int
     cols_hi: int | None
     rows_lo: int
@@ -51,10 +52,12 @@ class DispatchTable:
     """(dtype, columns, rows) -> Entry; a plain scan of a short per-dtype list."""
 
     def __init__(self, op: str, target: str, entries: tuple[Entry, ...]):
-        self.op, self.target, self.entries = op, target, entries
+        self.op, self.target = op, target
         self.by_dtype: dict[str, list[Entry]] = {}
         for entry in entries:
-            self.by_dtype.setdefault(entry.dtype, []).append(entry)
+            for dtype in entry.dtype if isinstance(entry.dtype, tuple) else (entry.dtype,):
+                self.by_dtype.setdefault(dtype, []).append(entry._replace(dtype=dtype))
+        self.entries = tuple(e for rows in self.by_dtype.values() for e in rows)  # one dtype's, then the next's
 
     def lookup(self, dtype: str, n_rows: int | None, n_cols: int) -> Entry:
         """The entry of a call; ``n_rows`` None (a row count not known when deciding, as under

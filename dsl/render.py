@@ -16,6 +16,7 @@ from .abi import Signature
 from .model import NormSpec, Target
 from .op_view import OpPlan, op_plan
 from .plan import DispatchEntry, KernelPlan, plan
+from .table import dtype_rows
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 KINDS = Path(__file__).resolve().parent / "kinds"  # each kind's macros: kinds/NAME.jinja
@@ -71,6 +72,14 @@ class SharedTable:
     name: str
     ops: tuple[str, ...]
     entries: tuple[DispatchEntry, ...]
+
+    @property
+    def rows(self) -> tuple[tuple[str, DispatchEntry], ...]:
+        """(the dtype column's literal, entry) of each written row: dtypes that launch alike share rows."""
+        return tuple(
+            (f'"{d[0].value}"' if len(d) == 1 else "(" + ", ".join(f'"{x.value}"' for x in d) + ")", e)
+            for d, e in dtype_rows(self.entries)
+        )
 
 
 def shared_tables(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedTable]:

@@ -88,3 +88,16 @@ def merge_rows(entries: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...]:
                 continue
         merged.append(e)
     return tuple(merged)
+
+
+def dtype_rows(entries: tuple[DispatchEntry, ...]) -> tuple[tuple[tuple[DType, ...], DispatchEntry], ...]:
+    """The rows a table is written with: (dtypes, entry), where a dtype whose rows equal an earlier
+    dtype's in every field but the dtype is written once, on that dtype's rows (fp16 and bf16
+    mostly launch alike)."""
+    by_dtype: dict[DType, list[DispatchEntry]] = {}
+    for e in entries:
+        by_dtype.setdefault(e.dtype, []).append(e)
+    shared: dict[tuple, list[DType]] = {}
+    for dtype, rows in by_dtype.items():
+        shared.setdefault(tuple(replace(e, dtype=None) for e in rows), []).append(dtype)
+    return tuple((tuple(dtypes), e) for dtypes in shared.values() for e in by_dtype[dtypes[0]])
