@@ -44,6 +44,25 @@ class Entry(NamedTuple):
         return block_n_for(self.block_n, self.align, n_cols)
 
 
+def per_dtype(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+    """The rows with one dtype each: a row naming several (a tuple) once per dtype, in its place."""
+    return tuple(e._replace(dtype=d) for e in entries for d in (e.dtype if isinstance(e.dtype, tuple) else (e.dtype,)))
+
+
+def amend(base: tuple[Entry, ...], *rows: Entry) -> tuple[Entry, ...]:
+    """``base``'s rows, those of each (dtype, cols_lo, cols_hi) that ``rows`` name replaced by
+    ``rows``' rows of it: a table written as another's but for a few width ranges."""
+
+    def by_width(entries: tuple[Entry, ...]) -> dict[tuple, list[Entry]]:
+        groups: dict[tuple, list[Entry]] = {}
+        for e in per_dtype(entries):
+            groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
+        return groups
+
+    new = by_width(rows)
+    return tuple(e for key, old in by_width(base).items() for e in new.get(key, old))
+
+
 class DispatchMiss(LookupError):
     pass
 
@@ -54,9 +73,8 @@ class DispatchTable:
     def __init__(self, op: str, target: str, entries: tuple[Entry, ...]):
         self.op, self.target = op, target
         self.by_dtype: dict[str, list[Entry]] = {}
-        for entry in entries:
-            for dtype in entry.dtype if isinstance(entry.dtype, tuple) else (entry.dtype,):
-                self.by_dtype.setdefault(dtype, []).append(entry._replace(dtype=dtype))
+        for entry in per_dtype(entries):
+            self.by_dtype.setdefault(entry.dtype, []).append(entry)
         self.entries = tuple(e for rows in self.by_dtype.values() for e in rows)  # one dtype's, then the next's
 
     def lookup(self, dtype: str, n_rows: int | None, n_cols: int) -> Entry:

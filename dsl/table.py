@@ -101,3 +101,20 @@ def dtype_rows(entries: tuple[DispatchEntry, ...]) -> tuple[tuple[tuple[DType, .
     for dtype, rows in by_dtype.items():
         shared.setdefault(tuple(replace(e, dtype=None) for e in rows), []).append(dtype)
     return tuple((tuple(dtypes), e) for dtypes in shared.values() for e in by_dtype[dtypes[0]])
+
+
+def width_groups(entries: tuple[DispatchEntry, ...]) -> dict[tuple, tuple[DispatchEntry, ...]]:
+    """(dtype, cols_lo, cols_hi) -> the rows of that width range, in order."""
+    groups: dict[tuple, list[DispatchEntry]] = {}
+    for e in entries:
+        groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
+    return {key: tuple(rows) for key, rows in groups.items()}
+
+
+def amendment(entries: tuple[DispatchEntry, ...], base: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...] | None:
+    """The rows of each width range where ``entries`` differ from ``base``, where both have the same
+    width ranges (the table is then written as its base amended, dsl/dispatch.py's amend); else None."""
+    mine, theirs = width_groups(entries), width_groups(base)
+    if list(mine) != list(theirs):
+        return None
+    return tuple(e for key, rows in mine.items() if rows != theirs[key] for e in rows)

@@ -8,7 +8,8 @@ rows_lo, rows_hi (inclusive; None = unbounded), pass, BLOCK_M, BLOCK_N, warps, g
 programs per core of a persistent grid, the fewest row tiles per program and the row-tile
 loop's pipelining depth, where not 1. An entry with align covers several column blocks:
 its BLOCK_N is the width rounded up to a multiple of align (BLOCK_N here is the widest,
-the unified-buffer bytes the most of its blocks).
+the unified-buffer bytes the most of its blocks). A table written as runtime.amend(TABLE_n, rows)
+is TABLE_n's rows with those of each (dtype, width range) that the rows name replaced by them.
 """
 
 from dsl import runtime
@@ -153,22 +154,12 @@ TABLE_5 = (
     runtime.Entry(("fp16", "bf16"), 8193, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 163904),
 )
 
-# add_rmsnorm_fp8
-TABLE_6 = (
-    runtime.Entry("fp32", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", False, 196608, align=64),
-    runtime.Entry("fp32", 1, 64, 33, None, "single", 32, 64, 1, "persistent", False, 196608),
-    runtime.Entry("fp32", 65, 128, 33, None, "single", 16, 128, 1, "persistent", False, 196608),
-    runtime.Entry("fp32", 129, 192, 1, None, "single", 8, 192, 1, "persistent", False, 196608),
-    runtime.Entry("fp32", 193, 256, 1, None, "single", 4, 256, 1, "persistent", False, 196608),
+# add_rmsnorm_fp8: TABLE_3, but for these width ranges
+TABLE_6 = runtime.amend(
+    TABLE_3,
     runtime.Entry("fp32", 257, 4095, 1, None, "multi", 4, 256, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 4096, 8191, 1, None, "multi", 2, 256, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 8192, None, 1, None, "multi", 1, 256, 1, "persistent", False, 196608),
-    runtime.Entry(("fp16", "bf16"), 1, 128, 1, 32, "single", 4, 128, 1, "persistent", False, 196608),
-    runtime.Entry(("fp16", "bf16"), 1, 128, 33, None, "single", 16, 128, 1, "persistent", False, 196608),
-    runtime.Entry(("fp16", "bf16"), 129, 2048, 1, None, "multi", 8, 128, 1, "persistent", False, 196608),
-    runtime.Entry(("fp16", "bf16"), 2049, 4095, 1, None, "multi", 4, 128, 1, "persistent", False, 196608),
-    runtime.Entry(("fp16", "bf16"), 4096, 8191, 1, None, "multi", 2, 128, 1, "persistent", False, 196608),
-    runtime.Entry(("fp16", "bf16"), 8192, None, 1, None, "multi", 1, 128, 1, "persistent", False, 196608),
 )
 
 # gemma_rmsnorm, rmsnorm
