@@ -75,6 +75,8 @@ class DispatchTable:
         self.by_dtype: dict[str, list[Entry]] = {}
         for entry in per_dtype(entries):
             self.by_dtype.setdefault(entry.dtype, []).append(entry)
+        for rows in self.by_dtype.values():  # rows shared between dtypes come first: in width order
+            rows.sort(key=lambda e: (e.cols_lo, e.rows_lo))
         self.entries = tuple(e for rows in self.by_dtype.values() for e in rows)  # one dtype's, then the next's
 
     def lookup(self, dtype: str, n_rows: int | None, n_cols: int) -> Entry:

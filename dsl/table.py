@@ -91,16 +91,20 @@ def merge_rows(entries: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...]:
 
 
 def dtype_rows(entries: tuple[DispatchEntry, ...]) -> tuple[tuple[tuple[DType, ...], DispatchEntry], ...]:
-    """The rows a table is written with: (dtypes, entry), where a dtype whose rows equal an earlier
-    dtype's in every field but the dtype is written once, on that dtype's rows (fp16 and bf16
-    mostly launch alike)."""
-    by_dtype: dict[DType, list[DispatchEntry]] = {}
-    for e in entries:
-        by_dtype.setdefault(e.dtype, []).append(e)
-    shared: dict[tuple, list[DType]] = {}
-    for dtype, rows in by_dtype.items():
-        shared.setdefault(tuple(replace(e, dtype=None) for e in rows), []).append(dtype)
-    return tuple((tuple(dtypes), e) for dtypes in shared.values() for e in by_dtype[dtypes[0]])
+    """The rows a table is written with: (dtypes, entry). Each dtype's rows of a width range that equal
+    an earlier dtype's rows of that range in every field but the dtype are written once, as that
+    dtype's (fp16 and bf16 mostly launch alike); in width order, a range's rows by dtype."""
+    groups = width_groups(entries)
+    alike = {key: tuple(replace(e, dtype=None) for e in rows) for key, rows in groups.items()}
+    written, done = [], set()
+    for key, rows in groups.items():
+        if key in done:
+            continue
+        partners = [k for k in groups if k not in done and k[1:] == key[1:] and alike[k] == alike[key]]
+        done.update(partners)
+        written += [(tuple(k[0] for k in partners), e) for e in rows]
+    order = {key[0]: i for i, key in reversed(list(enumerate(groups)))}  # dtypes in their first row's order
+    return tuple(sorted(written, key=lambda row: (row[1].cols_lo, order[row[0][0]], row[1].rows_lo)))
 
 
 def width_groups(entries: tuple[DispatchEntry, ...]) -> dict[tuple, tuple[DispatchEntry, ...]]:
