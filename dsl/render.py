@@ -124,9 +124,20 @@ class SharedAbi:
         raise ValueError(f"{self.name} does not end with the launcher's constexprs")
 
     @property
-    def listed(self) -> tuple:
-        """The parameters printed one by one: all but the tail."""
-        return self.signature.params[: -len(getattr(abi, self.tail))]
+    def listed(self) -> tuple[str, ...]:
+        """The literals of all parameters but the tail: a pointer and its row stride as one, abi.strided's."""
+        params, lines, i = self.signature.params[: -len(getattr(abi, self.tail))], [], 0
+        while i < len(params):
+            p, name = params[i], params[i].name.removesuffix("_ptr")
+            pair = abi.strided(name, p.source, p.element, p.optional) if p.kind is abi.Kind.POINTER else None
+            if pair and params[i : i + 2] == pair:
+                optional = ", optional=True" if p.optional else ""
+                lines.append(f'*strided("{name}", Source.{p.source.name}, "{p.element}"{optional})')
+                i += 2
+            else:
+                lines.append(p.literal)
+                i += 1
+        return tuple(lines)
 
 
 def shared_abis(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedAbi]:
