@@ -226,6 +226,12 @@ def strided(name: str, source: Source, element: str, optional: bool = False) -> 
     return pointer, Param(f"{name}_row_stride", Kind.ROW_STRIDE, source, launch_key=True)
 
 
+# A target's own constexprs, after the target-neutral parameters (generated modules name them abi.VEC, ...).
+VEC = Param("VEC", Kind.CONSTEXPR, Source.VEC)
+LOOP_STAGES = Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)
+NATIVE_FP8 = Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8)
+TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8)}
+
 BACKWARD_DECIDED = tuple(
     Param(name, Kind.CONSTEXPR, source)
     for name, source in (

@@ -162,6 +162,9 @@ def _numbered(names_: set[str]) -> list[str]:
 def render_target(kernel_plan: KernelPlan, tables: dict[str, SharedTable], abis: dict[str, SharedAbi]) -> str:
     """``tables``: direction -> the shared table its dispatch reads; ``abis``: direction -> its
     target-neutral signature."""
+    for d in kernel_plan.directions:  # the module names them abi.VEC, ...
+        if any(abi.TARGET_OWN.get(p.name) != p for p in d.extras):
+            raise ValueError(f"{kernel_plan.module}: a target's own constexpr not in dsl/abi.py's TARGET_OWN")
     return _render(
         "target.py.jinja",
         [kernel_plan.spec.path],

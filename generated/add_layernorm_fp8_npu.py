@@ -180,7 +180,6 @@ def add_layernorm_fp8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# forward: parameters ABI_3; dispatch TABLE_3 (_npu_tables.py)
 KERNELS = {"single": add_layernorm_fp8_forward_single, "multi": add_layernorm_fp8_forward_multi}
 ABI = ABI_3
 TABLE = runtime.DispatchTable("add_layernorm_fp8", "npu", TABLE_3)

@@ -180,7 +180,6 @@ def add_layernorm_int8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# forward: parameters ABI_4; dispatch TABLE_4 (_npu_tables.py)
 KERNELS = {"single": add_layernorm_int8_forward_single, "multi": add_layernorm_int8_forward_multi}
 ABI = ABI_4
 TABLE = runtime.DispatchTable("add_layernorm_int8", "npu", TABLE_4)

@@ -9,8 +9,7 @@ Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 import triton
 import triton.language as tl
 
-from dsl import runtime
-from dsl.abi import Kind, Param, Source
+from dsl import abi, runtime
 from dsl.device import column_block, div_by_row, fp8_e4m3_code, max_keep_nan, row_amax_nan, row_tile, tile_mask, tile_range, vec_multiples
 
 from ._abi import ABI_7
@@ -142,10 +141,7 @@ def add_rmsnorm_fp8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# forward: parameters ABI_7 and the target's VEC, NATIVE_FP8; dispatch TABLE_7 (_cuda_tables.py)
 KERNELS = {"single": add_rmsnorm_fp8_forward_single, "multi": add_rmsnorm_fp8_forward_multi}
-ABI = ABI_7.extended(
-    Param("VEC", Kind.CONSTEXPR, Source.VEC), Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8)
-)
+ABI = ABI_7.extended(abi.VEC, abi.NATIVE_FP8)
 TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "cuda", TABLE_7)
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})

@@ -150,7 +150,6 @@ def add_rmsnorm_fp8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# forward: parameters ABI_7; dispatch TABLE_6 (_npu_tables.py)
 KERNELS = {"single": add_rmsnorm_fp8_forward_single, "multi": add_rmsnorm_fp8_forward_multi}
 ABI = ABI_7
 TABLE = runtime.DispatchTable("add_rmsnorm_fp8", "npu", TABLE_6)

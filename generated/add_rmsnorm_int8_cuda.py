@@ -9,8 +9,7 @@ Dispatch numbers come from dsl/tuning/cuda.json (measured on this op).
 import triton
 import triton.language as tl
 
-from dsl import runtime
-from dsl.abi import Kind, Param, Source
+from dsl import abi, runtime
 from dsl.device import column_block, div_by_row, round_half_even_small, max_keep_nan, row_amax_nan, row_tile, tile_mask, tile_range, vec_multiples
 
 from ._abi import ABI_8
@@ -142,8 +141,7 @@ def add_rmsnorm_int8_forward_multi(
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
-# forward: parameters ABI_8 and the target's VEC; dispatch TABLE_8 (_cuda_tables.py)
 KERNELS = {"single": add_rmsnorm_int8_forward_single, "multi": add_rmsnorm_int8_forward_multi}
-ABI = ABI_8.extended(Param("VEC", Kind.CONSTEXPR, Source.VEC))
+ABI = ABI_8.extended(abi.VEC)
 TABLE = runtime.DispatchTable("add_rmsnorm_int8", "cuda", TABLE_8)
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
