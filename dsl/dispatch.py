@@ -59,8 +59,12 @@ def amend(base: tuple[Entry, ...], *rows: Entry) -> tuple[Entry, ...]:
             groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
         return groups
 
-    new = by_width(rows)
-    return tuple(e for key, old in by_width(base).items() for e in new.get(key, old))
+    new, old = by_width(rows), by_width(base)
+    if not new.keys() <= old.keys():  # a width range the base does not have: a mistake, not a new range
+        raise ValueError(
+            f"amend: no such (dtype, cols_lo, cols_hi) in the base table: {sorted(new.keys() - old.keys())}"
+        )
+    return tuple(e for key, rows_of in old.items() for e in new.get(key, rows_of))
 
 
 class DispatchMiss(LookupError):
@@ -75,7 +79,7 @@ class DispatchTable:
         self.by_dtype: dict[str, list[Entry]] = {}
         for entry in per_dtype(entries):
             self.by_dtype.setdefault(entry.dtype, []).append(entry)
-        for rows in self.by_dtype.values():  # rows shared between dtypes come first: in width order
+        for rows in self.by_dtype.values():  # in width order, however the table lists shared rows
             rows.sort(key=lambda e: (e.cols_lo, e.rows_lo))
         self.entries = tuple(e for rows in self.by_dtype.values() for e in rows)  # one dtype's, then the next's
 

@@ -74,3 +74,14 @@ def test_table_launches_as_frozen(key):
             for n_rows in row_counts:
                 want, got = launch(frozen, dtype, n_rows, n_cols), launch(table, dtype, n_rows, n_cols)
                 assert got == want, f"{key} {dtype} n_cols={n_cols} n_rows={n_rows}: {got} != frozen {want}"
+
+
+def test_amend_replaces_a_range_and_refuses_one_the_base_lacks():
+    row = runtime.Entry(("fp16", "bf16"), 1, 16, 1, None, "single", 1, 16, 1, "tiles", False, 0)
+    base = (row, row._replace(cols_lo=17, cols_hi=None))
+    amended = runtime.amend(base, row._replace(dtype="bf16", num_warps=4))
+    assert [(e.dtype, e.cols_lo, e.num_warps) for e in amended] == [
+        ("fp16", 1, 1), ("bf16", 1, 4), ("fp16", 17, 1), ("bf16", 17, 1)
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="no such"):
+        runtime.amend(base, row._replace(cols_hi=15))
