@@ -163,6 +163,10 @@ class Signature:
         if decided != sorted(decided):
             raise ValueError("the launcher's constexprs must come after every parameter the call passes")
 
+    @classmethod
+    def of(cls, *params: Param) -> Signature:
+        return cls(params)
+
     def extended(self, *params: Param) -> Signature:
         """These parameters, then ``params`` (a target's own constexprs)."""
         return Signature(self.params + params)
@@ -216,6 +220,18 @@ class Signature:
 
 # The launcher's constexprs that every target's kernels take, last in their direction's target-neutral
 # signature (a target appends its own: VEC, LOOP_STAGES). The backward always has a persistent grid.
+def strided(name: str, source: Source, element: str, optional: bool = False) -> tuple[Param, Param]:
+    """A tensor's pointer NAME_ptr and its row stride NAME_row_stride (a launch key), in that order."""
+    pointer = Param(f"{name}_ptr", Kind.POINTER, source, element=element, optional=optional)
+    return pointer, Param(f"{name}_row_stride", Kind.ROW_STRIDE, source, launch_key=True)
+
+
+# A target's own constexprs, after the target-neutral parameters (generated modules name them abi.VEC, ...).
+VEC = Param("VEC", Kind.CONSTEXPR, Source.VEC)
+LOOP_STAGES = Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)
+NATIVE_FP8 = Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8)
+TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8)}
+
 BACKWARD_DECIDED = tuple(
     Param(name, Kind.CONSTEXPR, source)
     for name, source in (

@@ -17,7 +17,41 @@ import triton
 import triton.language as tl
 
 # ----------------------------------------------------------------------------
-# Masks
+# Tiles and masks
+
+
+@triton.jit
+def vec_multiples(values, VEC: tl.constexpr):
+    """Each of ``values`` (a cuda kernel's n_cols and row strides, which the launcher checks are
+    multiples of VEC) as (v // VEC) * VEC: saying so gives VEC-wide loads and stores."""
+    return [(v // VEC) * VEC for v in values]
+
+
+@triton.jit
+def tile_range(pid, n_rows, BLOCK_M: tl.constexpr, PERSISTENT: tl.constexpr):
+    """first, stop, step of a forward program's loop over row tiles. PERSISTENT: from its own
+    tile with a stride of the grid size; else one program per tile, one step (a constant trip
+    count of 1, and Triton removes the loop; the caller's tile is then its program id)."""
+    if PERSISTENT:
+        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
+    else:
+        first, stop, step = 0, 1, 1
+    return first, stop, step
+
+
+@triton.jit
+def row_tile(tile, n_rows, BLOCK_M: tl.constexpr):
+    """Row tile ``tile``'s rows, as int64 (a row times its stride may pass 2^31), and their mask."""
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    return rows.to(tl.int64), row_mask
+
+
+@triton.jit
+def column_block(col_start, n_cols, BLOCK_N: tl.constexpr):
+    """The columns of the BLOCK_N-wide block from ``col_start`` and their mask."""
+    cols = col_start + tl.arange(0, BLOCK_N)
+    return cols, cols < n_cols
 
 
 @triton.jit

@@ -20,9 +20,10 @@ def block_n_for(block_n: int, align: int, n_cols: int) -> int:
 
 
 class Entry(NamedTuple):
-    """One row of a dispatch table (see dsl/plan.py, DispatchEntry)."""
+    """One row of a dispatch table (see dsl/plan.py, DispatchEntry). A generated table's row may
+    name several dtypes, a tuple (dsl/table.py's dtype_rows); DispatchTable holds one row per dtype."""
 
-    dtype: str
+    dtype: str  # in a generated table: or a tuple of the dtypes that share the row
     cols_lo: int
     cols_hi: int | None
     rows_lo: int
@@ -43,6 +44,29 @@ class Entry(NamedTuple):
         return block_n_for(self.block_n, self.align, n_cols)
 
 
+def per_dtype(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+    """The rows with one dtype each: a row naming several (a tuple) once per dtype, in its place."""
+    return tuple(e._replace(dtype=d) for e in entries for d in (e.dtype if isinstance(e.dtype, tuple) else (e.dtype,)))
+
+
+def amend(base: tuple[Entry, ...], *rows: Entry) -> tuple[Entry, ...]:
+    """``base``'s rows, those of each (dtype, cols_lo, cols_hi) that ``rows`` name replaced by
+    ``rows``' rows of it: a table written as another's but for a few width ranges."""
+
+    def by_width(entries: tuple[Entry, ...]) -> dict[tuple, list[Entry]]:
+        groups: dict[tuple, list[Entry]] = {}
+        for e in per_dtype(entries):
+            groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
+        return groups
+
+    new, old = by_width(rows), by_width(base)
+    if not new.keys() <= old.keys():  # a width range the base does not have: a mistake, not a new range
+        raise ValueError(
+            f"amend: no such (dtype, cols_lo, cols_hi) in the base table: {sorted(new.keys() - old.keys())}"
+        )
+    return tuple(e for key, rows_of in old.items() for e in new.get(key, rows_of))
+
+
 class DispatchMiss(LookupError):
     pass
 
@@ -51,10 +75,13 @@ class DispatchTable:
     """(dtype, columns, rows) -> Entry; a plain scan of a short per-dtype list."""
 
     def __init__(self, op: str, target: str, entries: tuple[Entry, ...]):
-        self.op, self.target, self.entries = op, target, entries
+        self.op, self.target = op, target
         self.by_dtype: dict[str, list[Entry]] = {}
-        for entry in entries:
+        for entry in per_dtype(entries):
             self.by_dtype.setdefault(entry.dtype, []).append(entry)
+        for rows in self.by_dtype.values():  # in width order, however the table lists shared rows
+            rows.sort(key=lambda e: (e.cols_lo, e.rows_lo))
+        self.entries = tuple(e for rows in self.by_dtype.values() for e in rows)  # one dtype's, then the next's
 
     def lookup(self, dtype: str, n_rows: int | None, n_cols: int) -> Entry:
         """The entry of a call; ``n_rows`` None (a row count not known when deciding, as under

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from . import kinds, names
+from . import abi, kinds, names
 from .abi import BACKWARD_DECIDED, FORWARD_DECIDED, Kind, Param, Signature, Source
 from .model import (
     QUANT_MAX,
@@ -292,9 +292,9 @@ def forward_signature(spec: NormSpec, vector_width: bool, fast_quantize: bool = 
         (len(spec.residual) > 1, "PRE", Source.MODE_PRE),
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
-    params += [*FORWARD_DECIDED, *[Param("VEC", Kind.CONSTEXPR, Source.VEC)] * vector_width]
+    params += [*FORWARD_DECIDED, *[abi.VEC] * vector_width]
     if fast_quantize and spec.quantize is Quantize.FP8_E4M3:  # the target's own, after VEC
-        params.append(Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8))
+        params.append(abi.NATIVE_FP8)
     return Signature(tuple(params))
 
 
@@ -333,8 +333,8 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
     # always a persistent grid (one partial-sum row per program): no PERSISTENT switch
-    params += [*BACKWARD_DECIDED, *[Param("VEC", Kind.CONSTEXPR, Source.VEC)] * vector_width]
-    params += [Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)] * pipelined
+    params += [*BACKWARD_DECIDED, *[abi.VEC] * vector_width]
+    params += [abi.LOOP_STAGES] * pipelined
     return Signature(tuple(params))
 
 

@@ -6,7 +6,7 @@ the planner's lists. Every file gets a header naming its spec and template.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
@@ -16,6 +16,7 @@ from .abi import Signature
 from .model import NormSpec, Target
 from .op_view import OpPlan, op_plan
 from .plan import DispatchEntry, KernelPlan, plan
+from .table import amendment, dtype_rows
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 KINDS = Path(__file__).resolve().parent / "kinds"  # each kind's macros: kinds/NAME.jinja
@@ -66,24 +67,42 @@ def _render(template: str, sources: list[str], **context) -> str:
 
 @dataclass(frozen=True)
 class SharedTable:
-    """One dispatch table of a target's tables module, and the ops whose kernel modules use it."""
+    """One dispatch table of a target's tables module, and the ops whose kernel modules use it;
+    with a base, it is written as that table's rows amended (the width ranges where they differ)."""
 
     name: str
     ops: tuple[str, ...]
     entries: tuple[DispatchEntry, ...]
+    base: SharedTable | None = None
+
+    @property
+    def rows(self) -> tuple[tuple[str, DispatchEntry], ...]:
+        """(the dtype column's literal, entry) of each written row: dtypes that launch alike share rows."""
+        written = amendment(self.entries, self.base.entries) if self.base else self.entries
+        return tuple(
+            (f'"{d[0].value}"' if len(d) == 1 else "(" + ", ".join(f'"{x.value}"' for x in d) + ")", e)
+            for d, e in dtype_rows(written)
+        )
 
 
 def shared_tables(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedTable]:
     """(op name, direction) -> its table, for one target's plans: equal tables are shared (TABLE_1,
-    ... in the order of the ops' names, forward before backward)."""
+    ... in the order of the ops' names, forward before backward), and a table is written as an
+    earlier one amended (one that is written whole) where that takes fewer rows."""
     groups: dict[tuple, list[str]] = {}
     for kernel_plan in sorted(plans, key=lambda p: p.spec.name):
         for d in kernel_plan.directions:
             label = kernel_plan.spec.name + (" (backward)" if d.backward else "")
             groups.setdefault(d.table, []).append((kernel_plan.spec.name, d.direction.value, label))
-    result = {}
+    result, whole = {}, []
     for number, (entries, members) in enumerate(groups.items(), start=1):
         table = SharedTable(f"TABLE_{number}", tuple(label for _, _, label in members), entries)
+        amended = [replace(table, base=base) for base in whole if amendment(entries, base.entries) is not None]
+        best = min(amended, key=lambda t: len(t.rows), default=None)
+        if best is not None and len(best.rows) + 1 < len(table.rows):  # + 1: the line naming the base
+            table = best
+        else:
+            whole.append(table)
         result.update({(op, direction): table for op, direction, _ in members})
     return result
 
@@ -105,9 +124,20 @@ class SharedAbi:
         raise ValueError(f"{self.name} does not end with the launcher's constexprs")
 
     @property
-    def listed(self) -> tuple:
-        """The parameters printed one by one: all but the tail."""
-        return self.signature.params[: -len(getattr(abi, self.tail))]
+    def listed(self) -> tuple[str, ...]:
+        """The literals of all parameters but the tail: a pointer and its row stride as one, abi.strided's."""
+        params, lines, i = self.signature.params[: -len(getattr(abi, self.tail))], [], 0
+        while i < len(params):
+            p, name = params[i], params[i].name.removesuffix("_ptr")
+            pair = abi.strided(name, p.source, p.element, p.optional) if p.kind is abi.Kind.POINTER else None
+            if pair and params[i : i + 2] == pair:
+                optional = ", optional=True" if p.optional else ""
+                lines.append(f'*strided("{name}", Source.{p.source.name}, "{p.element}"{optional})')
+                i += 2
+            else:
+                lines.append(p.literal)
+                i += 1
+        return tuple(lines)
 
 
 def shared_abis(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedAbi]:
@@ -132,6 +162,9 @@ def _numbered(names_: set[str]) -> list[str]:
 def render_target(kernel_plan: KernelPlan, tables: dict[str, SharedTable], abis: dict[str, SharedAbi]) -> str:
     """``tables``: direction -> the shared table its dispatch reads; ``abis``: direction -> its
     target-neutral signature."""
+    for d in kernel_plan.directions:  # the module names them abi.VEC, ...
+        if any(abi.TARGET_OWN.get(p.name) != p for p in d.extras):
+            raise ValueError(f"{kernel_plan.module}: a target's own constexpr not in dsl/abi.py's TARGET_OWN")
     return _render(
         "target.py.jinja",
         [kernel_plan.spec.path],

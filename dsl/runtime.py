@@ -30,6 +30,7 @@ from .checks import NormgenError  # public here too: dsl.runtime.NormgenError
 from .dispatch import DispatchMiss as DispatchMiss  # public here too: the generated tables and kernel
 from .dispatch import DispatchTable as DispatchTable  # modules name runtime.Entry and runtime.DispatchTable
 from .dispatch import Entry as Entry
+from .dispatch import amend as amend  # runtime.amend: a table written as another's, amended
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 INTERPRET_TARGET = os.environ.get("NORMGEN_INTERPRET_TARGET", "cuda")

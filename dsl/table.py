@@ -88,3 +88,37 @@ def merge_rows(entries: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...]:
                 continue
         merged.append(e)
     return tuple(merged)
+
+
+def dtype_rows(entries: tuple[DispatchEntry, ...]) -> tuple[tuple[tuple[DType, ...], DispatchEntry], ...]:
+    """The rows a table is written with: (dtypes, entry). Each dtype's rows of a width range that equal
+    an earlier dtype's rows of that range in every field but the dtype are written once, as that
+    dtype's (fp16 and bf16 mostly launch alike); in width order, a range's rows by dtype."""
+    groups = width_groups(entries)
+    alike = {key: tuple(replace(e, dtype=None) for e in rows) for key, rows in groups.items()}
+    written, done = [], set()
+    for key, rows in groups.items():
+        if key in done:
+            continue
+        partners = [k for k in groups if k not in done and k[1:] == key[1:] and alike[k] == alike[key]]
+        done.update(partners)
+        written += [(tuple(k[0] for k in partners), e) for e in rows]
+    order = {key[0]: i for i, key in reversed(list(enumerate(groups)))}  # dtypes in their first row's order
+    return tuple(sorted(written, key=lambda row: (row[1].cols_lo, order[row[0][0]], row[1].rows_lo)))
+
+
+def width_groups(entries: tuple[DispatchEntry, ...]) -> dict[tuple, tuple[DispatchEntry, ...]]:
+    """(dtype, cols_lo, cols_hi) -> the rows of that width range, in order."""
+    groups: dict[tuple, list[DispatchEntry]] = {}
+    for e in entries:
+        groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
+    return {key: tuple(rows) for key, rows in groups.items()}
+
+
+def amendment(entries: tuple[DispatchEntry, ...], base: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...] | None:
+    """The rows of each width range where ``entries`` differ from ``base``, where both have the same
+    width ranges (the table is then written as its base amended, dsl/dispatch.py's amend); else None."""
+    mine, theirs = width_groups(entries), width_groups(base)
+    if list(mine) != list(theirs):
+        return None
+    return tuple(e for key, rows in mine.items() if rows != theirs[key] for e in rows)

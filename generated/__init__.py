@@ -12,6 +12,22 @@
     gemma_rmsnorm  (dsl/specs/gemma_rmsnorm.norm)
     layernorm  (dsl/specs/layernorm.norm)
     rmsnorm  (dsl/specs/rmsnorm.norm)
+
+Each op's module (<op>.py) holds what varies per spec (OP), and through dsl/surface.py
+checks a call's inputs, allocates its outputs and runs its target's kernels on tensors
+of that device; CPU tensors run the PyTorch reference, <op>_reference.py (or, with
+TRITON_INTERPRET=1, the kernels in Triton's interpreter).
+The op is also a custom op, which torch.compile records (on cuda tensors, Inductor
+launches the op's Triton kernels itself: dsl/compiled.py), and a module.
+
+A target's module (<op>_<target>.py) holds its Triton kernels, one per direction and
+pass (single: a row in one tile; multi: a loop over BLOCK_N-wide column blocks),
+computing in fp32 on inputs upcast on load, with shape-level choices as constexprs, one
+compiled specialization per value (dsl/abi.py's Source says what each means); then per
+direction (backward: BACKWARD_ names) the kernels by pass (KERNELS), their parameters
+(ABI: a list of _abi.py and the target's own constexprs), the dispatch table (TABLE, of
+_<target>_tables.py: the first entry whose dtype, column and row ranges cover a call
+decides its launch) and the LAUNCHER.
 """
 
 from .add_layernorm import AddLayerNorm, add_layernorm

@@ -5,271 +5,203 @@
 Each ends with the launcher's constexprs of its direction (dsl/abi.py: BLOCK_M,
 BLOCK_N, EVEN_M, EVEN_N, and PERSISTENT in the forward). A kernel module's ABI is its
 direction's list here, extended by its target's own constexprs (cuda: VEC, and
-LOOP_STAGES in the backward).
+LOOP_STAGES in the backward). strided("X", ...) is X_ptr and X_row_stride.
 """
 
-from dsl.abi import BACKWARD_DECIDED, FORWARD_DECIDED, Kind, Param, Signature, Source
+from dsl.abi import BACKWARD_DECIDED, FORWARD_DECIDED, Kind, Param, Signature, Source, strided
 
 # add_layernorm
-ABI_1 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
-        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_1 = Signature.of(
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+    *strided("Y", Source.OUT, "x"),
+    *strided("RES", Source.RESIDUAL_OUT, "x"),
+    Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+    Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
+    Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # add_layernorm (backward)
-ABI_2 = Signature(
-    (
-        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
-        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
-        Param("DS_ptr", Kind.POINTER, Source.GRAD_RESIDUAL_OUT, element="x", optional=True),
-        Param("DS_row_stride", Kind.ROW_STRIDE, Source.GRAD_RESIDUAL_OUT, launch_key=True),
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32"),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
-        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
-        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
-        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
-        Param("DB_ptr", Kind.POINTER, Source.GRAD_BIAS, element="fp32", optional=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
-        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *BACKWARD_DECIDED,
-    )
+ABI_2 = Signature.of(
+    *strided("DY", Source.GRAD_OUT, "x"),
+    *strided("DS", Source.GRAD_RESIDUAL_OUT, "x", optional=True),
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32"),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
+    *strided("DX", Source.GRAD_X, "x"),
+    Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
+    Param("DB_ptr", Kind.POINTER, Source.GRAD_BIAS, element="fp32", optional=True),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
+    Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *BACKWARD_DECIDED,
 )
 
 # add_layernorm_fp8
-ABI_3 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="uint8"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_3 = Signature.of(
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+    *strided("Y", Source.OUT, "uint8"),
+    *strided("RES", Source.RESIDUAL_OUT, "x"),
+    Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # add_layernorm_int8
-ABI_4 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="int8"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_4 = Signature.of(
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+    *strided("Y", Source.OUT, "int8"),
+    *strided("RES", Source.RESIDUAL_OUT, "x"),
+    Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # add_rmsnorm, gemma_add_rmsnorm
-ABI_5 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_5 = Signature.of(
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    *strided("Y", Source.OUT, "x"),
+    *strided("RES", Source.RESIDUAL_OUT, "x"),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # add_rmsnorm (backward), gemma_add_rmsnorm (backward)
-ABI_6 = Signature(
-    (
-        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
-        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
-        Param("DS_ptr", Kind.POINTER, Source.GRAD_RESIDUAL_OUT, element="x", optional=True),
-        Param("DS_row_stride", Kind.ROW_STRIDE, Source.GRAD_RESIDUAL_OUT, launch_key=True),
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
-        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
-        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
-        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *BACKWARD_DECIDED,
-    )
+ABI_6 = Signature.of(
+    *strided("DY", Source.GRAD_OUT, "x"),
+    *strided("DS", Source.GRAD_RESIDUAL_OUT, "x", optional=True),
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
+    *strided("DX", Source.GRAD_X, "x"),
+    Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *BACKWARD_DECIDED,
 )
 
 # add_rmsnorm_fp8
-ABI_7 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="uint8"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_7 = Signature.of(
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    *strided("Y", Source.OUT, "uint8"),
+    *strided("RES", Source.RESIDUAL_OUT, "x"),
+    Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # add_rmsnorm_int8
-ABI_8 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("R_ptr", Kind.POINTER, Source.RESIDUAL, element="x"),
-        Param("R_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="int8"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RES_ptr", Kind.POINTER, Source.RESIDUAL_OUT, element="x"),
-        Param("RES_row_stride", Kind.ROW_STRIDE, Source.RESIDUAL_OUT, launch_key=True),
-        Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_8 = Signature.of(
+    *strided("X", Source.X, "x"),
+    *strided("R", Source.RESIDUAL, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    *strided("Y", Source.OUT, "int8"),
+    *strided("RES", Source.RESIDUAL_OUT, "x"),
+    Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # gemma_rmsnorm, rmsnorm
-ABI_9 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_9 = Signature.of(
+    *strided("X", Source.X, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    *strided("Y", Source.OUT, "x"),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # gemma_rmsnorm (backward), rmsnorm (backward)
-ABI_10 = Signature(
-    (
-        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
-        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
-        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
-        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
-        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        *BACKWARD_DECIDED,
-    )
+ABI_10 = Signature.of(
+    *strided("DY", Source.GRAD_OUT, "x"),
+    *strided("X", Source.X, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
+    *strided("DX", Source.GRAD_X, "x"),
+    Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *BACKWARD_DECIDED,
 )
 
 # layernorm
-ABI_11 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
-        Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
-        *FORWARD_DECIDED,
-    )
+ABI_11 = Signature.of(
+    *strided("X", Source.X, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("B_ptr", Kind.POINTER, Source.BIAS, element="x", optional=True),
+    *strided("Y", Source.OUT, "x"),
+    Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+    Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
+    Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
+    *FORWARD_DECIDED,
 )
 
 # layernorm (backward)
-ABI_12 = Signature(
-    (
-        Param("DY_ptr", Kind.POINTER, Source.GRAD_OUT, element="x"),
-        Param("DY_row_stride", Kind.ROW_STRIDE, Source.GRAD_OUT, launch_key=True),
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
-        Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32"),
-        Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
-        Param("DX_ptr", Kind.POINTER, Source.GRAD_X, element="x"),
-        Param("DX_row_stride", Kind.ROW_STRIDE, Source.GRAD_X, launch_key=True),
-        Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
-        Param("DB_ptr", Kind.POINTER, Source.GRAD_BIAS, element="fp32", optional=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
-        *BACKWARD_DECIDED,
-    )
+ABI_12 = Signature.of(
+    *strided("DY", Source.GRAD_OUT, "x"),
+    *strided("X", Source.X, "x"),
+    Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
+    Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32"),
+    Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
+    *strided("DX", Source.GRAD_X, "x"),
+    Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
+    Param("DB_ptr", Kind.POINTER, Source.GRAD_BIAS, element="fp32", optional=True),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
+    *BACKWARD_DECIDED,
 )

@@ -2,12 +2,8 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """add_rmsnorm_int8: y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual.
 
-The op checks its inputs, allocates its outputs and runs the npu or cuda
-kernels on tensors of those devices; CPU tensors run the PyTorch reference
-(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter). It is also
-registered as the custom op normgen::add_rmsnorm_int8 (and normgen::add_rmsnorm_int8_inplace), which
-torch.compile records (on cuda tensors, Inductor launches the op's Triton kernels itself: dsl/compiled.py),
-and wrapped as the module AddRMSNormInt8.
+Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
+normgen::add_rmsnorm_int8 (and normgen::add_rmsnorm_int8_inplace); the module AddRMSNormInt8.
 """
 
 import torch
@@ -16,7 +12,6 @@ from dsl import surface
 
 from .add_rmsnorm_int8_reference import add_rmsnorm_int8_reference
 
-# What varies per spec; dsl/surface.py does the rest (checks, outputs, launch, custom ops).
 OP = surface.Op(
     "add_rmsnorm_int8",
     "normgen::add_rmsnorm_int8",

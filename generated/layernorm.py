@@ -2,12 +2,8 @@
 # Do not edit: change the spec or the template and run `python build.py`.
 """layernorm: y = (x - mean(x)) / sqrt(var(x) + eps) * w + b.
 
-The op checks its inputs, allocates its outputs and runs the npu or cuda
-kernels on tensors of those devices; CPU tensors run the PyTorch reference
-(or, with TRITON_INTERPRET=1, the kernels in Triton's interpreter). It is also
-registered as the custom op normgen::layernorm, which
-torch.compile records (on cuda tensors, Inductor launches the op's Triton kernels itself: dsl/compiled.py),
-and wrapped as the module LayerNorm.
+Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
+normgen::layernorm; the module LayerNorm.
 """
 
 import torch
@@ -16,7 +12,6 @@ from dsl import surface
 
 from .layernorm_reference import layernorm_reference
 
-# What varies per spec; dsl/surface.py does the rest (checks, outputs, launch, custom ops).
 OP = surface.Op(
     "layernorm",
     "normgen::layernorm",

@@ -28,23 +28,14 @@ def tiny_forward_single(
 ):
     """y = x / sqrt(mean(x^2) + eps): forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
-    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
-    n_cols = (n_cols // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    Y_row_stride = (Y_row_stride // VEC) * VEC
+    n_cols, X_row_stride, Y_row_stride = vec_multiples((n_cols, X_row_stride, Y_row_stride), VEC)
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    if PERSISTENT:  # walk the row tiles with a stride of the grid size
-        first, stop, step = pid, tl.cdiv(n_rows, BLOCK_M), tl.num_programs(0)
-    else:  # one program per tile: a constant trip count of 1, and Triton removes the loop
-        first, stop, step = 0, 1, 1
+    cols, col_mask = column_block(0, n_cols, BLOCK_N)
+    first, stop, step = tile_range(pid, n_rows, BLOCK_M, PERSISTENT)  # one tile, or a grid-size stride
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
+        rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) / n_cols + eps)
@@ -57,20 +48,16 @@ def tiny_forward_single(
 '''
 
 ABI = """\
-ABI_1 = Signature(
-    (
-        Param("X_ptr", Kind.POINTER, Source.X, element="x"),
-        Param("X_row_stride", Kind.ROW_STRIDE, Source.X, launch_key=True),
-        Param("Y_ptr", Kind.POINTER, Source.OUT, element="x"),
-        Param("Y_row_stride", Kind.ROW_STRIDE, Source.OUT, launch_key=True),
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
-        Param("eps", Kind.SCALAR, Source.EPS),
-        *FORWARD_DECIDED,
-    )
+ABI_1 = Signature.of(
+    *strided("X", Source.X, "x"),
+    *strided("Y", Source.OUT, "x"),
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    Param("eps", Kind.SCALAR, Source.EPS),
+    *FORWARD_DECIDED,
 )
 KERNELS = {"single": tiny_forward_single, "multi": tiny_forward_multi}
-ABI = ABI_1.extended(Param("VEC", Kind.CONSTEXPR, Source.VEC))
+ABI = ABI_1.extended(abi.VEC)
 TABLE = runtime.DispatchTable("tiny", "cuda", TABLE_1)
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 """
@@ -120,26 +107,17 @@ def tiny_backward_single(
     dx and dw from dy; a persistent grid, each program keeping fp32 partial sums.
     """
     dtype = X_ptr.dtype.element_ty
-    # multiples of VEC (the launcher checks): saying so gives VEC-wide loads and stores
-    n_cols = (n_cols // VEC) * VEC
-    DY_row_stride = (DY_row_stride // VEC) * VEC
-    X_row_stride = (X_row_stride // VEC) * VEC
-    DX_row_stride = (DX_row_stride // VEC) * VEC
+    n_cols, DY_row_stride, X_row_stride, DX_row_stride = vec_multiples((n_cols, DY_row_stride, X_row_stride, DX_row_stride), VEC)
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    col_mask = cols < n_cols
-    # rows wider than 8192 read w again per tile (from cache) instead of holding it in registers
-    # across the loop, which then spill (H200, bf16, 16384 columns: 0.54 -> 0.74 of copy)
-    W_PER_TILE: tl.constexpr = BLOCK_N > 8192
+    cols, col_mask = column_block(0, n_cols, BLOCK_N)
+    W_PER_TILE: tl.constexpr = BLOCK_N > 8192  # w reloaded per tile: held across the loop, it would spill
     if not W_PER_TILE:
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
-        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows = rows.to(tl.int64)
+        rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)

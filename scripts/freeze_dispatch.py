@@ -1,0 +1,54 @@
+"""Write tests/data/dispatch_decisions.json: every shipped kernel module's dispatch rows, per dtype.
+
+    python scripts/freeze_dispatch.py
+
+Run once, at the revision whose launch decisions are the reference (it was written from
+cefb4cc); tests/test_dispatch_frozen.py then checks that the generated tables launch
+exactly the same way for every (dtype, columns, rows). Rerun it only on purpose: when a
+retune or a planner change is meant to change launches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "data" / "dispatch_decisions.json"
+FIELDS = (
+    "cols_lo", "cols_hi", "rows_lo", "rows_hi", "passes", "block_m", "block_n", "num_warps", "grid",
+    "multibuffer", "ub_bytes", "programs_per_core", "min_tiles", "stages", "align",
+)  # fmt: skip
+
+
+def kernel_tables() -> dict[str, object]:
+    """'op/target/direction' -> the module's DispatchTable, for every shipped op and target."""
+    from dsl import pipeline
+
+    tables = {}
+    for spec in pipeline.load_specs(pipeline.SPECS):
+        for target in spec.targets:
+            module = importlib.import_module(f"generated.{spec.name}_{target.value}")
+            tables[f"{spec.name}/{target.value}/forward"] = module.TABLE
+            if hasattr(module, "BACKWARD_TABLE"):
+                tables[f"{spec.name}/{target.value}/backward"] = module.BACKWARD_TABLE
+    return tables
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    frozen = {}
+    for key, table in sorted(kernel_tables().items()):
+        frozen[key] = {
+            dtype: [[getattr(e, f) for f in FIELDS] for e in table.by_dtype[dtype]] for dtype in sorted(table.by_dtype)
+        }
+    text = json.dumps({"fields": FIELDS, "tables": frozen}, separators=(",", ":"))
+    OUT.write_text(text.replace("],[", "],\n[") + "\n")
+    print(f"{OUT.relative_to(ROOT)}: {len(frozen)} tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
