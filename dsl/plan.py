@@ -121,11 +121,6 @@ class KernelPlan:
         return rules(self.target).fast_quantize
 
     @property
-    def keep_params_cached(self) -> bool:
-        """The single-pass forward loads w and b with an evict-last hint (a target's choice)."""
-        return rules(self.target).keep_params_cached
-
-    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:

@@ -192,28 +192,3 @@ def test_reference_template():
 
 if __name__ == "__main__":
     print(kernel_text(), abi_text(), reference_text(), sep="\n")
-
-
-def test_only_the_cuda_single_pass_forward_keeps_its_parameters_cached():
-    """The evict-last hint on w and b: in cuda's single-pass forward kernels (once per program),
-    nowhere in the multi-pass forward, the backward or any npu kernel."""
-    import importlib
-    import inspect
-
-    hint = 'eviction_policy="evict_last"'
-    checked = 0
-    for spec in pipeline.load_specs(pipeline.SPECS):
-        for target in ("cuda", "npu"):
-            module = importlib.import_module(f"generated.{spec.name}_{target}")
-            for direction, kernels in (
-                ("forward", module.KERNELS),
-                ("backward", getattr(module, "BACKWARD_KERNELS", {})),
-            ):
-                for passes, kernel in kernels.items():
-                    source = inspect.getsource(kernel.fn)
-                    keeps = target == "cuda" and passes == "single" and direction == "forward"
-                    assert (hint in source) == keeps, (spec.name, target, direction, passes)
-                    if keeps:  # every parameter row's load, and nothing else
-                        assert source.count(hint) == source.count("_ptr + cols, mask=None if EVEN_N") >= 1
-                    checked += 1
-    assert checked >= 50, checked

@@ -34,10 +34,6 @@ class TargetRules(ABC):
     # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the
     # portable forms (False: npu, whose kernels keep those).
     fast_quantize: bool = False
-    # The single-pass forward loads w and b (once per program) with an evict-last hint, so that the
-    # streaming rows do not push them out of L2 between programs (H200, bf16, 2026-11-27: rmsnorm
-    # 0.96-1.00x the time without it over six shapes, add_rmsnorm 1.00; no such hint on npu).
-    keep_params_cached: bool = False
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         """The compile options of every launch of this spec's kernels."""

@@ -126,7 +126,6 @@ class CudaRules(TargetRules):
     program_barrier = True
     pipelined_tile_loop = True
     fast_quantize = True
-    keep_params_cached = True
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         # casting none rounds every step to the input dtype: a fused multiply-add would skip
