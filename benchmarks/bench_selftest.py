@@ -151,11 +151,15 @@ def run(out: Path | None) -> int:
         assert len(data["summary"]) == len(ops.OPS) and len(data["targets"]) == 2 * len(ops.OPS)
         for entry in data["targets"]:
             assert entry["met"] <= entry["of"], entry
-        pngs = sorted(p.name for p in folder.glob("bench_bf16_*.png"))
+        pngs = sorted(p.name for p in folder.glob("*.png"))
         try:
             import matplotlib  # noqa: F401
 
-            assert pngs == ["bench_bf16_post.png", "bench_bf16_pre.png"], pngs
+            assert pngs == ["bench_bf16_post.png", "bench_bf16_pre.png", "family_bf16.png"], pngs
+            from benchmarks import plots  # the plots again, from bench.json alone
+
+            assert plots.main([str(folder / "bench.json"), "--out", str(folder / "redrawn")]) == 0
+            assert sorted(p.name for p in (folder / "redrawn").glob("*.png")) == pngs
         except ImportError:
             log("matplotlib not installed: plots not tested")
         print(text)

@@ -63,3 +63,92 @@ def plot(device: list[DeviceRow], impls: list[str], dtype: str, mode: str, path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return True
+
+
+def family_plot(device: list[DeviceRow], impls: list[str], path: Path, copy_gbps: float, cols: int = 8192) -> bool:
+    """Fraction of copy bandwidth versus rows at one hidden size (bf16), one panel per op (pre mode where
+    the op has a residual), one line per impl."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plot")
+        return False
+    ops = list(dict.fromkeys(r.op for r in device if r.dtype == "bf16" and r.cols == cols and r.group == "family"))
+    if not ops:
+        return False
+    columns = min(4, len(ops))
+    lines_of_panels = math.ceil(len(ops) / columns)
+    figure, axes = plt.subplots(
+        lines_of_panels, columns, figsize=(4.0 * columns, 3.2 * lines_of_panels), squeeze=False, sharey=True
+    )
+    styles = {
+        "normgen": ("C3", "o", 2.4),
+        "torch": ("C0", "s", 1.4),
+        "compile": ("C2", "^", 1.4),
+        "liger": ("C1", "D", 1.4),
+    }
+    for index, op in enumerate(ops):
+        ax = axes[index // columns][index % columns]
+        rows = [r for r in device if r.op == op and r.dtype == "bf16" and r.cols == cols and r.group == "family"]
+        mode = "pre" if any(r.mode == "pre" for r in rows) else rows[0].mode
+        for impl in impls:
+            points = sorted((r.rows, r.frac) for r in rows if r.mode == mode and r.impl == impl and valid(r))
+            if points:
+                color, marker, weight = styles.get(impl, (None, "x", 1.4))
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, label=LABELS[impl], color=color, marker=marker, linewidth=weight, markersize=4)
+        ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({r.rows for r in rows})
+        ax.set_xticks(ticks, [f"{t // 1024}K" if t >= 4096 else str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(op if mode == "-" else f"{op} ({mode})", fontsize=10)
+        ax.set_ylim(0, 1.1)
+        ax.grid(True, which="major", alpha=0.3)
+        if index // columns == lines_of_panels - 1:
+            ax.set_xlabel("rows")
+        if index % columns == 0:
+            ax.set_ylabel("fraction of copy bandwidth")
+    for index in range(len(ops), lines_of_panels * columns):
+        axes[index // columns][index % columns].axis("off")
+    handles, labels = [], []
+    for ax in axes.flat:  # the legend of every impl drawn anywhere (Liger has some ops only)
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    figure.suptitle(f"bf16, hidden {cols}: fraction of the {copy_gbps:.0f} GB/s copy bandwidth")
+    figure.tight_layout(rect=(0, 0, 1, 0.92))
+    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=len(labels), frameon=False)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Redraw a run's plots from its bench.json: python -m benchmarks.plots RUN/bench.json --out DIR."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.plots", description=main.__doc__)
+    parser.add_argument("run", type=Path, help="a benchmark run's bench.json")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the plots")
+    args = parser.parse_args(argv)
+    data = json.loads(args.run.read_text(encoding="utf-8"))
+    device = [DeviceRow(**row) for row in data["device"]]
+    impls = list(dict.fromkeys(r.impl for r in device))
+    args.out.mkdir(parents=True, exist_ok=True)
+    drawn = [family_plot(device, impls, args.out / "family_bf16.png", data["copy"]["gbps"])]
+    drawn += [
+        plot(device, impls, "bf16", m, args.out / f"bench_bf16_{m}.png", data["copy"]["gbps"]) for m in ("pre", "post")
+    ]
+    log(f"drew {sum(drawn)} plot(s) in {args.out}")
+    return 0 if any(drawn) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

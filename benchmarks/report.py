@@ -346,10 +346,12 @@ def write_outputs(out: Path, meta: dict, copy: dict, device, host, impls, plots:
     }
     (out / "bench.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     if plots:
-        from benchmarks.plots import plot
+        from benchmarks.plots import family_plot, plot
 
         for mode in meta["modes"]:
             plot(device, impls, "bf16", mode, out / f"bench_bf16_{mode}.png", copy["gbps"])
+        if len({r.op for r in device}) > 1:
+            family_plot(device, impls, out / "family_bf16.png", copy["gbps"])
     return text
 
 
