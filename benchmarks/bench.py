@@ -40,6 +40,7 @@ from benchmarks.report import (
     Case,
     DeviceRow,
     HostRow,
+    big,
     fmt_us,
     log,
     write_outputs,
@@ -322,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[{number}/{len(todo)} {elapsed:.0f} s] {shape}: {summary}")
         if number % 20 == 0:  # partial results survive a killed run
             write_outputs(args.out, meta, copy, device, host, impls, plots=False)
+    # the copy's own rate at each size the bandwidth target judges (shared by the ops that move as much)
+    sizes = sorted({row.bytes for row in device if big(row.case)})
+    copy["same_bytes"] = {str(size): timing.same_bytes_copy_gbps(size, l2, args.reps) for size in sizes}
+    for size, gbps in copy["same_bytes"].items():
+        log(f"copy of {int(size) / 2**20:.0f} MiB: {gbps:.0f} GB/s, {100 * gbps / copy['gbps']:.1f}% of the 1 GiB copy")
     text = write_outputs(args.out, meta, copy, device, host, impls, plots=True)
     log(f"wrote {args.out}/bench.md, bench.json and the plots in {time.perf_counter() - started:.0f} s")
     print(text)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import bench, ops, timing
-from benchmarks.report import Case, fake_results, log, write_outputs
+from benchmarks.report import Case, big, fake_results, log, write_outputs
 
 
 def fake_liger() -> None:
@@ -130,6 +130,8 @@ def run(out: Path | None) -> int:
     modes = ["pre", "post"]
     copy = {"bytes": 1 << 30, "ms": 0.72, "gbps": 2983.0, "samples_ms": [0.72] * 10}
     device, host = fake_results(full, impls, modes, copy["gbps"])
+    big_bytes = sorted({row.bytes for row in device if big(row.case)})
+    copy["same_bytes"] = {str(size): 2983.0 * (0.85 + 0.1 * k / len(big_bytes)) for k, size in enumerate(big_bytes)}
     versions = {"python": "3.12", "torch": "2.11.0", "triton": "3.6.0", "liger-kernel": "0.8.5"}
     meta = {"date": "2026-01-01 00:00", "device": "Fake H100 (132 SMs)", "versions": versions, "l2_mib": 50.0}
     meta |= {"ops": list(ops.OPS), "groups": ["family"], "modes": modes, "peers": list(bench.PEERS), "reps": 10}
@@ -147,6 +149,10 @@ def run(out: Path | None) -> int:
                 f"## {op}: device time per call" in text and f"| {op} | {n_family * len(ops.OPS[op].modes)} |" in text
             )
         assert "✗" in text and "n/a" in text and "| err |" in text and "**incomplete**" in text and "MISSED" in text
+        assert (
+            "a copy of the same bytes: 85.0%" in text and "; copy of the same bytes " in text
+        )  # the size-matched copy
+        assert "of that bandwidth" in text and all(e["copy_frac_at_min"] for e in data["summary"] if e["big"])
         assert text == (folder / "bench.md").read_text(encoding="utf-8")
         assert len(data["summary"]) == len(ops.OPS) and len(data["targets"]) == 2 * len(ops.OPS)
         for entry in data["targets"]:

@@ -175,6 +175,19 @@ def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10, copies: int = 5) -> di
     return {"bytes": nbytes, "ms": ms, "gbps": 2 * nbytes / (ms * 1e-3) / 1e9, "samples_ms": samples_ms}
 
 
+def same_bytes_copy_gbps(call_bytes: int, l2: int, reps: int) -> float:
+    """GB/s of a device-to-device copy moving ``call_bytes`` (half read, half written), timed as the
+    ops are: CUDA-graph replay, buffers rotated past L2 the same way. What the copy bandwidth
+    (of 1 GiB) becomes at an op's own size, ramp-up and tail included."""
+    half = call_bytes // 2
+    sets = [(torch.ones(half, dtype=torch.uint8, device="cuda"), torch.empty(half, dtype=torch.uint8, device="cuda"))
+            for _ in range(rotation_sets(call_bytes, l2))]  # fmt: skip
+    us = median(graph_time_us(lambda src, dst: dst.copy_(src), sets, calls_per_graph(call_bytes), reps))
+    del sets
+    torch.cuda.empty_cache()
+    return 2 * half / (us * 1e-6) / 1e9
+
+
 def compare(out: torch.Tensor, ref: torch.Tensor) -> tuple[bool, float]:
     """(within tolerance everywhere, largest absolute difference), in row chunks to bound memory."""
     rtol, atol = TOLERANCE[ref.dtype]

@@ -2,14 +2,16 @@
 
     python build.py --tune cuda                 every shipped op with a cuda target
     python -m benchmarks.tune [--ops add_rmsnorm,layernorm] [--out PATH] [--quick]
-                              [--dtypes bf16,fp32] [--time-limit S] [--reps N]
+                              [--dtypes bf16,fp32] [--widths 8192] [--time-limit S] [--reps N]
     python -m benchmarks.tune --self-test       CPU: the whole path, kernels in Triton's interpreter
 
 The buckets are the cuda table's own (``dsl/targets/cuda.py``: a width bucket per
 power of two up to the single-pass limit, one multi-pass bucket, times its row
 buckets). Per op, dtype and bucket the candidates are rows per program (BLOCK_M)
-x warps on the one-tile-per-program grid, then the best two on the persistent
-grid (one program per SM, what the runtime launches). Each candidate runs the
+x warps on the one-tile-per-program grid (from MULTI_FROM columns also the
+multi-pass kernel, a row per program in column blocks of half or all the
+bucket's width), then the best two on the persistent grid (one program per SM,
+what the runtime launches). Each candidate runs the
 op's generated kernels through a ``runtime.Launcher`` of its own with a
 one-entry table; the arguments are built from the kernels' ABI
 (``generated.<op>_cuda.ABI``), and every output is checked against the op's
@@ -21,9 +23,9 @@ best time there; the planner's default is kept within 1 %.
 A candidate that raises or computes a wrong output stops the run with that error
 (the op being measured is not written); only a config that does not fit the GPU
 (Triton's OutOfResources) is skipped, and logged. The file keeps one section
-per op, written when the op is done; a run replaces the sections of the ops it
-measured and keeps the others; ops without a section use the file's
-``fallback`` op's configs.
+per op, written when the op is done; a run replaces the buckets it measured
+and keeps the others (each kept row with the date it was measured); ops without
+a section use the file's ``fallback`` op's configs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from benchmarks.calls import check, launcher_for, make_call
 from benchmarks.tuning_file import merged, section, tuning_text
 
 ROW_SAMPLES = (1, 64, 512, 1024, 8192, 65536)
+MULTI_FROM = 4096  # single-pass buckets this wide also try the multi-pass kernel
 QUICK_ROW_SAMPLES = (1, 512, 4096)
 QUICK_WIDTHS = (128, 1024, 4096, 8192)
 MAX_ELEMENTS = 64 * 2**20  # per tensor
@@ -62,6 +65,12 @@ class Config:
     block_m: int
     num_warps: int
     grid: str = "tiles"  # tiles or persistent
+    passes: str = ""  # the bucket's (""), or "multi" in a single-pass bucket
+    block_n: int = 0  # the bucket's (0), or the multi-pass kernel's column block
+
+    def layout(self, bucket: Bucket) -> tuple[str, int]:
+        """The kernel (pass) and BLOCK_N this config launches in ``bucket``."""
+        return self.passes or bucket.passes, self.block_n or bucket.block_n
 
 
 @dataclass(frozen=True)
@@ -100,13 +109,17 @@ class Result:
 # What to measure (pure Python)
 
 
-def buckets(spec, dtypes: list[str], quick: bool) -> list[Bucket]:
+def buckets(spec, dtypes: list[str], quick: bool, widths: list[int] | None = None) -> list[Bucket]:
+    """The op's buckets to measure: QUICK_WIDTHS when quick, else every one; only those whose width
+    range holds one of ``widths`` when given."""
     from dsl.targets import cuda
 
     result = []
     for dtype in [d for d in spec.dtypes if d.value in dtypes]:
         for cols_lo, cols_hi, passes, block_n in cuda.buckets():
             if quick and cols_hi not in QUICK_WIDTHS:
+                continue
+            if widths and not any(cols_lo <= w and (cols_hi is None or w <= cols_hi) for w in widths):
                 continue
             for rows_lo, rows_hi in cuda.ROW_BUCKETS:
                 block_m, warps, grid = cuda.default_config(dtype, block_n, rows_lo)
@@ -146,6 +159,9 @@ def candidates(bucket: Bucket) -> list[Config]:
         while warps <= max(low, min(32, elements // (32 * per_vector))):
             result.add(Config(block_m, warps))
             warps *= 2
+    if bucket.passes == "single" and bucket.cols_hi >= MULTI_FROM:  # a row per program, in column blocks
+        for block_n in (bucket.block_n // 2, bucket.block_n):
+            result |= {Config(1, warps, "tiles", "multi", block_n) for warps in (8, 16)}
     return sorted(result)
 
 
@@ -166,9 +182,8 @@ def measure(op, spec, bucket: Bucket, config: Config, cell, reps: int, timed: bo
     """Device µs per launch of a candidate on one shape (checked first); OutOfResources propagates."""
     mode, rows, cols = cell
     device = "cuda" if timed else "cpu"
-    launch = launcher_for(
-        op, bucket.dtype, bucket.passes, config.block_m, bucket.block_n, config.num_warps, config.grid
-    )
+    passes, block_n = config.layout(bucket)
+    launch = launcher_for(op, bucket.dtype, passes, config.block_m, block_n, config.num_warps, config.grid)
     call = make_call(op, mode, rows, cols, bucket.dtype, device)
     launch(call["key"], False, 0, call["args"])
     check(op, spec, call, mode)
@@ -189,8 +204,8 @@ def compile_ahead(jobs: list[tuple]) -> list[str]:
     errors = []
     for op, bucket, config, (mode, rows, cols) in jobs:
         try:
-            launch = launcher_for(op, bucket.dtype, bucket.passes, config.block_m, bucket.block_n, config.num_warps,
-                                  config.grid)  # fmt: skip
+            passes, block_n = config.layout(bucket)
+            launch = launcher_for(op, bucket.dtype, passes, config.block_m, block_n, config.num_warps, config.grid)
             call = make_call(op, mode, rows, cols, bucket.dtype, "cuda")
             kernel, grid, options, _ = launch.decide(bucket.dtype, rows, cols, 0)
             kernel.warmup(*call["args"], grid=grid, **options)
@@ -216,8 +231,10 @@ def measure_bucket(op, spec, result: Result, configs: list[Config], reps: int, t
 # Running
 
 
-def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit=3600.0, reps=5, jobs=0) -> Path:
-    """Measure every bucket of each op's cuda table on this GPU; write the tuning file after each op.
+def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit=3600.0, reps=5, jobs=0,
+         widths=None) -> Path:  # fmt: skip
+    """Measure the buckets of each op's cuda table on this GPU (every one, or those holding ``widths``);
+    write the tuning file after each op, replacing the buckets measured.
 
     No op is started after ``time_limit`` seconds; ops not measured keep their sections (or the fallback).
     """
@@ -241,7 +258,7 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
         "triton": triton.__version__,
         "method": "geometric mean over a bucket's shapes and modes of CUDA-graph device time / the best there; "
         "the planner's default kept within 1%",
-        "complete": not quick,
+        "complete": not quick and not widths,
     }
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
@@ -252,7 +269,7 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
                 print(f"time limit: not measured: {', '.join(s.name for s in specs[number:])}", file=sys.stderr)
                 break
             modes = [m.value for m in spec.residual] or ["none"]
-            todo = buckets(spec, dtypes, quick)
+            todo = buckets(spec, dtypes, quick, widths)
             # stage one's kernels compile in workers while the main process measures
             jobs_of = lambda b: [(spec.name, b, c, x) for c in candidates(b) for x in cells(b, modes, quick)]  # noqa: B023
             ahead = [pool.submit(compile_ahead, jobs_of(b)) for b in todo]
@@ -290,12 +307,16 @@ def self_test() -> int:
     specs = [s for s in pipeline.load_specs(pipeline.SPECS) if Target.CUDA in s.targets]
     for spec in specs:
         modes = [m.value for m in spec.residual] or ["none"]
-        for bucket in [b for b in buckets(spec, ["fp32"], quick=False) if b.cols_hi in (128, None)]:
+        for bucket in [b for b in buckets(spec, ["fp32"], quick=False) if b.cols_hi in (128, 4096, None)]:
             configs = candidates(bucket)
             assert bucket.default in configs and all(c.block_m * bucket.block_n <= 32768 for c in configs)
-            for mode in modes:  # 3 rows: a row mask; 100 or 40000 columns: a column mask
-                cell = (mode, 3, 100 if bucket.cols_hi == 128 else 40000)
-                measure(spec.name, spec, bucket, Config(2, 4), cell, 1, timed=False)
+            # 3 rows: a row mask; 100, 3000 or 40000 columns: a column mask; at 4096 the multi-pass
+            # kernel in a single-pass bucket, over two column blocks
+            width, config = {128: (100, Config(2, 4)), 4096: (3000, Config(1, 4, "tiles", "multi", 2048))}.get(
+                bucket.cols_hi, (40000, Config(2, 4)))  # fmt: skip
+            assert bucket.cols_hi != 4096 or {c.layout(bucket) for c in configs} >= {("multi", 2048), ("multi", 4096)}
+            for mode in modes:
+                measure(spec.name, spec, bucket, config, (mode, 3, width), 1, timed=False)
         print(f"  {spec.name}: launched through its ABI and checked against its reference", file=sys.stderr)
     # A wrong output is caught by the check ...
     call = make_call(specs[0].name, "pre", 3, 100, "fp32", "cpu")
@@ -326,7 +347,9 @@ def self_test() -> int:
     for bucket in buckets(spec, ["bf16", "fp32"], quick=False):
         result = Result(bucket, cells(bucket, ["pre", "post"], quick=False))
         for c in candidates(bucket):
-            result.times[c] = [(1 + 0.1 * abs(math.log2(c.num_warps * 256 / bucket.block_n))) * r * w / c.block_m**0.1
+            block_n = c.layout(bucket)[1]
+            result.times[c] = [(1 + 0.1 * abs(math.log2(c.num_warps * 256 / block_n))) * r * w / c.block_m**0.1
+                               * (0.9 if c.passes and bucket.cols_hi == 8192 else 1)  # the multi pass wins here
                                for _, r, w in result.cells]  # fmt: skip
         for c in persistent(result):
             result.times[c] = [t * 0.97 for t in result.times[replace(c, grid="tiles")]]
@@ -353,7 +376,9 @@ def self_test() -> int:
                 and e.rows_lo <= b.rows_lo
                 and (e.rows_hi is None or b.rows_lo <= e.rows_hi)
             ]
-            assert (e.block_m, e.num_warps, e.grid.value) == (r.best.block_m, r.best.num_warps, r.best.grid), e
+            best = (r.best.block_m, r.best.num_warps, r.best.grid, *r.best.layout(b))
+            assert (e.block_m, e.num_warps, e.grid.value, e.passes.value, e.block_n) == best, e
+        assert any(e.passes.value == "multi" and e.cols_hi == 8192 for e in table), "the multi-pass winner was lost"
         fp16 = {(e.cols_hi, e.rows_lo, e.rows_hi): (e.block_m, e.num_warps) for e in table if e.dtype is DType.FP16}
         bf16 = {(e.cols_hi, e.rows_lo, e.rows_hi): (e.block_m, e.num_warps) for e in table if e.dtype is DType.BF16}
         assert fp16 == bf16  # fp16 measured as bf16
@@ -368,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--specs", type=Path, help="folder of *.norm specs (default dsl/specs)")
     parser.add_argument("--quick", action="store_true", help="bf16, four widths, fewer shapes: a smoke run")
     parser.add_argument("--dtypes", help=f"dtypes to measure (default {','.join(DEFAULT_DTYPES)})")
+    parser.add_argument("--widths", help="comma-separated widths: measure only the buckets holding them")
     parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds after which no op is started")
     parser.add_argument("--reps", type=int, default=5, help="timed repeats per measurement")
     parser.add_argument("--jobs", type=int, default=0, help="compile workers (default: half the cores, at most 12)")
@@ -377,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         return self_test()
     ops = args.ops.split(",") if args.ops else None
     dtypes = args.dtypes.split(",") if args.dtypes else None
-    tune(args.specs, args.out, ops, args.quick, dtypes, args.time_limit, args.reps, args.jobs)
+    widths = [int(w) for w in args.widths.split(",")] if args.widths else None
+    tune(args.specs, args.out, ops, args.quick, dtypes, args.time_limit, args.reps, args.jobs, widths)
     return 0
 
 

@@ -121,6 +121,11 @@ class KernelPlan:
         return rules(self.target).fast_quantize
 
     @property
+    def eviction_hints(self) -> bool:
+        """The forward's multi-pass loads carry L2 eviction hints (dsl/targets/__init__.py)."""
+        return rules(self.target).eviction_hints
+
+    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:

@@ -171,7 +171,7 @@ TABLE_8 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
 )
 
-# gemma_add_rmsnorm, gemma_rmsnorm, rmsnorm: TABLE_1, but for these width ranges
+# gemma_add_rmsnorm: TABLE_1, but for these width ranges
 TABLE_9 = runtime.amend(
     TABLE_1,
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
@@ -180,8 +180,18 @@ TABLE_9 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
 )
 
-# gemma_rmsnorm (backward), rmsnorm (backward): TABLE_6, but for these width ranges
+# gemma_rmsnorm: TABLE_1, but for these width ranges
 TABLE_10 = runtime.amend(
+    TABLE_1,
+    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 2, 1024, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 2, 4096, 16, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
+)
+
+# gemma_rmsnorm (backward), rmsnorm (backward): TABLE_6, but for these width ranges
+TABLE_11 = runtime.amend(
     TABLE_6,
     runtime.Entry(("fp16", "bf16"), 1, 16, 1, 511, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 1),
     runtime.Entry(("fp16", "bf16"), 1, 16, 512, None, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 3),
@@ -206,7 +216,7 @@ TABLE_10 = runtime.amend(
 )
 
 # layernorm: TABLE_1, but for these width ranges
-TABLE_11 = runtime.amend(
+TABLE_12 = runtime.amend(
     TABLE_1,
     runtime.Entry(("fp16", "bf16"), 1, 16, 1, 1023, "single", 8, 16, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
@@ -229,7 +239,7 @@ TABLE_11 = runtime.amend(
 )
 
 # layernorm (backward): TABLE_2, but for these width ranges
-TABLE_12 = runtime.amend(
+TABLE_13 = runtime.amend(
     TABLE_2,
     runtime.Entry(("fp16", "bf16"), 1, 16, 1, 511, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 1),
     runtime.Entry(("fp16", "bf16"), 1, 16, 512, None, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 3),
@@ -251,4 +261,14 @@ TABLE_12 = runtime.amend(
     runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
     runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 8, "persistent", False, 0),
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
+)
+
+# rmsnorm: TABLE_1, but for these width ranges
+TABLE_14 = runtime.amend(
+    TABLE_1,
+    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 2, 1024, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 2, 4096, 16, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
 )

@@ -77,8 +77,8 @@ def gemma_add_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             s = s.to(tl.float32)
@@ -90,8 +90,8 @@ def gemma_add_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
+            r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
             # s = x + r, rounded to the input dtype exactly as torch's x + r is
             s = (x + r).to(dtype)
             if PRE:

@@ -13,7 +13,7 @@ from dsl import abi, runtime
 from dsl.device import column_block, row_tile, tile_mask, tile_range, vec_multiples
 
 from ._abi import ABI_9, ABI_10
-from ._cuda_tables import TABLE_9, TABLE_10
+from ._cuda_tables import TABLE_10, TABLE_11
 
 
 @triton.jit
@@ -71,7 +71,7 @@ def gemma_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
             acc += s * s
         rstd = tl.math.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
         if STORE_RSTD:
@@ -80,7 +80,7 @@ def gemma_rmsnorm_forward_multi(
         for col_start in range(0, n_cols, BLOCK_N):
             cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
             x_hat = s * rstd[:, None]
@@ -189,11 +189,11 @@ def gemma_rmsnorm_backward_multi(
 
 KERNELS = {"single": gemma_rmsnorm_forward_single, "multi": gemma_rmsnorm_forward_multi}
 ABI = ABI_9.extended(abi.VEC)
-TABLE = runtime.DispatchTable("gemma_rmsnorm", "cuda", TABLE_9)
+TABLE = runtime.DispatchTable("gemma_rmsnorm", "cuda", TABLE_10)
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
 BACKWARD_KERNELS = {"single": gemma_rmsnorm_backward_single, "multi": gemma_rmsnorm_backward_multi}
 BACKWARD_ABI = ABI_10.extended(abi.VEC, abi.LOOP_STAGES)
-BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "cuda", TABLE_10)
+BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "cuda", TABLE_11)
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -13,7 +13,7 @@ from dsl import abi, runtime
 from dsl.device import column_block, row_tile, tile_mask, tile_range, vec_multiples
 
 from ._abi import ABI_11, ABI_12
-from ._cuda_tables import TABLE_11, TABLE_12
+from ._cuda_tables import TABLE_12, TABLE_13
 
 
 @triton.jit
@@ -229,11 +229,11 @@ def layernorm_backward_multi(
 
 KERNELS = {"single": layernorm_forward_single, "multi": layernorm_forward_multi}
 ABI = ABI_11.extended(abi.VEC)
-TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_11)
+TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_12)
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
 BACKWARD_KERNELS = {"single": layernorm_backward_single, "multi": layernorm_backward_multi}
 BACKWARD_ABI = ABI_12.extended(abi.VEC, abi.LOOP_STAGES)
-BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_12)
+BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_13)
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -42,6 +42,7 @@ KIND = Kind(
     formula="{v} / sqrt(sum({v}^2) + eps)",
     eps_added_to="sum of squares",
     first_pass_sums="the sums of squares",
+    statistics_passes=1,
     refusals=(
         Refusal(
             "bias",
@@ -60,9 +61,9 @@ KIND_JINJA = """{% import "kernel_macros.jinja" as m %}
 rstd = tl.math.rsqrt(tl.sum(s * s, axis=1) + eps)
 {%- endmacro %}
 
-{% macro statistics_multi(f, readback) -%}
+{% macro statistics_multi(f, readback, hint) -%}
 acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-{% call m.stats_pass(f, readback, True) %}
+{% call m.stats_pass(f, readback, True, hint) %}
 acc += s * s
 {% endcall %}
 rstd = tl.math.rsqrt(tl.sum(acc, axis=1) + eps)

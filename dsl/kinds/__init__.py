@@ -13,8 +13,9 @@ it (its spec word, ``norm = NAME``):
 
   ``statistics_single(f)``    forward, a row in one tile: rstd (and mean) of s, the
                               fp32 tile (0 in padding columns unless EVEN_N)
-  ``statistics_multi(f, readback)``  forward, wide rows: the same, over column
-                              blocks (each a ``m.stats_pass`` call block)
+  ``statistics_multi(f, readback, hint)``  forward, wide rows: the same, over column
+                              blocks (each a ``m.stats_pass`` call block, passed the hint:
+                              the eviction policy of these passes' loads)
   ``x_hat(f, rounded)``       x_hat from s and the statistics (rounded: casting none,
                               each step in the input dtype)
   ``backward_terms_single(f)`` the backward's row terms from g = dy * w and x_hat
@@ -59,6 +60,7 @@ class Kind:
     formula: str  # the normalized value of {v}, for docstrings: "{v} / sqrt(mean({v}^2) + eps)"
     eps_added_to: str  # the op's docstring: eps is added to the ... before the square root
     first_pass_sums: str  # what the multi-pass forward's first pass accumulates (a kernel comment)
+    statistics_passes: int  # column loops of statistics_multi (rms: 1; layer: 2, mean then variance)
     refusals: tuple[Refusal, ...] = ()
 
     @property

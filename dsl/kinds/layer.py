@@ -10,4 +10,5 @@ KIND = Kind(
     formula="({v} - mean({v})) / sqrt(var({v}) + eps)",
     eps_added_to="variance",
     first_pass_sums="the row sums",
+    statistics_passes=2,
 )

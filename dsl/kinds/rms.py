@@ -10,6 +10,7 @@ KIND = Kind(
     formula="{v} / sqrt(mean({v}^2) + eps)",
     eps_added_to="mean square",
     first_pass_sums="the sums of squares",
+    statistics_passes=1,
     refusals=(
         Refusal(
             "bias",

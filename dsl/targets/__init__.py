@@ -34,6 +34,9 @@ class TargetRules(ABC):
     # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the
     # portable forms (False: npu, whose kernels keep those).
     fast_quantize: bool = False
+    # The forward's multi-pass kernel hints the L2 cache: loads of the passes that a later pass
+    # re-reads keep their lines (evict_last), the last pass's loads let them go (evict_first).
+    eviction_hints: bool = False
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         """The compile options of every launch of this spec's kernels."""

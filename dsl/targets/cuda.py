@@ -2,7 +2,8 @@
 
 Single pass up to ``MAX_SINGLE_PASS`` columns (a width bucket per power of two),
 one multi-pass bucket beyond, times the row buckets ``ROW_BUCKETS``. Rows per
-program, warps and the grid policy of each bucket come from the measured tuning
+program, warps and the grid policy of each bucket (and, where measured faster, the
+multi-pass kernel in a single-pass bucket) come from the measured tuning
 file (``dsl/tuning/cuda.json``, written by ``python build.py --tune cuda``) for
 the op, or, for an op not measured yet, the file's fallback op; else from
 ``default_config``.
@@ -84,15 +85,33 @@ def default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, 
 
 
 def parse_tuning(data: dict) -> dict:
-    """The tuning file's JSON -> {"fallback": op, "ops": {op: {(dtype, cols_hi, rows_lo): config}}}."""
+    """The tuning file's JSON -> {"fallback": op, "ops": {op: {(dtype, cols_hi, rows_lo): config}}};
+    a config is (rows per program, warps, grid, pass, BLOCK_N), the last two None where the row
+    keeps its bucket's (a row may put a single-pass bucket on the multi-pass kernel)."""
     ops = {}
+    bucket_of = {cols_hi: (passes, block_n) for _, cols_hi, passes, block_n in buckets()}
     for op, section in data["ops"].items():
         best = {}
         for row in section["best"]:
+            passes = Pass(row["passes"]) if "passes" in row else None
+            block_n = row.get("block_n")
+            where = f"dsl/tuning/cuda.json: {op} {row['dtype']} cols_hi {row['cols_hi']} rows_lo {row['rows_lo']}"
+            if row["cols_hi"] not in bucket_of:
+                raise ValueError(f"{where}: no width bucket ends at {row['cols_hi']}")
+            if (passes is None) != (block_n is None):
+                raise ValueError(f"{where}: give passes and block_n together, or neither")
+            if passes is Pass.SINGLE and block_n != bucket_of[row["cols_hi"]][1]:
+                raise ValueError(
+                    f"{where}: a single pass holds the bucket's whole row (block_n {bucket_of[row['cols_hi']][1]})"
+                )
+            if passes is Pass.MULTI and (block_n < MIN_BLOCK_N or block_n & (block_n - 1)):
+                raise ValueError(f"{where}: block_n must be a power of two of at least {MIN_BLOCK_N}")
             best[DType(row["dtype"]), row["cols_hi"], row["rows_lo"]] = (
                 row["block_m"],
                 row["num_warps"],
                 Grid(row["grid"]),
+                passes,
+                block_n,
             )
         ops[op] = best
     fallback = data.get("fallback")
@@ -126,6 +145,7 @@ class CudaRules(TargetRules):
     program_barrier = True
     pipelined_tile_loop = True
     fast_quantize = True
+    eviction_hints = True
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
         # casting none rounds every step to the input dtype: a fused multiply-add would skip
@@ -139,7 +159,8 @@ class CudaRules(TargetRules):
             for cols_lo, cols_hi, passes, block_n in buckets():
                 for rows_lo, rows_hi in ROW_BUCKETS:
                     config = configs.get((dtype, cols_hi, rows_lo)) or default_config(dtype, block_n, rows_lo)
-                    block_m, num_warps, grid = config
+                    block_m, num_warps, grid, *layout = config
+                    row_passes, row_block_n = layout or (None, None)
                     entries.append(
                         DispatchEntry(
                             dtype=dtype,
@@ -147,9 +168,9 @@ class CudaRules(TargetRules):
                             cols_hi=cols_hi,
                             rows_lo=rows_lo,
                             rows_hi=rows_hi,
-                            passes=passes,
+                            passes=row_passes or passes,
                             block_m=block_m,
-                            block_n=block_n,
+                            block_n=row_block_n or block_n,
                             num_warps=num_warps,
                             grid=grid,
                             multibuffer=False,

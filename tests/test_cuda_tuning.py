@@ -1,0 +1,100 @@
+"""The cuda tuning file (dsl/tuning/cuda.json): a row may put a single-pass bucket on the multi-pass
+kernel (its ``passes`` and ``block_n``), the planner follows it and refuses rows it cannot follow, and
+a tuner run that measured some buckets keeps the others."""
+
+import json
+
+import pytest
+
+from benchmarks import tuning_file
+from benchmarks.calls import check, launcher_for, make_call
+from dsl import pipeline
+from dsl.model import DType, Target
+from dsl.plan import Pass, plan
+from dsl.targets import cuda
+
+SPECS = {s.name: s for s in pipeline.load_specs(pipeline.SPECS)}
+
+
+def row(cols_hi, rows_lo, block_m=1, num_warps=8, grid="tiles", dtype="bf16", **layout):
+    return {"dtype": dtype, "cols_hi": cols_hi, "rows_lo": rows_lo, "block_m": block_m, "num_warps": num_warps,
+            "grid": grid, **layout}  # fmt: skip
+
+
+def tuning(*rows):
+    return cuda.parse_tuning({"fallback": None, "ops": {"rmsnorm": {"best": list(rows)}}})
+
+
+def entry(table, dtype, n_rows, n_cols):
+    (e,) = [e for e in table if e.dtype is dtype and e.covers(n_rows, n_cols)]
+    return e
+
+
+def test_a_multi_pass_row_in_a_single_pass_bucket():
+    table = plan(SPECS["rmsnorm"], Target.CUDA, tuning(
+        row(8192, 1024, num_warps=16, passes="multi", block_n=4096),
+        row(8192, 1, num_warps=4),
+    )).table  # fmt: skip
+    wide = entry(table, DType.BF16, 2048, 8192)
+    assert (wide.passes, wide.block_n, wide.block_m, wide.num_warps) == (Pass.MULTI, 4096, 1, 16)
+    assert (wide.cols_lo, wide.cols_hi, wide.rows_lo) == (4097, 8192, 1024)
+    few = entry(table, DType.BF16, 64, 8192)  # the same bucket's other row range keeps the single pass
+    assert (few.passes, few.block_n, few.num_warps) == (Pass.SINGLE, 8192, 4)
+    assert entry(table, DType.BF16, 2048, 4096).passes is Pass.SINGLE  # the neighbour bucket is untouched
+    assert entry(table, DType.FP32, 2048, 8192).passes is Pass.SINGLE  # and so is the other dtype
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (row(8192, 1024, passes="multi"), "passes and block_n together"),
+        (row(8192, 1024, block_n=4096), "passes and block_n together"),
+        (row(8192, 1024, passes="single", block_n=4096), "whole row"),
+        (row(8192, 1024, passes="multi", block_n=3000), "power of two"),
+        (row(8192, 1024, passes="multi", block_n=8), "power of two"),
+        (row(6000, 1024), "no width bucket"),
+        (row(8192, 1024, passes="double", block_n=4096), "double"),
+    ],
+)
+def test_rows_the_planner_cannot_follow_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        tuning(bad)
+
+
+def test_the_multi_pass_kernel_at_a_single_pass_width_is_right():
+    """What such a row launches: rmsnorm's multi-pass kernel over 3000 columns in blocks of 2048
+    (a masked second block), 3 rows, checked against the generated reference."""
+    spec = SPECS["add_rmsnorm"]
+    launch = launcher_for("add_rmsnorm", "fp32", "multi", 1, 2048, 4, "tiles")
+    for mode in ("pre", "post"):
+        call = make_call("add_rmsnorm", mode, 3, 3000, "fp32", "cpu")
+        launch(call["key"], False, 0, call["args"])
+        check("add_rmsnorm", spec, call, mode)
+
+
+def section(date, rows, complete=True):
+    measurements = [{"dtype": r["dtype"], "cols_hi": r["cols_hi"], "rows_lo": r["rows_lo"], "cells": []} for r in rows]
+    return {"date": date, "complete": complete, "best": rows, "measurements": measurements}
+
+
+def test_a_run_over_some_buckets_keeps_the_others(tmp_path):
+    path = tmp_path / "cuda.json"
+    old = [row(4096, 1), row(4096, 1024), row(8192, 1), row(8192, 1024), row(None, 1)]
+    path.write_text(
+        json.dumps({"fallback": "rmsnorm", "ops": {"rmsnorm": section("old", old), "layernorm": section("x", old)}})
+    )
+    new = [row(8192, 1024, num_warps=16, passes="multi", block_n=4096)]
+    data = tuning_file.merged(path, {"rmsnorm": section("new", new, complete=False)})
+    best = data["ops"]["rmsnorm"]["best"]
+    assert [(r["cols_hi"], r["rows_lo"]) for r in best] == [(4096, 1), (4096, 1024), (8192, 1), (8192, 1024), (None, 1)]
+    assert [r.get("date") for r in best] == ["old", "old", "old", None, "old"]  # kept rows say when
+    assert best[3]["passes"] == "multi" and best[3]["num_warps"] == 16  # the measured bucket replaced
+    assert len(data["ops"]["rmsnorm"]["measurements"]) == 5
+    assert data["ops"]["rmsnorm"]["complete"] is False and data["ops"]["rmsnorm"]["date"] == "new"
+    assert data["ops"]["layernorm"] == section("x", old) and data["fallback"] == "rmsnorm"
+    parsed = cuda.parse_tuning(json.loads(tuning_file.tuning_text(data)))  # the planner reads the result
+    assert parsed["ops"]["rmsnorm"][DType.BF16, 8192, 1024] == (1, 16, cuda.Grid.TILES, Pass.MULTI, 4096)
+
+
+def test_the_committed_file_parses():
+    assert cuda.load_tuning()["ops"]
