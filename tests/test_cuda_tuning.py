@@ -8,10 +8,12 @@ import pytest
 
 from benchmarks import tuning_file
 from benchmarks.calls import check, launcher_for, make_call
-from dsl import pipeline
+from dsl import pipeline, runtime
 from dsl.model import DType, Target
 from dsl.plan import Pass, plan
 from dsl.targets import cuda
+
+from .conftest import HAS_GPU
 
 SPECS = {s.name: s for s in pipeline.load_specs(pipeline.SPECS)}
 
@@ -61,13 +63,17 @@ def test_rows_the_planner_cannot_follow_are_refused(bad, message):
         tuning(bad)
 
 
-def test_the_multi_pass_kernel_at_a_single_pass_width_is_right():
-    """What such a row launches: rmsnorm's multi-pass kernel over 3000 columns in blocks of 2048
-    (a masked second block), 3 rows, checked against the generated reference."""
+@pytest.mark.skipif(
+    not ((runtime.INTERPRET and runtime.INTERPRET_TARGET == "cuda") or HAS_GPU), reason="the cuda kernels run"
+)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_the_multi_pass_kernel_at_a_single_pass_width_is_right(dtype):
+    """What such a row launches: add_rmsnorm's multi-pass kernel (with its eviction hints) over 3000
+    columns in blocks of 2048 (a masked second block), 3 rows, checked against the generated reference."""
     spec = SPECS["add_rmsnorm"]
-    launch = launcher_for("add_rmsnorm", "fp32", "multi", 1, 2048, 4, "tiles")
+    launch = launcher_for("add_rmsnorm", dtype, "multi", 1, 2048, 4, "tiles")
     for mode in ("pre", "post"):
-        call = make_call("add_rmsnorm", mode, 3, 3000, "fp32", "cpu")
+        call = make_call("add_rmsnorm", mode, 3, 3000, dtype, "cuda" if HAS_GPU else "cpu")
         launch(call["key"], False, 0, call["args"])
         check("add_rmsnorm", spec, call, mode)
 
