@@ -175,17 +175,23 @@ def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10, copies: int = 5) -> di
     return {"bytes": nbytes, "ms": ms, "gbps": 2 * nbytes / (ms * 1e-3) / 1e9, "samples_ms": samples_ms}
 
 
-def same_bytes_copy_gbps(call_bytes: int, l2: int, reps: int) -> float:
+def same_bytes_copy_gbps(call_bytes: int, l2: int, reps: int, tries: int = 2) -> float:
     """GB/s of a device-to-device copy moving ``call_bytes`` (half read, half written), timed as the
     ops are: CUDA-graph replay, buffers rotated past L2 the same way. What the copy bandwidth
-    (of 1 GiB) becomes at an op's own size, ramp-up and tail included."""
+    (of 1 GiB) becomes at an op's own size, ramp-up and tail included. The fastest of ``tries``
+    fresh allocations: one allocation of a size in ~30 ran at 64% of the others (H200)."""
     half = call_bytes // 2
-    sets = [(torch.ones(half, dtype=torch.uint8, device="cuda"), torch.empty(half, dtype=torch.uint8, device="cuda"))
-            for _ in range(rotation_sets(call_bytes, l2))]  # fmt: skip
-    us = median(graph_time_us(lambda src, dst: dst.copy_(src), sets, calls_per_graph(call_bytes), reps))
-    del sets
-    torch.cuda.empty_cache()
-    return 2 * half / (us * 1e-6) / 1e9
+    best_us = math.inf
+    for _ in range(tries):
+        sets = [
+            (torch.ones(half, dtype=torch.uint8, device="cuda"), torch.empty(half, dtype=torch.uint8, device="cuda"))
+            for _ in range(rotation_sets(call_bytes, l2))
+        ]
+        us = median(graph_time_us(lambda src, dst: dst.copy_(src), sets, calls_per_graph(call_bytes), reps))
+        best_us = min(best_us, us)
+        del sets
+        torch.cuda.empty_cache()
+    return 2 * half / (best_us * 1e-6) / 1e9
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor) -> tuple[bool, float]:
