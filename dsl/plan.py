@@ -122,7 +122,7 @@ class KernelPlan:
 
     @property
     def eviction_hints(self) -> bool:
-        """The forward's multi-pass loads carry L2 eviction hints (dsl/targets/__init__.py)."""
+        """The multi-pass kernels' loads carry L2 eviction hints (dsl/targets/__init__.py)."""
         return rules(self.target).eviction_hints
 
     @property

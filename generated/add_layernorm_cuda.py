@@ -233,12 +233,12 @@ def add_layernorm_backward_multi(
             cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
-            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
             if PRE:
-                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
             else:
-                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
+                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
                 s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
             x_hat = (s - mean[:, None]) * rstd[:, None]
             g = dy * w[None, :]
@@ -251,12 +251,12 @@ def add_layernorm_backward_multi(
             cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
-            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
             if PRE:
-                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
             else:
-                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+                x = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
+                r = tl.load(R_ptr + rows[:, None] * R_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
                 s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
             x_hat = (s - mean[:, None]) * rstd[:, None]
             g = dy * w[None, :]

@@ -163,8 +163,8 @@ def gemma_rmsnorm_backward_multi(
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
-            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_last").to(tl.float32)
             x_hat = s * rstd[:, None]
             g = dy * w[None, :]
             acc1 += g * x_hat
@@ -175,8 +175,8 @@ def gemma_rmsnorm_backward_multi(
             mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
             w = w + 1.0
-            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
-            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
+            s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0, eviction_policy="evict_first").to(tl.float32)
             x_hat = s * rstd[:, None]
             g = dy * w[None, :]
             dx = (g - x_hat * c1[:, None]) * rstd[:, None]

@@ -81,10 +81,10 @@ x_hat = s * rstd[:, None]
 c1 = tl.sum(g * x_hat, axis=1)
 {%- endmacro %}
 
-{% macro backward_terms_multi(f) -%}
+{% macro backward_terms_multi(f, hint) -%}
 # pass 1: c1 = sum(g * x_hat) over the row, in fp32
 acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-{% call m.backward_pass(f) %}
+{% call m.backward_pass(f, hint) %}
 acc1 += g * x_hat
 {% endcall %}
 c1 = tl.sum(acc1, axis=1)

@@ -19,7 +19,8 @@ it (its spec word, ``norm = NAME``):
   ``x_hat(f, rounded)``       x_hat from s and the statistics (rounded: casting none,
                               each step in the input dtype)
   ``backward_terms_single(f)`` the backward's row terms from g = dy * w and x_hat
-  ``backward_terms_multi(f)``  the same over column blocks (``m.backward_pass``)
+  ``backward_terms_multi(f, hint)``  the same over column blocks (``m.backward_pass``,
+                              passed the hint)
   ``backward_dx(f)``          dx from g, x_hat, the row terms and rstd
   ``reference_statistics(f)`` and ``reference_x_hat(f, rounded)``: the same in PyTorch
                               (its autograd is the CPU backward)

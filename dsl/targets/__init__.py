@@ -34,8 +34,9 @@ class TargetRules(ABC):
     # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the
     # portable forms (False: npu, whose kernels keep those).
     fast_quantize: bool = False
-    # The forward's multi-pass kernel hints the L2 cache: loads of the passes that a later pass
-    # re-reads keep their lines (evict_last), the last pass's loads let them go (evict_first).
+    # The multi-pass kernels hint the L2 cache: loads of the passes that a later pass re-reads
+    # keep their lines (evict_last), the last pass's loads let them go (evict_first). The forward's
+    # kernels of two passes and every backward (docs/bench/hints/).
     eviction_hints: bool = False
 
     def options(self, spec: NormSpec) -> tuple[tuple[str, object], ...]:
