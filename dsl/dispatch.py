@@ -49,17 +49,19 @@ def per_dtype(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
     return tuple(e._replace(dtype=d) for e in entries for d in (e.dtype if isinstance(e.dtype, tuple) else (e.dtype,)))
 
 
+def width_groups(entries) -> dict[tuple, tuple]:
+    """(dtype, cols_lo, cols_hi) -> the rows of that width range, in order: of the runtime's rows
+    (one dtype each) and of the planner's (``dsl/table.py``)."""
+    groups: dict[tuple, list] = {}
+    for e in entries:
+        groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
+    return {key: tuple(rows) for key, rows in groups.items()}
+
+
 def amend(base: tuple[Entry, ...], *rows: Entry) -> tuple[Entry, ...]:
     """``base``'s rows, those of each (dtype, cols_lo, cols_hi) that ``rows`` name replaced by
     ``rows``' rows of it: a table written as another's but for a few width ranges."""
-
-    def by_width(entries: tuple[Entry, ...]) -> dict[tuple, list[Entry]]:
-        groups: dict[tuple, list[Entry]] = {}
-        for e in per_dtype(entries):
-            groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
-        return groups
-
-    new, old = by_width(rows), by_width(base)
+    new, old = width_groups(per_dtype(rows)), width_groups(per_dtype(base))
     if not new.keys() <= old.keys():  # a width range the base does not have: a mistake, not a new range
         raise ValueError(
             f"amend: no such (dtype, cols_lo, cols_hi) in the base table: {sorted(new.keys() - old.keys())}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from .dispatch import block_n_for
+from .dispatch import block_n_for, width_groups
 from .model import DType
 
 
@@ -105,14 +105,6 @@ def dtype_rows(entries: tuple[DispatchEntry, ...]) -> tuple[tuple[tuple[DType, .
         written += [(tuple(k[0] for k in partners), e) for e in rows]
     order = {key[0]: i for i, key in reversed(list(enumerate(groups)))}  # dtypes in their first row's order
     return tuple(sorted(written, key=lambda row: (row[1].cols_lo, order[row[0][0]], row[1].rows_lo)))
-
-
-def width_groups(entries: tuple[DispatchEntry, ...]) -> dict[tuple, tuple[DispatchEntry, ...]]:
-    """(dtype, cols_lo, cols_hi) -> the rows of that width range, in order."""
-    groups: dict[tuple, list[DispatchEntry]] = {}
-    for e in entries:
-        groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
-    return {key: tuple(rows) for key, rows in groups.items()}
 
 
 def amendment(entries: tuple[DispatchEntry, ...], base: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...] | None:

@@ -93,8 +93,11 @@ def test_cuda_blocks_are_powers_of_two_and_hold_the_row(kernel_plan):
 FAKE_TUNING = {
     "fallback": "add_rmsnorm",
     "ops": {
-        "add_rmsnorm": {(DType.BF16, 4096, 1): (2, 8, Grid.PERSISTENT), (DType.BF16, 8192, 1): (1, 32, Grid.TILES)},
-        "rmsnorm": {(DType.BF16, 4096, 1): (4, 16, Grid.TILES)},
+        "add_rmsnorm": {
+            (DType.BF16, 4096, 1): (2, 8, Grid.PERSISTENT, None, None),
+            (DType.BF16, 8192, 1): (1, 32, Grid.TILES, None, None),
+        },
+        "rmsnorm": {(DType.BF16, 4096, 1): (4, 16, Grid.TILES, None, None)},
     },
 }
 

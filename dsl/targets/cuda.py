@@ -158,9 +158,8 @@ class CudaRules(TargetRules):
         for dtype in spec.dtypes:
             for cols_lo, cols_hi, passes, block_n in buckets():
                 for rows_lo, rows_hi in ROW_BUCKETS:
-                    config = configs.get((dtype, cols_hi, rows_lo)) or default_config(dtype, block_n, rows_lo)
-                    block_m, num_warps, grid, *layout = config
-                    row_passes, row_block_n = layout or (None, None)
+                    default = (*default_config(dtype, block_n, rows_lo), None, None)  # the bucket's pass, BLOCK_N
+                    block_m, num_warps, grid, row_passes, row_block_n = configs.get((dtype, cols_hi, rows_lo), default)
                     entries.append(
                         DispatchEntry(
                             dtype=dtype,
