@@ -49,6 +49,16 @@ def _panel(ax, rows: list[DeviceRow], impls: list[str], title: str, ylim: float,
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _grid(plt, panels: int, most_columns: int, width: float, height: float):
+    """A figure of ``panels`` panels, at most ``most_columns`` to a line, each ``width`` × ``height``
+    inches, sharing the y axis: (figure, axes), axes[line][column]."""
+    columns = min(most_columns, panels)
+    lines_of_panels = math.ceil(panels / columns)
+    return plt.subplots(
+        lines_of_panels, columns, figsize=(width * columns, height * lines_of_panels), squeeze=False, sharey=True
+    )
+
+
 def _finish(plt, figure, axes, panels: int, title: str, path: Path, top: float, legend_y: float, dpi: int) -> None:
     """Blank the unused panels, a legend of every impl drawn anywhere (Liger has some ops only), the
     title; saved to ``path``."""
@@ -75,11 +85,8 @@ def plot(device: list[DeviceRow], impls: list[str], dtype: str, mode: str, path:
     plt = _pyplot() if widths else None
     if plt is None:
         return False
-    columns = min(3, len(widths))
-    lines_of_panels = math.ceil(len(widths) / columns)
-    figure, axes = plt.subplots(
-        lines_of_panels, columns, figsize=(4.6 * columns, 3.6 * lines_of_panels), squeeze=False, sharey=True
-    )
+    figure, axes = _grid(plt, len(widths), 3, 4.6, 3.6)
+    columns = len(axes[0])
     for index, width in enumerate(widths):
         ax = axes[index // columns][index % columns]
         _panel(ax, [r for r in rows if r.cols == width], impls, f"hidden {width}", 1.05, mode == "pre")
@@ -99,11 +106,8 @@ def family_plot(device: list[DeviceRow], impls: list[str], path: Path, copy_gbps
     plt = _pyplot() if ops else None
     if plt is None:
         return False
-    columns = min(4, len(ops))
-    lines_of_panels = math.ceil(len(ops) / columns)
-    figure, axes = plt.subplots(
-        lines_of_panels, columns, figsize=(4.0 * columns, 3.2 * lines_of_panels), squeeze=False, sharey=True
-    )
+    figure, axes = _grid(plt, len(ops), 4, 4.0, 3.2)
+    columns, lines_of_panels = len(axes[0]), len(axes)
     for index, op in enumerate(ops):
         ax = axes[index // columns][index % columns]
         rows = [r for r in family if r.op == op]
