@@ -178,12 +178,17 @@ def choose(result: Result) -> None:
     result.best = result.bucket.default if result.bucket.default in near else best
 
 
+def candidate_launcher(op: str, bucket: Bucket, config: Config):
+    """A launcher of the op's kernels whose one table entry is this candidate in this bucket."""
+    passes, block_n = config.layout(bucket)
+    return launcher_for(op, bucket.dtype, passes, config.block_m, block_n, config.num_warps, config.grid)
+
+
 def measure(op, spec, bucket: Bucket, config: Config, cell, reps: int, timed: bool = True) -> float:
     """Device µs per launch of a candidate on one shape (checked first); OutOfResources propagates."""
     mode, rows, cols = cell
     device = "cuda" if timed else "cpu"
-    passes, block_n = config.layout(bucket)
-    launch = launcher_for(op, bucket.dtype, passes, config.block_m, block_n, config.num_warps, config.grid)
+    launch = candidate_launcher(op, bucket, config)
     call = make_call(op, mode, rows, cols, bucket.dtype, device)
     launch(call["key"], False, 0, call["args"])
     check(op, spec, call, mode)
@@ -204,8 +209,7 @@ def compile_ahead(jobs: list[tuple]) -> list[str]:
     errors = []
     for op, bucket, config, (mode, rows, cols) in jobs:
         try:
-            passes, block_n = config.layout(bucket)
-            launch = launcher_for(op, bucket.dtype, passes, config.block_m, block_n, config.num_warps, config.grid)
+            launch = candidate_launcher(op, bucket, config)
             call = make_call(op, mode, rows, cols, bucket.dtype, "cuda")
             kernel, grid, options, _ = launch.decide(bucket.dtype, rows, cols, 0)
             kernel.warmup(*call["args"], grid=grid, **options)
