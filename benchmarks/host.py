@@ -1,7 +1,7 @@
 """Host time per eager call, every call form side by side with the launch floor (GPU machine).
 
     python -m benchmarks.host [--out DIR] [--ops add_rmsnorm,rmsnorm,layernorm] [--shape 8,4096]
-                              [--dtype bf16] [--calls 1000] [--rounds 15] [--inference]
+                              [--dtype bf16] [--calls 1000] [--rounds 15] [--inference] [--host cxx|python]
     python -m benchmarks.host --self-test [--out DIR]   # CPU: every form runs once, the writers
 
 Host time per call: ``calls`` back-to-back calls, one synchronize, divided by the
@@ -16,6 +16,9 @@ op's Launcher caches (``Launcher.cached_launch``), its arguments built once. Eac
 form is also compared with its own floor: the outputs that form allocates and its
 own kernel's launch. "floor, pointers as ints" passes the data pointers as ints
 (as the op does for its inputs), which skips Triton's per-pointer check.
+
+``--host`` picks the host path the ops take (dsl/host.py): the C++ one (default; the
+benchmark waits for its build and reports how many calls it served) or the Python one.
 
 Writes DIR/host.json and DIR/host.md (default benchmarks/results/) and prints the table.
 """
@@ -153,7 +156,8 @@ def markdown(meta: dict, results: list[dict]) -> str:
         f"# Host time per eager call ({meta['dtype']} {meta['shape'][0]} × {meta['shape'][1]}, {meta['mode']})",
         "",
         f"{meta['device']}; torch {meta['torch']}, triton {meta['triton']}, Python {meta['python']}; "
-        f"{meta['date']}. Median µs of {meta['rounds']} interleaved rounds of {meta['calls']} calls. "
+        f"{meta['date']}; {meta['host']} host path. "
+        f"Median µs of {meta['rounds']} interleaved rounds of {meta['calls']} calls. "
         "floor: the op's default outputs allocated (torch.empty_like) and its kernel's direct launch; "
         "its own floor: what that call form allocates and its own kernel's launch.",
         "",
@@ -185,24 +189,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--inference", action="store_true", help="time under torch.inference_mode()")
+    parser.add_argument("--host", default="cxx", choices=("cxx", "python"), help="the ops' host path (dsl/host.py)")
     parser.add_argument("--self-test", action="store_true", help="CPU: every form runs once; the writers")
     args = parser.parse_args(argv)
     rows, cols = (int(v) for v in args.shape.split(","))
     device = "cpu" if args.self_test else "cuda"
     if args.self_test:
         os.environ["TRITON_INTERPRET"] = "1"  # the kernels on CPU tensors, before generated is imported
-        rows, cols, args.rounds = 3, 64, 2
+        rows, cols, args.rounds, args.host = 3, 64, 2, "python"
     elif not torch.cuda.is_available():
         print("benchmarks.host needs a CUDA GPU (try --self-test)", file=sys.stderr)
         return 2
+    os.environ["NORMGEN_HOST"] = args.host  # read when dsl.host is first imported
+    from dsl import host
+
+    if args.host == "cxx" and host.module(wait=True) is None:
+        print(f"benchmarks.host: the C++ host path did not build ({host._state['error']})", file=sys.stderr)
+        return 1
     import triton
 
     context = torch.inference_mode() if args.inference else torch.no_grad()
     with context:
         results = measure(args.ops.split(","), rows, cols, args.dtype, args.calls, args.rounds, device)
+    ops = args.ops.split(",")
     if args.self_test:
-        ops = {name: importlib.import_module(f"generated.{name}").OP for name in args.ops.split(",")}
-        missing = [(n, f) for n, op in ops.items() for f in forms_of(op) if not any(r["call"] == f for r in results)]
+        ops_of = {name: importlib.import_module(f"generated.{name}").OP for name in ops}
+        missing = [(n, f) for n, op in ops_of.items() for f in forms_of(op) if not any(r["call"] == f for r in results)]
         if missing:
             print(f"benchmarks.host self-test: no row for {missing}", file=sys.stderr)
             return 1
@@ -217,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "calls": args.calls,
         "rounds": args.rounds,
         "mode": "inference_mode" if args.inference else "no_grad",
+        "host": args.host,
+        # calls the C++ path launched, per op (the forms' warm-up calls included)
+        "served": {n: getattr(importlib.import_module(f"generated.{n}").OP.twin, "served", int)() for n in ops},
     }
     print(write(args.out, meta, results))
     return 0

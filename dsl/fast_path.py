@@ -34,6 +34,8 @@ class Form:
         x, residual = object(), object()
         slots = op.slots([object() for _ in range(5)], x, residual, norm_pos, mean, rstd, inplace)
         write_x, write_residual = (inplace and any(s is t for s in slots) for t in (x, residual))
+        self.write_x, self.write_residual = write_x, write_residual
+        self.out_is_x = self.residual_out_is = None  # plain ops' outputs (below), as dsl/host.py registers them
         if write_x:
             written = (lambda x, r: (x, r)) if write_residual else (lambda x, r: (x,))
         else:
@@ -45,6 +47,7 @@ class Form:
             residual_out_is = "x" if residual_out is x else "residual" if residual_out is residual else None
             if residual_out is not None and residual_out_is is None:
                 residual_out_is = "out" if residual_out is out else "new"
+            self.out_is_x, self.residual_out_is = out is x, residual_out_is
             self.outputs = self._plain_outputs(op, out is x, residual_out_is, written)
 
     def _checked_outputs(self, op: Op, written):
@@ -100,7 +103,7 @@ class Record:
     """What the fast path knows of one call form at one shape, dtype and device (see ``Op._record``)."""
 
     __slots__ = ("n_rows", "param_shape", "rows", "device_index", "nbytes", "launcher", "key", "args", "tail")
-    __slots__ += ("stream", "direct")
+    __slots__ += ("stream", "direct", "native")
 
     def __init__(self, n_rows, param_shape, rows_shape, device, nbytes, launcher, layout, tail, stream):
         self.n_rows, self.param_shape, self.device_index, self.nbytes = n_rows, param_shape, device.index, nbytes
@@ -109,3 +112,5 @@ class Record:
         self.key = layout.key((None,) * PER_CALL + tail)  # the launch key follows from the tail
         self.stream = stream  # cuda: the current stream's getter; None: no direct launch (npu)
         self.direct = None  # the launcher's direct launch of the key, once it has one
+        # handed to the op's C++ host path (dsl/host.py): None not yet, True done, False never (Python path)
+        self.native = None if stream is not None else False

@@ -136,6 +136,8 @@ class Launcher:
         # device index -> {launch key -> direct launch} (cuda; compiled kernels are per device)
         self.fast: collections.defaultdict[int, dict] = collections.defaultdict(dict)
         self.slow: dict[tuple, tuple] = {}  # (launch key, device) -> (kernel, grid, options)
+        # device index -> {launch key -> Triton's compiled kernel of the direct launch} (dsl/host.py reads it)
+        self.compiled: collections.defaultdict[int, dict] = collections.defaultdict(dict)
 
     def decide(self, dtype: str, n_rows: int, n_cols: int, device_index: int, ints: tuple = ()) -> tuple:
         """(kernel, grid, options, entry) for a shape: the table lookup and launch policy.
@@ -218,6 +220,7 @@ class Launcher:
         if self.direct and aligned and compiled is not None and direct_launch_ok(device_index):
             constexprs = tuple(options[p.name] for p in self.abi.decided)
             remember(self.fast[device_index], key, _direct_launch(compiled, grid, constexprs))
+            remember(self.compiled[device_index], key, compiled)
 
     def cached_launch(self, key: tuple, device_index: int) -> tuple | None:
         """The direct launch cached for a launch key on a device (see ``__call__``), or None while there is none.
@@ -227,6 +230,10 @@ class Launcher:
         with its own per-shape record and calls it directly.
         """
         return self.fast[device_index].get(key)
+
+    def compiled_kernel(self, key: tuple, device_index: int):
+        """Triton's compiled kernel behind a launch key's direct launch, or None."""
+        return self.compiled[device_index].get(key)
 
 
 # The backward's partial sums of dw and db on cuda: one small kernel (dsl/device.py) adds up the

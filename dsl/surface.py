@@ -35,7 +35,7 @@ import importlib
 
 import torch
 
-from . import checks, compiled, launch_layout, runtime
+from . import checks, compiled, host, launch_layout, runtime
 from .checks import NormgenError
 from .custom_ops import autograd_call, compiling_call, register
 from .fast_path import Form, Record
@@ -83,6 +83,9 @@ class Op:
         self.reference, self.kernels, self.package = reference, kernels, package
         self.has_residual, self.has_weight, self.has_bias = ("residual" in inputs, "weight" in inputs, "bias" in inputs)
         self._launches: dict[tuple, tuple] = {}  # (target, backward) -> (launcher, {mode: layout})
+        # The C++ host path's twin of this op (dsl/host.py), made at its first record; ``native`` is the
+        # twin that calls try first (None: the Python path only; tests set it so to compare the two).
+        self.twin = self.native = None
         register(self)  # the custom ops (dsl/custom_ops.py)
         # the fast path's call forms: (norm_pos, return_mean, return_rstd, inplace) -> Form
         self._forms = {
@@ -144,7 +147,20 @@ class Op:
         if aligned and rec.stream is not None and rec.direct is None:
             rec.direct = rec.launcher.cached_launch(rec.key, rec.device_index)
 
+    def _native_record(self, rec: Record, form: Form, shape, dtype, device, bias_none: bool, pdtype) -> bool | None:
+        """Hand a record's direct launch to the C++ host path (dsl/host.py): True once it serves the
+        record, False where it never will, None while the extension builds."""
+        if host.module() is None:
+            return False if host.failed() else None
+        return host.register(self, form, rec, shape, dtype, device, bias_none, pdtype)
+
     def __call__(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace):
+        # The C++ host path (dsl/host.py) serves the calls whose launch the Python fast path below
+        # has made once; it returns None for any other call. (Never while compiling: dynamo skips this.)
+        if not _is_compiling() and (native := self.native) is not None:
+            result = native(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
+            if result is not None:
+                return result
         try:
             # The common eager call, proven valid with a few attribute reads: its form (mode,
             # statistics, in place) and a record of x's shape, dtype, device and weight dtype
@@ -220,6 +236,8 @@ class Op:
                     launch, grid, function, prefix, constexprs = direct
                     args = rec.args((xp, rp, wp, bp, *slots, eps) + rec.tail)
                     launch(grid, 1, 1, rec.stream(rec.device_index), function, *prefix, *args, *constexprs)
+                    if rec.native is None:
+                        rec.native = self._native_record(rec, form, shape, dtype, device, bias is None, pdtype)
                 else:
                     self._launch(rec, x, residual, weight, bias, slots, eps, aligned)
             if written:

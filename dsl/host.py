@@ -1,0 +1,273 @@
+"""The eager host path in C++ (hand-written): building ``dsl/host.cpp`` and feeding it what the Python path decided.
+
+On cuda, a common eager call's host work (prove the inputs, allocate the outputs, launch the
+kernel) costs a few microseconds of Python bytecode on top of the launch itself. ``host.cpp``
+does that work in C++ for the calls it can prove, and returns None for every other call, which
+then takes the Python path (``dsl/surface.py``) as before. It decides nothing itself: the
+Python fast path registers with it, per call form and shape, the launch it has already decided
+and made once (the compiled kernel, its grid and warps, where each parameter's value comes from).
+
+The extension is built on first use, the way Triton builds its own C launcher: by the system's
+C++ compiler, against the installed torch's headers and libraries, in a background thread (the
+calls meanwhile take the Python path), and cached under ``$NORMGEN_CACHE_DIR`` (default
+``~/.cache/normgen``), keyed by the source, torch's and Python's versions. Not at install: a
+build step would need torch in pip's isolated build environment (a multi-GB CUDA wheel) and
+would be stale after a torch upgrade. Where no compiler or header is found, the build fails
+once with a warning and every call keeps the Python path. ``NORMGEN_HOST=python`` turns it off.
+
+A record's parameters are checked against the kernel's own (``cuFuncGetParamInfo``: count and
+sizes) before it is used; a mismatch refuses the record, and the Python path keeps serving it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import runtime
+
+ENABLED = os.environ.get("NORMGEN_HOST", "cxx") != "python"
+SOURCE = Path(__file__).with_name("host.cpp")
+
+# the C++ side's enums (host.cpp)
+SLOTS = ("x", "residual", "weight", "bias", "out", "residual_out", "scale", "mean", "rstd", "eps")
+PTR, F32, I32, I64 = range(4)
+RESIDUAL_OUT = {None: 0, "new": 1, "out": 2, "x": 3, "residual": 4}
+
+_lock = threading.Lock()
+_state = {"module": None, "thread": None, "error": None}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NORMGEN_CACHE_DIR") or Path.home() / ".cache" / "normgen") / "host"
+
+
+def _tag() -> str:
+    parts = (SOURCE.read_bytes(), torch.__version__, str(torch.version.git_version), sys.version, _compiler())
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+
+
+def _compiler() -> str:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++") or ""
+
+
+def build_command(source: Path, target: Path) -> list[str]:
+    """The compiler's command line for the extension against this torch and Python."""
+    root = Path(torch.__file__).parent
+    lib = root / "lib"
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    return [
+        _compiler(),
+        "-O2",
+        "-std=c++17",
+        "-shared",
+        "-fPIC",
+        "-w",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        f"-I{root / 'include'}",
+        f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
+        f"-I{sysconfig.get_paths()['include']}",
+        str(source),
+        "-o",
+        str(target),
+        f"-L{lib}",
+        f"-Wl,-rpath,{lib}",
+        "-lc10",
+        "-ltorch_cpu",
+        "-ltorch_python",
+        "-ldl",
+    ]
+
+
+def build() -> object:
+    """Build (or find in the cache) and import the extension; raises on failure."""
+    if not _compiler():
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+    directory = cache_dir() / _tag()
+    target = directory / f"_normgen_host{sysconfig.get_config_var('EXT_SUFFIX')}"
+    if not target.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            built = Path(tmp) / target.name
+            result = subprocess.run(build_command(SOURCE, built), capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"the C++ compiler failed:\n{result.stderr[-4000:]}")
+            os.replace(built, target)  # atomic: a concurrent build of the same tag writes the same file
+    spec = importlib.util.spec_from_file_location("_normgen_host", target)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build_in_background() -> None:
+    try:
+        module = build()
+    except Exception as error:  # any failure: the Python path stays
+        _state["error"] = f"{type(error).__name__}: {error}"
+        warnings.warn(f"normgen: the C++ host path is off, its build failed ({_state['error']})", stacklevel=1)
+        return
+    _state["module"] = module
+
+
+def module(wait: bool = False):
+    """The built extension, or None while it builds, where it failed or is off; the first call starts the build.
+
+    ``wait``: block until the build ends (benchmarks and tests).
+    """
+    if _state["module"] is not None or not ENABLED or _state["error"] is not None:
+        return _state["module"]
+    with _lock:
+        thread = _state["thread"]
+        if thread is None:
+            thread = _state["thread"] = threading.Thread(target=_build_in_background, name="normgen-host", daemon=True)
+            thread.start()
+    if wait:
+        thread.join()
+    return _state["module"]
+
+
+def failed() -> bool:
+    """The build failed or the path is off: no record will ever be registered."""
+    return not ENABLED or _state["error"] is not None
+
+
+class _Slot:
+    """A stand-in for one of the launch environment's per-call values (see ``param_spec``)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+_STANDINS = tuple(_Slot(i) for i in range(len(SLOTS)))
+
+
+def form_index(op, form) -> int:
+    """A call form's index on the C++ side: mode * 4 + return_mean * 2 + return_rstd (+ 4 * modes in place)."""
+    mode = op.call_modes.index(form.norm_pos)
+    return mode * 4 + form.mean * 2 + form.rstd + (4 * len(op.call_modes) if form.inplace else 0)
+
+
+def make_op(op, ext=None):
+    """The C++ twin of an ``Op`` (dsl/surface.py), with its plain call forms; None for quantized ops
+    (and while the extension ``ext``, by default the built one, is not there)."""
+    ext = ext or module()
+    if ext is None or op.quant_storage is not None:
+        return None
+    native = ext.Op(op.has_residual, op.has_weight, op.has_bias, op.call_modes, (torch.Tensor, torch.nn.Parameter))
+    stats = -1 if op.stats_dtype is None else _scalar_type(op.stats_dtype)
+    for form in op._forms.values():
+        native.add_form(
+            form_index(op, form),
+            form.out_is_x,
+            RESIDUAL_OUT[form.residual_out_is],
+            form.mean,
+            form.rstd,
+            stats,
+            form.write_x,
+            form.write_residual,
+        )
+    return native
+
+
+_SCALAR_TYPES = {torch.float32: 6, torch.float16: 5, torch.bfloat16: 15}  # c10::ScalarType
+
+
+def _scalar_type(dtype: torch.dtype) -> int:
+    return _SCALAR_TYPES[dtype]
+
+
+def param_spec(op, form, rec, compiled, constexprs: tuple, bias_none: bool) -> tuple:
+    """(kind, slot, value) per runtime parameter of the compiled kernel, in order: where host.cpp takes each value.
+
+    The kernel's arguments come from the record's argument getter over the launch environment,
+    its per-call values replaced by stand-ins; Triton's signature of the compiled kernel says
+    which parameters it passes (constexprs, specialized values and None are not passed) and
+    their types. Raises ValueError for anything host.cpp does not launch.
+    """
+    args = rec.args(_STANDINS + rec.tail) + constexprs
+    signature = tuple(compiled.src.signature.values())
+    if len(args) != len(signature):
+        raise ValueError(f"{len(args)} arguments for {len(signature)} kernel parameters")
+    given = {"x", "out"}
+    given.update(name for name, on in (("residual", op.has_residual), ("weight", op.has_weight)) if on)
+    given.update(name for name, on in (("mean", form.mean), ("rstd", form.rstd)) if on)
+    if form.residual_out_is is not None:
+        given.add("residual_out")
+    if op.has_bias and not bias_none:
+        given.add("bias")
+    spec = []
+    for value, kind in zip(args, signature, strict=True):
+        if kind == "constexpr":
+            continue
+        if isinstance(value, _Slot):
+            name = SLOTS[value.index]
+            if name == "eps" and kind == "fp32":
+                spec.append((F32, value.index, 0))
+            elif name in given and kind.startswith("*"):
+                spec.append((PTR, value.index, 0))
+            else:
+                raise ValueError(f"parameter {name} of type {kind}")
+        elif type(value) is int and kind in ("i32", "i64"):
+            spec.append((I32 if kind == "i32" else I64, 0, value))
+        else:
+            raise ValueError(f"a constant {value!r} of type {kind}")
+    return tuple(spec)
+
+
+def register(op, form, rec, shape, dtype, device, bias_none: bool, pdtype) -> bool:
+    """Hand a record's launch to the op's C++ twin; False where it stays on the Python path (for good)."""
+    native = op.twin
+    if native is None:
+        native = op.twin = make_op(op)
+        if native is None:
+            return False
+        op.native = native
+    launcher = rec.launcher
+    compiled = launcher.compiled_kernel(rec.key, rec.device_index)
+    direct = rec.direct
+    if compiled is None or direct is None:
+        return False
+    metadata = compiled.metadata
+    run = compiled.run
+    if (
+        getattr(metadata, "num_ctas", 1) != 1
+        or getattr(run, "launch_cooperative_grid", False)
+        or getattr(run, "launch_pdl", False)
+        or getattr(run, "global_scratch_size", 0)
+        or getattr(run, "profile_scratch_size", 0)
+    ):
+        return False
+    try:
+        spec = param_spec(op, form, rec, compiled, direct[4], bias_none)
+        if native.records() >= runtime.CACHE_LIMIT:
+            native.clear()
+        native.add_record(
+            form_index(op, form),
+            tuple(shape),
+            _scalar_type(dtype),
+            device.index,
+            bias_none,
+            _scalar_type(pdtype),
+            compiled.function,
+            direct[1],
+            metadata.num_warps,
+            metadata.shared,
+            spec,
+        )
+    except (ValueError, KeyError, RuntimeError) as error:
+        warnings.warn(f"normgen: {op.name} keeps the Python host path at {tuple(shape)}: {error}", stacklevel=3)
+        return False
+    return True

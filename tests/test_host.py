@@ -1,0 +1,217 @@
+"""The C++ host path (dsl/host.cpp, dsl/host.py).
+
+Without a GPU: the extension builds against the installed torch (skipped where no C++ compiler
+is found), declines every call it cannot launch (CPU tensors, odd arguments) with None, refuses
+malformed registrations, and a failed build leaves the Python path on with a warning.
+
+On the GPU: every plain op's call forms, served by the C++ path once the Python path has made
+their launch, return bit for bit what the Python path returns, alias and bump what it does, and
+decline what the Python fast path declines; a CUDA graph captures its launches (a launch on any
+stream but the current one would fail the capture).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import warnings
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import generated
+from dsl import host
+
+from .conftest import HAS_GPU
+
+PLAIN = [
+    n for n in generated.__all__ if n.islower() and importlib.import_module(f"generated.{n}").OP.quant_storage is None
+]
+
+needs_compiler = pytest.mark.skipif(not host._compiler(), reason="no C++ compiler on this machine")
+
+
+@pytest.fixture(scope="module")
+def ext():
+    return host.build()
+
+
+def _op(name):
+    return importlib.import_module(f"generated.{name}").OP
+
+
+@needs_compiler
+def test_the_extension_declines_what_it_cannot_launch(ext):
+    """CPU tensors, a mode or switch it does not know, a non-float eps: None (the Python path's call)."""
+    for name in PLAIN:
+        op = _op(name)
+        native = host.make_op(op, ext)
+        x = torch.randn(3, 64)
+        r = torch.randn(3, 64) if op.has_residual else None
+        w = torch.ones(64) if op.has_weight else None
+        mode = op.call_modes[0]
+        assert native(x, r, w, None, 1e-6, mode, False, False, False) is None
+        assert native(x, r, w, None, 1e-6, "sideways", False, False, False) is None
+        assert native(x, r, w, None, 1, mode, False, False, False) is None
+        assert native(x, r, w, None, 1e-6, mode, 0, False, False) is None
+        assert native.records() == 0 and native.served() == 0
+        with pytest.raises(TypeError, match="9 positional"):
+            native(x, r, w)
+
+
+@needs_compiler
+def test_the_extension_refuses_malformed_registrations(ext):
+    native = host.make_op(_op("add_rmsnorm"), ext)
+    with pytest.raises(ValueError, match="no such form"):
+        native.add_record(99, (4, 64), 15, 0, True, 15, 1, 1, 4, 0, ())
+    with pytest.raises(ValueError, match="out of range"):
+        native.add_record(0, (4, 64), 15, 0, True, 15, 1, 1, 4, 0, ((7, 0, 0),))
+    with pytest.raises(ValueError, match="out of range"):
+        native.add_form(0, False, 9, False, False, -1, False, False)
+    if not HAS_GPU:  # no driver: no record without the kernel's own parameter list to check it against
+        with pytest.raises(RuntimeError, match="libcuda"):
+            native.add_record(0, (4, 64), 15, 0, True, 15, 1, 1, 4, 0, ((0, 0, 0),))
+    assert native.records() == 0
+
+
+def test_a_failed_build_keeps_the_python_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that fails at once
+    monkeypatch.setenv("NORMGEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(host, "_state", {"module": None, "thread": None, "error": None})
+    monkeypatch.setattr(host, "ENABLED", True)
+    with pytest.warns(UserWarning, match="C\\+\\+ host path is off, its build failed"):
+        assert host.module(wait=True) is None
+    assert host.failed() and host.module() is None
+
+
+# ----------------------------------------------------------------------------
+# On the GPU
+
+
+def _inputs(op, shape, dtype, pdtype, bias, g):
+    x = torch.randn(shape, generator=g).to("cuda", dtype)
+    r = torch.randn(shape, generator=g).to("cuda", dtype) if op.has_residual else None
+    w = (torch.rand(shape[-1], generator=g) + 0.5).to("cuda", pdtype) if op.has_weight else None
+    b = torch.randn(shape[-1], generator=g).to("cuda", pdtype) if op.has_bias and bias else None
+    return x, r, w, b
+
+
+def _forms(op):
+    for mode, mean, rstd, inplace in itertools.product(
+        op.call_modes, (False, "mean" in op.stats), (False, "rstd" in op.stats), (False, op.has_residual)
+    ):
+        yield mode, bool(mean), bool(rstd), bool(inplace)
+
+
+SHAPES = [(1, 4096), (3, 5, 111), (57, 7338), (4, 2048)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", PLAIN)
+def test_the_cxx_path_returns_what_the_python_path_does(name):
+    assert host.module(wait=True) is not None, host._state["error"]
+    op = _op(name)
+    g = torch.Generator().manual_seed(0)
+    served = 0
+    for shape, dtype, (mode, mean, rstd, inplace) in itertools.product(
+        SHAPES, (torch.bfloat16, torch.float32), list(_forms(op))
+    ):
+        pdtype = torch.float32 if dtype is torch.bfloat16 and shape[-1] == 2048 else dtype
+        for bias in (False, True) if op.has_bias else (False,):
+            args = _inputs(op, shape, dtype, pdtype, bias, g)
+
+            def run(native, args=args, form=(mode, mean, rstd, inplace)):
+                x, r, w, b = (t.clone() if t is not None else None for t in args)
+                op.native = native
+                try:
+                    before = (x._version, r._version if r is not None else None)
+                    result = op(x, r, w, b, 1e-5, *form)
+                    after = (x._version, r._version if r is not None else None)
+                finally:
+                    op.native = op.twin  # (the twin made during a Python call, else the one before)
+                result = result if isinstance(result, tuple) else (result,)
+                alias = [("x" if t is x else "r" if t is r else "new") for t in result]
+                return [t.clone() for t in result], alias, [a != b for a, b in zip(before, after, strict=True)]
+
+            expected = run(None)  # the Python path, which makes (and hands over) the launch
+            run(None)
+            native = op.twin
+            assert native is not None, f"{name}: no C++ twin after two Python calls"
+            count = native.served()
+            got = run(native)
+            assert native.served() == count + 1, f"{name} {shape} {mode, mean, rstd, inplace}: not served by C++"
+            served += 1
+            for e, t in zip(expected[0], got[0], strict=True):
+                assert e.dtype == t.dtype and e.shape == t.shape
+                assert torch.equal(e.view(torch.uint8) if e.dtype.itemsize == 1 else e, t), (name, shape, mode)
+            assert expected[1:] == got[1:], (name, shape, mode, expected[1:], got[1:])
+    assert served
+
+
+@pytest.mark.gpu
+def test_the_cxx_path_declines_what_the_fast_path_declines():
+    """Strided rows, an unaligned pointer, a gradient, a dtype mismatch, a dispatch mode: the Python
+    path serves them."""
+    assert host.module(wait=True) is not None
+    op = _op("add_rmsnorm")
+    fn = generated.add_rmsnorm
+    x, r = (torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    w = torch.ones(4096, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        fn(x, r, w)
+    native = op.twin
+    assert native is not None and op.native is native
+    count = native.served()
+    fn(x, r, w)
+    assert native.served() == count + 1
+    base = torch.randn(8 * 4096 + 1, device="cuda", dtype=torch.bfloat16)
+    wide = torch.randn(8, 8192, device="cuda", dtype=torch.bfloat16)
+
+    class Passing(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    def under_a_mode():
+        with Passing():
+            fn(x, r, w)
+
+    declined = {
+        "a dispatch mode": under_a_mode,
+        "strided rows": lambda: fn(wide[:, :4096], r, w),
+        "unaligned x": lambda: fn(base[1:].view(8, 4096), r, w),
+        "residual in another dtype": lambda: fn(x, r.float(), w),
+        "gradient": lambda: fn(x.clone().requires_grad_(), r, w),
+        "eps an int": lambda: fn(x, r, w, 0),
+    }
+    for what, call in declined.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - a refusal by the checks is the Python path's answer
+                pass
+        assert native.served() == count + 1, f"{what}: served by the C++ path"
+
+
+@pytest.mark.gpu
+def test_a_cuda_graph_captures_the_cxx_launch():
+    assert host.module(wait=True) is not None
+    op = _op("rmsnorm")
+    x = torch.randn(16, 4096, device="cuda", dtype=torch.bfloat16)
+    w = torch.rand(4096, device="cuda", dtype=torch.bfloat16)
+    expected = generated.rmsnorm(x, w)
+    for _ in range(2):
+        generated.rmsnorm(x, w)
+    count = op.native.served()
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            y = generated.rmsnorm(x, w)
+    assert op.native.served() == count + 1
+    y.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, expected)
