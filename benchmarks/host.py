@@ -18,7 +18,9 @@ own kernel's launch. "floor, pointers as ints" passes the data pointers as ints
 (as the op does for its inputs), which skips Triton's per-pointer check.
 
 ``--host`` picks the host path the ops take (dsl/host.py): the C++ one (default; the
-benchmark waits for its build and reports how many calls it served) or the Python one.
+benchmark waits for its build and reports how many calls it served), with every form also
+timed on the Python path in the same rounds (rows "…, Python path": the op's C++ twin set
+aside while they run), or the Python one only.
 
 Writes DIR/host.json and DIR/host.md (default benchmarks/results/) and prints the table.
 """
@@ -54,8 +56,9 @@ def forms_of(op) -> list[str]:
     return [f for f in FORMS if has.get(f, True)]
 
 
-def make_callables(name: str, rows: int, cols: int, dtype: str, device: str) -> dict:
-    """label -> (callable, floor label): the op's forms, the floor and each form's own floor."""
+def make_callables(name: str, rows: int, cols: int, dtype: str, device: str, python_too: bool = False) -> dict:
+    """label -> (callable, floor label, Python path): the op's forms (``python_too``: each also on the
+    Python host path, timed with the op's C++ twin set aside), the floor and each form's own floor."""
     from dsl import launch_layout
 
     package = importlib.import_module(f"generated.{name}")
@@ -84,12 +87,14 @@ def make_callables(name: str, rows: int, cols: int, dtype: str, device: str) -> 
             call = (lambda f, a, k: lambda: f(*a, **k))(function, args, kwargs)
         call()  # compiles, and fills the launcher's and the op's caches
         own = "floor" if form in ("functional", "module") else f"floor ({form})"
-        result[form] = (call, own)
+        result[form] = (call, own, False)
+        if python_too:
+            result[f"{form}, Python path"] = (call, own, True)
         if own not in result:
             floor = launch_floor(op, launcher, launch_layout, x, r, w, b, mode, rstd, inplace, device)
-            result[own] = (floor[0], None)
+            result[own] = (floor[0], None, False)
             if own == "floor":
-                result["floor, pointers as ints"] = (floor[1], None)
+                result["floor, pointers as ints"] = (floor[1], None, False)
     return result
 
 
@@ -127,22 +132,30 @@ def launch_floor(op, launcher, launch_layout, x, r, w, b, mode, rstd, inplace, d
     return floor, (lambda: floor(ints))
 
 
-def measure(ops: list[str], rows: int, cols: int, dtype: str, calls: int, rounds: int, device: str) -> list[dict]:
+def measure(
+    ops: list[str], rows: int, cols: int, dtype: str, calls: int, rounds: int, device: str, python_too: bool = False
+) -> list[dict]:
     """One row per op and call (the forms, then the floors): median µs, samples, ratios to the floors."""
     results = []
     for name in ops:
-        callables = make_callables(name, rows, cols, dtype, device)
+        op = importlib.import_module(f"generated.{name}").OP
+        callables = make_callables(name, rows, cols, dtype, device, python_too)
         samples = {label: [] for label in callables}
         for _ in range(rounds):
-            for label, (fn, _) in callables.items():
-                if device == "cuda":
-                    samples[label] += timing.host_time_us(fn, calls=calls, reps=1, warmup=20)
-                else:  # self-test: one call, its time meaningless
-                    start = time.perf_counter_ns()
-                    fn()
-                    samples[label].append((time.perf_counter_ns() - start) / 1e3)
+            for label, (fn, _, python) in callables.items():
+                if python:
+                    op.native = None  # the Python path: the op's C++ twin set aside for these calls
+                try:
+                    if device == "cuda":
+                        samples[label] += timing.host_time_us(fn, calls=calls, reps=1, warmup=20)
+                    else:  # self-test: one call, its time meaningless
+                        start = time.perf_counter_ns()
+                        fn()
+                        samples[label].append((time.perf_counter_ns() - start) / 1e3)
+                finally:
+                    op.native = op.twin
         us = {label: timing.median(values) for label, values in samples.items()}
-        forms = [label for label, (_, own) in callables.items() if own is not None]
+        forms = [label for label, (_, own, _) in callables.items() if own is not None]
         for label in forms + [label for label in callables if label.startswith("floor")]:
             own = callables[label][1]
             row = {"op": name, "call": label, "us": us[label], "x_floor": us[label] / us["floor"]}
@@ -210,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
 
     context = torch.inference_mode() if args.inference else torch.no_grad()
     with context:
-        results = measure(args.ops.split(","), rows, cols, args.dtype, args.calls, args.rounds, device)
+        python_too = args.host == "cxx" or args.self_test  # (the self-test: both row kinds, one path)
+        results = measure(args.ops.split(","), rows, cols, args.dtype, args.calls, args.rounds, device, python_too)
     ops = args.ops.split(",")
     if args.self_test:
         ops_of = {name: importlib.import_module(f"generated.{name}").OP for name in ops}

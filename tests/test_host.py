@@ -131,7 +131,11 @@ def test_the_cxx_path_returns_what_the_python_path_does(name):
                 finally:
                     op.native = op.twin  # (the twin made during a Python call, else the one before)
                 result = result if isinstance(result, tuple) else (result,)
-                alias = [("x" if t is x else "r" if t is r else "new") for t in result]
+                # which input each returned tensor is, or the first returned tensor it is
+                alias = [
+                    ("x" if t is x else "r" if t is r else next(j for j, u in enumerate(result) if u is t))
+                    for t in result
+                ]
                 return [t.clone() for t in result], alias, [a != b for a, b in zip(before, after, strict=True)]
 
             expected = run(None)  # the Python path, which makes (and hands over) the launch
