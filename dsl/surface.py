@@ -24,7 +24,11 @@ bias, eps, norm_pos, return_mean, return_rstd, inplace)``; an op without one
 passes None (False for switches). The kernels' arguments and launch key come
 from the kernel module's ABI (``dsl/abi.py``) through ``launch_layout.layout``.
 
-This module, ``modules``, ``fast_path``, ``custom_ops``, ``backward``, ``compiled``,
+On cuda, the C++ host path (``dsl/host.py``, ``dsl/host.cpp``) serves a common call before any
+of this, once the fast path has launched it (its record handed over by ``_native_record``); it
+returns None for any call it cannot prove, and the call goes on here.
+
+This module, ``modules``, ``fast_path``, ``host``, ``custom_ops``, ``backward``, ``compiled``,
 ``checks``, ``launch_layout``, ``runtime``, ``dispatch``, ``abi`` and ``device`` are all
 a built package needs at run time: none of them imports the generator (Lark, Jinja2).
 """
