@@ -24,11 +24,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -98,12 +98,18 @@ def build() -> object:
     target = directory / f"_normgen_host{sysconfig.get_config_var('EXT_SUFFIX')}"
     if not target.exists():
         directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            built = Path(tmp) / target.name
-            result = subprocess.run(build_command(SOURCE, built), capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"the C++ compiler failed:\n{result.stderr[-4000:]}")
-            os.replace(built, target)  # atomic: a concurrent build of the same tag writes the same file
+        # The compiler and the rename run in a session of their own: a process that exits before the
+        # build ends (a short script) leaves it to finish and fill the cache, not half done.
+        stem = directory / f".{target.name}.{os.getpid()}.{threading.get_ident()}"
+        built, log = stem.with_suffix(".tmp"), stem.with_suffix(".log")
+        script = f"{shlex.join(build_command(SOURCE, built))} 2>{shlex.quote(str(log))}"
+        script += f" && mv -f {shlex.quote(str(built))} {shlex.quote(str(target))} && rm -f {shlex.quote(str(log))}"
+        status = subprocess.Popen(["sh", "-c", script], start_new_session=True).wait()
+        if status != 0:
+            errors = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+            built.unlink(missing_ok=True)
+            log.unlink(missing_ok=True)
+            raise RuntimeError(f"the C++ compiler failed (exit {status}):\n{errors}")
     spec = importlib.util.spec_from_file_location("_normgen_host", target)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
