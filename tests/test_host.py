@@ -219,3 +219,46 @@ def test_a_cuda_graph_captures_the_cxx_launch():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(y, expected)
+
+
+def test_a_records_parameters_follow_the_compiled_kernels_signature():
+    """rmsnorm's kernel, written out by hand from its text: (X_ptr, X_row_stride, W_ptr, Y_ptr,
+    Y_row_stride, RSTD_ptr, n_rows, n_cols, eps, STORE_RSTD, then the launcher's six constexprs).
+    Triton passes neither constexprs nor what it specialized (None, ints equal to 1)."""
+    from types import SimpleNamespace
+
+    from dsl.launch_layout import launch_tail
+
+    op = _op("rmsnorm")
+    _, layouts = op.kernel_launch("cuda")
+    form = op._forms[(None, False, True, False)]  # return_rstd
+    rec = SimpleNamespace(
+        args=layouts[None].args, tail=launch_tail((64,) * 4, 3, 64, False, False, True, torch.bfloat16)
+    )
+    constexprs = (1, 64, False, True, False, 8)
+    pointer, i32, fp32, constexpr = "*bf16", "i32", "fp32", "constexpr"
+    signature = [pointer, i32, pointer, pointer, i32, "*fp32", i32, i32, fp32] + [constexpr] * 7
+
+    def spec(form=form):
+        kernel = SimpleNamespace(src=SimpleNamespace(signature=dict(enumerate(signature))))
+        return host.param_spec(op, form, rec, kernel, constexprs, True)
+
+    x, w, out, rstd, eps = (host.SLOTS.index(n) for n in ("x", "weight", "out", "rstd", "eps"))
+    expected = [(host.PTR, x, 0), (host.I32, 0, 64), (host.PTR, w, 0), (host.PTR, out, 0), (host.I32, 0, 64)]
+    expected += [(host.PTR, rstd, 0), (host.I32, 0, 3), (host.I32, 0, 64), (host.F32, eps, 0)]
+    assert spec() == tuple(expected)
+    # one row: Triton specialized n_rows (== 1), so it is not passed
+    rec.tail = launch_tail((64,) * 4, 1, 64, False, False, True, torch.bfloat16)
+    signature[6] = constexpr
+    expected.pop(6)
+    assert spec() == tuple(expected)
+    # the kernel was compiled with an rstd pointer the form does not allocate: refused
+    plain = op._forms[(None, False, False, False)]
+    with pytest.raises(ValueError, match="parameter rstd"):
+        spec(plain)
+    # a 64-bit stride, and a parameter type host.cpp does not pass
+    signature[1] = "i64"
+    assert spec()[1] == (host.I64, 0, 64)
+    signature[8] = "fp16"
+    with pytest.raises(ValueError, match="eps of type fp16"):
+        spec()
