@@ -2,7 +2,8 @@
 
 Without a GPU: the extension builds against the installed torch (skipped where no C++ compiler
 is found), declines every call it cannot launch (CPU tensors, odd arguments) with None, refuses
-malformed registrations, and a failed build leaves the Python path on with a warning.
+malformed registrations, and a failed build leaves the Python path on with a warning; a record's
+parameter list follows the compiled kernel's signature (rmsnorm's, written out by hand).
 
 On the GPU: every plain op's call forms, served by the C++ path once the Python path has made
 their launch, return bit for bit what the Python path returns, alias and bump what it does, and
