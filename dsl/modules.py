@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .surface import Op
 
 _ABSENT = object()  # a name missing from a dict
+_is_compiling = torch.compiler.is_compiling
 
 
 class Norm(torch.nn.Module):
@@ -49,8 +50,26 @@ class Norm(torch.nn.Module):
             torch.nn.init.zeros_(self.bias)
 
     def forward(self, x):
+        return self._run(x, None, None)
+
+    def _run(self, x, residual, norm_pos):
+        """The op on x (and residual) with the module's parameters and eps.
+
+        Where the op has a C++ twin (dsl/host.py), the parameters go to it straight from nn.Module's
+        parameter dict, without ``Op.__call__`` in between (which would call the twin first too):
+        a module call's host time is mostly nn.Module's own. Dynamo never reads the twin.
+        """
+        op = self.op
+        if not _is_compiling() and (native := op.native) is not None:
+            params = self._parameters
+            weight = params.get("weight", _ABSENT) if op.has_weight else None
+            bias = params.get("bias", _ABSENT) if op.has_bias else None
+            if weight is not _ABSENT and bias is not _ABSENT:  # (else a parametrization: read below)
+                result = native(x, residual, weight, bias, self.eps, norm_pos, False, False, False)
+                if result is not None:
+                    return result
         weight, bias = self._parameters_now()
-        return self.op(x, None, weight, bias, self.eps, None, False, False, False)
+        return op(x, residual, weight, bias, self.eps, norm_pos, False, False, False)
 
     def _parameters_now(self) -> tuple:
         """(weight, bias), None where the op has none: read from nn.Module's parameter dict.
@@ -80,5 +99,4 @@ class AddNorm(Norm):
     """The module of an op with a residual: forward(x, residual)."""
 
     def forward(self, x, residual):
-        weight, bias = self._parameters_now()
-        return self.op(x, residual, weight, bias, self.eps, self.norm_pos, False, False, False)
+        return self._run(x, residual, self.norm_pos)

@@ -263,3 +263,59 @@ def test_a_records_parameters_follow_the_compiled_kernels_signature():
     signature[8] = "fp16"
     with pytest.raises(ValueError, match="eps of type fp16"):
         spec()
+
+
+@pytest.mark.gpu
+def test_modules_take_the_cxx_path_and_read_a_parametrized_bias():
+    """A module call goes to the C++ twin with the parameters from nn.Module's dict; a bias that a
+    parametrization computes is not in that dict, and the call must use it, not drop it."""
+    from torch.nn.utils import parametrize
+
+    assert host.module(wait=True) is not None
+    g = torch.Generator().manual_seed(1)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to("cuda", torch.bfloat16)
+
+    x, r = rand(16, 4096), rand(16, 4096)
+    cases = [
+        (generated.RMSNorm(4096), (x,), lambda m: generated.rmsnorm(x, m.weight, m.eps)),
+        (generated.AddRMSNorm(4096), (x, r), lambda m: generated.add_rmsnorm(x, r, m.weight, m.eps)),
+        (
+            generated.AddRMSNorm(4096, norm_pos="post"),
+            (x, r),
+            lambda m: generated.add_rmsnorm(x, r, m.weight, m.eps, "post"),
+        ),
+        (generated.LayerNorm(4096), (x,), lambda m: generated.layernorm(x, m.weight, m.bias, m.eps)),
+    ]
+    with torch.no_grad():
+        for module, args, functional in cases:
+            module = module.to("cuda", torch.bfloat16)
+            for p in module.parameters():
+                p.copy_(rand(4096))
+            expected = functional(module)
+            for _ in range(3):
+                module(*args)
+            native = module.op.twin
+            count = native.served()
+            got = module(*args)
+            assert native.served() == count + 1, type(module).__name__
+            for e, t in zip(
+                expected if isinstance(expected, tuple) else (expected,),
+                got if isinstance(got, tuple) else (got,),
+                strict=True,
+            ):
+                assert torch.equal(e, t), type(module).__name__
+
+        class Double(torch.nn.Module):
+            def forward(self, b):
+                return 2 * b
+
+        module = cases[-1][0]
+        for _ in range(3):  # a record without bias: a call that dropped the bias would be served wrong
+            generated.layernorm(x, module.weight, None, module.eps)
+        parametrize.register_parametrization(module, "bias", Double())
+        expected = generated.layernorm(x, module.weight, 2 * module.parametrizations.bias.original, module.eps)
+        for _ in range(3):
+            got = module(x)
+        assert torch.equal(got, expected)
