@@ -32,7 +32,6 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <unordered_map>
 #include <vector>
 
@@ -103,12 +102,12 @@ struct Record {
   int64_t nbytes;
 };
 
-// A record's key: form, x's dtype, device, bias given, parameters' dtype, rank, sizes.
-bool make_key(Key& key, int form, const at::Tensor& x, int device, bool bias_none, int pdtype) {
-  auto sizes = x.sizes();
+// A record's key: form, x's dtype, device, bias given, parameters' dtype, rank, sizes (false: too
+// many dimensions). The call's lookup and the registration both build it here.
+bool make_key(Key& key, int form, int dtype, int device, bool bias_none, int pdtype, c10::IntArrayRef sizes) {
   if (sizes.size() > MAX_DIMS) return false;
   key.v[0] = form;
-  key.v[1] = static_cast<int64_t>(x.scalar_type());
+  key.v[1] = dtype;
   key.v[2] = device;
   key.v[3] = bias_none;
   key.v[4] = pdtype;
@@ -215,7 +214,8 @@ PyObject* op_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject
   if (guard->getDevice().index() != device) DECLINE();
   const int pdtype = static_cast<int>(weight != nullptr ? weight->scalar_type() : x->scalar_type());
   Key key;
-  if (!make_key(key, form_index, *x, device, bias == nullptr, pdtype)) DECLINE();
+  if (!make_key(key, form_index, static_cast<int>(x->scalar_type()), device, bias == nullptr, pdtype, x->sizes()))
+    DECLINE();
   auto found = op->records->find(key);
   if (found == op->records->end()) DECLINE();
   const Record& rec = found->second;
@@ -397,25 +397,18 @@ PyObject* op_add_record(PyObject* self, PyObject* args) {
     PyErr_SetString(PyExc_ValueError, "add_record: rank, parameter count, grid or warps out of range");
     return nullptr;
   }
-  Key key;
-  key.v[0] = form;
-  key.v[1] = dtype;
-  key.v[2] = device;
-  key.v[3] = bias_none;
-  key.v[4] = pdtype;
-  key.v[5] = n_dims;
+  std::vector<int64_t> dims(n_dims);
   int64_t numel = 1;
-  for (Py_ssize_t i = 0; i < n_dims; ++i) {
-    key.v[6 + i] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, i));
-    numel *= key.v[6 + i];
-  }
+  for (Py_ssize_t i = 0; i < n_dims; ++i) numel *= dims[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, i));
   if (PyErr_Occurred()) return nullptr;
+  Key key;
+  make_key(key, form, dtype, device, bias_none, pdtype, dims);  // (n_dims checked above)
   Record rec;
   rec.function = reinterpret_cast<void*>(function);
   rec.grid = grid;
   rec.block = 32 * warps;
   rec.shared = shared;
-  rec.n_rows = numel / key.v[6 + n_dims - 1];
+  rec.n_rows = numel / dims.back();
   rec.nbytes = numel * c10::elementSize(static_cast<c10::ScalarType>(dtype));
   for (Py_ssize_t i = 0; i < n_params; ++i) {
     int kind, slot;
