@@ -401,6 +401,10 @@ PyObject* op_add_record(PyObject* self, PyObject* args) {
   int64_t numel = 1;
   for (Py_ssize_t i = 0; i < n_dims; ++i) numel *= dims[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, i));
   if (PyErr_Occurred()) return nullptr;
+  if (dims.back() < 1) {
+    PyErr_SetString(PyExc_ValueError, "add_record: no columns (a record's last size must be at least 1)");
+    return nullptr;
+  }
   Key key;
   make_key(key, form, dtype, device, bias_none, pdtype, dims);  // (n_dims checked above)
   Record rec;

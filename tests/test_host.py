@@ -70,6 +70,8 @@ def test_the_extension_refuses_malformed_registrations(ext):
         native.add_record(0, (4, 64), 15, 0, True, 15, 1, 1, 4, 0, ((7, 0, 0),))
     with pytest.raises(ValueError, match="out of range"):
         native.add_form(0, False, 9, False, False, -1, False, False)
+    with pytest.raises(ValueError, match="no columns"):
+        native.add_record(0, (4, 0), 15, 0, True, 15, 1, 1, 4, 0, ())
     if not HAS_GPU:  # no driver: no record without the kernel's own parameter list to check it against
         with pytest.raises(RuntimeError, match="libcuda"):
             native.add_record(0, (4, 64), 15, 0, True, 15, 1, 1, 4, 0, ((0, 0, 0),))
