@@ -44,6 +44,7 @@ SOURCE = Path(__file__).with_name("host.cpp")
 SLOTS = ("x", "residual", "weight", "bias", "out", "residual_out", "scale", "mean", "rstd", "eps")
 PTR, F32, I32, I64 = range(4)
 RESIDUAL_OUT = {None: 0, "new": 1, "out": 2, "x": 3, "residual": 4}
+SCALAR_TYPE = {torch.float32: 6, torch.float16: 5, torch.bfloat16: 15}  # c10::ScalarType's values
 
 _lock = threading.Lock()
 _state = {"module": None, "thread": None, "error": None}
@@ -173,7 +174,7 @@ def make_op(op, ext=None):
     if ext is None or op.quant_storage is not None:
         return None
     native = ext.Op(op.has_residual, op.has_weight, op.has_bias, op.call_modes, (torch.Tensor, torch.nn.Parameter))
-    stats = -1 if op.stats_dtype is None else _scalar_type(op.stats_dtype)
+    stats = -1 if op.stats_dtype is None else SCALAR_TYPE[op.stats_dtype]
     for form in op._forms.values():
         native.add_form(
             form_index(op, form),
@@ -186,13 +187,6 @@ def make_op(op, ext=None):
             form.write_residual,
         )
     return native
-
-
-_SCALAR_TYPES = {torch.float32: 6, torch.float16: 5, torch.bfloat16: 15}  # c10::ScalarType
-
-
-def _scalar_type(dtype: torch.dtype) -> int:
-    return _SCALAR_TYPES[dtype]
 
 
 def param_spec(op, form, rec, compiled, constexprs: tuple, bias_none: bool) -> tuple:
@@ -263,10 +257,10 @@ def register(op, form, rec, shape, dtype, device, bias_none: bool, pdtype) -> bo
         native.add_record(
             form_index(op, form),
             tuple(shape),
-            _scalar_type(dtype),
+            SCALAR_TYPE[dtype],
             device.index,
             bias_none,
-            _scalar_type(pdtype),
+            SCALAR_TYPE[pdtype],
             compiled.function,
             direct[1],
             metadata.num_warps,
