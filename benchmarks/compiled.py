@@ -11,6 +11,9 @@ Per op and shape, each function is compiled with ``torch.compile(fullgraph=True)
 * normgen compiled: ``generated.<op>`` (pre mode for residual ops), inside which
   Inductor launches normgen's Triton kernel from its own code (``dsl/compiled.py``);
 * normgen compiled, dynamic: the same with ``dynamic=True``;
+* normgen compiled, checked path: the same function compiled and timed with the op's lean
+  compiled entry set aside (``dsl/custom_ops.py``, ``compiling_entry``): dynamo traces the op's
+  full checks, as every call did before the entry existed;
 * torch compiled: the same formula with torch's own norm (``x + r``, then
   ``F.rms_norm`` or ``F.layer_norm``), which Inductor fuses into its own kernel;
 * normgen eager: the op's eager call (for reference).
@@ -25,12 +28,14 @@ benchmarks/results/) and prints the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import platform
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -38,11 +43,36 @@ import torch.nn.functional as F
 
 from benchmarks import timing
 
-IMPLS = ("normgen compiled", "normgen compiled, dynamic", "torch compiled", "normgen eager")
+IMPLS = (
+    "normgen compiled",
+    "normgen compiled, dynamic",
+    "normgen compiled, checked path",
+    "torch compiled",
+    "normgen eager",
+)
+CHECKED = "normgen compiled, checked path"  # compiled, called and timed with op._compiling set to None
 
 
-def functions(name: str, rows: int, cols: int, dtype: str, device: str, backend: str) -> tuple[dict, tuple]:
-    """impl -> callable of the inputs, and the inputs (x[, residual], weight[, bias])."""
+def _copy(fn):
+    """fn with a code object of its own: dynamo keeps its compiled entries per code object, so each
+    impl's guards are tested alone, never after another impl's failing ones."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+@contextlib.contextmanager
+def _checked_path(op, impl: str):
+    """While ``impl`` is the checked-path one: the op's compiled entry set aside."""
+    entry = op._compiling
+    if impl == CHECKED:
+        op._compiling = None
+    try:
+        yield
+    finally:
+        op._compiling = entry
+
+
+def functions(name: str, rows: int, cols: int, dtype: str, device: str, backend: str) -> tuple[dict, tuple, object]:
+    """impl -> callable of the inputs, the inputs (x[, residual], weight[, bias]) and the op's ``Op``."""
     package = importlib.import_module(f"generated.{name}")
     op, normgen = package.OP, getattr(package, name)
     torch_dtype = timing.DTYPES[dtype]
@@ -72,12 +102,13 @@ def functions(name: str, rows: int, cols: int, dtype: str, device: str, backend:
             return F.layer_norm(x, (cols,), w, b, eps) if layer else F.rms_norm(x, (cols,), w, eps)
 
     impls = {
-        "normgen compiled": torch.compile(mine, fullgraph=True, backend=backend),
-        "normgen compiled, dynamic": torch.compile(mine, fullgraph=True, dynamic=True, backend=backend),
+        "normgen compiled": torch.compile(_copy(mine), fullgraph=True, backend=backend),
+        "normgen compiled, dynamic": torch.compile(_copy(mine), fullgraph=True, dynamic=True, backend=backend),
+        CHECKED: torch.compile(_copy(mine), fullgraph=True, backend=backend),
         "torch compiled": torch.compile(theirs, fullgraph=True, backend=backend),
         "normgen eager": mine,
     }
-    return impls, inputs
+    return impls, inputs, op
 
 
 def _bits(out) -> list[torch.Tensor]:
@@ -90,23 +121,28 @@ def measure(ops, shapes, dtype, calls, rounds, device, backend) -> list[dict]:
     for name in ops:
         for rows, cols in shapes:
             torch._dynamo.reset()  # one code object per impl across ops and shapes: no recompile limit
-            impls, inputs = functions(name, rows, cols, dtype, device, backend)
-            outputs = {impl: fn(*inputs) for impl, fn in impls.items()}  # compiles
+            impls, inputs, op = functions(name, rows, cols, dtype, device, backend)
+            outputs = {}
+            for impl, fn in impls.items():
+                with _checked_path(op, impl):
+                    outputs[impl] = fn(*inputs)  # compiles
             eager = _bits(outputs["normgen eager"])
             host = {impl: [] for impl in impls}
             for _ in range(rounds):
                 for impl, fn in impls.items():
-                    if device == "cuda":
+                    with _checked_path(op, impl):
+                        if device != "cuda":  # self-test: one call, its time meaningless
+                            start = time.perf_counter_ns()
+                            fn(*inputs)
+                            host[impl].append((time.perf_counter_ns() - start) / 1e3)
+                            continue
                         host[impl] += timing.host_time_us(fn, inputs, calls=calls, reps=1, warmup=20)
-                    else:  # self-test: one call, its time meaningless
-                        start = time.perf_counter_ns()
-                        fn(*inputs)
-                        host[impl].append((time.perf_counter_ns() - start) / 1e3)
             us = {impl: timing.median(values) for impl, values in host.items()}
             for impl, fn in impls.items():
                 device_us = None
                 if device == "cuda":
-                    device_us = timing.median(timing.graph_time_us(fn, [inputs], calls=20, reps=5))
+                    with _checked_path(op, impl):
+                        device_us = timing.median(timing.graph_time_us(fn, [inputs], calls=20, reps=5))
                 same = None
                 if impl.startswith("normgen"):
                     same = all(torch.equal(a, b) for a, b in zip(_bits(outputs[impl]), eager, strict=True))

@@ -41,7 +41,7 @@ import torch
 
 from . import checks, compiled, host, launch_layout, runtime
 from .checks import NormgenError
-from .custom_ops import autograd_call, compiling_call, register
+from .custom_ops import autograd_call, compiling_call, compiling_entry, register
 from .fast_path import Form, Record
 from .launch_layout import launch_tail
 from .modules import AddNorm as AddNorm  # public here: the generated module classes subclass surface.Norm,
@@ -91,6 +91,7 @@ class Op:
         # twin that calls try first (None: the Python path only; tests set it so to compare the two).
         self.twin = self.native = None
         register(self)  # the custom ops (dsl/custom_ops.py)
+        self._compiling = compiling_entry(self)  # the lean call under torch.compile (None: the checked one)
         # the fast path's call forms: (norm_pos, return_mean, return_rstd, inplace) -> Form
         self._forms = {
             (norm_pos, mean, rstd, inplace): Form(self, norm_pos, mean, rstd, inplace)
@@ -163,6 +164,11 @@ class Op:
         # has made once; it returns None for any other call. (Never while compiling: dynamo skips this.)
         if not _is_compiling() and (native := self.native) is not None:
             result = native(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
+            if result is not None:
+                return result
+        elif _is_compiling() and (entry := self._compiling) is not None:
+            # torch.compile traces this: plainly valid inputs take a call that dynamo needs few guards for
+            result = entry(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
             if result is not None:
                 return result
         try:
