@@ -16,6 +16,7 @@ Per op and shape, each function is compiled with ``torch.compile(fullgraph=True)
   full checks, as every call did before the entry existed;
 * torch compiled: the same formula with torch's own norm (``x + r``, then
   ``F.rms_norm`` or ``F.layer_norm``), which Inductor fuses into its own kernel;
+* torch compiled, dynamic: the same with ``dynamic=True`` (what the dynamic normgen row compares with);
 * normgen eager: the op's eager call (for reference).
 
 Host time per call: ``calls`` back-to-back calls, one synchronize (``timing.host_time_us``).
@@ -48,6 +49,7 @@ IMPLS = (
     "normgen compiled, dynamic",
     "normgen compiled, checked path",
     "torch compiled",
+    "torch compiled, dynamic",
     "normgen eager",
 )
 CHECKED = "normgen compiled, checked path"  # compiled, called and timed with op._compiling set to None
@@ -105,7 +107,8 @@ def functions(name: str, rows: int, cols: int, dtype: str, device: str, backend:
         "normgen compiled": torch.compile(_copy(mine), fullgraph=True, backend=backend),
         "normgen compiled, dynamic": torch.compile(_copy(mine), fullgraph=True, dynamic=True, backend=backend),
         CHECKED: torch.compile(_copy(mine), fullgraph=True, backend=backend),
-        "torch compiled": torch.compile(theirs, fullgraph=True, backend=backend),
+        "torch compiled": torch.compile(_copy(theirs), fullgraph=True, backend=backend),
+        "torch compiled, dynamic": torch.compile(_copy(theirs), fullgraph=True, dynamic=True, backend=backend),
         "normgen eager": mine,
     }
     return impls, inputs, op
@@ -147,7 +150,8 @@ def measure(ops, shapes, dtype, calls, rounds, device, backend) -> list[dict]:
                 if impl.startswith("normgen"):
                     same = all(torch.equal(a, b) for a, b in zip(_bits(outputs[impl]), eager, strict=True))
                 row = {"op": name, "shape": [rows, cols], "impl": impl, "host_us": us[impl]}
-                row |= {"x_torch_compiled": us[impl] / us["torch compiled"], "device_us": device_us}
+                base = "torch compiled, dynamic" if impl.endswith("dynamic") else "torch compiled"
+                row |= {"x_torch_compiled": us[impl] / us[base], "device_us": device_us}
                 results.append(row | {"same_bits_as_eager": same, "samples": host[impl]})
     return results
 
@@ -159,7 +163,7 @@ def markdown(meta: dict, results: list[dict]) -> str:
         f"{meta['device']}; torch {meta['torch']}, triton {meta['triton']}, Python {meta['python']}; "
         f"{meta['date']}. Median host µs of {meta['rounds']} interleaved rounds of {meta['calls']} calls; "
         "device µs per call from CUDA-graph replay. × torch: host time over `torch.compile` of the same "
-        "formula with torch's own norm.",
+        "formula with torch's own norm (the dynamic rows: over torch's with dynamic=True).",
         "",
         "| op | shape | impl | host µs | × torch compiled | device µs | same bits as eager |",
         "|---|---|---|--:|--:|--:|---|",
