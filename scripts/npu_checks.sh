@@ -20,11 +20,11 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 cache="$(mktemp -d)"  # a failed compile is cached: start clean
 trap 'rm -rf "$cache"' EXIT
-# -n 2: both cores; every selected test must run (the lowering tests skip outside triton-ascend,
+# -n: one worker per core (NORMGEN_NPU_WORKERS overrides); every selected test must run (the lowering tests skip outside triton-ascend,
 # the numerics ones without the interpreter), so skips fail the step.
 env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV \
     TRITON_INTERPRET=1 NORMGEN_INTERPRET_TARGET=npu TRITON_CACHE_DIR="$cache" \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NORMGEN_NPU_WORKERS:-2}" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NORMGEN_NPU_WORKERS:-$(nproc)}" \
     tests/test_npu_lowering.py tests/test_numerics.py tests/test_user_specs.py tests/test_safety.py tests/test_casting.py \
     tests/test_backward.py tests/test_interpreter_folds.py \
     -k "lowering or interpreter or user" -r s "$@" | tee "$cache/out.txt"
