@@ -131,11 +131,12 @@ def compiling_entry(op):
     on every call. The checked path reads the op's attributes, the check functions, their modules
     and builtins: around ``rmsnorm`` 84 guards, against 16 for torch's own ``rms_norm``. This one
     reads the tensors' properties (which dynamo guards anyway), ``isinstance`` and ``str`` and the two
-    custom ops (its module's globals). Its tests are narrower than the checks (it takes no quantized
-    op, no ``SymFloat`` eps, nothing the checks would refuse), and the custom op's body checks again.
+    custom ops (its module's globals). Its tests are narrower than the checks (it takes no ``SymFloat``
+    eps, nothing the checks would refuse), and the custom op's body checks again.
     """
-    if op.quant_storage is not None:
-        return None
+    quantized = op.quant_storage is not None
+    # q as the op returns it: fp8 is allocated as its bits (surface.Op.public)
+    public_q = "q.view(QDTYPE)" if quantized and op.quant_dtype is not op.quant_storage else "q"
     tensors = [p for p in ("x", "residual", "weight") if p in op.inputs]
     dtypes = tuple(str(d) for d in op.dtypes)
     stats_dtype = "dtype" if op.stats_dtype is None else "STATS"
@@ -187,18 +188,24 @@ def compiling_entry(op):
     values = {"x": "x", "residual": "residual", "weight": "weight", "bias": "bias", "eps": "eps"}
     values["norm_pos"] = "norm_pos"
     if op.has_residual:
-        # in place: the statistics asked for are allocated here, the kernels write x (and residual)
-        values.update(q="x", scale="None", mean="mean", rstd="rstd")
+        # in place: the statistics asked for (and a quantized op's q and scale) are allocated here,
+        # the kernels write x (and residual)
+        values.update(q="q", scale="scale", mean="mean", rstd="rstd")
         inplace_args = ", ".join(values[p] for p in op.inplace_params)
+        residual_out = "residual if norm_pos == 'pre' else x" if "pre" in op.new_residual_out else "x"
+        lines += ["    if inplace:", "        if grad:", "            return None"]
+        if quantized:
+            lines += [
+                "        q = empty_like(x, dtype=QSTORAGE, memory_format=CONTIGUOUS)",
+                "        scale = empty(x.shape[:-1] + (1,), dtype=FLOAT32, device=x.device)",
+            ]
         lines += [
-            "    if inplace:",
-            "        if grad:",
-            "            return None",
             f"        mean = empty(x.shape[:-1], dtype={stats_dtype}, device=x.device) if return_mean else None",
             f"        rstd = empty(x.shape[:-1], dtype={stats_dtype}, device=x.device) if return_rstd else None",
             f"        inplace_op({inplace_args})",
-            "        result = (x, "
-            + ("residual if norm_pos == 'pre' else x)" if "pre" in op.new_residual_out else "x)"),
+            f"        result = ({public_q}, {residual_out}, scale)"
+            if quantized
+            else f"        result = (x, {residual_out})",
             "        return result + ((mean,) if return_mean else ()) + ((rstd,) if return_rstd else ())",
         ]
     if not op.backward:
@@ -209,7 +216,8 @@ def compiling_entry(op):
         f"    ask_mean = {asked['mean']}",
         f"    ask_rstd = {asked['rstd']}",
         f"    new = functional_op({', '.join(values[p] for p in op.call_params)})",
-        "    out = new[0]",
+        "    q = new[0]",
+        f"    out = {public_q}",
     ]
     if op.has_residual:
         lines += [
@@ -219,6 +227,8 @@ def compiling_entry(op):
         ]
     else:
         lines += ["    result = (out,)", "    i = 1"]
+    if quantized:
+        lines += ["    result += (new[i],)", "    i += 1"]  # the scale
     lines += [
         "    if ask_mean:",
         "        if return_mean:",
@@ -226,11 +236,18 @@ def compiling_entry(op):
         "        i += 1",
         "    if return_rstd:",
         "        result += (new[i],)",
-        "    return result" if op.has_residual else "    return result if return_mean or return_rstd else out",
+        "    return result"
+        if op.has_residual or quantized
+        else "    return result if return_mean or return_rstd else out",
     ]
     namespace = {
         "Tensor": torch.Tensor,
         "STATS": op.stats_dtype,
+        "FLOAT32": torch.float32,
+        "QSTORAGE": op.quant_storage,
+        "QDTYPE": op.quant_dtype,
+        "CONTIGUOUS": torch.contiguous_format,
+        "empty_like": torch.empty_like,
         "empty": torch.empty,
         "is_grad_enabled": torch.is_grad_enabled,
         "functional_op": op.functional_op,
