@@ -254,6 +254,7 @@ class Op:
                 # the kernels wrote x (and residual) behind autograd's back, as torch's in-place ops do
                 checks.bump_written(written)
             return result
+        self.check_form(norm_pos, return_mean, return_rstd, inplace)
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
             return autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
@@ -266,6 +267,17 @@ class Op:
             # the kernels wrote x (and residual) behind autograd's back: bump their versions as torch's in-place ops do
             checks.bump_written(tuple(t for t in (x, residual) if any(o is t for o in slots) and not t.is_inference()))
         return self.public(slots, return_mean, return_rstd)
+
+    def check_form(self, norm_pos, return_mean, return_rstd, inplace) -> None:
+        """The call form: one of the op's modes (None without a residual), statistics it stores, in
+        place only with a residual. (The public functions cannot ask otherwise; a direct ``Op`` call can.)"""
+        name = self.name
+        checks.check_choice(name, "norm_pos", norm_pos, self.call_modes)
+        for stat, asked in (("mean", return_mean), ("rstd", return_rstd)):
+            if asked and stat not in self.stats:
+                raise NormgenError(f"{name} does not return {stat} (it returns: {', '.join(self.stats) or 'none'})")
+        if inplace and not self.has_residual:
+            raise NormgenError(f"{name} has no in-place form: it has no residual to write into")
 
     def check(self, x, residual, weight, bias, eps, norm_pos, inplace) -> float:
         """Every input check, before anything is allocated or launched; returns eps as a float."""

@@ -117,6 +117,13 @@ def bad_calls(spec):
         yield "norm_pos unknown", make(norm_pos="middle")
         x = torch.randn(4, 64, dtype=x_dtype, requires_grad=True)
         yield "in place with a gradient", make(x=x, inplace=True)
+    else:
+        yield "norm_pos given without a residual", make(norm_pos="pre")
+        yield "in place without a residual", make(inplace=True)
+    if not spec.stores_mean:
+        yield "mean asked of an op without it", make(mean=True)
+    if not spec.stores_rstd:
+        yield "rstd asked of an op without it", make(rstd=True)
     if not spec.has_backward:
         x = torch.randn(4, 64, dtype=x_dtype, requires_grad=True)
         yield "a gradient wanted of an op without a backward", make(x=x)
