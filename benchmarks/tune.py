@@ -9,7 +9,7 @@ The buckets are the cuda table's own (``dsl/targets/cuda.py``: a width bucket pe
 power of two up to the single-pass limit, one multi-pass bucket, times its row
 buckets). Per op, dtype and bucket the candidates are rows per program (BLOCK_M)
 x warps on the one-tile-per-program grid (from MULTI_FROM columns also the
-multi-pass kernel, a row per program in column blocks of half or all the
+multi-pass kernel, a row per program in column blocks of a quarter, half or all the
 bucket's width), then the best two on the persistent grid (one program per SM,
 what the runtime launches). Each candidate runs the
 op's generated kernels through a ``runtime.Launcher`` of its own with a
@@ -160,8 +160,9 @@ def candidates(bucket: Bucket) -> list[Config]:
             result.add(Config(block_m, warps))
             warps *= 2
     if bucket.passes == "single" and bucket.cols_hi >= MULTI_FROM:  # a row per program, in column blocks
-        for block_n in (bucket.block_n // 2, bucket.block_n):
-            result |= {Config(1, warps, "tiles", "multi", block_n) for warps in (8, 16)}
+        # a quarter of the bucket's width divides its ragged width (3/4 of it) too: no masked block there
+        for block_n in (bucket.block_n // 4, bucket.block_n // 2, bucket.block_n):
+            result |= {Config(1, warps, "tiles", "multi", block_n) for warps in ((4, 8) if block_n < 4096 else (8, 16))}
     return sorted(result)
 
 
@@ -318,7 +319,8 @@ def self_test() -> int:
             # kernel in a single-pass bucket, over two column blocks
             width, config = {128: (100, Config(2, 4)), 4096: (3000, Config(1, 4, "tiles", "multi", 2048))}.get(
                 bucket.cols_hi, (40000, Config(2, 4)))  # fmt: skip
-            assert bucket.cols_hi != 4096 or {c.layout(bucket) for c in configs} >= {("multi", 2048), ("multi", 4096)}
+            layouts = {c.layout(bucket) for c in configs}
+            assert bucket.cols_hi != 4096 or layouts >= {("multi", 1024), ("multi", 2048), ("multi", 4096)}
             for mode in modes:
                 measure(spec.name, spec, bucket, config, (mode, 3, width), 1, timed=False)
         print(f"  {spec.name}: launched through its ABI and checked against its reference", file=sys.stderr)
