@@ -254,8 +254,8 @@ class Op:
                 # the kernels wrote x (and residual) behind autograd's back, as torch's in-place ops do
                 checks.bump_written(written)
             return result
-        self.check_form(norm_pos, return_mean, return_rstd, inplace)
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
+        self.check_stats(return_mean, return_rstd)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
             return autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
         if torch.compiler.is_compiling():
@@ -268,22 +268,21 @@ class Op:
             checks.bump_written(tuple(t for t in (x, residual) if any(o is t for o in slots) and not t.is_inference()))
         return self.public(slots, return_mean, return_rstd)
 
-    def check_form(self, norm_pos, return_mean, return_rstd, inplace) -> None:
-        """The call form: one of the op's modes (None without a residual), statistics it stores, in
-        place only with a residual. (The public functions cannot ask otherwise; a direct ``Op`` call can.)"""
-        name = self.name
-        checks.check_choice(name, "norm_pos", norm_pos, self.call_modes)
+    def check_stats(self, return_mean, return_rstd) -> None:
+        """Only statistics the op stores are asked for. (The public functions cannot ask for others; a
+        direct ``Op`` call could, and got an uninitialized tensor back.)"""
         for stat, asked in (("mean", return_mean), ("rstd", return_rstd)):
             if asked and stat not in self.stats:
-                raise NormgenError(f"{name} does not return {stat} (it returns: {', '.join(self.stats) or 'none'})")
-        if inplace and not self.has_residual:
-            raise NormgenError(f"{name} has no in-place form: it has no residual to write into")
+                stored = ", ".join(self.stats) or "none"
+                raise NormgenError(f"{self.name} does not return {stat} (the statistics it stores: {stored})")
 
     def check(self, x, residual, weight, bias, eps, norm_pos, inplace) -> float:
         """Every input check, before anything is allocated or launched; returns eps as a float."""
         name = self.name
-        if self.has_residual:
-            checks.check_choice(name, "norm_pos", norm_pos, self.modes)
+        # (None, the only norm_pos of an op without a residual, which has no in-place form either)
+        checks.check_choice(name, "norm_pos", norm_pos, self.call_modes)
+        if inplace and not self.has_residual:
+            raise NormgenError(f"{name} has no in-place form: it has no residual to write into")
         checks.check_input(name, x, self.dtypes)
         if self.has_residual:
             checks.check_like(name, "residual", residual, x)
