@@ -17,7 +17,7 @@ import inspect
 
 import torch
 
-from . import backward, compiled
+from . import backward, checks, compiled
 
 INPUTS = ("x", "residual", "weight", "bias")
 
@@ -119,7 +119,7 @@ def autograd_call(op, x, residual, weight, bias, eps, norm_pos, return_mean, ret
 # ----------------------------------------------------------------------------
 # The compiled call's lean entry
 
-_HALF_NAMES = ("torch.float16", "torch.bfloat16")
+_HALF_NAMES = tuple(str(d) for d in checks.HALF)  # the 16-bit dtypes that take fp32 parameters, as str() names them
 
 
 def compiling_entry(op):
@@ -185,8 +185,7 @@ def compiling_entry(op):
         + (" or bias is not None and bias.requires_grad" if op.has_bias else "")
         + ")",
     ]
-    values = {"x": "x", "residual": "residual", "weight": "weight", "bias": "bias", "eps": "eps"}
-    values["norm_pos"] = "norm_pos"
+    values = {p: p for p in (*INPUTS, "eps", "norm_pos")}  # the entry's own arguments, by name
     if op.has_residual:
         # in place: the statistics asked for (and a quantized op's q and scale) are allocated here,
         # the kernels write x (and residual)

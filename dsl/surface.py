@@ -160,15 +160,17 @@ class Op:
         return host.register(self, form, rec, shape, dtype, device, bias_none, pdtype)
 
     def __call__(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace):
-        # The C++ host path (dsl/host.py) serves the calls whose launch the Python fast path below
-        # has made once; it returns None for any other call. (Never while compiling: dynamo skips this.)
-        if not _is_compiling() and (native := self.native) is not None:
-            result = native(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
-            if result is not None:
-                return result
-        elif _is_compiling() and (entry := self._compiling) is not None:
+        compiling = _is_compiling()
+        if compiling:
             # torch.compile traces this: plainly valid inputs take a call that dynamo needs few guards for
-            result = entry(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
+            if (entry := self._compiling) is not None:
+                result = entry(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
+                if result is not None:
+                    return result
+        elif (native := self.native) is not None:
+            # The C++ host path (dsl/host.py) serves the calls whose launch the Python fast path below
+            # has made once; it returns None for any other call.
+            result = native(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
             if result is not None:
                 return result
         try:
@@ -178,7 +180,7 @@ class Op:
             # and need no gradient. Anything else (or any doubt) takes the full checks below, which
             # name the problem. Under torch.compile the custom op (below) is recorded instead.
             fast = (
-                not _is_compiling()
+                not compiling
                 and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
                 and type(eps) is float
                 and 0.0 <= eps < _INF
