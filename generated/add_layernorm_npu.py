@@ -29,9 +29,7 @@ def add_layernorm_forward_single(
     dtype = X_ptr.dtype.element_ty
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    # eps in fp32, as Triton types a Python float argument: Inductor's launch passes an fp64 eps,
-    # which would carry rstd, and x_hat with it, into fp64
-    eps = tl.cast(eps, tl.float32)
+    eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     # per-column parameters, loaded once per program
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
@@ -79,9 +77,7 @@ def add_layernorm_forward_multi(
     dtype = X_ptr.dtype.element_ty
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    # eps in fp32, as Triton types a Python float argument: Inductor's launch passes an fp64 eps,
-    # which would carry rstd, and x_hat with it, into fp64
-    eps = tl.cast(eps, tl.float32)
+    eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     first, stop, step = tile_range(pid, n_rows, BLOCK_M, PERSISTENT)  # one tile, or a grid-size stride
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -154,10 +150,7 @@ def add_layernorm_backward_single(
     HAS_DS: tl.constexpr, HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual: backward, single pass, each row in one tile.
-
-    dx (also d(residual)), dw and db from dy (and ds, the gradient on s in pre mode); a persistent grid, each program keeping fp32 partial sums.
-    """
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual: backward, single pass, each row in one tile; dx (also d(residual)), dw and db from dy (and ds, the gradient on s in pre mode), a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
@@ -209,10 +202,7 @@ def add_layernorm_backward_multi(
     HAS_DS: tl.constexpr, HAS_BIAS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
 ):
-    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual: backward, multi pass over BLOCK_N-wide column blocks.
-
-    dx (also d(residual)), dw and db from dy (and ds, the gradient on s in pre mode); a persistent grid, each program keeping fp32 partial sums.
-    """
+    """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual: backward, multi pass over BLOCK_N-wide column blocks; dx (also d(residual)), dw and db from dy (and ds, the gradient on s in pre mode), a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)

@@ -29,9 +29,7 @@ def rmsnorm_forward_single(
     n_cols, X_row_stride, Y_row_stride = vec_multiples((n_cols, X_row_stride, Y_row_stride), VEC)
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    # eps in fp32, as Triton types a Python float argument: Inductor's launch passes an fp64 eps,
-    # which would carry rstd, and x_hat with it, into fp64
-    eps = tl.cast(eps, tl.float32)
+    eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     # per-column parameters, loaded once per program
     w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
@@ -65,9 +63,7 @@ def rmsnorm_forward_multi(
     n_cols, X_row_stride, Y_row_stride = vec_multiples((n_cols, X_row_stride, Y_row_stride), VEC)
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
-    # eps in fp32, as Triton types a Python float argument: Inductor's launch passes an fp64 eps,
-    # which would carry rstd, and x_hat with it, into fp64
-    eps = tl.cast(eps, tl.float32)
+    eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     first, stop, step = tile_range(pid, n_rows, BLOCK_M, PERSISTENT)  # one tile, or a grid-size stride
     for i in range(first, stop, step):
         tile = i if PERSISTENT else pid
@@ -104,10 +100,7 @@ def rmsnorm_backward_single(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
     LOOP_STAGES: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps) * w: backward, single pass, each row in one tile.
-
-    dx and dw from dy; a persistent grid, each program keeping fp32 partial sums.
-    """
+    """y = x / sqrt(mean(x^2) + eps) * w: backward, single pass, each row in one tile; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
     n_cols, DY_row_stride, X_row_stride, DX_row_stride = vec_multiples((n_cols, DY_row_stride, X_row_stride, DX_row_stride), VEC)
     EVEN: tl.constexpr = EVEN_M and EVEN_N
@@ -146,10 +139,7 @@ def rmsnorm_backward_multi(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
     LOOP_STAGES: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps) * w: backward, multi pass over BLOCK_N-wide column blocks.
-
-    dx and dw from dy; a persistent grid, each program keeping fp32 partial sums.
-    """
+    """y = x / sqrt(mean(x^2) + eps) * w: backward, multi pass over BLOCK_N-wide column blocks; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
     n_cols, DY_row_stride, X_row_stride, DX_row_stride = vec_multiples((n_cols, DY_row_stride, X_row_stride, DX_row_stride), VEC)
     EVEN: tl.constexpr = EVEN_M and EVEN_N

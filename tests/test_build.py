@@ -331,3 +331,21 @@ def test_list_reads_the_given_specs(tmp_path, capsys):
     assert "  cuda: " in out and "  npu: " not in out
     assert "    tiny_norm_forward_single\n    tiny_norm_forward_multi\n" in out
     assert out.count("    fp32: ") == 1
+
+
+def test_the_shipped_package_stays_small(built):
+    """The budget v2 set for the shipped specs: at most 6,000 lines in the package, at most
+    4 kernels per (op, target, direction). Counted from the built text, by its @triton.jit
+    definitions, so a template edit that pastes code into every kernel shows here."""
+    files = sorted(p for p in built.iterdir() if p.suffix == ".py")
+    total = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in files)
+    assert total <= 6000, f"the generated package is {total} lines (budget 6,000)"
+    counts = {}
+    for path in files:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for jit, definition in zip(lines, lines[1:]):
+            if jit == "@triton.jit":
+                direction = "backward" if "_backward_" in definition else "forward"
+                counts[path.stem, direction] = counts.get((path.stem, direction), 0) + 1
+    assert len({module for module, _ in counts}) >= 18, counts  # 9 ops on two targets
+    assert max(counts.values()) <= 4, counts
