@@ -11,6 +11,10 @@ Per op and shape, each function is compiled with ``torch.compile(fullgraph=True)
 * normgen compiled: ``generated.<op>`` (pre mode for residual ops), inside which
   Inductor launches normgen's Triton kernel from its own code (``dsl/compiled.py``);
 * normgen compiled, dynamic: the same with ``dynamic=True``;
+* normgen compiled, static launcher: the same compiled with Inductor's
+  ``static_launch_user_defined_triton_kernels`` on (a user's choice: off by default), which
+  launches the kernel through Inductor's own C launcher instead of Triton's; the table says
+  whether the kernel was launched that way (Inductor falls back to Triton's launcher silently);
 * normgen compiled, checked path: the same function compiled and timed with the op's lean
   compiled entry set aside (``dsl/custom_ops.py``, ``compiling_entry``): dynamo traces the op's
   full checks, as every call did before the entry existed;
@@ -44,10 +48,12 @@ import torch.nn.functional as F
 
 from benchmarks import timing
 
+STATIC = "normgen compiled, static launcher"
 IMPLS = (
     "normgen compiled",
     "normgen compiled, dynamic",
     "normgen compiled, checked path",
+    STATIC,
     "torch compiled",
     "torch compiled, dynamic",
     "normgen eager",
@@ -71,6 +77,44 @@ def _checked_path(op, impl: str):
         yield
     finally:
         op._compiling = entry
+
+
+@contextlib.contextmanager
+def _first_call(impl: str):
+    """Around an impl's first call (its compile): the static launcher's option on for STATIC.
+    Inductor keeps compiled kernels in memory by their source, which the launcher option does not
+    change: the cache is emptied before and after, so no impl gets another's launcher. The kernels
+    are compiled in this process: Inductor's compile workers do not see a patched option."""
+    from torch._inductor import async_compile
+    from torch._inductor import config as inductor_config
+
+    if impl != STATIC:
+        yield
+        return
+    async_compile.CompiledTritonKernels.cache_clear()
+    try:
+        with inductor_config.patch(
+            static_launch_user_defined_triton_kernels=True, force_disable_caches=True, compile_threads=1
+        ):
+            yield
+    finally:
+        async_compile.CompiledTritonKernels.cache_clear()
+
+
+def _static_launch(fn, inputs) -> bool:
+    """Whether a call of fn goes through Inductor's static launcher (a Python frame of it is seen)."""
+    seen = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.endswith("static_triton_launcher.py"):
+            seen.append(True)
+
+    sys.setprofile(profile)
+    try:
+        fn(*inputs)
+    finally:
+        sys.setprofile(None)
+    return bool(seen)
 
 
 def functions(name: str, rows: int, cols: int, dtype: str, device: str, backend: str) -> tuple[dict, tuple, object]:
@@ -107,6 +151,7 @@ def functions(name: str, rows: int, cols: int, dtype: str, device: str, backend:
         "normgen compiled": torch.compile(_copy(mine), fullgraph=True, backend=backend),
         "normgen compiled, dynamic": torch.compile(_copy(mine), fullgraph=True, dynamic=True, backend=backend),
         CHECKED: torch.compile(_copy(mine), fullgraph=True, backend=backend),
+        STATIC: torch.compile(_copy(mine), fullgraph=True, backend=backend),
         "torch compiled": torch.compile(_copy(theirs), fullgraph=True, backend=backend),
         "torch compiled, dynamic": torch.compile(_copy(theirs), fullgraph=True, dynamic=True, backend=backend),
         "normgen eager": mine,
@@ -126,8 +171,8 @@ def measure(ops, shapes, dtype, calls, rounds, device, backend) -> list[dict]:
             torch._dynamo.reset()  # one code object per impl across ops and shapes: no recompile limit
             impls, inputs, op = functions(name, rows, cols, dtype, device, backend)
             outputs = {}
-            for impl, fn in impls.items():
-                with _checked_path(op, impl):
+            for impl, fn in sorted(impls.items(), key=lambda item: item[0] == STATIC):  # STATIC last
+                with _checked_path(op, impl), _first_call(impl):
                     outputs[impl] = fn(*inputs)  # compiles
             eager = _bits(outputs["normgen eager"])
             host = {impl: [] for impl in impls}
@@ -152,6 +197,9 @@ def measure(ops, shapes, dtype, calls, rounds, device, backend) -> list[dict]:
                 row = {"op": name, "shape": [rows, cols], "impl": impl, "host_us": us[impl]}
                 base = "torch compiled, dynamic" if impl.endswith("dynamic") else "torch compiled"
                 row |= {"x_torch_compiled": us[impl] / us[base], "device_us": device_us}
+                if impl.startswith("normgen compiled") and device == "cuda":
+                    with _checked_path(op, impl):
+                        row["static_launch"] = _static_launch(fn, inputs)
                 results.append(row | {"same_bits_as_eager": same, "samples": host[impl]})
     return results
 
@@ -165,16 +213,17 @@ def markdown(meta: dict, results: list[dict]) -> str:
         "device µs per call from CUDA-graph replay. × torch: host time over `torch.compile` of the same "
         "formula with torch's own norm (the dynamic rows: over torch's with dynamic=True).",
         "",
-        "| op | shape | impl | host µs | × torch compiled | device µs | same bits as eager |",
-        "|---|---|---|--:|--:|--:|---|",
+        "| op | shape | impl | host µs | × torch compiled | device µs | same bits as eager | static launch |",
+        "|---|---|---|--:|--:|--:|---|---|",
     ]
     for row in results:
         device = "" if row["device_us"] is None else f"{row['device_us']:.2f}"
         same = {None: "", True: "yes", False: "**no**"}[row["same_bits_as_eager"]]
+        launch = {None: "", True: "yes", False: "no"}[row.get("static_launch")]
         shape = "×".join(str(v) for v in row["shape"])
         lines.append(
             f"| {row['op']} | {shape} | {row['impl']} | {row['host_us']:.2f} | "
-            f"{row['x_torch_compiled']:.2f} | {device} | {same} |"
+            f"{row['x_torch_compiled']:.2f} | {device} | {same} | {launch} |"
         )
     return "\n".join(lines) + "\n"
 

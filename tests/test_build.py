@@ -1,5 +1,6 @@
 """build.py end to end: deterministic output, --check, headers, custom packages, errors, --list."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -343,7 +344,7 @@ def test_the_shipped_package_stays_small(built):
     counts = {}
     for path in files:
         lines = path.read_text(encoding="utf-8").splitlines()
-        for jit, definition in zip(lines, lines[1:]):
+        for jit, definition in itertools.pairwise(lines):
             if jit == "@triton.jit":
                 direction = "backward" if "_backward_" in definition else "forward"
                 counts[path.stem, direction] = counts.get((path.stem, direction), 0) + 1
