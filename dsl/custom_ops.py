@@ -228,11 +228,9 @@ def compiling_entry(op):
         lines += ["    result = (out,)", "    i = 1"]
     if quantized:
         lines += ["    result += (new[i],)", "    i += 1"]  # the scale
+    if "mean" in op.stats:  # (else return_mean is False here: the first test)
+        lines += ["    if ask_mean:", "        if return_mean:", "            result += (new[i],)", "        i += 1"]
     lines += [
-        "    if ask_mean:",
-        "        if return_mean:",
-        "            result += (new[i],)",
-        "        i += 1",
         "    if return_rstd:",
         "        result += (new[i],)",
         "    return result"
