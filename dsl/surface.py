@@ -260,7 +260,7 @@ class Op:
         self.check_stats(return_mean, return_rstd)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
             return autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
-        if torch.compiler.is_compiling():
+        if compiling:
             # torch.compile records the custom op (dsl/custom_ops.py); its body runs when the graph runs
             return compiling_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
         new = self.new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
