@@ -9,6 +9,8 @@
 //   op(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace) -> result | None
 //   op.add_form(index, out_is_x, residual_out, mean, rstd, stats_dtype, write_x, write_residual)
 //   op.add_record(form, sizes, dtype, device, bias_none, pdtype, function, grid, warps, shared, params)
+//   op.set_module(namespace, methods); op.call_module(module, x[, residual]) -> result | None: a module
+//     call, where nn.Module's __call__ would only have called forward (see op_call_module)
 //   op.records() -> the number of records held; op.served() -> the calls it launched (tests, benchmarks)
 //   op.declined() -> the line of this file where the last call it declined was declined (tests)
 //   op.clear()
@@ -125,6 +127,8 @@ struct OpObject {
   PyObject* types;  // tuple of the tensor types a call may pass (torch.Tensor, torch.nn.Parameter)
   std::vector<Form>* forms;
   std::unordered_map<Key, Record, KeyHash>* records;
+  PyObject* module_globals;  // nn.Module's module namespace (set_module), or null
+  PyObject* module_methods;  // (name, function, ...) of a module's class (set_module)
   unsigned long long served;
   int declined;  // the line of host.cpp where the last declined call was declined
 };
@@ -163,12 +167,8 @@ bool aligned(const at::Tensor& t) { return (reinterpret_cast<uintptr_t>(t.data_p
     Py_RETURN_NONE;              \
   } while (0)
 
-PyObject* op_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
-  auto* op = reinterpret_cast<OpObject*>(self);
-  if (PyVectorcall_NARGS(nargsf) != 9 || kwnames != nullptr) {
-    PyErr_SetString(PyExc_TypeError, "_normgen_host.Op takes 9 positional arguments");
-    return nullptr;
-  }
+// A call: args are the 9 of op(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace).
+PyObject* serve(OpObject* op, PyObject* const* args) {
   PyObject *x_obj = args[0], *residual_obj = args[1], *weight_obj = args[2], *bias_obj = args[3];
   PyObject *eps_obj = args[4], *mode_obj = args[5];
   // the form: mode (by identity, then by value), statistics and in place as True or False
@@ -318,6 +318,124 @@ PyObject* op_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject
   return tuple;
 }
 
+PyObject* op_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  if (PyVectorcall_NARGS(nargsf) != 9 || kwnames != nullptr) {
+    PyErr_SetString(PyExc_TypeError, "_normgen_host.Op takes 9 positional arguments");
+    return nullptr;
+  }
+  return serve(reinterpret_cast<OpObject*>(self), args);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A module call: op.call_module(module, x[, residual]) serves module(x[, residual]) where
+// nn.Module's __call__ would only call the op's own forward (no hook, no compiled call, the
+// class's forward and _run the ones registered by set_module, none set on the instance), with
+// the parameters from the module's parameter dict and its eps (and norm_pos). Anything else:
+// None, and dsl/modules.py calls nn.Module's __call__.
+
+struct Names {
+  PyObject *parameters, *weight, *bias, *eps, *norm_pos, *compiled_call_impl;
+  std::array<PyObject*, 4> hooks, global_hooks;
+};
+Names names;
+
+bool intern_names() {
+  auto intern = [](const char* text) { return PyUnicode_InternFromString(text); };
+  names.parameters = intern("_parameters");
+  names.weight = intern("weight");
+  names.bias = intern("bias");
+  names.eps = intern("eps");
+  names.norm_pos = intern("norm_pos");
+  names.compiled_call_impl = intern("_compiled_call_impl");
+  const char* hooks[] = {"_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"};
+  for (int i = 0; i < 4; ++i) {
+    names.hooks[i] = intern(hooks[i]);
+    names.global_hooks[i] = PyUnicode_FromFormat("_global%s", hooks[i]);
+    if (names.global_hooks[i] != nullptr) PyUnicode_InternInPlace(&names.global_hooks[i]);
+  }
+  return !PyErr_Occurred();
+}
+
+// An empty dict under `name` in `dict` (a hook registry): false where absent, not a dict or not empty.
+bool empty_dict_at(PyObject* dict, PyObject* name) {
+  PyObject* value = PyDict_GetItemWithError(dict, name);
+  return value != nullptr && PyDict_Check(value) && PyDict_GET_SIZE(value) == 0;
+}
+
+#define DECLINE_MODULE()     \
+  do {                       \
+    Py_DECREF(dict);         \
+    DECLINE();               \
+  } while (0)
+
+PyObject* op_call_module(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  auto* op = reinterpret_cast<OpObject*>(self);
+  if (op->module_globals == nullptr || nargs != 2 + op->has_residual) DECLINE();
+  PyObject* module = args[0];
+  // nn.Module's global hooks, read from its module's namespace as its __call__ reads them
+  for (PyObject* name : names.global_hooks)
+    if (!empty_dict_at(op->module_globals, name)) DECLINE();
+  // the class's forward and _run are the registered ones, and the instance sets neither
+  PyTypeObject* type = Py_TYPE(module);
+  Py_ssize_t n_methods = PyTuple_GET_SIZE(op->module_methods);
+  for (Py_ssize_t i = 0; i < n_methods; i += 2) {
+    if (_PyType_Lookup(type, PyTuple_GET_ITEM(op->module_methods, i)) != PyTuple_GET_ITEM(op->module_methods, i + 1))
+      DECLINE();
+  }
+  PyObject* dict = PyObject_GenericGetDict(module, nullptr);
+  if (dict == nullptr) {
+    PyErr_Clear();
+    DECLINE();
+  }
+  for (Py_ssize_t i = 0; i < n_methods; i += 2) {
+    if (PyDict_GetItemWithError(dict, PyTuple_GET_ITEM(op->module_methods, i)) != nullptr) DECLINE_MODULE();
+  }
+  for (PyObject* name : names.hooks)
+    if (!empty_dict_at(dict, name)) DECLINE_MODULE();
+  PyObject* compiled = PyDict_GetItemWithError(dict, names.compiled_call_impl);
+  if (compiled == nullptr) compiled = _PyType_Lookup(type, names.compiled_call_impl);
+  if (compiled != nullptr && compiled != Py_None) DECLINE_MODULE();
+  // the parameters as nn.Module's dict holds them (absent: a parametrization computes one; the
+  // module's own forward reads it)
+  PyObject* params = PyDict_GetItemWithError(dict, names.parameters);
+  if (params == nullptr || !PyDict_Check(params)) DECLINE_MODULE();
+  PyObject* weight = Py_None;
+  PyObject* bias = Py_None;
+  if (op->has_weight && (weight = PyDict_GetItemWithError(params, names.weight)) == nullptr) DECLINE_MODULE();
+  if (op->has_bias && (bias = PyDict_GetItemWithError(params, names.bias)) == nullptr) DECLINE_MODULE();
+  PyObject* eps = PyDict_GetItemWithError(dict, names.eps);
+  PyObject* mode = op->has_residual ? PyDict_GetItemWithError(dict, names.norm_pos) : Py_None;
+  if (eps == nullptr || mode == nullptr) DECLINE_MODULE();
+  PyObject* call[9] = {args[1], op->has_residual ? args[2] : Py_None, weight, bias, eps, mode, Py_False, Py_False,
+                       Py_False};
+  PyObject* result = serve(op, call);
+  Py_DECREF(dict);
+  return result;
+}
+
+// set_module(namespace, methods): nn.Module's module namespace (its global hook registries) and
+// (name, function, ...) that a module's class must resolve those names to.
+PyObject* op_set_module(PyObject* self, PyObject* args) {
+  auto* op = reinterpret_cast<OpObject*>(self);
+  PyObject *globals, *methods;
+  if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &globals, &PyTuple_Type, &methods)) return nullptr;
+  if (PyTuple_GET_SIZE(methods) % 2 != 0) {
+    PyErr_SetString(PyExc_ValueError, "set_module: methods must be (name, function) pairs");
+    return nullptr;
+  }
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(methods); i += 2) {
+    if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(methods, i))) {
+      PyErr_SetString(PyExc_TypeError, "set_module: a method name must be a str");
+      return nullptr;
+    }
+  }
+  Py_INCREF(globals);
+  Py_INCREF(methods);
+  Py_XSETREF(op->module_globals, globals);
+  Py_XSETREF(op->module_methods, methods);
+  Py_RETURN_NONE;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The Op type.
 
@@ -340,6 +458,7 @@ PyObject* op_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
   op->types = types;
   op->forms = new std::vector<Form>(8 * op->n_modes);
   op->records = new std::unordered_map<Key, Record, KeyHash>();
+  op->module_globals = op->module_methods = nullptr;
   op->served = 0;
   op->declined = 0;
   return reinterpret_cast<PyObject*>(op);
@@ -349,6 +468,8 @@ void op_dealloc(PyObject* self) {
   auto* op = reinterpret_cast<OpObject*>(self);
   Py_XDECREF(op->modes);
   Py_XDECREF(op->types);
+  Py_XDECREF(op->module_globals);
+  Py_XDECREF(op->module_methods);
   delete op->forms;
   delete op->records;
   Py_TYPE(self)->tp_free(self);
@@ -471,6 +592,9 @@ PyObject* op_clear(PyObject* self, PyObject*) {
 
 PyMethodDef op_methods[] = {
     {"add_form", op_add_form, METH_VARARGS, "Register a call form."},
+    {"set_module", op_set_module, METH_VARARGS, "Register what a module call must find (see call_module)."},
+    {"call_module", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(op_call_module)), METH_FASTCALL,
+     "module(x[, residual]) where nn.Module's __call__ would only call forward; else None."},
     {"add_record", op_add_record, METH_VARARGS, "Register a record: a form at one shape, dtype and device."},
     {"records", op_records, METH_NOARGS, "The number of records held."},
     {"served", op_served, METH_NOARGS, "The number of calls launched."},
@@ -495,7 +619,7 @@ PyMODINIT_FUNC PyInit__normgen_host() {
   OpType.tp_dealloc = op_dealloc;
   OpType.tp_methods = op_methods;
   OpType.tp_doc = "One op's C++ host path (see dsl/host.py).";
-  if (PyType_Ready(&OpType) < 0) return nullptr;
+  if (PyType_Ready(&OpType) < 0 || !intern_names()) return nullptr;
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;
   Py_INCREF(&OpType);

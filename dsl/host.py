@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from . import runtime
+from . import modules, runtime
 
 ENABLED = os.environ.get("NORMGEN_HOST", "cxx") != "python"
 SOURCE = Path(__file__).with_name("host.cpp")
@@ -174,6 +174,8 @@ def make_op(op, ext=None):
     if ext is None or op.quant_storage is not None:
         return None
     native = ext.Op(op.has_residual, op.has_weight, op.has_bias, op.call_modes, (torch.Tensor, torch.nn.Parameter))
+    base = modules.AddNorm if op.has_residual else modules.Norm
+    native.set_module(vars(torch.nn.modules.module), ("forward", base.forward, "_run", modules.Norm._run))
     stats = -1 if op.stats_dtype is None else SCALAR_TYPE[op.stats_dtype]
     for form in op._forms.values():
         native.add_form(

@@ -78,6 +78,81 @@ def test_the_extension_refuses_malformed_registrations(ext):
     assert native.records() == 0
 
 
+def _module_cases():
+    """(what, module, undo) for each module state in which nn.Module's __call__ does more than call
+    the op's forward: the C++ twin must decline all of them."""
+    from torch.nn.modules import module as nn_module
+
+    def made(build):
+        def case():
+            m = generated.RMSNorm(64)
+            undo = build(m)
+            return m, undo
+
+        return case
+
+    class OwnForward(generated.RMSNorm):
+        def forward(self, x):
+            return x
+
+    class OwnRun(generated.RMSNorm):
+        def _run(self, x, residual, norm_pos):
+            return x
+
+    def hook(register):
+        return made(lambda m: register(m).remove)
+
+    def global_hook(register):
+        return made(lambda m: register(lambda *a: None).remove)
+
+    def set_attr(name, value):
+        return made(lambda m: setattr(m, name, value))
+
+    return {
+        "a forward hook": hook(lambda m: m.register_forward_hook(lambda *a: None)),
+        "a forward pre-hook": hook(lambda m: m.register_forward_pre_hook(lambda *a: None)),
+        "a backward hook": hook(lambda m: m.register_full_backward_hook(lambda *a: None)),
+        "a backward pre-hook": hook(lambda m: m.register_full_backward_pre_hook(lambda *a: None)),
+        "a global forward hook": global_hook(nn_module.register_module_forward_hook),
+        "a global forward pre-hook": global_hook(nn_module.register_module_forward_pre_hook),
+        "a global backward hook": global_hook(nn_module.register_module_full_backward_hook),
+        "a global backward pre-hook": global_hook(nn_module.register_module_full_backward_pre_hook),
+        "module.compile()": set_attr("_compiled_call_impl", lambda *a, **k: None),
+        "a forward set on the instance": set_attr("forward", lambda x: x),
+        "a subclass's forward": lambda: (OwnForward(64), None),
+        "a subclass's _run": lambda: (OwnRun(64), None),
+    }
+
+
+@needs_compiler
+def test_a_module_call_is_declined_where_nn_module_would_do_more(ext):
+    """op.call_module serves a module call only where nn.Module's __call__ would just call the op's
+    forward. On CPU every call is declined in the end (CPU tensors); a module that passes the module
+    checks is declined where a direct call with the same tensors is, any other before that."""
+    op = _op("rmsnorm")
+    native = host.make_op(op, ext)
+    x = torch.randn(3, 64)
+    plain = generated.RMSNorm(64)
+    assert native(x, None, plain.weight, None, plain.eps, None, False, False, False) is None
+    at_the_tensors = native.declined()
+    assert native.call_module(plain, x) is None and native.declined() == at_the_tensors
+    for what, case in _module_cases().items():
+        module, undo = case()
+        assert native.call_module(module, x) is None
+        assert native.declined() != at_the_tensors, f"{what}: passed the module checks"
+        if undo is not None:
+            undo()
+    assert native.call_module(plain, x, x) is None and native.declined() != at_the_tensors  # one tensor too many
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    parametrize.register_parametrization(plain, "weight", Double())  # weight leaves the parameter dict
+    assert native.call_module(plain, x) is None and native.declined() != at_the_tensors
+
+
 def test_a_failed_build_keeps_the_python_path(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "false")  # a "compiler" that fails at once
     monkeypatch.setenv("NORMGEN_CACHE_DIR", str(tmp_path))
@@ -199,6 +274,69 @@ def test_the_cxx_path_declines_what_the_fast_path_declines():
             except Exception:  # noqa: BLE001 - a refusal by the checks is the Python path's answer
                 pass
         assert native.served() == count + 1, f"{what}: served by the C++ path"
+
+
+@pytest.mark.gpu
+def test_a_module_call_skips_nn_modules_call_only_where_that_would_only_call_forward(monkeypatch):
+    """The C++ twin serves a plain module call without nn.Module's __call__ (bit for bit the
+    functional result); where a hook, a compiled call or another forward is in place, nn.Module's
+    __call__ runs and they take effect."""
+    from torch.nn.modules import module as nn_module
+
+    assert host.module(wait=True) is not None
+    entered = []
+    module_call = torch.nn.Module.__call__
+
+    def counting(self, *args, **kwargs):
+        entered.append(type(self).__name__)
+        return module_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", counting)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 4096, generator=g).to("cuda", torch.bfloat16)
+    m = generated.RMSNorm(4096).to("cuda", torch.bfloat16)
+    with torch.no_grad():
+        m.weight.copy_(torch.rand(4096, generator=g) + 0.5)
+        expected = generated.rmsnorm(x, m.weight, m.eps)
+        for _ in range(3):
+            m(x)
+        native = m.op.twin
+        count, entered[:] = native.served(), []
+        got = m(x)
+        assert native.served() == count + 1 and entered == [] and torch.equal(got, expected)
+
+        seen = []
+        doubled = generated.rmsnorm(2 * x, m.weight, m.eps)
+        for what, register in {
+            "forward hook": lambda: m.register_forward_hook(lambda mod, args, out: 2 * out),
+            "forward pre-hook": lambda: m.register_forward_pre_hook(lambda mod, args: (2 * args[0],)),
+            "global forward hook": lambda: nn_module.register_module_forward_hook(lambda *a: seen.append(1)),
+        }.items():
+            handle = register()
+            entered[:] = []
+            got = m(x)
+            handle.remove()
+            assert entered == ["RMSNorm"], what
+            want = {"forward hook": 2 * expected, "forward pre-hook": doubled, "global forward hook": expected}[what]
+            assert torch.equal(got, want), what
+        assert seen == [1]
+
+        m._compiled_call_impl = lambda *a, **k: "compiled"
+        assert m(x) == "compiled"
+        del m._compiled_call_impl
+        m.forward = lambda x: "instance forward"
+        assert m(x) == "instance forward"
+        del m.forward
+
+        class OwnForward(generated.RMSNorm):
+            def forward(self, x):
+                return "subclass forward"
+
+        sub = OwnForward(4096).to("cuda", torch.bfloat16)
+        for _ in range(3):
+            assert sub(x) == "subclass forward"
+        count = native.served()
+        assert torch.equal(m(x), expected) and native.served() == count + 1  # and back again
 
 
 @pytest.mark.gpu
