@@ -69,8 +69,9 @@ class Norm(torch.nn.Module):
         """The op on x (and residual) with the module's parameters and eps.
 
         Where the op has a C++ twin (dsl/host.py), the parameters go to it straight from nn.Module's
-        parameter dict, without ``Op.__call__`` in between (which would call the twin first too):
-        a module call's host time is mostly nn.Module's own. Dynamo never reads the twin.
+        parameter dict, without ``Op.__call__`` in between (which would call the twin first too).
+        ``__call__`` serves plain module calls before this; those that come here have hooks, or
+        call ``forward`` directly. Dynamo never reads the twin.
         """
         op = self.op
         if not _is_compiling() and (native := op.native) is not None:
