@@ -25,6 +25,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -248,10 +249,18 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
   if (residual) slot_tensors[RESIDUAL] = *residual;
   if (weight) slot_tensors[WEIGHT] = *weight;
   if (bias) slot_tensors[BIAS] = *bias;
+  // outputs like x, as the Python path's torch.empty_like(x): x's own strides, which a contiguous x
+  // may have other than the standard ones in its size-1 dimensions (e.g. (N, 1, 1, C) channels last)
+  bool standard = true;
+  for (int64_t i = x->dim() - 1, expected = 1; i >= 0; expected *= x->sizes()[i], --i)
+    standard = standard && x->strides()[i] == expected;
+  auto like_x = [&]() {
+    return standard ? at::empty(x->sizes(), x->options()) : at::empty_strided(x->sizes(), x->strides(), x->options());
+  };
   at::Tensor& out = slot_tensors[OUT];
-  out = form.out_is_x ? *x : at::empty(x->sizes(), x->options());
+  out = form.out_is_x ? *x : like_x();
   switch (form.residual_out) {
-    case NEW: slot_tensors[RESIDUAL_OUT] = at::empty(x->sizes(), x->options()); break;
+    case NEW: slot_tensors[RESIDUAL_OUT] = like_x(); break;
     case SAME_AS_OUT: slot_tensors[RESIDUAL_OUT] = out; break;
     case IS_X: slot_tensors[RESIDUAL_OUT] = *x; break;
     case IS_RESIDUAL: slot_tensors[RESIDUAL_OUT] = *residual; break;

@@ -340,6 +340,31 @@ def test_a_module_call_skips_nn_modules_call_only_where_that_would_only_call_for
 
 
 @pytest.mark.gpu
+def test_outputs_have_x_strides_on_either_path():
+    """A contiguous x may carry other strides than the standard ones in its size-1 dimensions
+    ((N, 1, 1, C) in channels-last order): the outputs like x have x's strides, as the Python
+    path's torch.empty_like(x) gives them, whichever path serves the call."""
+    assert host.module(wait=True) is not None
+    for name in ("rmsnorm", "add_rmsnorm"):
+        op = _op(name)
+        x = torch.empty_strided((8, 1, 1, 4096), (4096, 1, 4096, 1), device="cuda", dtype=torch.bfloat16).normal_()
+        r = torch.randn(8, 1, 1, 4096, device="cuda", dtype=torch.bfloat16) if op.has_residual else None
+        w = torch.ones(4096, device="cuda", dtype=torch.bfloat16)
+        assert x.is_contiguous() and x.stride() != (4096, 4096, 4096, 1)
+        served = op.twin.served() if op.twin is not None else 0
+        results = []
+        for _ in range(4):
+            result = op(x, r, w, None, 1e-6, op.call_modes[0], False, False, False)
+            results.append(result if isinstance(result, tuple) else (result,))
+        assert op.twin is not None and op.twin.served() > served, f"{name}: the C++ path served no call"
+        for result in results:
+            for t in result:
+                assert t.stride() == x.stride(), (name, t.stride())
+            for t, u in zip(result, results[0], strict=True):
+                assert torch.equal(t, u), name
+
+
+@pytest.mark.gpu
 def test_a_cuda_graph_captures_the_cxx_launch():
     assert host.module(wait=True) is not None
     op = _op("rmsnorm")
