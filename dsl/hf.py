@@ -175,7 +175,7 @@ def swap_norms(model: torch.nn.Module) -> SwapReport:
             continue
         new_for[id(module)] = _build(module, getattr(generated, match.kind.module), match.eps)
         if match.mixed is not None:
-            new_for[id(module)].register_forward_pre_hook(_SameDtypes(old, match.mixed))
+            new_for[id(module)].dtype_rule = _SameDtypes(old, match.mixed)
         report.replaced.append(Replaced(name, old, match.kind.module, match.bit_identical))
     for parent in list(model.modules()):
         for child_name, child in list(parent._modules.items()):
@@ -192,14 +192,14 @@ class _Match(NamedTuple):
 
 
 class _SameDtypes:
-    """A forward pre-hook: the swapped module refuses an input whose dtype is not its weight's, where the
-    layer it replaced computes those calls otherwise than normgen (``_Match.mixed`` says how)."""
+    """A swapped module's ``dtype_rule`` (dsl/modules.py): it refuses an input whose dtype is not its
+    weight's, where the layer it replaced computes those calls otherwise than normgen (``_Match.mixed``
+    says how)."""
 
     def __init__(self, old: str, why: str):
         self.old, self.why = old, why
 
-    def __call__(self, module, args):
-        x = args[0] if args else None
+    def __call__(self, module, x):
         if isinstance(x, torch.Tensor) and x.dtype != module.weight.dtype:
             from .checks import NormgenError
 

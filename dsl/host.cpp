@@ -343,7 +343,7 @@ PyObject* op_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject
 // None, and dsl/modules.py calls nn.Module's __call__.
 
 struct Names {
-  PyObject *parameters, *weight, *bias, *eps, *norm_pos, *compiled_call_impl;
+  PyObject *parameters, *weight, *bias, *eps, *norm_pos, *compiled_call_impl, *dtype_rule;
   std::array<PyObject*, 4> hooks, global_hooks;
 };
 Names names;
@@ -356,6 +356,7 @@ bool intern_names() {
   names.eps = intern("eps");
   names.norm_pos = intern("norm_pos");
   names.compiled_call_impl = intern("_compiled_call_impl");
+  names.dtype_rule = intern("dtype_rule");
   const char* hooks[] = {"_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"};
   for (int i = 0; i < 4; ++i) {
     names.hooks[i] = intern(hooks[i]);
@@ -412,6 +413,14 @@ PyObject* op_call_module(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   PyObject* bias = Py_None;
   if (op->has_weight && (weight = PyDict_GetItemWithError(params, names.weight)) == nullptr) DECLINE_MODULE();
   if (op->has_bias && (bias = PyDict_GetItemWithError(params, names.bias)) == nullptr) DECLINE_MODULE();
+  // a module with a dtype rule (dsl/modules.py: swap_norms's, which refuses mixed dtypes) is served
+  // only where x and the weight have one dtype (the rule passes those); the rest goes to the rule
+  PyObject* rule = PyDict_GetItemWithError(dict, names.dtype_rule);
+  if (rule == nullptr) rule = _PyType_Lookup(type, names.dtype_rule);
+  if (rule != nullptr && rule != Py_None &&
+      !(op->has_weight && THPVariable_Check(args[1]) && THPVariable_Check(weight) &&
+        THPVariable_Unpack(args[1]).scalar_type() == THPVariable_Unpack(weight).scalar_type()))
+    DECLINE_MODULE();
   PyObject* eps = PyDict_GetItemWithError(dict, names.eps);
   PyObject* mode = op->has_residual ? PyDict_GetItemWithError(dict, names.norm_pos) : Py_None;
   if (eps == nullptr || mode == nullptr) DECLINE_MODULE();

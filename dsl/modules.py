@@ -24,6 +24,9 @@ class Norm(torch.nn.Module):
     """The module of an op without a residual; a generated subclass sets ``op`` and its constructor."""
 
     op: Op
+    # Called as dtype_rule(module, x) before every call where set (swap_norms sets one that refuses
+    # input of another dtype than the weight); the C++ twin serves only calls of one dtype then.
+    dtype_rule = None
 
     def __init__(self, hidden_size, eps, norm_pos=None, bias=False, *, device=None, dtype=None):
         super().__init__()
@@ -54,8 +57,9 @@ class Norm(torch.nn.Module):
         would only call this class's own forward (no hook anywhere, no ``module.compile()``, no
         forward set on the instance or overridden by a subclass), the twin serves the call itself:
         nn.Module's two call frames cost more host time than the launch's own Python. Anything else
-        it declines (None), and nn.Module's __call__ runs as ever. Under torch.compile, Dynamo
-        traces nn.Module's __call__."""
+        it declines (None), and nn.Module's __call__ runs as ever; so does a call that ``dtype_rule``
+        would see with x in another dtype than the weight. Under torch.compile, Dynamo traces
+        nn.Module's __call__."""
         if not kwargs and not _is_compiling() and (native := self.op.native) is not None:
             result = native.call_module(self, *args)
             if result is not None:
@@ -74,6 +78,8 @@ class Norm(torch.nn.Module):
         call ``forward`` directly. Dynamo never reads the twin.
         """
         op = self.op
+        if (rule := self.dtype_rule) is not None:
+            rule(self, x)
         if not _is_compiling() and (native := op.native) is not None:
             params = self._parameters
             weight = params.get("weight", _ABSENT) if op.has_weight else None

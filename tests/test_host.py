@@ -143,6 +143,10 @@ def test_a_module_call_is_declined_where_nn_module_would_do_more(ext):
         if undo is not None:
             undo()
     assert native.call_module(plain, x, x) is None and native.declined() != at_the_tensors  # one tensor too many
+    ruled = generated.RMSNorm(64)
+    ruled.dtype_rule = lambda module, x: None  # (swap_norms's refuses mixed dtypes)
+    assert native.call_module(ruled, x) is None and native.declined() == at_the_tensors  # one dtype: served
+    assert native.call_module(ruled, x.bfloat16()) is None and native.declined() != at_the_tensors, "mixed dtypes"
     from torch.nn.utils import parametrize
 
     class Double(torch.nn.Module):
@@ -337,6 +341,23 @@ def test_a_module_call_skips_nn_modules_call_only_where_that_would_only_call_for
             assert sub(x) == "subclass forward"
         count = native.served()
         assert torch.equal(m(x), expected) and native.served() == count + 1  # and back again
+
+        # swap_norms's dtype rule: mixed dtypes refused even where the op's twin holds their launch
+        from dsl.hf import _SameDtypes
+        from dsl.runtime import NormgenError
+
+        swapped = generated.RMSNorm(4096).to("cuda")  # fp32 weight
+        swapped.dtype_rule = _SameDtypes("LlamaRMSNorm", "it returns float32")
+        for _ in range(3):
+            generated.rmsnorm(x, swapped.weight, swapped.eps)  # bf16 x, fp32 weight: a record
+        with pytest.raises(NormgenError, match="swapped in for LlamaRMSNorm"):
+            swapped(x)
+        x32 = x.float()
+        for _ in range(3):
+            swapped(x32)
+        count = native.served()
+        assert torch.equal(swapped(x32), generated.rmsnorm(x32, swapped.weight, swapped.eps))
+        assert native.served() == count + 2  # the module call, then the functional one
 
 
 @pytest.mark.gpu
