@@ -56,10 +56,10 @@ class Norm(torch.nn.Module):
         """nn.Module's call. Where the op's C++ twin (dsl/host.py) proves that nn.Module's __call__
         would only call this class's own forward (no hook anywhere, no ``module.compile()``, no
         forward set on the instance or overridden by a subclass), the twin serves the call itself:
-        nn.Module's two call frames cost more host time than the launch's own Python. Anything else
-        it declines (None), and nn.Module's __call__ runs as ever; so does a call that ``dtype_rule``
-        would see with x in another dtype than the weight. Under torch.compile, Dynamo traces
-        nn.Module's __call__."""
+        nn.Module's call frames cost 1-2.7 µs per call on the GPU machine (README, "The C++ host
+        path"). Anything else it declines (None), and nn.Module's __call__ runs as ever; so does a
+        call that ``dtype_rule`` would see with x in another dtype than the weight. Under
+        torch.compile, Dynamo traces nn.Module's __call__."""
         if not kwargs and not _is_compiling() and (native := self.op.native) is not None:
             result = native.call_module(self, *args)
             if result is not None:
