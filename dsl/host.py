@@ -176,6 +176,7 @@ def make_op(op, ext=None):
     native = ext.Op(op.has_residual, op.has_weight, op.has_bias, op.call_modes, (torch.Tensor, torch.nn.Parameter))
     base = modules.AddNorm if op.has_residual else modules.Norm
     native.set_module(vars(torch.nn.modules.module), ("forward", base.forward, "_run", modules.Norm._run))
+    modules.serve_module_calls()
     stats = -1 if op.stats_dtype is None else SCALAR_TYPE[op.stats_dtype]
     for form in op._forms.values():
         native.add_form(

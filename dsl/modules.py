@@ -52,20 +52,6 @@ class Norm(torch.nn.Module):
         if self.op.has_bias and self.bias is not None:
             torch.nn.init.zeros_(self.bias)
 
-    def __call__(self, *args, **kwargs):
-        """nn.Module's call. Where the op's C++ twin (dsl/host.py) proves that nn.Module's __call__
-        would only call this class's own forward (no hook anywhere, no ``module.compile()``, no
-        forward set on the instance or overridden by a subclass), the twin serves the call itself:
-        nn.Module's call frames cost 1-2.7 µs per call on the GPU machine (README, "The C++ host
-        path"). Anything else it declines (None), and nn.Module's __call__ runs as ever; so does a
-        call that ``dtype_rule`` would see with x in another dtype than the weight. Under
-        torch.compile, Dynamo traces nn.Module's __call__."""
-        if not kwargs and not _is_compiling() and (native := self.op.native) is not None:
-            result = native.call_module(self, *args)
-            if result is not None:
-                return result
-        return torch.nn.Module.__call__(self, *args, **kwargs)  # (looked up per call: torch.fx patches it)
-
     def forward(self, x):
         return self._run(x, None, None)
 
@@ -120,3 +106,26 @@ class AddNorm(Norm):
 
     def forward(self, x, residual):
         return self._run(x, residual, self.norm_pos)
+
+
+def _call_with_twin(self, *args, **kwargs):
+    """A module's call once C++ twins exist (``serve_module_calls``). Where the op's twin
+    (dsl/host.py) proves that nn.Module's __call__ would only call the class's own forward (no hook
+    anywhere, no ``module.compile()``, no forward set on the instance or overridden by a subclass),
+    the twin serves the call itself: nn.Module's call frames cost 1-2.7 µs per call on the GPU
+    machine (README, "The C++ host path"). Anything else it declines (None), and nn.Module's
+    __call__ runs as ever; so does a call that ``dtype_rule`` would see with x in another dtype than
+    the weight. Under torch.compile, Dynamo traces nn.Module's __call__."""
+    if not kwargs and not _is_compiling() and (native := self.op.native) is not None:
+        result = native.call_module(self, *args)
+        if result is not None:
+            return result
+    return torch.nn.Module.__call__(self, *args, **kwargs)  # (looked up per call: torch.fx patches it)
+
+
+def serve_module_calls() -> None:
+    """Module calls try the C++ twin first (``_call_with_twin``): dsl/host.py calls this when it makes
+    the first twin. Until then (and in a process that never makes one: the npu target, the Python
+    host path) the modules keep nn.Module's own __call__, a frame shorter than one that would only
+    find no twin and pass the call on."""
+    Norm.__call__ = _call_with_twin

@@ -157,6 +157,32 @@ def test_a_module_call_is_declined_where_nn_module_would_do_more(ext):
     assert native.call_module(plain, x) is None and native.declined() != at_the_tensors
 
 
+@needs_compiler
+def test_module_calls_try_the_twin_once_one_exists_and_fx_still_sees_them(ext):
+    """Making a twin gives the modules the call that tries it (until then nn.Module's own, a frame
+    shorter); a call the twin declines goes through nn.Module's __call__ as looked up at call time, so
+    torch.fx's tracer, which patches it, still records the module as a leaf where it is told to."""
+    from dsl import modules
+
+    host.make_op(_op("rmsnorm"), ext)
+    assert generated.RMSNorm.__call__ is modules._call_with_twin
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = generated.RMSNorm(64)
+
+        def forward(self, x):
+            return self.norm(x) * 2
+
+    class Leaves(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualified_name):
+            return isinstance(m, generated.RMSNorm) or super().is_leaf_module(m, qualified_name)
+
+    graph = Leaves().trace(Model())
+    assert [n.target for n in graph.nodes if n.op == "call_module"] == ["norm"]
+
+
 def test_a_failed_build_keeps_the_python_path(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "false")  # a "compiler" that fails at once
     monkeypatch.setenv("NORMGEN_CACHE_DIR", str(tmp_path))
