@@ -39,6 +39,7 @@ from . import modules, runtime
 
 ENABLED = os.environ.get("NORMGEN_HOST", "cxx") != "python"
 SOURCE = Path(__file__).with_name("host.cpp")
+SOURCES = (SOURCE, SOURCE.with_name("host_serve.h"))  # what the build reads: both key its cache
 
 # the C++ side's enums (host.cpp)
 SLOTS = ("x", "residual", "weight", "bias", "out", "residual_out", "scale", "mean", "rstd", "eps")
@@ -55,7 +56,8 @@ def cache_dir() -> Path:
 
 
 def _tag() -> str:
-    parts = (SOURCE.read_bytes(), torch.__version__, str(torch.version.git_version), sys.version, _compiler())
+    sources = tuple(source.read_bytes() for source in SOURCES)
+    parts = (*sources, torch.__version__, str(torch.version.git_version), sys.version, _compiler())
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
 
 

@@ -1,11 +1,13 @@
 """Smoke test of an installed normgen wheel; run by scripts/wheel_smoke.sh from a folder outside the checkout.
 
 Checks that the installed packages (not a checkout) are the ones imported, that
-an op and a module run on CPU tensors and match an fp32 formula, and that the
+an op and a module run on CPU tensors and match an fp32 formula, that the C++ host
+path builds from the installed sources (where a compiler is found), and that the
 normgen-build console script turns a user's spec folder into a package that
 imports and runs, while refusing to write into the installed generated/.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -73,6 +75,16 @@ def main() -> None:
         y, s = module(x.bfloat16(), x.bfloat16())
     check(y.dtype is torch.bfloat16 and s.dtype is torch.bfloat16, "AddRMSNorm(dtype=bf16) output dtype")
     print("generated.rmsnorm, generated.AddRMSNorm: ok")
+
+    # the C++ host path builds from the wheel's own sources (every file it includes shipped)
+    from dsl import host
+
+    if host._compiler():
+        os.environ["NORMGEN_CACHE_DIR"] = str(HERE / "host-cache")
+        check(Path(host.build().__file__).is_relative_to(HERE / "host-cache"), "the C++ host path's build")
+        print("C++ host path: built from the installed sources")
+    else:
+        print("C++ host path: no C++ compiler here, not built")
 
     build = shutil.which("normgen-build")
     check(build is not None and Path(build).resolve().parent.parent == Path(sys.prefix).resolve(), f"{build}")
