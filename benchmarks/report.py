@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import ops, timing
+from benchmarks import timing
 
 SEED_SHAPES = ((8, 8192), (16, 4096), (32, 128), (32, 2048), (128, 128), (128, 2048), (256, 512), (1024, 1024))
 HOST_SHAPE = ("bf16", 8, 4096)  # where the GPU is not the bottleneck
@@ -387,39 +387,3 @@ def write_outputs(out: Path, meta: dict, copy: dict, device, host, impls, plots:
         if len({r.op for r in device}) > 1:
             family_plot(device, impls, out / "family_bf16.png", copy["gbps"])
     return text
-
-
-# ----------------------------------------------------------------------------
-# Fake results for the self-test
-
-
-def fake_results(all_cases: list[Case], impls: list[str], modes: list[str], copy_gbps: float):
-    """Plausible timings from a bandwidth model, with one missing peer, one mismatch and one failure."""
-    efficiency = {"normgen": 0.93, "torch": 0.55, "compile": 0.8, "liger": 0.85}
-    launch_us = {"normgen": 2.2, "torch": 4.5, "compile": 3.0, "liger": 2.4}
-    device = []
-    for case in all_cases:
-        elem = 4 if case.dtype == "fp32" else 2
-        call_bytes = ops.bytes_moved(case.op, case.mode, case.rows, case.cols, elem)
-        for impl in (impl for impl in impls if ops.has_impl(case.op, impl)):
-            row = DeviceRow(case.op, case.group, case.dtype, case.rows, case.cols, case.mode, impl, call_bytes)
-            row.calls, row.sets = 20, 1
-            if impl == "liger" and case.group == "seed":
-                row.error = "n/a: No module named 'liger_kernel'"
-            elif impl == "compile" and case.rows == 1 and case.cols in (7338, 8192):
-                row.error = "RuntimeError: fake failure"
-            else:
-                us = launch_us[impl] + call_bytes / (efficiency[impl] * copy_gbps * 1e3)
-                row.samples = [us * (1 + 0.01 * k) for k in range(5)]
-                row.us = timing.median(row.samples)
-                row.gbps = call_bytes / (row.us * 1e-6) / 1e9
-                row.frac = row.gbps / copy_gbps
-                row.ok = not (impl == "torch" and case.rows == 64 and case.cols in (5120, 8192))
-                row.max_err = 0.0 if row.ok else 0.5
-            device.append(row)
-    host = []
-    fake_host = {"normgen": 6.0, "torch": 14.0, "compile": 22.0, "liger": 9.0}
-    for mode in modes:
-        for impl in impls:
-            host.append(HostRow(impl, mode, *HOST_SHAPE, us=fake_host[impl], samples=[fake_host[impl]] * 3))
-    return device, host
