@@ -12,6 +12,7 @@ generated PyTorch reference, how many called no op at all (parser, planner,
 build). The npu run in .venv-npu (scripts/npu_checks.sh) prints its own line.
 """
 
+import importlib
 import os
 
 import torch
@@ -23,7 +24,7 @@ os.environ.setdefault("NORMGEN_HOST", "cxx" if torch.cuda.is_available() else "p
 
 import pytest  # noqa: E402
 
-from dsl import runtime  # noqa: E402
+from dsl import host, runtime  # noqa: E402
 
 from . import interpreter_folds  # noqa: E402
 
@@ -36,6 +37,22 @@ if not torch.cuda.is_available():
     GPU_SKIP = "no CUDA GPU on this machine (torch.cuda.is_available() is False)"
 else:
     GPU_SKIP = "TRITON_INTERPRET=1 is set: kernels run in the CPU interpreter; unset it to run the gpu tests"
+
+
+# The C++ host path's tests (tests/test_host.py, tests/test_host_modules.py): its extension, built
+# against the installed torch where a compiler is found, and an op's ``Op``.
+needs_compiler = pytest.mark.skipif(not host._compiler(), reason="no C++ compiler on this machine")
+
+
+@pytest.fixture(scope="session")
+def ext():
+    """dsl/host.cpp's extension, built (or found in the cache)."""
+    return host.build()
+
+
+def op_of(name: str):
+    """The ``Op`` of the generated op ``name`` (dsl/surface.py)."""
+    return importlib.import_module(f"generated.{name}").OP
 
 
 @pytest.fixture(params=["interpreter", "reference"])

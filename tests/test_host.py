@@ -25,29 +25,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import generated
 from dsl import host
 
-from .conftest import HAS_GPU
+from .conftest import HAS_GPU, needs_compiler, op_of
 
 PLAIN = [
     n for n in generated.__all__ if n.islower() and importlib.import_module(f"generated.{n}").OP.quant_storage is None
 ]
-
-needs_compiler = pytest.mark.skipif(not host._compiler(), reason="no C++ compiler on this machine")
-
-
-@pytest.fixture(scope="module")
-def ext():
-    return host.build()
-
-
-def _op(name):
-    return importlib.import_module(f"generated.{name}").OP
 
 
 @needs_compiler
 def test_the_extension_declines_what_it_cannot_launch(ext):
     """CPU tensors, a mode or switch it does not know, a non-float eps: None (the Python path's call)."""
     for name in PLAIN:
-        op = _op(name)
+        op = op_of(name)
         native = host.make_op(op, ext)
         x = torch.randn(3, 64)
         r = torch.randn(3, 64) if op.has_residual else None
@@ -64,7 +53,7 @@ def test_the_extension_declines_what_it_cannot_launch(ext):
 
 @needs_compiler
 def test_the_extension_refuses_malformed_registrations(ext):
-    native = host.make_op(_op("add_rmsnorm"), ext)
+    native = host.make_op(op_of("add_rmsnorm"), ext)
     with pytest.raises(ValueError, match="no such form"):
         native.add_record(99, (4, 64), 15, 0, True, 15, 1, 1, 4, 0, ())
     with pytest.raises(ValueError, match="out of range"):
@@ -115,7 +104,7 @@ SHAPES = [(1, 4096), (3, 5, 111), (57, 7338), (4, 2048)]
 @pytest.mark.parametrize("name", PLAIN)
 def test_the_cxx_path_returns_what_the_python_path_does(name):
     assert host.module(wait=True) is not None, host._state["error"]
-    op = _op(name)
+    op = op_of(name)
     g = torch.Generator().manual_seed(0)
     served = 0
     for shape, dtype, (mode, mean, rstd, inplace) in itertools.product(
@@ -162,7 +151,7 @@ def test_the_cxx_path_declines_what_the_fast_path_declines():
     """Strided rows, an unaligned pointer, a gradient, a dtype mismatch, a dispatch mode: the Python
     path serves them."""
     assert host.module(wait=True) is not None
-    op = _op("add_rmsnorm")
+    op = op_of("add_rmsnorm")
     fn = generated.add_rmsnorm
     x, r = (torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     w = torch.ones(4096, device="cuda", dtype=torch.bfloat16)
@@ -209,7 +198,7 @@ def test_outputs_have_x_strides_on_either_path():
     path's torch.empty_like(x) gives them, whichever path serves the call."""
     assert host.module(wait=True) is not None
     for name in ("rmsnorm", "add_rmsnorm"):
-        op = _op(name)
+        op = op_of(name)
         x = torch.empty_strided((8, 1, 1, 4096), (4096, 1, 4096, 1), device="cuda", dtype=torch.bfloat16).normal_()
         r = torch.randn(8, 1, 1, 4096, device="cuda", dtype=torch.bfloat16) if op.has_residual else None
         w = torch.ones(4096, device="cuda", dtype=torch.bfloat16)
@@ -230,7 +219,7 @@ def test_outputs_have_x_strides_on_either_path():
 @pytest.mark.gpu
 def test_a_cuda_graph_captures_the_cxx_launch():
     assert host.module(wait=True) is not None
-    op = _op("rmsnorm")
+    op = op_of("rmsnorm")
     x = torch.randn(16, 4096, device="cuda", dtype=torch.bfloat16)
     w = torch.rand(4096, device="cuda", dtype=torch.bfloat16)
     expected = generated.rmsnorm(x, w)
@@ -258,7 +247,7 @@ def test_a_records_parameters_follow_the_compiled_kernels_signature():
 
     from dsl.launch_layout import launch_tail
 
-    op = _op("rmsnorm")
+    op = op_of("rmsnorm")
     _, layouts = op.kernel_launch("cuda")
     form = op._forms[(None, False, True, False)]  # return_rstd
     rec = SimpleNamespace(

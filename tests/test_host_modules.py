@@ -13,24 +13,13 @@ op's twin holds their launch.
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
 import generated
 from dsl import host
 
-needs_compiler = pytest.mark.skipif(not host._compiler(), reason="no C++ compiler on this machine")
-
-
-@pytest.fixture(scope="module")
-def ext():
-    return host.build()
-
-
-def _op(name):
-    return importlib.import_module(f"generated.{name}").OP
+from .conftest import needs_compiler, op_of
 
 
 def _module_cases():
@@ -84,7 +73,7 @@ def test_a_module_call_is_declined_where_nn_module_would_do_more(ext):
     """op.call_module serves a module call only where nn.Module's __call__ would just call the op's
     forward. On CPU every call is declined in the end (CPU tensors); a module that passes the module
     checks is declined where a direct call with the same tensors is, any other before that."""
-    op = _op("rmsnorm")
+    op = op_of("rmsnorm")
     native = host.make_op(op, ext)
     x = torch.randn(3, 64)
     plain = generated.RMSNorm(64)
@@ -119,7 +108,7 @@ def test_module_calls_try_the_twin_once_one_exists_and_fx_still_sees_them(ext):
     torch.fx's tracer, which patches it, still records the module as a leaf where it is told to."""
     from dsl import modules
 
-    host.make_op(_op("rmsnorm"), ext)
+    host.make_op(op_of("rmsnorm"), ext)
     assert generated.RMSNorm.__call__ is modules._call_with_twin
 
     class Model(torch.nn.Module):
