@@ -49,8 +49,8 @@ class Source(enum.Enum):
     GRAD_OUT = "grad_out"  # dy
     GRAD_RESIDUAL_OUT = "grad_residual_out"  # ds, the gradient on s (pre mode), when it has one
     GRAD_X = "grad_x"  # dx (also d(residual): both get the gradient of s)
-    # fp32 per-program partial sums of dw and db, (programs, n_cols); on cuda a single-pass
-    # launch of one program is given dw (db) itself, in its dtype, which the kernel casts to
+    # fp32 per-program partial sums of dw and db, (programs, n_cols); a split grid (cuda) is given
+    # dw (db) itself, in its dtype, which the kernel casts to
     GRAD_WEIGHT = "grad_weight"
     GRAD_BIAS = "grad_bias"
     # Scalars of the call.
@@ -71,6 +71,7 @@ class Source(enum.Enum):
     PERSISTENT = "persistent"  # the entry's grid: programs loop over row tiles
     VEC = "vec"  # the widest vector (at most 16 bytes) dividing n_cols and every row stride
     STAGES = "stages"  # software-pipelining depth of a row-tile loop, from the dispatch entry
+    SPLIT = "split"  # the backward's split grid: columns per column program (0: no split grid)
     NATIVE_FP8 = "native_fp8"  # the device converts fp32 to float8_e4m3fn itself (cuda, capability 8.9+)
 
 
@@ -88,6 +89,7 @@ DECIDED = frozenset(
         Source.PERSISTENT,
         Source.VEC,
         Source.STAGES,
+        Source.SPLIT,
         Source.NATIVE_FP8,
     }
 )
@@ -219,18 +221,26 @@ class Signature:
 
 
 # The launcher's constexprs that every target's kernels take, last in their direction's target-neutral
-# signature (a target appends its own: VEC, LOOP_STAGES). The backward always has a persistent grid.
+# signature (a target appends its own: VEC, LOOP_STAGES, SPLIT_N). The backward's grid is persistent,
+# or split (SPLIT_N above 0: one program per row tile, then column programs).
 def strided(name: str, source: Source, element: str, optional: bool = False) -> tuple[Param, Param]:
     """A tensor's pointer NAME_ptr and its row stride NAME_row_stride (a launch key), in that order."""
     pointer = Param(f"{name}_ptr", Kind.POINTER, source, element=element, optional=optional)
     return pointer, Param(f"{name}_row_stride", Kind.ROW_STRIDE, source, launch_key=True)
 
 
+# The row and column counts (launch keys), after the tensors in every signature.
+SHAPE = (
+    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
+    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+)
+
 # A target's own constexprs, after the target-neutral parameters (generated modules name them abi.VEC, ...).
 VEC = Param("VEC", Kind.CONSTEXPR, Source.VEC)
 LOOP_STAGES = Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)
 NATIVE_FP8 = Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8)
-TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8)}
+SPLIT_N = Param("SPLIT_N", Kind.CONSTEXPR, Source.SPLIT)
+TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8, SPLIT_N)}
 
 BACKWARD_DECIDED = tuple(
     Param(name, Kind.CONSTEXPR, source)

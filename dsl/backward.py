@@ -134,10 +134,9 @@ def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, 
     launch_key = key(env)  # (the tensors set below are not part of it)
     decision = compiled.decide(launcher, launch_key, device) if traced else launcher.decision(launch_key, device)
     programs = decision[1][0]  # traced: a torch.SymInt where the rows are symbolic
-    one = isinstance(programs, int) and programs == 1  # (a symbolic count is not tested: no guard on the rows)
-    final = target == "cuda" and one and decision[0] is launcher.kernels["single"]
     # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below;
-    # on cuda a single-pass grid of one program writes the gradients themselves
+    # a split grid (cuda, few rows; its entries bound the rows: never symbolic) writes the gradients
+    final = decision[2].get("SPLIT_N", 0) > 0
     shape = (params, n_cols) if final else (params, programs, n_cols)
     partials = torch.empty(shape, dtype=pdtype if final else torch.float32, device=x.device) if params else None
     if weight is not None:

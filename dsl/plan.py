@@ -126,6 +126,11 @@ class KernelPlan:
         return rules(self.target).eviction_hints
 
     @property
+    def split_backward(self) -> bool:
+        """The backward's single-pass kernel has a split grid's column programs (SPLIT_N)."""
+        return rules(self.target).split_backward
+
+    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:
@@ -281,8 +286,7 @@ def forward_signature(spec: NormSpec, vector_width: bool, fast_quantize: bool = 
     if spec.saves_rstd:
         params += tensor("RSTD", Source.RSTD, stats, False, optional=True)
     params += [
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        *abi.SHAPE,
         Param("eps", Kind.SCALAR, Source.EPS),
     ]
     switches = [
@@ -298,11 +302,11 @@ def forward_signature(spec: NormSpec, vector_width: bool, fast_quantize: bool = 
     return Signature(tuple(params))
 
 
-def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = False) -> Signature:
+def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = False, split: bool = False) -> Signature:
     """The backward kernels' parameters. X is what the forward normalized: s = x + r in pre mode
     (the forward's residual out), x otherwise; post mode reads x and r and adds them again. The
     statistics are the ones the training forward saved. DW and DB receive per-program fp32
-    partial sums, one row per program, that the op sums."""
+    partial sums, one row per program, that the op sums (or the gradients themselves: abi.py)."""
     stats = "x" if spec.casting is Casting.NONE else "fp32"
     has_pre, has_post = ResidualMode.PRE in spec.residual, ResidualMode.POST in spec.residual
 
@@ -323,8 +327,7 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
     if spec.has_bias:
         params += tensor("DB", Source.GRAD_BIAS, "fp32", False, optional=True)
     params += [
-        Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-        Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+        *abi.SHAPE,
     ]
     switches = [
         (has_pre, "HAS_DS", Source.GRAD_RESIDUAL_GIVEN),
@@ -332,9 +335,9 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
         (has_pre and has_post, "PRE", Source.MODE_PRE),
     ]
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
-    # always a persistent grid (one partial-sum row per program): no PERSISTENT switch
+    # a persistent grid (one partial-sum row per program) or a split one: no PERSISTENT switch
     params += [*BACKWARD_DECIDED, *[abi.VEC] * vector_width]
-    params += [abi.LOOP_STAGES] * pipelined
+    params += [abi.LOOP_STAGES] * pipelined + [abi.SPLIT_N] * split
     return Signature(tuple(params))
 
 
@@ -348,7 +351,9 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         back = Direction.BACKWARD
         backward = DirectionPlan(
             direction=back,
-            signature=backward_signature(spec, target_rules.vector_width, target_rules.pipelined_tile_loop),
+            signature=backward_signature(
+                spec, target_rules.vector_width, target_rules.pipelined_tile_loop, target_rules.split_backward
+            ),
             kernels=tuple(Kernel(names.kernel_name(spec, back.value, p.value), back, p) for p in Pass),
             table=merge_rows(target_rules.backward_table(spec, tuning)),
             shared=backward_signature(spec, False),

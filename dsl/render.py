@@ -125,12 +125,16 @@ class SharedAbi:
 
     @property
     def listed(self) -> tuple[str, ...]:
-        """The literals of all parameters but the tail: a pointer and its row stride as one, abi.strided's."""
+        """The literals of all parameters but the tail: a pointer and its row stride as one, abi.strided's;
+        n_rows and n_cols as abi.SHAPE."""
         params, lines, i = self.signature.params[: -len(getattr(abi, self.tail))], [], 0
         while i < len(params):
             p, name = params[i], params[i].name.removesuffix("_ptr")
             pair = abi.strided(name, p.source, p.element, p.optional) if p.kind is abi.Kind.POINTER else None
-            if pair and params[i : i + 2] == pair:
+            if params[i : i + 2] == abi.SHAPE:
+                lines.append("*SHAPE")
+                i += 2
+            elif pair and params[i : i + 2] == pair:
                 optional = ", optional=True" if p.optional else ""
                 lines.append(f'*strided("{name}", Source.{p.source.name}, "{p.element}"{optional})')
                 i += 2

@@ -31,6 +31,7 @@ from .dispatch import DispatchMiss as DispatchMiss  # public here too: the gener
 from .dispatch import DispatchTable as DispatchTable  # modules name runtime.Entry and runtime.DispatchTable
 from .dispatch import Entry as Entry
 from .dispatch import amend as amend  # runtime.amend: a table written as another's, amended
+from .dispatch import split_columns
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 INTERPRET_TARGET = os.environ.get("NORMGEN_INTERPRET_TARGET", "cuda")
@@ -154,7 +155,7 @@ class Launcher:
         entry = self.table.lookup(dtype, n_rows if known else None, n_cols)
         kernel = self.kernels[entry.passes]
         tiles = -(-n_rows // entry.block_m)
-        persistent = entry.grid == "persistent"
+        persistent, split = entry.grid == "persistent", entry.grid == "split"
         if persistent:
             cores = npu_vector_cores(device_index) if self.target == "npu" else cuda_sm_count(device_index)
             # min_tiles thins the grid (fewer partial sums) but never below one program per core
@@ -167,6 +168,8 @@ class Launcher:
         for value in ints or (n_cols,):
             common |= value
         block_n = entry.block_n_for(n_cols)
+        if split:  # then the column programs (its entries bound the rows: a symbolic row count never takes one)
+            programs = tiles + -(-n_cols // split_columns(block_n))
         values = {
             Source.BLOCK_M: entry.block_m,
             Source.BLOCK_N: block_n,
@@ -175,6 +178,7 @@ class Launcher:
             Source.PERSISTENT: persistent,
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
             Source.STAGES: entry.stages,
+            Source.SPLIT: split_columns(block_n) if split else 0,
         }
         if self.native_fp8:
             values[Source.NATIVE_FP8] = cuda_native_fp8(device_index)

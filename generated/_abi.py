@@ -5,10 +5,11 @@
 Each ends with the launcher's constexprs of its direction (dsl/abi.py: BLOCK_M,
 BLOCK_N, EVEN_M, EVEN_N, and PERSISTENT in the forward). A kernel module's ABI is its
 direction's list here, extended by its target's own constexprs (cuda: VEC, and
-LOOP_STAGES in the backward). strided("X", ...) is X_ptr and X_row_stride.
+LOOP_STAGES and SPLIT_N in the backward). strided("X", ...) is X_ptr and X_row_stride;
+SHAPE is n_rows and n_cols.
 """
 
-from dsl.abi import BACKWARD_DECIDED, FORWARD_DECIDED, Kind, Param, Signature, Source, strided
+from dsl.abi import BACKWARD_DECIDED, FORWARD_DECIDED, SHAPE, Kind, Param, Signature, Source, strided
 
 # add_layernorm
 ABI_1 = Signature.of(
@@ -20,8 +21,7 @@ ABI_1 = Signature.of(
     *strided("RES", Source.RESIDUAL_OUT, "x"),
     Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
     Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
     Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
@@ -42,8 +42,7 @@ ABI_2 = Signature.of(
     *strided("DX", Source.GRAD_X, "x"),
     Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
     Param("DB_ptr", Kind.POINTER, Source.GRAD_BIAS, element="fp32", optional=True),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
     Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
     Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
@@ -59,8 +58,7 @@ ABI_3 = Signature.of(
     *strided("Y", Source.OUT, "uint8"),
     *strided("RES", Source.RESIDUAL_OUT, "x"),
     Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
     Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
@@ -76,8 +74,7 @@ ABI_4 = Signature.of(
     *strided("Y", Source.OUT, "int8"),
     *strided("RES", Source.RESIDUAL_OUT, "x"),
     Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
     Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
@@ -92,8 +89,7 @@ ABI_5 = Signature.of(
     *strided("Y", Source.OUT, "x"),
     *strided("RES", Source.RESIDUAL_OUT, "x"),
     Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
     Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
@@ -110,8 +106,7 @@ ABI_6 = Signature.of(
     Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
     *strided("DX", Source.GRAD_X, "x"),
     Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("HAS_DS", Kind.CONSTEXPR, Source.GRAD_RESIDUAL_GIVEN, launch_key=True),
     Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
     *BACKWARD_DECIDED,
@@ -125,8 +120,7 @@ ABI_7 = Signature.of(
     *strided("Y", Source.OUT, "uint8"),
     *strided("RES", Source.RESIDUAL_OUT, "x"),
     Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
     *FORWARD_DECIDED,
@@ -140,8 +134,7 @@ ABI_8 = Signature.of(
     *strided("Y", Source.OUT, "int8"),
     *strided("RES", Source.RESIDUAL_OUT, "x"),
     Param("SCALE_ptr", Kind.POINTER, Source.SCALE, element="fp32"),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("PRE", Kind.CONSTEXPR, Source.MODE_PRE, launch_key=True),
     *FORWARD_DECIDED,
@@ -153,8 +146,7 @@ ABI_9 = Signature.of(
     Param("W_ptr", Kind.POINTER, Source.WEIGHT, element="x"),
     *strided("Y", Source.OUT, "x"),
     Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("STORE_RSTD", Kind.CONSTEXPR, Source.RSTD_ASKED, launch_key=True),
     *FORWARD_DECIDED,
@@ -168,8 +160,7 @@ ABI_10 = Signature.of(
     Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32"),
     *strided("DX", Source.GRAD_X, "x"),
     Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     *BACKWARD_DECIDED,
 )
 
@@ -181,8 +172,7 @@ ABI_11 = Signature.of(
     *strided("Y", Source.OUT, "x"),
     Param("MEAN_ptr", Kind.POINTER, Source.MEAN, element="fp32", optional=True),
     Param("RSTD_ptr", Kind.POINTER, Source.RSTD, element="fp32", optional=True),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("eps", Kind.SCALAR, Source.EPS),
     Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
     Param("STORE_MEAN", Kind.CONSTEXPR, Source.MEAN_ASKED, launch_key=True),
@@ -200,8 +190,7 @@ ABI_12 = Signature.of(
     *strided("DX", Source.GRAD_X, "x"),
     Param("DW_ptr", Kind.POINTER, Source.GRAD_WEIGHT, element="fp32"),
     Param("DB_ptr", Kind.POINTER, Source.GRAD_BIAS, element="fp32", optional=True),
-    Param("n_rows", Kind.SCALAR, Source.N_ROWS, launch_key=True),
-    Param("n_cols", Kind.SCALAR, Source.N_COLS, launch_key=True),
+    *SHAPE,
     Param("HAS_BIAS", Kind.CONSTEXPR, Source.BIAS_GIVEN, launch_key=True),
     *BACKWARD_DECIDED,
 )

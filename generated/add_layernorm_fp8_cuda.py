@@ -28,8 +28,8 @@ def add_layernorm_fp8_forward_single(
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual: forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
     n_cols, X_row_stride, R_row_stride, Y_row_stride, RES_row_stride = vec_multiples((n_cols, X_row_stride, R_row_stride, Y_row_stride, RES_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     # per-column parameters, loaded once per program
@@ -84,8 +84,8 @@ def add_layernorm_fp8_forward_multi(
     """y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
     n_cols, X_row_stride, R_row_stride, Y_row_stride, RES_row_stride = vec_multiples((n_cols, X_row_stride, R_row_stride, Y_row_stride, RES_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     first, stop, step = tile_range(pid, n_rows, BLOCK_M, PERSISTENT)  # one tile, or a grid-size stride
     for i in range(first, stop, step):

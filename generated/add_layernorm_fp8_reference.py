@@ -32,10 +32,4 @@ def add_layernorm_fp8_reference(x, residual, weight, bias=None, eps=1e-5, norm_p
     v = (y32.double() / scale.double()).float().clamp(-448.0, 448.0)
     q = v.to(torch.float8_e4m3fn)
     residual_out = s_in if norm_pos == "pre" else y
-    return (
-        q,
-        residual_out,
-        scale,
-        mean.squeeze(-1).to(torch.float32),
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return q, residual_out, scale, mean.squeeze(-1).to(torch.float32), rstd.squeeze(-1).to(torch.float32)

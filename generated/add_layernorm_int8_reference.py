@@ -33,10 +33,4 @@ def add_layernorm_int8_reference(x, residual, weight, bias=None, eps=1e-5, norm_
     # int8 has no NaN: a row with a NaN gets q = 0 and a NaN scale
     q = v.nan_to_num(nan=0.0).round().to(torch.int8)
     residual_out = s_in if norm_pos == "pre" else y
-    return (
-        q,
-        residual_out,
-        scale,
-        mean.squeeze(-1).to(torch.float32),
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return q, residual_out, scale, mean.squeeze(-1).to(torch.float32), rstd.squeeze(-1).to(torch.float32)

@@ -27,10 +27,4 @@ def add_layernorm_reference(x, residual, weight, bias=None, eps=1e-5, norm_pos="
         y = y + bias.float()
     y = y.to(dtype)
     residual_out = s_in if norm_pos == "pre" else y
-    return (
-        y,
-        residual_out,
-        None,
-        mean.squeeze(-1).to(torch.float32),
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return y, residual_out, None, mean.squeeze(-1).to(torch.float32), rstd.squeeze(-1).to(torch.float32)

@@ -31,10 +31,4 @@ def add_rmsnorm_fp8_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
     v = (y32.double() / scale.double()).float().clamp(-448.0, 448.0)
     q = v.to(torch.float8_e4m3fn)
     residual_out = s_in if norm_pos == "pre" else y
-    return (
-        q,
-        residual_out,
-        scale,
-        None,
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return q, residual_out, scale, None, rstd.squeeze(-1).to(torch.float32)

@@ -32,10 +32,4 @@ def add_rmsnorm_int8_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
     # int8 has no NaN: a row with a NaN gets q = 0 and a NaN scale
     q = v.nan_to_num(nan=0.0).round().to(torch.int8)
     residual_out = s_in if norm_pos == "pre" else y
-    return (
-        q,
-        residual_out,
-        scale,
-        None,
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return q, residual_out, scale, None, rstd.squeeze(-1).to(torch.float32)

@@ -24,10 +24,4 @@ def gemma_add_rmsnorm_reference(x, residual, weight, eps=1e-6, norm_pos="pre"):
     y = x_hat * w
     y = y.to(dtype)
     residual_out = s_in if norm_pos == "pre" else y
-    return (
-        y,
-        residual_out,
-        None,
-        None,
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return y, residual_out, None, None, rstd.squeeze(-1).to(torch.float32)

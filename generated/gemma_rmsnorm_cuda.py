@@ -27,8 +27,8 @@ def gemma_rmsnorm_forward_single(
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
     n_cols, X_row_stride, Y_row_stride = vec_multiples((n_cols, X_row_stride, Y_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     # per-column parameters, loaded once per program
@@ -60,8 +60,8 @@ def gemma_rmsnorm_forward_multi(
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
     n_cols, X_row_stride, Y_row_stride = vec_multiples((n_cols, X_row_stride, Y_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     first, stop, step = tile_range(pid, n_rows, BLOCK_M, PERSISTENT)  # one tile, or a grid-size stride
     for i in range(first, stop, step):
@@ -96,14 +96,27 @@ def gemma_rmsnorm_backward_single(
     DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
     n_rows, n_cols,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
 ):
-    """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, single pass, each row in one tile; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums."""
+    """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, single pass, each row in one tile; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums (or a split grid: SPLIT_N)."""
     dtype = X_ptr.dtype.element_ty
     n_cols, DY_row_stride, X_row_stride, DX_row_stride = vec_multiples((n_cols, DY_row_stride, X_row_stride, DX_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    if SPLIT_N:
+        if pid >= num_tiles:
+            cols, col_mask = column_block((pid - num_tiles) * SPLIT_N, n_cols, SPLIT_N)
+            dw = tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32)
+            for tile in range(0, tl.cdiv(n_rows, 4096 // SPLIT_N)):
+                rows, row_mask = row_tile(tile, n_rows, 4096 // SPLIT_N)
+                mask = tile_mask(row_mask, col_mask, False, False)
+                rstd = tl.load(RSTD_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+                x_hat = s * rstd[:, None]
+                dw += dy * x_hat
+            tl.store(DW_ptr + cols, tl.sum(dw, axis=0).to(DW_ptr.dtype.element_ty), mask=col_mask)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     W_PER_TILE: tl.constexpr = BLOCK_N > 8192  # w reloaded per tile: held across the loop, it would spill
     if not W_PER_TILE:
@@ -124,11 +137,11 @@ def gemma_rmsnorm_backward_single(
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        dw_tile = tl.sum(dy * x_hat, axis=0)
-        dw += dw_tile
-    # this program's partial sums: row pid of DW, which the op adds up (a grid of one
-    # program is given the gradient itself: the cast to its dtype is the only rounding)
-    tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
+        if not SPLIT_N:  # (the split grid's column programs sum dw)
+            dw += tl.sum(dy * x_hat, axis=0)
+    # this program's partial sums: row pid of DW, which the op adds up
+    if not SPLIT_N:
+        tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
 
 @triton.jit
@@ -136,14 +149,14 @@ def gemma_rmsnorm_backward_multi(
     DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
     n_rows, n_cols,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
 ):
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, multi pass over BLOCK_N-wide column blocks; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
     n_cols, DY_row_stride, X_row_stride, DX_row_stride = vec_multiples((n_cols, DY_row_stride, X_row_stride, DX_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     # this program's partial sums (row pid of DW, which the op adds up) start at 0
     for col_start in range(0, n_cols, BLOCK_N):
         cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
@@ -190,6 +203,6 @@ LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
 BACKWARD_KERNELS = {"single": gemma_rmsnorm_backward_single, "multi": gemma_rmsnorm_backward_multi}
-BACKWARD_ABI = ABI_10.extended(abi.VEC, abi.LOOP_STAGES)
+BACKWARD_ABI = ABI_10.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N)
 BACKWARD_TABLE = runtime.DispatchTable("gemma_rmsnorm", "cuda", TABLE_11)
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -26,8 +26,8 @@ def gemma_rmsnorm_forward_single(
 ):
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     # per-column parameters, loaded once per program
@@ -58,8 +58,8 @@ def gemma_rmsnorm_forward_multi(
 ):
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     first, stop, step = tile_range(pid, n_rows, BLOCK_M, PERSISTENT)  # one tile, or a grid-size stride
     for i in range(first, stop, step):
@@ -97,9 +97,9 @@ def gemma_rmsnorm_backward_single(
 ):
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, single pass, each row in one tile; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     W_PER_TILE: tl.constexpr = BLOCK_N > 8192  # w reloaded per tile: held across the loop, it would spill
     if not W_PER_TILE:
@@ -120,10 +120,8 @@ def gemma_rmsnorm_backward_single(
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        dw_tile = tl.sum(dy * x_hat, axis=0)
-        dw += dw_tile
-    # this program's partial sums: row pid of DW, which the op adds up (a grid of one
-    # program is given the gradient itself: the cast to its dtype is the only rounding)
+        dw += tl.sum(dy * x_hat, axis=0)
+    # this program's partial sums: row pid of DW, which the op adds up
     tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
 
@@ -135,9 +133,9 @@ def gemma_rmsnorm_backward_multi(
 ):
     """y = x / sqrt(mean(x^2) + eps) * (w + 1.0): backward, multi pass over BLOCK_N-wide column blocks; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     # this program's partial sums (row pid of DW, which the op adds up) start at 0
     for col_start in range(0, n_cols, BLOCK_N):
         cols, col_mask = column_block(col_start, n_cols, BLOCK_N)

@@ -21,10 +21,4 @@ def gemma_rmsnorm_reference(x, weight, eps=1e-6):
     x_hat = s * rstd
     y = x_hat * w
     y = y.to(dtype)
-    return (
-        y,
-        None,
-        None,
-        None,
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return y, None, None, None, rstd.squeeze(-1).to(torch.float32)

@@ -27,8 +27,8 @@ def layernorm_forward_single(
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
     n_cols, X_row_stride, Y_row_stride = vec_multiples((n_cols, X_row_stride, Y_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     # per-column parameters, loaded once per program
@@ -69,8 +69,8 @@ def layernorm_forward_multi(
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
     n_cols, X_row_stride, Y_row_stride = vec_multiples((n_cols, X_row_stride, Y_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     eps = tl.cast(eps, tl.float32)  # fp32 however the launch typed it (Inductor's: fp64)
     first, stop, step = tile_range(pid, n_rows, BLOCK_M, PERSISTENT)  # one tile, or a grid-size stride
     for i in range(first, stop, step):
@@ -122,14 +122,32 @@ def layernorm_backward_single(
     n_rows, n_cols,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
 ):
-    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, single pass, each row in one tile; dx, dw and db from dy, a persistent grid, each program keeping fp32 partial sums."""
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, single pass, each row in one tile; dx, dw and db from dy, a persistent grid, each program keeping fp32 partial sums (or a split grid: SPLIT_N)."""
     dtype = X_ptr.dtype.element_ty
     n_cols, DY_row_stride, X_row_stride, DX_row_stride = vec_multiples((n_cols, DY_row_stride, X_row_stride, DX_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    if SPLIT_N:
+        if pid >= num_tiles:
+            cols, col_mask = column_block((pid - num_tiles) * SPLIT_N, n_cols, SPLIT_N)
+            dw = tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32)
+            db = tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32)
+            for tile in range(0, tl.cdiv(n_rows, 4096 // SPLIT_N)):
+                rows, row_mask = row_tile(tile, n_rows, 4096 // SPLIT_N)
+                mask = tile_mask(row_mask, col_mask, False, False)
+                mean = tl.load(MEAN_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+                rstd = tl.load(RSTD_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+                s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+                x_hat = (s - mean[:, None]) * rstd[:, None]
+                dw += dy * x_hat
+                db += dy
+            tl.store(DW_ptr + cols, tl.sum(dw, axis=0).to(DW_ptr.dtype.element_ty), mask=col_mask)
+            if HAS_BIAS:
+                tl.store(DB_ptr + cols, tl.sum(db, axis=0).to(DB_ptr.dtype.element_ty), mask=col_mask)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
     W_PER_TILE: tl.constexpr = BLOCK_N > 8192  # w reloaded per tile: held across the loop, it would spill
     if not W_PER_TILE:
@@ -151,15 +169,14 @@ def layernorm_backward_single(
         c2 = tl.sum(g, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        dw_tile = tl.sum(dy * x_hat, axis=0)
-        db_tile = tl.sum(dy, axis=0)
-        dw += dw_tile
-        db += db_tile
-    # this program's partial sums: row pid of DW and DB, which the op adds up (a grid of one
-    # program is given the gradient itself: the cast to its dtype is the only rounding)
-    tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
-    if HAS_BIAS:
-        tl.store(DB_ptr + pid * n_cols + cols, db.to(DB_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
+        if not SPLIT_N:  # (the split grid's column programs sum dw and db)
+            dw += tl.sum(dy * x_hat, axis=0)
+            db += tl.sum(dy, axis=0)
+    # this program's partial sums: row pid of DW and DB, which the op adds up
+    if not SPLIT_N:
+        tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
+        if HAS_BIAS:
+            tl.store(DB_ptr + pid * n_cols + cols, db.to(DB_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
 
 @triton.jit
@@ -168,14 +185,14 @@ def layernorm_backward_multi(
     n_rows, n_cols,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
 ):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, multi pass over BLOCK_N-wide column blocks; dx, dw and db from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
     n_cols, DY_row_stride, X_row_stride, DX_row_stride = vec_multiples((n_cols, DY_row_stride, X_row_stride, DX_row_stride), VEC)
-    EVEN: tl.constexpr = EVEN_M and EVEN_N
     pid = tl.program_id(0)
     num_tiles = tl.cdiv(n_rows, BLOCK_M)
+    EVEN: tl.constexpr = EVEN_M and EVEN_N
     # this program's partial sums (row pid of DW and DB, which the op adds up) start at 0
     for col_start in range(0, n_cols, BLOCK_N):
         cols, col_mask = column_block(col_start, n_cols, BLOCK_N)
@@ -230,6 +247,6 @@ LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
 BACKWARD_KERNELS = {"single": layernorm_backward_single, "multi": layernorm_backward_multi}
-BACKWARD_ABI = ABI_12.extended(abi.VEC, abi.LOOP_STAGES)
+BACKWARD_ABI = ABI_12.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N)
 BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_13)
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -24,10 +24,4 @@ def layernorm_reference(x, weight, bias=None, eps=1e-5):
     if bias is not None:
         y = y + bias.float()
     y = y.to(dtype)
-    return (
-        y,
-        None,
-        None,
-        mean.squeeze(-1).to(torch.float32),
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return y, None, None, mean.squeeze(-1).to(torch.float32), rstd.squeeze(-1).to(torch.float32)

@@ -23,10 +23,4 @@ def rmsnorm_reference(x, weight, eps=1e-6):
     x_hat = x_hat.to(dtype).float()
     y = x_hat * w
     y = y.to(dtype)
-    return (
-        y,
-        None,
-        None,
-        None,
-        rstd.squeeze(-1).to(torch.float32),
-    )
+    return y, None, None, None, rstd.squeeze(-1).to(torch.float32)

@@ -25,12 +25,21 @@ def test_backward_exactly_for_the_specs_that_ask():
 
 
 @pytest.mark.parametrize("kernel_plan", BACKWARD_PLANS, ids=BACKWARD_IDS)
-def test_backward_table_covers_every_width_with_a_persistent_grid(kernel_plan):
+def test_backward_table_covers_every_width_with_a_persistent_or_split_grid(kernel_plan):
+    """Every width has a persistent grid for its most rows (the entry a symbolic row count takes:
+    its grid must not depend on the rows); the split grid only on cuda, below 512 rows, where one
+    tile holds a row (its column programs' sums need no second pass)."""
     table = kernel_plan.backward.table
     for dtype in kernel_plan.spec.dtypes:
         mine = tuple((e.cols_lo, e.cols_hi, e.rows_lo, e.rows_hi) for e in table if e.dtype is dtype)
         assert coverage_problems(mine) == [], (dtype, coverage_problems(mine))
-    assert table and all(e.grid is Grid.PERSISTENT for e in table)
+    assert table and all(e.grid in (Grid.PERSISTENT, Grid.SPLIT) for e in table)
+    for e in table:
+        if e.grid is Grid.SPLIT:
+            assert kernel_plan.target is Target.CUDA and e.passes is Pass.SINGLE, e
+            assert e.rows_lo == 1 and e.rows_hi is not None and e.rows_hi < 512 and e.stages == 1, e
+        if e.rows_hi is None:
+            assert e.grid is Grid.PERSISTENT, e
     name = kernel_plan.spec.name
     assert [k.name for k in kernel_plan.backward.kernels] == [f"{name}_backward_single", f"{name}_backward_multi"]
 

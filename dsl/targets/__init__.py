@@ -29,6 +29,8 @@ class TargetRules(ABC):
     # The backward's row-tile loop is software-pipelined (tl.range(num_stages=LOOP_STAGES), the
     # depth from each dispatch entry); False: a plain range.
     pipelined_tile_loop: bool = False
+    # The backward's single-pass kernel takes SPLIT_N, for the split grid (dsl/table.py's Grid.SPLIT).
+    split_backward: bool = False
     # The quantized kernels' GPU forms: one NaN-keeping max reduction for the row's amax, y / scale
     # from one reciprocal per row and an fma correction, rounding by an addition, and fp8 by the
     # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the

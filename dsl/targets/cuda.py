@@ -33,6 +33,11 @@ ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
 BACKWARD_SINGLE_PASS = 16384
 BACKWARD_SINGLE_PASS_LAYER = {DType.BF16: 16384, DType.FP16: 8192, DType.FP32: 8192}
 BACKWARD_PIPELINE_ROWS = 512
+# Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
+# grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
+# sums take a second (H200, bf16 rmsnorm, add_rmsnorm pre and layernorm, 1-511 rows of 256-8192 and
+# 1-255 rows of 16384 columns: 0.36-0.95x the time of the persistent grid; 1.07-1.19x at 511×16384
+# for the rms norms). 4 warps, 8 at 16384 columns; a 4096-element tile, up to 16 rows.
 BACKWARD_MULTI_BLOCK_N = 4096
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
@@ -64,6 +69,11 @@ def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, in
     if block_n <= 8192:
         return 16384 // block_n // 2, 8, 1, 1, 3
     return 1, 8, 1, 1, 1  # 16384: w is read per tile (see the template), no pipelining
+
+
+def split_config(block_n: int) -> tuple[int, int, int]:
+    """(rows per tile, warps, most rows) of the split grid."""
+    return min(16, max(1, 4096 // block_n)), 4 if block_n <= 8192 else 8, 511 if block_n <= 8192 else 255
 
 
 def backward_stages(spec: NormSpec, dtype: DType, block_m: int, block_n: int, most: int) -> int:
@@ -144,6 +154,7 @@ class CudaRules(TargetRules):
     vector_width = True
     program_barrier = True
     pipelined_tile_loop = True
+    split_backward = True
     fast_quantize = True
     eviction_hints = True
 
@@ -180,16 +191,21 @@ class CudaRules(TargetRules):
 
     def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         entries = []
-        rows = ((1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None))
         for dtype in spec.dtypes:
             single = BACKWARD_SINGLE_PASS_LAYER[dtype] if spec.is_layer else BACKWARD_SINGLE_PASS
             for cols_lo, cols_hi, passes, block_n in buckets(single, BACKWARD_MULTI_BLOCK_N):
                 block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
                 stages = backward_stages(spec, dtype, block_m, block_n, most)
-                for rows_lo, rows_hi in rows if stages > 1 else ((1, None),):
-                    # below BACKWARD_PIPELINE_ROWS: no pipelining, and 4096-wide rows one to a tile
-                    # (3.7 against 4.0 µs at 32 rows)
-                    few_rows = rows_hi is not None
+                split_m, split_warps, split_rows = split_config(block_n)
+                rows = [(1, split_rows), (split_rows + 1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None)]
+                rows = [r for r in rows if r[1] is None or r[0] <= r[1]] if passes is Pass.SINGLE else [(1, None)]
+                for rows_lo, rows_hi in rows:
+                    config = (block_m, num_warps, Grid.PERSISTENT, per_core, min_tiles, stages)
+                    if rows_hi == split_rows and passes is Pass.SINGLE:
+                        config = (split_m, split_warps, Grid.SPLIT, 1, 1, 1)
+                    elif rows_hi is not None:  # few rows: no pipelining (1.5-1.8 against 2.2-2.5 µs at 1×4096)
+                        config = (block_m, num_warps, Grid.PERSISTENT, per_core, min_tiles, 1)
+                    block_m_, warps, grid, per_core_, min_tiles_, stages_ = config
                     entries.append(
                         DispatchEntry(
                             dtype=dtype,
@@ -198,15 +214,15 @@ class CudaRules(TargetRules):
                             rows_lo=rows_lo,
                             rows_hi=rows_hi,
                             passes=passes,
-                            block_m=1 if few_rows and block_n == 4096 else block_m,
+                            block_m=block_m_,
                             block_n=block_n,
-                            num_warps=num_warps,
-                            grid=Grid.PERSISTENT,
+                            num_warps=warps,
+                            grid=grid,
                             multibuffer=False,
                             ub_bytes=0,
-                            programs_per_core=per_core,
-                            min_tiles=min_tiles,
-                            stages=1 if few_rows else stages,
+                            programs_per_core=per_core_,
+                            min_tiles=min_tiles_,
+                            stages=stages_,
                         )
                     )
         return tuple(entries)
