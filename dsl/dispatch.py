@@ -14,11 +14,11 @@ from typing import NamedTuple
 
 def split_columns(block_n: int) -> int:
     """Columns per column program of a split grid (dsl/table.py's Grid.SPLIT) whose row tiles are
-    ``block_n`` wide: about 128 column programs, 32 to 128 columns each, summed in tiles of 4096
-    elements (H200, bf16 rmsnorm, add_rmsnorm and layernorm, 1-511 rows: 32 columns the fastest of
-    32, 64 and 128 at 256-4096 columns, 0.7-0.9x the time of 64 from 128 rows; 128 at 16384 columns,
-    0.6-0.9x the time of 32)."""
-    return min(128, max(32, block_n // 128))
+    ``block_n`` wide; they sum tiles of 4096 elements. H200, bf16 rmsnorm, add_rmsnorm and layernorm,
+    1-511 rows: 32 columns the fastest tried from 128 rows at 256-8192 columns (0.4-0.9x the time
+    of 64 at 256-4096, 0.7-0.9x of 128 at 8192; at 1-32 rows up to 0.8 µs slower than those);
+    128 at 16384 columns (0.6-0.8x the time of 32, at 1-255 rows)."""
+    return 32 if block_n <= 8192 else 128
 
 
 def block_n_for(block_n: int, align: int, n_cols: int) -> int:

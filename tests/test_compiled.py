@@ -156,21 +156,21 @@ def test_compile_dynamic_rows_once_cpu(name, reference_path):
 
 @pytest.mark.parametrize("name", ["add_rmsnorm", "layernorm"])
 def test_traced_backward_launches_the_launchers_kernels(name):
-    """The backward op's traced body: the backward kernel as the launcher decides it, then (several
-    programs) the partial sums' kernel with runtime.sum_partials's blocks; one program of the
-    single-pass kernel writes the gradients itself; a symbolic row count adds no guard."""
+    """The backward op's traced body: the backward kernel as the launcher decides it, then (a
+    persistent grid) the partial sums' kernel with runtime.sum_partials's blocks; below 512 rows the
+    split grid writes the gradients itself (one launch); a symbolic row count adds no guard."""
     launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
     cases = [{"backward": dict(name=name, rows=rows, cols=4096, dynamic=dynamic)} for rows, dynamic in
-             ((1, False), (3000, False), (3000, True))]  # fmt: skip
+             ((37, False), (3000, False), (3000, True))]  # fmt: skip
     one, many, symbolic = trace(cases)
     params = 1 + (name == "layernorm")  # dw, and db for the layer norm's bias
-    for got, rows in ((one, 1), (many, 3000)):
+    for got, rows in ((one, 37), (many, 3000)):
         kernel, grid, options, _ = launcher.decide("bf16", rows, 4096, 0, (4096,) * 5)
         backward = got["launches"][0]
         assert backward["name"] == kernel.__name__ and backward["options"]["num_warps"] is not None
         assert {k: backward["options"][k] for k in options} == options
         assert got["outputs"][1] == [str(params), "4096"]
-    assert len(one["launches"]) == 1  # the single program wrote dw (and db)
+    assert len(one["launches"]) == 1 and one["launches"][0]["options"]["SPLIT_N"] > 0  # the split grid wrote dw (db)
     programs = 132  # tests/trace_cuda.py's SM count
     block_p, block_n, grid = runtime.sum_partials_blocks(params, programs, 4096)
     assert many["launches"][1] == {

@@ -36,8 +36,8 @@ BACKWARD_PIPELINE_ROWS = 512
 # Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
 # grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
 # sums take a second (H200, bf16 rmsnorm, add_rmsnorm pre and layernorm, 1-511 rows of 256-8192 and
-# 1-255 rows of 16384 columns: 0.36-0.95x the time of the persistent grid; 1.07-1.19x at 511×16384
-# for the rms norms). 4 warps, 8 at 16384 columns; a 4096-element tile, up to 16 rows.
+# 1-255 rows of 16384 columns: 0.36-0.98x the time of the persistent grid; at 511×16384 1.08-1.19x
+# for the rms norms). 4 warps (8 at 16384 columns), row tiles of up to 4096 elements and 16 rows.
 BACKWARD_MULTI_BLOCK_N = 4096
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
