@@ -233,7 +233,7 @@ def test_the_shared_templates_call_the_kinds_macros_and_every_kind_has_them():
     from dsl.kinds import KINDS
 
     called = set()
-    for template in ("kernel_macros.jinja", "reference.py.jinja"):
+    for template in ("kernel_macros.jinja", "backward_macros.jinja", "reference.py.jinja"):
         called |= set(re.findall(r"\bkind\.(\w+)\(", (render.TEMPLATES / template).read_text()))
     assert called == CONTRACT
     for kind in KINDS.values():

@@ -8,8 +8,8 @@ it (its spec word, ``norm = NAME``):
   outputs, the ABI and the saved statistics follow), the settings it refuses,
   and the words the docstrings and kernel comments print.
 * ``NAME.jinja`` holds its math as named Jinja macros, which the shared
-  templates call by name and nowhere else (``dsl/templates/kernel_macros.jinja``
-  for the kernels, ``reference.py.jinja`` for the PyTorch reference):
+  templates call by name and nowhere else (``dsl/templates/kernel_macros.jinja`` and
+  ``backward_macros.jinja`` for the kernels, ``reference.py.jinja`` for the PyTorch reference):
 
   ``statistics_single(f)``    forward, a row in one tile: rstd (and mean) of s, the
                               fp32 tile (0 in padding columns unless EVEN_N)
