@@ -301,14 +301,16 @@ def test_backward_op_returns_parameter_gradients_in_the_weights_dtype(name, cpu_
 
 
 @pytest.mark.parametrize("name", DIFFERENTIABLE)
-@pytest.mark.parametrize("rows", [37, 600])  # cuda: the split grid below 512 rows, the persistent one from there
+# cuda: the split grid below 512 rows (one, then three of its column programs' 128-row tiles), the
+# persistent one from there
+@pytest.mark.parametrize("rows", [37, 300, 600])
 def test_parameter_gradients_match_the_reference_formula_tightly(name, rows, monkeypatch):
     """dw and db in fp32 (fp16 x: the interpreter rounds fp32 to bf16 otherwise than the GPU) from
     the kernels in the interpreter against torch autograd of the generated reference on the same
     inputs: one formula, summed in another order (an fp16 rounding of x_hat may come out one ulp
-    apart), so within 4e-5 of the largest value. Tighter than the float64 oracle's tolerance, it sees
-    a rounding step of the formula left out (llama casting's x_hat, rounded before dw: 1e-4 or more
-    here) on either grid."""
+    apart: up to 4.7e-5 of the largest value here), so within 1e-4. Tighter than the float64
+    oracle's tolerance, it sees a rounding step of the formula left out (llama casting's x_hat,
+    rounded before dw: 1.8e-4 to 2.8e-4 here) on either grid."""
     if not runtime.INTERPRET:
         pytest.skip("needs TRITON_INTERPRET=1 (the CPU interpreter)")
     spec = SPECS[name]
@@ -327,4 +329,4 @@ def test_parameter_gradients_match_the_reference_formula_tightly(name, rows, mon
         grads.append([leaf.grad for leaf in leaves[1 + spec.has_residual :]])
     for got, want in zip(*grads, strict=True):
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got, want, rtol=0, atol=4e-5 * want.abs().max().item())
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * want.abs().max().item())

@@ -1,5 +1,7 @@
-"""The runtime's use of Triton's private C launcher: only for a known layout, after a probe; else kernel[grid]."""
+"""The runtime: its use of Triton's private C launcher (only for a known layout, after a probe; else
+kernel[grid]), its per-shape caches and the backward's launch grids."""
 
+import importlib
 import warnings
 
 import pytest
@@ -135,3 +137,22 @@ def test_per_shape_caches_stay_bounded_and_right(monkeypatch):
         assert len(launcher.slow) <= 4
         assert all(len(f) <= 4 for f in launcher.fast.values())
         assert all(len(form.records) <= 4 for form in op._forms.values())
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "add_layernorm"])
+def test_cuda_backward_launches_the_split_grid_below_512_rows(name):
+    """Below 512 rows (256 at 16384 columns) the cuda backward's single-pass launch is the split grid:
+    one program per row tile, then one per 32 columns (128 at 16384), SPLIT_N that width; other
+    launches pass SPLIT_N 0 (their programs keep partial sums)."""
+    module = importlib.import_module(f"generated.{name}_cuda")
+    launcher = module.BACKWARD_LAUNCHER
+    cases = [(1, 111, 32), (37, 1000, 32), (300, 4096, 32), (511, 8192, 32), (255, 16384, 128)]
+    cases += [(256, 16384, 0), (512, 4096, 0), (100, 20000, 0), (3000, 1000, 0)]
+    for rows, cols, split in cases:
+        kernel, grid, options, entry = launcher.decide("bf16", rows, cols, 0, (cols,) * 5)
+        assert options["SPLIT_N"] == split, (rows, cols)
+        if split:
+            assert entry.grid == "split" and kernel is module.BACKWARD_KERNELS["single"]
+            assert grid == (-(-rows // entry.block_m) + -(-cols // split),), (rows, cols)
+        else:
+            assert entry.grid == "persistent", (rows, cols)
