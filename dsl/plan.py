@@ -131,6 +131,11 @@ class KernelPlan:
         return rules(self.target).split_backward
 
     @property
+    def early_ds(self) -> bool:
+        """The backward's single pass loads ds with dy and s (dsl/targets/__init__.py)."""
+        return rules(self.target).early_ds
+
+    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:

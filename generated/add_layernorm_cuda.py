@@ -157,8 +157,7 @@ def add_layernorm_backward_single(
     if SPLIT_N:
         if pid >= num_tiles:
             cols, col_mask = column_block((pid - num_tiles) * SPLIT_N, n_cols, SPLIT_N)
-            dw = tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32)
-            db = tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32)
+            dw, db = tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32), tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32)
             for tile in range(0, tl.cdiv(n_rows, 4096 // SPLIT_N)):
                 rows, row_mask = row_tile(tile, n_rows, 4096 // SPLIT_N)
                 mask = tile_mask(row_mask, col_mask, False, False)
@@ -182,8 +181,7 @@ def add_layernorm_backward_single(
     W_PER_TILE: tl.constexpr = BLOCK_N > 8192  # w reloaded per tile: held across the loop, it would spill
     if not W_PER_TILE:
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
-    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
-    db = tl.zeros([BLOCK_N], dtype=tl.float32)
+    dw, db = tl.zeros([BLOCK_N], dtype=tl.float32), tl.zeros([BLOCK_N], dtype=tl.float32)
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
@@ -209,8 +207,7 @@ def add_layernorm_backward_single(
         if not SPLIT_N:  # (the split grid's column programs sum dw and db)
             dw += tl.sum(dy * x_hat, axis=0)
             db += tl.sum(dy, axis=0)
-    # this program's partial sums: row pid of DW and DB, which the op adds up
-    if not SPLIT_N:
+    if not SPLIT_N:  # this program's partial sums: row pid of DW and DB, which the op adds up
         tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
         if HAS_BIAS:
             tl.store(DB_ptr + pid * n_cols + cols, db.to(DB_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)

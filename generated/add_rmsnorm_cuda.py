@@ -165,16 +165,17 @@ def add_rmsnorm_backward_single(
             s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
         x_hat = s * rstd[:, None]
         g = dy * w[None, :]
+        if HAS_DS:  # loaded before the row's sums, its latency overlaps dy's and s's
+            ds = tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0)
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
         if HAS_DS:
-            dx += tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
+            dx += ds.to(tl.float32)
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
         if not SPLIT_N:  # (the split grid's column programs sum dw)
             x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
             dw += tl.sum(dy * x_hat, axis=0)
-    # this program's partial sums: row pid of DW, which the op adds up
-    if not SPLIT_N:
+    if not SPLIT_N:  # this program's partial sums: row pid of DW, which the op adds up
         tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
 

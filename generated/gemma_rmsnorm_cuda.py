@@ -139,8 +139,7 @@ def gemma_rmsnorm_backward_single(
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
         if not SPLIT_N:  # (the split grid's column programs sum dw)
             dw += tl.sum(dy * x_hat, axis=0)
-    # this program's partial sums: row pid of DW, which the op adds up
-    if not SPLIT_N:
+    if not SPLIT_N:  # this program's partial sums: row pid of DW, which the op adds up
         tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
 

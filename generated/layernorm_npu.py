@@ -130,8 +130,7 @@ def layernorm_backward_single(
     W_PER_TILE: tl.constexpr = BLOCK_N > 8192  # w reloaded per tile: held across the loop, it would spill
     if not W_PER_TILE:
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
-    dw = tl.zeros([BLOCK_N], dtype=tl.float32)
-    db = tl.zeros([BLOCK_N], dtype=tl.float32)
+    dw, db = tl.zeros([BLOCK_N], dtype=tl.float32), tl.zeros([BLOCK_N], dtype=tl.float32)
     for tile in range(pid, num_tiles, tl.num_programs(0)):
         rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)

@@ -141,8 +141,7 @@ def rmsnorm_backward_single(
         if not SPLIT_N:  # (the split grid's column programs sum dw)
             x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
             dw += tl.sum(dy * x_hat, axis=0)
-    # this program's partial sums: row pid of DW, which the op adds up
-    if not SPLIT_N:
+    if not SPLIT_N:  # this program's partial sums: row pid of DW, which the op adds up
         tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
 
