@@ -164,11 +164,13 @@ def gemma_add_rmsnorm_backward_single(
             s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
         x_hat = s * rstd[:, None]
         g = dy * w[None, :]
-        if HAS_DS:  # loaded before the row's sums, its latency overlaps dy's and s's
+        if HAS_DS and LOOP_STAGES == 1:  # not pipelined: loaded before the row's sums, overlapping dy and s
             ds = tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0)
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
         if HAS_DS:
+            if LOOP_STAGES > 1:
+                ds = tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0)
             dx += ds.to(tl.float32)
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
         if not SPLIT_N:  # (the split grid's column programs sum dw)

@@ -156,9 +156,10 @@ class CudaRules(TargetRules):
     pipelined_tile_loop = True
     split_backward = True
     # H200, bf16, two alternating runs per tree (2026-11-27 15:05 UTC): add_rmsnorm pre 2048×16384
-    # 0.978x the time, 128×16384 0.954x, 32×4096 0.983x, 1024-8192 rows of 4096-8192 columns
-    # 0.992-1.002x (the pipelined loop prefetches ds anyway). Not where the op has a bias: add_layernorm
-    # pre 2048×16384 took 10.4x as long (1376 against 132 µs; dw's and db's sums and ds spill).
+    # 0.978x the time, 128×16384 0.954x, 32×4096 0.983x (loops of one stage). Only where the loop is
+    # not pipelined: in the benchmark run after (15:06) the early load in a pipelined loop took
+    # add_rmsnorm pre 16384×2048 from 66.6 to 77.8 µs. Not where the op has a bias: add_layernorm pre
+    # 2048×16384 took 10.4x as long (1376 against 132 µs; dw's and db's sums and ds spill).
     early_ds = True
     fast_quantize = True
     eviction_hints = True
