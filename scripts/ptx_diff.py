@@ -1,7 +1,9 @@
-"""Compare the PTX of two revisions' cuda kernels, specialization by specialization (no GPU needed).
+"""Compare the PTX of two revisions' cuda kernels, specialization by specialization (no GPU needed);
+or, without a revision to compare with, check that every cuda kernel compiles.
 
     git archive cefb4cc dsl generated | tar -x -C /tmp/old
     python scripts/ptx_diff.py /tmp/old [--new DIR] [--ops add_rmsnorm,add_layernorm] [--dtypes bf16,fp32]
+    python scripts/ptx_diff.py --ops all          # compile only (tests/test_build.py runs this)
 
 For a change that should leave the kernels' code as it is (a device helper in place of the
 same lines in each kernel, ...): both revisions' kernels are compiled by upstream Triton for
@@ -11,7 +13,12 @@ taken out. Specializations per op, direction and pass (single: 4 x 1024 tiles, m
 blocks): every constexpr switch on with EVEN_M, EVEN_N, VEC=8, a tile grid; then each of
 PERSISTENT, both masks, the column mask alone, VEC=1, post mode, NATIVE_FP8 off and
 LOOP_STAGES=2 changed alone (where the kernel takes it), and persistent + both masks + VEC=1
-together. Exit status 1 when any differs.
+together; SPLIT_N is 0 but for its own specialization (32). Exit status 1 when any differs.
+
+Compile only (no old_root): each kernel of every op (--ops all: every cuda module) in two
+specializations, the base with SPLIT_N 32 and one with every other change the kernel takes at
+once; exit status 2 when one does not compile (Triton's interpreter, which the CPU tests use,
+never runs the compiler).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OPS = "add_rmsnorm,add_layernorm,add_rmsnorm_fp8,add_layernorm_int8"
 ELEMENT = {"int8": "i8", "uint8": "u8", "fp32": "fp32"}
-BASE = {"EVEN_M": True, "EVEN_N": True, "VEC": 8, "PERSISTENT": False, "LOOP_STAGES": 1}
+BASE = {"EVEN_M": True, "EVEN_N": True, "VEC": 8, "PERSISTENT": False, "LOOP_STAGES": 1, "SPLIT_N": 0}
 CHANGES = {
     "base": {},
     "persistent": {"PERSISTENT": True},
@@ -38,7 +45,15 @@ CHANGES = {
     "post": {"PRE": False},
     "emulated-fp8": {"NATIVE_FP8": False},
     "stages2": {"LOOP_STAGES": 2},
+    "split": {"SPLIT_N": 32},
     "persistent-masks-vec1": {"PERSISTENT": True, "EVEN_M": False, "EVEN_N": False, "VEC": 1},
+}
+DIRECTIONS = (("forward", ""), ("backward", "BACKWARD_"))
+# compile only: a kernel takes the names of a change that it has (the others are dropped)
+CHECKS = {
+    "base-split": {"SPLIT_N": 32},
+    "all-changed": {"PERSISTENT": True, "EVEN_M": False, "EVEN_N": False, "VEC": 1, "PRE": False}
+    | {"NATIVE_FP8": False, "LOOP_STAGES": 2},
 }
 
 
@@ -54,23 +69,27 @@ def strip(ptx: str, name: str) -> list[str]:
     return lines
 
 
-def worker(root: str, op: str, dtype: str, arch: int) -> None:
-    """Print {label: ptx lines} as JSON for one revision (a process of its own, that revision first on sys.path)."""
+def worker(root: str, ops: str, dtype: str, arch: int, check: bool = False) -> None:
+    """Print {label: ptx lines} as JSON for one revision (a process of its own, that revision first on
+    sys.path); ``ops``: one op, or several comma-separated; check: compile CHECKS' specializations,
+    print their labels only."""
     sys.path.insert(0, root)
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    module = importlib.import_module(f"generated.{op}_cuda")
     out = {}
-    for direction, prefix in (("forward", ""), ("backward", "BACKWARD_")):
+    for op, direction, prefix in [(op, d, p) for op in ops.split(",") for d, p in DIRECTIONS]:
+        module = importlib.import_module(f"generated.{op}_cuda")
         if not hasattr(module, prefix + "KERNELS"):
             continue
         abi = {p.name: p for p in getattr(module, prefix + "ABI").params}
         for passes, kernel in getattr(module, prefix + "KERNELS").items():
             block_m, block_n = (4, 1024) if passes == "single" else (1, 4096)
-            for change, values in CHANGES.items():
-                if not set(values) <= set(kernel.arg_names):
+            for change, values in (CHECKS if check else CHANGES).items():
+                if check:
+                    values = {name: value for name, value in values.items() if name in kernel.arg_names}
+                elif not set(values) <= set(kernel.arg_names):
                     continue
                 signature, constants = {}, {}
                 for name in kernel.arg_names:
@@ -85,7 +104,8 @@ def worker(root: str, op: str, dtype: str, arch: int) -> None:
                 full = {**signature, **dict.fromkeys(constants, "constexpr")}
                 source = ASTSource(fn=kernel, signature=full, constexprs=constants)
                 compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4})
-                out[f"{direction}/{passes}/{change}"] = strip(compiled.asm["ptx"], kernel.__name__)
+                label = f"{op}/{direction}/{passes}/{change}" if check else f"{direction}/{passes}/{change}"
+                out[label] = [] if check else strip(compiled.asm["ptx"], kernel.__name__)
     print(json.dumps(out))
 
 
@@ -97,11 +117,26 @@ def main() -> int:
     parser.add_argument("--dtypes", default="bf16", help="comma-separated dtypes (default bf16)")
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for H100 (default)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)  # a worker's compile-only mode
     args = parser.parse_args()
     if args.worker:
-        worker(*args.worker, args.arch)
+        worker(*args.worker, args.arch, args.check)
         return 0
     env = {**os.environ, "TRITON_DISABLE_LINE_INFO": "1", "TRITON_INTERPRET": "0", "PYTHONPATH": ""}
+    if args.ops == "all":
+        modules = (Path(args.new) / "generated").glob("*_cuda.py")
+        args.ops = ",".join(sorted(p.name.removesuffix("_cuda.py") for p in modules))
+    if args.old_root is None:  # compile only, every op in one process
+        compiled = 0
+        for dtype in args.dtypes.split(","):
+            command = [sys.executable, __file__, "--arch", str(args.arch), "--check", "--worker", args.new]
+            run = subprocess.run(command + [args.ops, dtype], capture_output=True, text=True, env=env, cwd="/")
+            if run.returncode:
+                print(f"{dtype}: a kernel does not compile\n{run.stderr[-3000:]}")
+                return 2
+            compiled += len(json.loads(run.stdout.strip().splitlines()[-1]))
+        print(f"{compiled} specializations compiled for sm_{args.arch}")
+        return 0
     same = differ = 0
     for op in args.ops.split(","):
         for dtype in args.dtypes.split(","):
