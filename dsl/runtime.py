@@ -168,8 +168,9 @@ class Launcher:
         for value in ints or (n_cols,):
             common |= value
         block_n = entry.block_n_for(n_cols)
+        split_n = split_columns(block_n) if split else 0
         if split:  # then the column programs (its entries bound the rows: a symbolic row count never takes one)
-            programs = tiles + -(-n_cols // split_columns(block_n))
+            programs = tiles + -(-n_cols // split_n)
         values = {
             Source.BLOCK_M: entry.block_m,
             Source.BLOCK_N: block_n,
@@ -178,7 +179,7 @@ class Launcher:
             Source.PERSISTENT: persistent,
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
             Source.STAGES: entry.stages,
-            Source.SPLIT: split_columns(block_n) if split else 0,
+            Source.SPLIT: split_n,
         }
         if self.native_fp8:
             values[Source.NATIVE_FP8] = cuda_native_fp8(device_index)

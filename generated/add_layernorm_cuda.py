@@ -161,8 +161,8 @@ def add_layernorm_backward_single(
             for tile in range(0, tl.cdiv(n_rows, 4096 // SPLIT_N)):
                 rows, row_mask = row_tile(tile, n_rows, 4096 // SPLIT_N)
                 mask = tile_mask(row_mask, col_mask, False, False)
-                mean = tl.load(MEAN_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
                 rstd = tl.load(RSTD_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+                mean = tl.load(MEAN_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
                 dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
                 if PRE:
                     s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)

@@ -52,8 +52,15 @@ DIRECTIONS = (("forward", ""), ("backward", "BACKWARD_"))
 # compile only: a kernel takes the names of a change that it has (the others are dropped)
 CHECKS = {
     "base-split": {"SPLIT_N": 32},
-    "all-changed": {"PERSISTENT": True, "EVEN_M": False, "EVEN_N": False, "VEC": 1, "PRE": False}
-    | {"NATIVE_FP8": False, "LOOP_STAGES": 2},
+    "all-changed": {
+        "PERSISTENT": True,
+        "EVEN_M": False,
+        "EVEN_N": False,
+        "VEC": 1,
+        "PRE": False,
+        "NATIVE_FP8": False,
+        "LOOP_STAGES": 2,
+    },
 }
 
 

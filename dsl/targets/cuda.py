@@ -12,6 +12,7 @@ the op, or, for an op not measured yet, the file's fallback op; else from
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from ..model import DTYPE_BYTES, Casting, DType, NormSpec, ResidualMode, Target
@@ -205,32 +206,31 @@ class CudaRules(TargetRules):
                 split_m, split_warps, split_rows = split_config(block_n)
                 rows = [(1, split_rows), (split_rows + 1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None)]
                 rows = [r for r in rows if r[1] is None or r[0] <= r[1]] if passes is Pass.SINGLE else [(1, None)]
+                persistent = DispatchEntry(
+                    dtype=dtype,
+                    cols_lo=cols_lo,
+                    cols_hi=cols_hi,
+                    rows_lo=1,
+                    rows_hi=None,
+                    passes=passes,
+                    block_m=block_m,
+                    block_n=block_n,
+                    num_warps=num_warps,
+                    grid=Grid.PERSISTENT,
+                    multibuffer=False,
+                    ub_bytes=0,
+                    programs_per_core=per_core,
+                    min_tiles=min_tiles,
+                    stages=stages,
+                )
                 for rows_lo, rows_hi in rows:
-                    config = (block_m, num_warps, Grid.PERSISTENT, per_core, min_tiles, stages)
+                    entry = replace(persistent, rows_lo=rows_lo, rows_hi=rows_hi)
                     if rows_hi == split_rows and passes is Pass.SINGLE:
-                        config = (split_m, split_warps, Grid.SPLIT, 1, 1, 1)
+                        entry = replace(entry, block_m=split_m, num_warps=split_warps, grid=Grid.SPLIT)
+                        entry = replace(entry, programs_per_core=1, min_tiles=1, stages=1)
                     elif rows_hi is not None:  # few rows: no pipelining (1.5-1.8 against 2.2-2.5 µs at 1×4096)
-                        config = (block_m, num_warps, Grid.PERSISTENT, per_core, min_tiles, 1)
-                    block_m_, warps, grid, per_core_, min_tiles_, stages_ = config
-                    entries.append(
-                        DispatchEntry(
-                            dtype=dtype,
-                            cols_lo=cols_lo,
-                            cols_hi=cols_hi,
-                            rows_lo=rows_lo,
-                            rows_hi=rows_hi,
-                            passes=passes,
-                            block_m=block_m_,
-                            block_n=block_n,
-                            num_warps=warps,
-                            grid=grid,
-                            multibuffer=False,
-                            ub_bytes=0,
-                            programs_per_core=per_core_,
-                            min_tiles=min_tiles_,
-                            stages=stages_,
-                        )
-                    )
+                        entry = replace(entry, stages=1)
+                    entries.append(entry)
         return tuple(entries)
 
     def tuning_source(self, spec: NormSpec, tuning: dict | None) -> str:
