@@ -92,10 +92,13 @@ TABLE_2 = (
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry(("fp32", "fp16"), 8193, None, 1, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
-    runtime.Entry("bf16", 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry("bf16", 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0),
-    runtime.Entry("bf16", 16385, None, 1, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
+    runtime.Entry(("fp32", "fp16"), 8193, 16384, 1, 8191, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry(("fp32", "fp16"), 8193, 16384, 8192, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
+    runtime.Entry("bf16", 8193, 16383, 1, 8191, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("bf16", 8193, 16383, 8192, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
+    runtime.Entry("bf16", 16384, 16384, 1, 4095, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("bf16", 16384, 16384, 4096, None, "single", 1, 16384, 8, "persistent", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
 )
 
 # add_layernorm_fp8: TABLE_1, but for these width ranges

@@ -109,11 +109,12 @@ def run_case(name, dtype, width, rows, layout, norm_pos, device, use_s=True, wit
 
 
 def _multi_width(name) -> int:
-    """A width of the op's backward multi-pass kernel on the target the interpreter runs (from its table)."""
+    """A width of the op's backward multi-pass kernel on the target the interpreter runs, at every row
+    count (from its table: cuda's layer norms loop over 8193-16384 columns from 8192 rows only)."""
     import importlib
 
     table = importlib.import_module(f"generated.{name}_{runtime.INTERPRET_TARGET}").BACKWARD_TABLE
-    return min(e.cols_lo for e in table.entries if e.passes == "multi") + 7
+    return min(e.cols_lo for e in table.entries if e.passes == "multi" and e.rows_lo == 1) + 7
 
 
 def _modes(name):
@@ -134,7 +135,7 @@ def _cpu_cases():
         # three at bf16 520×200, where pre mode loads ds late)
         cases += [(name, "bf16", 111, 1, "2d", mode), (name, "bf16", 1000, 37, "2d", mode)]
         cases += [(name, "fp32", 40, 600, "2d", mode), (name, "bf16", 200, 520, "3d", _modes(name)[0])]
-        # rows wider than 8192 in one tile read w per tile (cuda)
+        # rows wider than 8192 in one tile read w per tile (cuda; layer norms: the split grid)
         cases += [(name, "fp32", 12000, 3, "2d", mode)]
     return cases
 
@@ -192,6 +193,13 @@ def _gpu_cases():
             cases.append((name, dtype, width, 57, "2d", mode))
         for layout, rows in (("3d", 57), ("strided", 19), ("2d", 0), ("2d", 1), ("2d", 4096)):
             cases.append((name, "bf16", 4097, rows, layout, _modes(name)[0]))
+        # 8193-16384 columns: layer norms' split grid up to 8191 rows (the column mask on), the column
+        # loops beyond, and in bf16 one tile a row of exactly 16384 from 4096 rows
+        cases += [
+            (name, "bf16", 12288, 2048, "2d", _modes(name)[0]),
+            (name, "fp16", 10000, 8192, "2d", _modes(name)[-1]),
+            (name, "bf16", 16384, 4096, "2d", _modes(name)[-1]),
+        ]
     return cases
 
 

@@ -143,16 +143,29 @@ def test_per_shape_caches_stay_bounded_and_right(monkeypatch):
 def test_cuda_backward_launches_the_split_grid_below_512_rows(name):
     """Below 512 rows (256 at 16384 columns) the cuda backward's single-pass launch is the split grid:
     one program per row tile, then one per 32 columns (128 at 16384), SPLIT_N that width; other
-    launches pass SPLIT_N 0 (their programs keep partial sums)."""
+    launches pass SPLIT_N 0 (their programs keep partial sums). Layer norms take it below 8192 rows
+    of 8193-16384 columns and loop over the columns beyond, but in bf16 rows of exactly 16384 columns
+    are one tile from 4096 rows."""
     module = importlib.import_module(f"generated.{name}_cuda")
     launcher = module.BACKWARD_LAUNCHER
-    cases = [(1, 111, 32), (37, 1000, 32), (300, 4096, 32), (511, 8192, 32), (255, 16384, 128)]
-    cases += [(256, 16384, 0), (512, 4096, 0), (100, 20000, 0), (3000, 1000, 0)]
-    for rows, cols, split in cases:
+    layer = name == "add_layernorm"
+    cases = [(1, 111, 32, "single"), (37, 1000, 32, "single"), (300, 4096, 32, "single"), (511, 8192, 32, "single")]
+    cases += [
+        (255, 16384, 128, "single"),
+        (512, 4096, 0, "single"),
+        (100, 20000, 0, "multi"),
+        (3000, 1000, 0, "single"),
+    ]
+    cases += [(256, 16384, 128, "single") if layer else (256, 16384, 0, "single")]
+    cases += [(4095, 16384, 128, "single") if layer else (4095, 16384, 0, "single"), (4096, 16384, 0, "single")]
+    cases += [(8191, 12288, 128, "single") if layer else (8191, 12288, 0, "single")]
+    cases += [(8192, 12288, 0, "multi" if layer else "single")]
+    for rows, cols, split, passes in cases:
         kernel, grid, options, entry = launcher.decide("bf16", rows, cols, 0, (cols,) * 5)
         assert options["SPLIT_N"] == split, (rows, cols)
         if split:
-            assert entry.grid == "split" and kernel is module.BACKWARD_KERNELS["single"]
+            assert entry.grid == "split", (rows, cols)
             assert grid == (-(-rows // entry.block_m) + -(-cols // split),), (rows, cols)
         else:
             assert entry.grid == "persistent", (rows, cols)
+        assert kernel is module.BACKWARD_KERNELS[passes], (rows, cols)

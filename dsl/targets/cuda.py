@@ -28,11 +28,19 @@ ROW_BUCKETS = ((1, 1023), (1024, None))  # row-count ranges of the table
 # 2026-11-26): one program per SM (its partial sums are then one row per SM, which the sum kernel
 # adds up quickest) at 1024 columns and more; no pipelining below BACKWARD_PIPELINE_ROWS rows (1.5-1.8
 # against 2.2-2.5 µs at 1×4096); a row in one tile up to BACKWARD_SINGLE_PASS columns, column loops
-# of BACKWARD_MULTI_BLOCK_N beyond. Layer norm in fp16 and fp32 loops beyond 8192 columns: at
-# 2048×16384 one tile took 961 and 933 µs (its dw and db sums spill), the loops 149 and 241; in
-# bf16 one tile is the faster (117 against 144 µs).
+# of BACKWARD_MULTI_BLOCK_N beyond.
 BACKWARD_SINGLE_PASS = 16384
-BACKWARD_SINGLE_PASS_LAYER = {DType.BF16: 16384, DType.FP16: 8192, DType.FP32: 8192}
+# Layer norms keep a persistent single pass up to BACKWARD_SINGLE_PASS_LAYER columns: beyond, its
+# program's dw and db sums spill (H200, 2048 rows: fp16 and fp32 16384 columns 961 and 933 µs, the
+# column loops 149 and 241; bf16 1256 µs at 10240 and 1271 at 12288 columns, where the column mask
+# is on, 116-123 at 16384). Up to LAYER_WIDE columns they take the split grid, whose row programs keep
+# no sums, for up to LAYER_WIDE_SPLIT_ROWS rows, and the column loops beyond; bf16 rows of exactly
+# LAYER_WIDE columns one tile from LAYER_WHOLE_ROWS rows (wide_layer_entries; measurements in
+# docs/bench/backward/layer-wide.md).
+BACKWARD_SINGLE_PASS_LAYER = 8192
+LAYER_WIDE = 16384
+LAYER_WIDE_SPLIT_ROWS = 8191
+LAYER_WHOLE_ROWS = 4096
 BACKWARD_PIPELINE_ROWS = 512
 # Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
 # grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
@@ -75,6 +83,53 @@ def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, in
 def split_config(block_n: int) -> tuple[int, int, int]:
     """(rows per tile, warps, most rows) of the split grid."""
     return min(16, max(1, 4096 // block_n)), 4 if block_n <= 8192 else 8, 511 if block_n <= 8192 else 255
+
+
+def persistent_entry(spec: NormSpec, dtype: DType, cols_lo: int, cols_hi: int | None, passes: Pass, block_n: int):
+    """The persistent grid's backward entry of a width bucket, for every row count."""
+    block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
+    return DispatchEntry(
+        dtype=dtype,
+        cols_lo=cols_lo,
+        cols_hi=cols_hi,
+        rows_lo=1,
+        rows_hi=None,
+        passes=passes,
+        block_m=block_m,
+        block_n=block_n,
+        num_warps=num_warps,
+        grid=Grid.PERSISTENT,
+        multibuffer=False,
+        ub_bytes=0,
+        programs_per_core=per_core,
+        min_tiles=min_tiles,
+        stages=backward_stages(spec, dtype, block_m, block_n, most),
+    )
+
+
+def wide_layer_entries(spec: NormSpec, loops: DispatchEntry) -> list[DispatchEntry]:
+    """A layer norm's entries of 8193-LAYER_WIDE columns (``loops``: its column loops' entry): the split
+    grid up to LAYER_WIDE_SPLIT_ROWS rows, the loops beyond; in bf16, rows of exactly LAYER_WIDE
+    columns (no column mask) take the single pass from LAYER_WHOLE_ROWS rows, where it is the faster."""
+    wide = replace(loops, cols_hi=LAYER_WIDE, rows_hi=LAYER_WIDE_SPLIT_ROWS)
+    split = split_entry(replace(wide, passes=Pass.SINGLE, block_n=LAYER_WIDE))
+    entries = [split, replace(wide, rows_lo=LAYER_WIDE_SPLIT_ROWS + 1, rows_hi=None)]
+    if loops.dtype is not DType.BF16:
+        return entries
+    whole = persistent_entry(spec, loops.dtype, LAYER_WIDE, LAYER_WIDE, Pass.SINGLE, LAYER_WIDE)
+    entries = [replace(e, cols_hi=LAYER_WIDE - 1) for e in entries]
+    return entries + [
+        replace(split, cols_lo=LAYER_WIDE, rows_hi=LAYER_WHOLE_ROWS - 1),
+        replace(whole, rows_lo=LAYER_WHOLE_ROWS),
+    ]
+
+
+def split_entry(entry: DispatchEntry) -> DispatchEntry:
+    """A single-pass entry as the split grid's (its rows are the caller's)."""
+    block_m, num_warps, _ = split_config(entry.block_n)
+    return replace(
+        entry, block_m=block_m, num_warps=num_warps, grid=Grid.SPLIT, programs_per_core=1, min_tiles=1, stages=1
+    )
 
 
 def backward_stages(spec: NormSpec, dtype: DType, block_m: int, block_n: int, most: int) -> int:
@@ -199,35 +254,19 @@ class CudaRules(TargetRules):
     def backward_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         entries = []
         for dtype in spec.dtypes:
-            single = BACKWARD_SINGLE_PASS_LAYER[dtype] if spec.is_layer else BACKWARD_SINGLE_PASS
+            single = BACKWARD_SINGLE_PASS_LAYER if spec.is_layer else BACKWARD_SINGLE_PASS
             for cols_lo, cols_hi, passes, block_n in buckets(single, BACKWARD_MULTI_BLOCK_N):
-                block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
-                stages = backward_stages(spec, dtype, block_m, block_n, most)
-                split_m, split_warps, split_rows = split_config(block_n)
+                persistent = persistent_entry(spec, dtype, cols_lo, cols_hi, passes, block_n)
+                split_rows = split_config(block_n)[2]
                 rows = [(1, split_rows), (split_rows + 1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None)]
                 rows = [r for r in rows if r[1] is None or r[0] <= r[1]] if passes is Pass.SINGLE else [(1, None)]
-                persistent = DispatchEntry(
-                    dtype=dtype,
-                    cols_lo=cols_lo,
-                    cols_hi=cols_hi,
-                    rows_lo=1,
-                    rows_hi=None,
-                    passes=passes,
-                    block_m=block_m,
-                    block_n=block_n,
-                    num_warps=num_warps,
-                    grid=Grid.PERSISTENT,
-                    multibuffer=False,
-                    ub_bytes=0,
-                    programs_per_core=per_core,
-                    min_tiles=min_tiles,
-                    stages=stages,
-                )
+                if passes is Pass.MULTI and spec.is_layer:
+                    entries += wide_layer_entries(spec, persistent)
+                    persistent = replace(persistent, cols_lo=LAYER_WIDE + 1)
                 for rows_lo, rows_hi in rows:
                     entry = replace(persistent, rows_lo=rows_lo, rows_hi=rows_hi)
                     if rows_hi == split_rows and passes is Pass.SINGLE:
-                        entry = replace(entry, block_m=split_m, num_warps=split_warps, grid=Grid.SPLIT)
-                        entry = replace(entry, programs_per_core=1, min_tiles=1, stages=1)
+                        entry = split_entry(entry)
                     elif rows_hi is not None:  # few rows: no pipelining (1.5-1.8 against 2.2-2.5 µs at 1×4096)
                         entry = replace(entry, stages=1)
                     entries.append(entry)
