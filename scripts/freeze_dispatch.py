@@ -6,7 +6,8 @@ Run once, at the revision whose launch decisions are the reference (it was writt
 cefb4cc, and rewritten after the 2026-11-27 retune of rmsnorm and gemma_rmsnorm at 2049-8192
 columns, which changed those buckets' rows and no others, and after the cuda backward's split grid
 below 512 rows, which changed the cuda backward tables' rows and no others, and after the layer norms'
-cuda backward at 8193-16384 columns, which changed those rows and no others); tests/test_dispatch_frozen.py then
+cuda backward at 8193-16384 columns, and layernorm's forward retune there, which changed those rows
+and no others); tests/test_dispatch_frozen.py then
 checks that the generated tables launch exactly the same way for every (dtype, columns, rows).
 Rerun it only on purpose: when a retune or a planner change is meant to change launches.
 """

@@ -168,6 +168,17 @@ def test_gpu(case):
     check_case(*case, device="cuda", on_gpu=True)
 
 
+# The row bucket from 1024 rows, where the cuda table may take another kernel for the same width
+# (layernorm at 8193-16384 columns: the multi-pass kernel, tuned), on the GPU only: every op, bf16.
+MANY_ROWS = [(name, "bf16", modes(spec)[-1], 12288, 1024, "2d") for name, spec in sorted(SPECS.items())]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", MANY_ROWS, ids=case_id)
+def test_gpu_many_rows(case):
+    check_case(*case, device="cuda", on_gpu=True)
+
+
 # fp32 weights (and biases) with fp16 and bf16 x, as mixed-precision training keeps them: every op
 # with a weight, each mode, a single-pass and a multi-pass width on each target, the layouts cycling.
 # The weights hold fp32 values no 16-bit dtype has: y must follow the casting mode's rounding steps
