@@ -85,7 +85,9 @@ def split_config(block_n: int) -> tuple[int, int, int]:
     return min(16, max(1, 4096 // block_n)), 4 if block_n <= 8192 else 8, 511 if block_n <= 8192 else 255
 
 
-def persistent_entry(spec: NormSpec, dtype: DType, cols_lo: int, cols_hi: int | None, passes: Pass, block_n: int):
+def persistent_entry(
+    spec: NormSpec, dtype: DType, cols_lo: int, cols_hi: int | None, passes: Pass, block_n: int
+) -> DispatchEntry:
     """The persistent grid's backward entry of a width bucket, for every row count."""
     block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
     return DispatchEntry(
