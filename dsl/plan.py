@@ -131,8 +131,8 @@ class KernelPlan:
         return rules(self.target).split_backward
 
     @property
-    def early_ds(self) -> bool:
-        """The backward's single pass loads ds with dy and s (dsl/targets/__init__.py)."""
+    def early_ds(self) -> int:
+        """The most bits of a ds tile the backward's single pass loads with dy and s (dsl/targets/__init__.py)."""
         return rules(self.target).early_ds
 
     @property

@@ -148,8 +148,7 @@ def add_rmsnorm_backward_single(
         if HAS_DS:
             dx += tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
-        dw += tl.sum(dy * x_hat, axis=0)
+        dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
     # this program's partial sums: row pid of DW, which the op adds up
     tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
@@ -209,8 +208,7 @@ def add_rmsnorm_backward_multi(
             if HAS_DS:
                 dx += tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
             tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-            x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
-            dw_tile = tl.sum(dy * x_hat, axis=0)
+            dw_tile = tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
             dw_ptrs = DW_ptr + pid * n_cols + cols
             tl.store(dw_ptrs, tl.load(dw_ptrs, mask=None if EVEN_N else col_mask) + dw_tile, mask=None if EVEN_N else col_mask)
 

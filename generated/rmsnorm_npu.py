@@ -120,8 +120,7 @@ def rmsnorm_backward_single(
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
-        dw += tl.sum(dy * x_hat, axis=0)
+        dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
     # this program's partial sums: row pid of DW, which the op adds up
     tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 
@@ -167,8 +166,7 @@ def rmsnorm_backward_multi(
             g = dy * w[None, :]
             dx = (g - x_hat * c1[:, None]) * rstd[:, None]
             tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-            x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
-            dw_tile = tl.sum(dy * x_hat, axis=0)
+            dw_tile = tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
             dw_ptrs = DW_ptr + pid * n_cols + cols
             tl.store(dw_ptrs, tl.load(dw_ptrs, mask=None if EVEN_N else col_mask) + dw_tile, mask=None if EVEN_N else col_mask)
 

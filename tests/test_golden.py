@@ -112,8 +112,7 @@ def tiny_backward_single(
                 dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
                 s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
                 x_hat = s * rstd[:, None]
-                x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
-                dw += dy * x_hat
+                dw += dy * x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
             tl.store(DW_ptr + cols, tl.sum(dw, axis=0).to(DW_ptr.dtype.element_ty), mask=col_mask)
     EVEN: tl.constexpr = EVEN_M and EVEN_N
     cols, col_mask = column_block(0, n_cols, BLOCK_N)
@@ -135,8 +134,7 @@ def tiny_backward_single(
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
         if not SPLIT_N:  # (the split grid's column programs sum dw)
-            x_hat = x_hat.to(dtype).to(tl.float32)  # the forward multiplied the rounded x_hat by w
-            dw += tl.sum(dy * x_hat, axis=0)
+            dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
     if not SPLIT_N:  # this program's partial sums: row pid of DW, which the op adds up
         tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)
 '''

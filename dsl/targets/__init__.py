@@ -32,9 +32,10 @@ class TargetRules(ABC):
     # The backward's single-pass kernel takes SPLIT_N, for the split grid (dsl/table.py's Grid.SPLIT).
     split_backward: bool = False
     # The backward's single-pass kernel loads ds (pre mode) with dy and s, before the row's sums, where
-    # it would otherwise wait for them: loops of one stage, ops without a bias (cuda; the npu kernels
-    # keep their unified-buffer plan).
-    early_ds: bool = False
+    # it would otherwise wait for them: loops of one stage, ops without a bias; in a program that keeps
+    # dw's sums (not the split grid's row programs), ds tiles of at most this many bits (BLOCK_M *
+    # BLOCK_N * the dtype's bits). 0: never (npu: its kernels keep their unified-buffer plan).
+    early_ds: int = 0
     # The quantized kernels' GPU forms: one NaN-keeping max reduction for the row's amax, y / scale
     # from one reciprocal per row and an fma correction, rounding by an addition, and fp8 by the
     # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the

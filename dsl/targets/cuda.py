@@ -217,8 +217,11 @@ class CudaRules(TargetRules):
     # 0.978x the time, 128×16384 0.954x, 32×4096 0.983x (loops of one stage). Only where the loop is
     # not pipelined: in the benchmark run after (15:06) the early load in a pipelined loop took
     # add_rmsnorm pre 16384×2048 from 66.6 to 77.8 µs. Not where the op has a bias: add_layernorm pre
-    # 2048×16384 took 10.4x as long (1376 against 132 µs; dw's and db's sums and ds spill).
-    early_ds = True
+    # 2048×16384 took 10.4x as long (1376 against 132 µs; dw's and db's sums and ds spill). Nor beside
+    # dw's sums in fp32 rows of 16384 columns (2026-11-27 19:21 UTC, two alternating runs per tree):
+    # add_rmsnorm pre 1024-4096 rows took 665-2552 µs with it, 95-341 without. The split grid's row
+    # programs keep no sums and keep it in fp32 too (128×16384: 13.1 against 13.7 µs).
+    early_ds = 16384 * 16
     fast_quantize = True
     eviction_hints = True
 
