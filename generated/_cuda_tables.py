@@ -284,6 +284,8 @@ TABLE_13 = runtime.amend(
     runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
     runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
+    runtime.Entry("bf16", 16384, 16384, 1, 2047, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("bf16", 16384, 16384, 2048, None, "single", 1, 16384, 8, "persistent", False, 0, 1, 1, 3),
 )
 
 # rmsnorm: TABLE_1, but for these width ranges

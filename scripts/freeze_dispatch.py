@@ -7,7 +7,8 @@ cefb4cc, and rewritten after the 2026-11-27 retune of rmsnorm and gemma_rmsnorm 
 columns, which changed those buckets' rows and no others, and after the cuda backward's split grid
 below 512 rows, which changed the cuda backward tables' rows and no others, and after the layer norms'
 cuda backward at 8193-16384 columns, and layernorm's forward retune there, which changed those rows
-and no others); tests/test_dispatch_frozen.py then
+and no others, and after layernorm's cuda backward at exactly 16384 bf16 columns took the pipelined
+single pass from 2048 rows, which changed that row and no other); tests/test_dispatch_frozen.py then
 checks that the generated tables launch exactly the same way for every (dtype, columns, rows).
 Rerun it only on purpose: when a retune or a planner change is meant to change launches.
 """

@@ -167,3 +167,20 @@ def test_cuda_backward_launches_the_split_grid_below_512_rows(name):
         else:
             assert entry.grid == "persistent", (rows, cols)
         assert kernel is module.BACKWARD_KERNELS[passes], (rows, cols)
+
+
+def test_cuda_layer_backward_pipelines_whole_16384_rows_where_the_stages_fit():
+    """bf16 rows of exactly 16384 columns: layernorm's persistent single pass, whose dy and x fit three
+    loop stages in shared memory (3 x 64 KiB), from 2048 rows (0.96x the split grid's time at 2048
+    rows, 0.89-0.90x at 4096, on an H100 and an H200); add_layernorm's four loads fit one stage, and
+    it keeps the split grid up to 4095 rows."""
+    cases = {
+        "layernorm": [(2047, 128, 1), (2048, 0, 3)],
+        "add_layernorm": [(2047, 128, 1), (4095, 128, 1), (4096, 0, 1)],
+    }
+    for name, launches in cases.items():
+        launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
+        for rows, split, stages in launches:
+            _, _, options, entry = launcher.decide("bf16", rows, 16384, 0, (16384,) * 5)
+            assert (options["SPLIT_N"], options["LOOP_STAGES"]) == (split, stages), (name, rows)
+            assert entry.grid == ("split" if split else "persistent"), (name, rows)

@@ -35,12 +35,15 @@ BACKWARD_SINGLE_PASS = 16384
 # column loops 149 and 241; bf16 1256 µs at 10240 and 1271 at 12288 columns, where the column mask
 # is on, 116-123 at 16384). Up to LAYER_WIDE columns they take the split grid, whose row programs keep
 # no sums, for up to LAYER_WIDE_SPLIT_ROWS rows, and the column loops beyond; bf16 rows of exactly
-# LAYER_WIDE columns one tile from LAYER_WHOLE_ROWS rows (wide_layer_entries; measurements in
-# docs/bench/backward/layer-wide.md).
+# LAYER_WIDE columns one tile from LAYER_WHOLE_ROWS rows, or, where its loads fit LAYER_WHOLE_STAGES
+# loop stages in shared memory (layernorm, not add_layernorm), from LAYER_PIPELINED_ROWS rows
+# (wide_layer_entries; measurements in docs/bench/backward/layer-wide.md and pre-mode-ds.md).
 BACKWARD_SINGLE_PASS_LAYER = 8192
 LAYER_WIDE = 16384
 LAYER_WIDE_SPLIT_ROWS = 8191
 LAYER_WHOLE_ROWS = 4096
+LAYER_WHOLE_STAGES = 3
+LAYER_PIPELINED_ROWS = 2048
 BACKWARD_PIPELINE_ROWS = 512
 # Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
 # grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
@@ -119,11 +122,10 @@ def wide_layer_entries(spec: NormSpec, loops: DispatchEntry) -> list[DispatchEnt
     if loops.dtype is not DType.BF16:
         return entries
     whole = persistent_entry(spec, loops.dtype, LAYER_WIDE, LAYER_WIDE, Pass.SINGLE, LAYER_WIDE)
+    whole = replace(whole, stages=backward_stages(spec, loops.dtype, 1, LAYER_WIDE, LAYER_WHOLE_STAGES))
+    rows = LAYER_PIPELINED_ROWS if whole.stages == LAYER_WHOLE_STAGES else LAYER_WHOLE_ROWS
     entries = [replace(e, cols_hi=LAYER_WIDE - 1) for e in entries]
-    return entries + [
-        replace(split, cols_lo=LAYER_WIDE, rows_hi=LAYER_WHOLE_ROWS - 1),
-        replace(whole, rows_lo=LAYER_WHOLE_ROWS),
-    ]
+    return entries + [replace(split, cols_lo=LAYER_WIDE, rows_hi=rows - 1), replace(whole, rows_lo=rows)]
 
 
 def split_entry(entry: DispatchEntry) -> DispatchEntry:
