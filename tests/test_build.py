@@ -353,13 +353,18 @@ def test_the_shipped_package_stays_small(built):
     assert max(counts.values()) <= 4, counts
 
 
+def cuda_backward_single(name: str) -> str:
+    """The text of an op's shipped cuda single-pass backward kernel."""
+    text = (ROOT / "generated" / f"{name}_cuda.py").read_text(encoding="utf-8")
+    return text[text.index(f"def {name}_backward_single") : text.index(f"def {name}_backward_multi")]
+
+
 @pytest.mark.parametrize("name", ["add_rmsnorm", "gemma_add_rmsnorm", "add_layernorm"])
 def test_cuda_backward_loads_ds_early_only_without_a_bias(name):
     """cuda's single-pass backward loads ds (pre mode) before the row's sums, where its latency
     overlaps dy's and s's, only in ops without a bias: with db's sums held too, the registers
     spilled at 16384 columns (H200, add_layernorm pre 2048×16384: 10.4x the time)."""
-    text = (ROOT / "generated" / f"{name}_cuda.py").read_text(encoding="utf-8")
-    single = text[text.index(f"def {name}_backward_single") : text.index(f"def {name}_backward_multi")]
+    single = cuda_backward_single(name)
     ds_at, sums_at = single.find("ds = tl.load(DS_ptr"), single.index("c1 = ")
     assert (0 <= ds_at < sums_at) == (name != "add_layernorm"), name
 
@@ -373,8 +378,7 @@ def test_cuda_backward_keeps_ds_late_where_it_would_spill(name):
     pipelined loops (more than one stage) after them."""
     import triton.language as tl
 
-    text = (ROOT / "generated" / f"{name}_cuda.py").read_text(encoding="utf-8")
-    single = text[text.index(f"def {name}_backward_single") : text.index(f"def {name}_backward_multi")]
+    single = cuda_backward_single(name)
     lines = single.splitlines()
     early = next(i for i, line in enumerate(lines) if "ds = tl.load(DS_ptr" in line)
     assert early < next(i for i, line in enumerate(lines) if "c1 = " in line)
@@ -401,8 +405,7 @@ def test_cuda_backward_sums_dw_before_ds_is_loaded(name):
     10000-16384 columns: fp32 0.09-0.11x the time where the registers had spilled, 0.88-0.91x at
     16384; fp16 0.63-0.85x; bf16 0.81-0.93x); without ds it keeps them after dx's store (post mode
     took 0.96-1.07x the time with them first)."""
-    text = (ROOT / "generated" / f"{name}_cuda.py").read_text(encoding="utf-8")
-    single = text[text.index(f"def {name}_backward_single") : text.index(f"def {name}_backward_multi")]
+    single = cuda_backward_single(name)
     lines = [line.strip() for line in single.splitlines()]
     sums = [i for i, line in enumerate(lines) if line.startswith("dw += tl.sum(dy * x_hat")]
     guards = [lines[i - 1].split(":")[0] for i in sums]
