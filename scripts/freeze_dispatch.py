@@ -8,8 +8,10 @@ columns, which changed those buckets' rows and no others, and after the cuda bac
 below 512 rows, which changed the cuda backward tables' rows and no others, and after the layer norms'
 cuda backward at 8193-16384 columns, and layernorm's forward retune there, which changed those rows
 and no others, and after layernorm's cuda backward at exactly 16384 bf16 columns took the pipelined
-single pass from 2048 rows, which changed that row and no other); tests/test_dispatch_frozen.py then
-checks that the generated tables launch exactly the same way for every (dtype, columns, rows).
+single pass from 2048 rows, which changed that row and no other, and after fp32's cuda backward tiles of
+256, 512 and 2048 columns took half the rows, which changed those fp32 rows and no others);
+tests/test_dispatch_frozen.py then checks that the generated tables launch exactly the same way for
+every (dtype, columns, rows).
 Rerun it only on purpose: when a retune or a planner change is meant to change launches.
 """
 

@@ -76,6 +76,24 @@ def test_cuda_backward_pipeline_fits_the_shared_memory(kernel_plan):
 
 
 @pytest.mark.parametrize(
+    "kernel_plan", [p for p in BACKWARD_PLANS if p.target is Target.CUDA], ids=lambda p: p.spec.name
+)
+def test_cuda_backward_fp32_tiles_hold_half_the_rows_from_256_columns(kernel_plan):
+    """fp32's persistent single-pass tiles of 256 columns and more hold at most 32 elements per thread
+    where a tile of more than one row would hold more (64 spilled registers and took up to 2x the time on
+    an H200); 16-bit tiles keep their rows (halving them lost), and so do fp32 tiles up to 128 columns."""
+    table = kernel_plan.backward.table
+    persistent = [e for e in table if e.grid is Grid.PERSISTENT and e.passes is Pass.SINGLE]
+    for e in persistent:
+        if e.dtype is DType.FP32 and e.block_n >= 256 and e.block_m > 1:
+            assert e.block_m * e.block_n <= 32 * 32 * e.num_warps, e
+    rows = {(e.dtype, e.block_n): e.block_m for e in persistent if e.rows_hi is None}
+    assert rows[DType.FP32, 256] == 16 and rows[DType.FP32, 512] == 8 and rows[DType.FP32, 2048] == 2, rows
+    assert rows[DType.BF16, 256] == 32 and rows[DType.BF16, 512] == 16 and rows[DType.BF16, 2048] == 4, rows
+    assert rows[DType.FP32, 128] == rows[DType.BF16, 128] == 128, rows
+
+
+@pytest.mark.parametrize(
     "kernel_plan", [p for p in BACKWARD_PLANS if p.target is Target.NPU], ids=lambda p: p.spec.name
 )
 def test_npu_backward_follows_upstream(kernel_plan):

@@ -51,6 +51,14 @@ BACKWARD_PIPELINE_ROWS = 512
 # 1-255 rows of 16384 columns: 0.36-0.98x the time of the persistent grid; at 511×16384 1.08-1.19x
 # for the rms norms). 4 warps (8 at 16384 columns), row tiles of up to 4096 elements and 16 rows.
 BACKWARD_MULTI_BLOCK_N = 4096
+# fp32 takes the bf16 configs but for rows per tile: from FP32_HALF_TILE_N columns, a persistent tile
+# of more than FP32_PER_THREAD elements per thread takes half the rows (the 256-, 512- and 2048-column
+# buckets; their tiles spilled 18-136 bytes per thread, scripts/spills.py). H200, 2026-11-27, two
+# alternating runs per config (rmsnorm, layernorm, add_rmsnorm pre): 0.53-0.92x the time at 1024-32768
+# rows of 256 and 512 columns (layernorm 16384x512 52.8 -> 29.5 µs), 0.96-0.97x at 4096x2048; half
+# the rows took 1.11-1.36x at 64 and 128 columns for rmsnorm and layernorm, hence the bound.
+FP32_HALF_TILE_N = 256
+FP32_PER_THREAD = 32
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
 
@@ -93,6 +101,13 @@ def persistent_entry(
 ) -> DispatchEntry:
     """The persistent grid's backward entry of a width bucket, for every row count."""
     block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
+    if (
+        dtype is DType.FP32
+        and block_n >= FP32_HALF_TILE_N
+        and block_m > 1
+        and block_m * block_n > FP32_PER_THREAD * 32 * num_warps
+    ):
+        block_m //= 2
     return DispatchEntry(
         dtype=dtype,
         cols_lo=cols_lo,
