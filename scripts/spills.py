@@ -1,0 +1,174 @@
+"""Which cuda kernels spill registers at the launches the dispatch tables choose (needs a GPU).
+
+    python scripts/spills.py [--ops add_rmsnorm,layernorm] [--dtypes bf16] [--jobs 10] [--out DIR]
+
+A kernel that spills its registers to local memory can run several times slower than the same
+kernel without (a pre-mode backward at fp32 rows of 16384 columns took 10x its time until
+2026-11-27), and nothing in the outputs shows it. For every op, dtype and dispatch entry of both
+directions this calls the op as users call it at shapes inside the entry (its fewest rows, and one
+row more where its row tiles take more than one row; its widest columns, and a width 8 narrower
+that needs the column mask): the forward without gradients and with (the training forward, which
+stores the statistics), then, for the backward's entries, the backward. Each call's new compiled
+specializations are read back from Triton's cache with their registers and spills (Triton's
+``n_regs`` and ``n_spills``, from the driver). Not covered: weights in another dtype than x
+(fp32 weight rows with 16-bit x), row strides that lower the vector width (VEC), and
+torch.compile's launches (the same entries).
+
+Exit status 1 when any specialization spills; the report (``spills.md``, ``spills.json`` under
+--out) lists each with the entry and shape that launched it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def shapes(entry) -> list[tuple[int, int]]:
+    """(rows, cols) inside a dispatch entry: fewest rows (and one more for a row mask), widest and masked columns."""
+    rows = [max(entry.rows_lo, 1)]
+    if entry.block_m > 1 and (entry.rows_hi is None or rows[0] + 1 <= entry.rows_hi):
+        rows.append(rows[0] + 1)
+    widest = entry.cols_hi if entry.cols_hi is not None else 2 * (entry.cols_lo - 1)
+    cols = [widest] + ([widest - 8] if widest - 8 >= entry.cols_lo else [])
+    return [(r, c) for r in rows for c in cols]
+
+
+def compiled(kernels) -> dict:
+    """(kernel name, cache key) -> Triton's compiled kernel, for every specialization compiled so far."""
+    found = {}
+    for fn in kernels:
+        for caches in fn.device_caches.values():
+            for key, kernel in caches[0].items():
+                found[(fn.__name__, str(key))] = kernel
+    return found
+
+
+def audit(op: str, dtypes: list[str], part: Path | None = None) -> list[dict]:
+    """One record per compiled specialization of the op's kernels: where it was launched, regs and
+    spills; each call's records are also appended to ``part`` (JSON lines) as they come."""
+    import torch
+
+    from benchmarks import backward, ops
+    from dsl import device
+
+    module = importlib.import_module(f"generated.{op}_cuda")
+    spec = ops.OPS[op]
+    tables = [("forward", module.LAUNCHER.table)]
+    kernels = list(module.KERNELS.values())
+    if hasattr(module, "BACKWARD_LAUNCHER"):
+        tables.append(("backward", module.BACKWARD_LAUNCHER.table))
+        kernels += list(module.BACKWARD_KERNELS.values()) + [device.sum_partials]
+    records = []
+    for direction, table in tables:
+        for entry in table.entries:
+            if entry.dtype not in dtypes:
+                continue
+            for rows, cols in shapes(entry):
+                for mode in spec.modes:
+                    before = compiled(kernels)
+                    ((x, r, w, b),) = ops.make_inputs(op, rows, cols, entry.dtype, 1)
+                    if direction == "forward":
+                        with torch.no_grad():
+                            ops.normgen_function(op, mode)(x, r, w, b)
+                    if not spec.quant:
+                        _, outs, _, grads = backward.prepare("normgen", op, mode, (x, r, w, b), 1)
+                        if direction == "backward":
+                            torch.autograd.backward(outs, grads)
+                    torch.cuda.synchronize()
+                    new = [
+                        {
+                            "op": op, "direction": direction, "dtype": entry.dtype, "mode": mode,
+                            "entry": f"cols {entry.cols_lo}-{entry.cols_hi}, rows {entry.rows_lo}-{entry.rows_hi}, "
+                            f"{entry.passes} {entry.grid}, BLOCK {entry.block_m}x{entry.block_n}, "
+                            f"{entry.num_warps} warps, {entry.stages} stages",
+                            "shape": f"{rows}x{cols}", "kernel": name, "key": key,
+                            "warps": kernel.metadata.num_warps, "regs": kernel.n_regs, "spills": kernel.n_spills,
+                        }
+                        for (name, key), kernel in compiled(kernels).items()
+                        if (name, key) not in before
+                    ]  # fmt: skip
+                    records += new
+                    if part is not None and new:
+                        with part.open("a") as f:
+                            f.writelines(json.dumps(record) + "\n" for record in new)
+                    del x, r, w, b
+            torch.cuda.empty_cache()
+    return records
+
+
+def report(records: list[dict]) -> str:
+    spilled = [r for r in records if r["spills"]]
+    lines = [
+        f"{len(records)} compiled specializations, {len(spilled)} spill registers",
+        "",
+        "| op | direction | dtype | mode | entry | shape | kernel | warps | regs | spills (bytes) |",
+        "|---|---|---|---|---|---|---|--:|--:|--:|",
+    ]
+    for r in sorted(spilled, key=lambda r: -r["spills"]):
+        lines.append(
+            f"| {r['op']} | {r['direction']} | {r['dtype']} | {r['mode']} | {r['entry']} | {r['shape']} "
+            f"| {r['kernel']} | {r['warps']} | {r['regs']} | {r['spills']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", default="all", help="comma-separated cuda ops, or all")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--jobs", type=int, default=1, help="(op, dtype) pairs audited at once, one process each")
+    parser.add_argument("--out", type=Path, help="folder for spills.md and spills.json")
+    parser.add_argument("--part", type=Path, help=argparse.SUPPRESS)  # a worker: its records into this file
+    args = parser.parse_args(argv)
+    from benchmarks import ops
+
+    names = list(ops.OPS) if args.ops == "all" else args.ops.split(",")
+    dtypes = args.dtypes.split(",")
+    if args.part:
+        for op in names:
+            audit(op, dtypes, args.part)
+        return 0
+    if args.jobs > 1:
+        parts = args.out / "parts" if args.out else Path(tempfile.mkdtemp())  # what a worker found so far
+        parts.mkdir(parents=True, exist_ok=True)
+
+        def worker(job):
+            op, dtype = job
+            found = parts / f"{op}-{dtype}"
+            found.unlink(missing_ok=True)
+            cmd = [sys.executable, __file__, "--part", str(found), "--ops", op, "--dtypes", dtype]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise RuntimeError(f"{op} {dtype}: the audit failed:\n{done.stderr[-4000:]}")
+            print(f"{op} {dtype}: audited", flush=True)
+            return [json.loads(line) for line in found.read_text().splitlines()] if found.exists() else []
+
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            # the longest first: residual ops with a backward call twice as many (pre and post)
+            jobs = sorted(((op, d) for op in names for d in dtypes), key=lambda j: -len(ops.OPS[j[0]].modes))
+            records = [r for part in pool.map(worker, jobs) for r in part]
+    else:
+        records = [r for op in names for r in audit(op, dtypes)]
+    text = report(records)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "spills.md").write_text(text)
+        (args.out / "spills.json").write_text(json.dumps(records, indent=1))
+    return 1 if any(r["spills"] for r in records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
