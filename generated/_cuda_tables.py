@@ -251,6 +251,8 @@ TABLE_12 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 2, 8192, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, 1023, "single", 1, 16384, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 8193, 16384, 1024, None, "multi", 1, 4096, 8, "tiles", False, 0),
+    runtime.Entry("fp32", 16385, 32768, 1, 1023, "multi", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry("fp32", 16385, 32768, 1024, None, "multi", 1, 8192, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, None, "single", 1, 32768, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 32769, None, 1, None, "multi", 1, 4096, 16, "persistent", False, 0),
 )

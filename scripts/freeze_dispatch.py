@@ -9,7 +9,8 @@ below 512 rows, which changed the cuda backward tables' rows and no others, and 
 cuda backward at 8193-16384 columns, and layernorm's forward retune there, which changed those rows
 and no others, and after layernorm's cuda backward at exactly 16384 bf16 columns took the pipelined
 single pass from 2048 rows, which changed that row and no other, and after fp32's cuda backward tiles of
-256, 512 and 2048 columns took half the rows, which changed those fp32 rows and no others);
+256, 512 and 2048 columns took half the rows, which changed those fp32 rows and no others, and after
+layernorm's fp32 forward at 16385-32768 columns took the tuner's multi-pass rows, which changed those);
 tests/test_dispatch_frozen.py then checks that the generated tables launch exactly the same way for
 every (dtype, columns, rows).
 Rerun it only on purpose: when a retune or a planner change is meant to change launches.
