@@ -5,14 +5,14 @@
 A kernel that spills its registers to local memory can run several times slower than the same
 kernel without (a pre-mode backward at fp32 rows of 16384 columns took 10x its time until
 2026-11-27), and nothing in the outputs shows it. For every op, dtype and dispatch entry of both
-directions this calls the op as users call it at shapes inside the entry (its fewest rows, and one
+directions this calls the op as users call it at shapes inside the entry: its fewest rows, and one
 row more where its row tiles take more than one row; its widest columns, and a width 8 narrower
-that needs the column mask): the forward without gradients and with (the training forward, which
-stores the statistics), then, for the backward's entries, the backward. Each call's new compiled
-specializations are read back from Triton's cache with their registers and spills (Triton's
-``n_regs`` and ``n_spills``, from the driver). Not covered: weights in another dtype than x
-(fp32 weight rows with 16-bit x), row strides that lower the vector width (VEC), and
-torch.compile's launches (the same entries).
+(which takes the column mask where the entry's block is its widest column). It calls the forward
+without gradients and with them (the training forward, which stores the statistics), and for the
+backward's entries the backward. Each call's new compiled specializations are read back from
+Triton's cache with their registers and spills (Triton's ``n_regs`` and ``n_spills``, from the
+driver). Not covered: weights in another dtype than x (fp32 weight rows with 16-bit x), row strides
+that lower the vector width (VEC), and torch.compile's launches (the same entries).
 
 Exit status 1 when any specialization spills; the report (``spills.md``, ``spills.json`` under
 --out) lists each with the entry and shape that launched it.

@@ -56,7 +56,9 @@ BACKWARD_MULTI_BLOCK_N = 4096
 # buckets; their tiles spilled 18-136 bytes per thread, scripts/spills.py). H200, 2026-11-27, two
 # alternating runs per config (rmsnorm, layernorm, add_rmsnorm pre): 0.53-0.92x the time at 1024-32768
 # rows of 256 and 512 columns (layernorm 16384x512 52.8 -> 29.5 µs), 0.96-0.97x at 4096x2048; half
-# the rows took 1.11-1.36x at 64 and 128 columns for rmsnorm and layernorm, hence the bound.
+# the rows took 1.11-1.36x at 64 and 128 columns for rmsnorm and layernorm, hence the bound. The trees
+# before and after (22:42 UTC, eight ops and modes at 256-2048 columns): 0.48-1.03x, median 0.76x
+# (docs/bench/backward/fp32-tiles.md).
 FP32_HALF_TILE_N = 256
 FP32_PER_THREAD = 32
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
