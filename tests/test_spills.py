@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import ops
+
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("spills", ROOT / "scripts" / "spills.py")
 spills = importlib.util.module_from_spec(_spec)
 sys.modules["spills"] = spills
 _spec.loader.exec_module(spills)
 
-OPS = ["add_rmsnorm", "rmsnorm", "layernorm", "add_layernorm", "gemma_add_rmsnorm", "gemma_rmsnorm"]
-OPS += ["add_rmsnorm_int8", "add_rmsnorm_fp8", "add_layernorm_int8", "add_layernorm_fp8"]
 
-
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", list(ops.OPS))  # the ops the audit goes through
 def test_audit_shapes_launch_the_entry_they_stand_for(op):
     """Every cuda dispatch entry of both directions gets shapes whose lookup is that entry: its widest
     columns and, where the entry has them, a width 8 narrower and a row count with the row mask."""
@@ -48,7 +47,7 @@ def test_spill_count_is_the_drivers():
     def hold(X, Y, N: tl.constexpr):
         offs = tl.arange(0, N)
         x = tl.load(X + offs)
-        # every value stays live until the sum of its products with all others' neighbours
+        # x stays live across the row's sum and is read reversed: N / (32 * num_warps) values a thread
         y = x * tl.sum(x * x, axis=0) + tl.flip(x, 0)
         tl.store(Y + offs, y)
 
