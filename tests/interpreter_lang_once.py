@@ -1,0 +1,91 @@
+"""Triton's interpreter, made to skip re-patching ``triton.language`` where it is patched already.
+
+Both interpreters (upstream Triton's and triton-ascend's) run a kernel by swapping
+``triton.language``'s builtins for interpreted ones: ``_patch_lang(fn)`` walks the
+language modules with ``inspect.getmembers`` and replaces every builtin it finds. They
+do it at every launch, and again at every call of a ``@triton.jit`` device function
+inside the kernel, once per program. normgen's kernels call such helpers (the casting
+steps, the fp8 encoder, the row reductions) in every program, so a test case spent about
+a sixth of its time there (cProfile, 2026-11-28: 8.2 of 54 s for two cases in upstream's
+interpreter, 5.5 of 33 s for one in triton-ascend's), re-finding builtins that an earlier
+call had already replaced.
+
+Where every builtin that the call would replace is replaced already, the call changes
+nothing that matters: upstream's ``_patch_builtin`` replaces only members that still are
+builtins, and the rest of ``_patch_lang`` sets attributes to functions equivalent to the
+ones already there (the launch that patched them restores the originals when it ends;
+triton-ascend never restores). ``install`` wraps ``_patch_lang`` to return at once in
+that case, with an empty scope where the interpreter keeps one, and to call the original
+otherwise (every launch's first patch in upstream's interpreter, the very first one in
+triton-ascend's). Which members are builtins is read once per module, from the module as
+the first call finds it, unpatched. ``tests/test_interpreter_lang_once.py`` checks that
+kernels with device functions give the same results, leave the language as they found it,
+and that the original runs once per launch. Only the test sessions install this
+(``tests/conftest.py``): Triton's internals are not normgen's to patch in users' sessions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+CALLS = {"original": 0, "skipped": 0}  # how often the wrapper called the original, and returned at once
+VERIFY = False  # tests: at each skip, look again the way the original does (every member) and raise if it would patch
+
+
+def _builtin_names(pkg, is_builtin) -> tuple[str, ...]:
+    return tuple(name for name, member in inspect.getmembers(pkg) if is_builtin(member))
+
+
+def install() -> bool:
+    """Wrap the interpreter's ``_patch_lang``; False where there is none to wrap or it is wrapped."""
+    try:
+        interpreter = importlib.import_module("triton.runtime.interpreter")
+    except ImportError:
+        return False
+    original = getattr(interpreter, "_patch_lang", None)
+    if original is None or getattr(original, "normgen_once", False):
+        return False
+    tl = interpreter.tl
+    is_builtin = tl.core.is_builtin
+    scope_type = getattr(interpreter, "_LangPatchScope", None)  # upstream's: what the launch restores
+    names: dict[int, tuple[object, tuple[str, ...]]] = {}  # id(pkg) -> (pkg, its builtins' names, unpatched)
+    langs_of: dict[int, tuple[object, tuple]] = {}  # id(fn.__globals__) -> (the dict, its language modules)
+
+    def packages(fn) -> tuple:
+        """The modules and classes whose builtins ``_patch_lang(fn)`` replaces, as it picks them."""
+        scope = fn.__globals__
+        found = langs_of.get(id(scope))
+        if found is None or found[0] is not scope:
+            langs = [v for v in scope.values() if inspect.ismodule(v) and v in (tl, tl.core)]
+            pkgs = [pkg for lang in langs for pkg in (lang, lang.tensor) + ((lang.math,) if lang is tl else ())]
+            if scope_type is not None and hasattr(tl.core, "tensor_descriptor_base"):
+                pkgs.append(tl.core.tensor_descriptor_base)
+            found = langs_of[id(scope)] = (scope, tuple(pkgs))
+        return found[1]
+
+    def patched(pkg) -> bool:
+        known = names.get(id(pkg))
+        if known is None or known[0] is not pkg or not known[1]:
+            return False  # not seen yet, or seen with no builtins (patched before install): the original decides
+        return not any(is_builtin(getattr(pkg, name, None)) for name in known[1])
+
+    def _patch_lang(fn):
+        pkgs = packages(fn)
+        if pkgs and all(patched(pkg) for pkg in pkgs):
+            CALLS["skipped"] += 1
+            if VERIFY:
+                unpatched = {pkg.__name__: _builtin_names(pkg, is_builtin) for pkg in pkgs}
+                if any(unpatched.values()):
+                    raise AssertionError(f"_patch_lang skipped with builtins left unpatched: {unpatched}")
+            return scope_type() if scope_type is not None else None
+        for pkg in pkgs:  # before the original patches them: which members are builtins
+            if id(pkg) not in names or names[id(pkg)][0] is not pkg:
+                names[id(pkg)] = (pkg, _builtin_names(pkg, is_builtin))
+        CALLS["original"] += 1
+        return original(fn)
+
+    _patch_lang.normgen_once = True
+    _patch_lang.original = original
+    interpreter._patch_lang = _patch_lang
+    return True
