@@ -10,8 +10,9 @@ a sixth of its time there (cProfile, 2026-11-28: 8.2 of 54 s for two cases in up
 interpreter, 5.5 of 33 s for one in triton-ascend's), re-finding builtins that an earlier
 call had already replaced.
 
-Where every builtin that the call would replace is replaced already, the call changes
-nothing that matters: upstream's ``_patch_builtin`` replaces only members that still are
+Where every builtin that the call would replace is replaced already (read off one member per
+module: the replacement that the last patch put in place of its first builtin is still there),
+the call changes nothing that matters: upstream's ``_patch_builtin`` replaces only members that still are
 builtins, and the rest of ``_patch_lang`` sets attributes to functions equivalent to the
 ones already there (the launch that patched them restores the originals when it ends;
 triton-ascend never restores). ``install`` wraps ``_patch_lang`` to return at once in
@@ -64,11 +65,13 @@ def install() -> bool:
             found = langs_of[id(scope)] = (scope, tuple(pkgs))
         return found[1]
 
+    marks: dict[int, tuple[object, str, object]] = {}  # id(pkg) -> (pkg, a builtin's name, what the patch put there)
+
     def patched(pkg) -> bool:
-        known = names.get(id(pkg))
-        if known is None or known[0] is not pkg or not known[1]:
-            return False  # not seen yet, or seen with no builtins (patched before install): the original decides
-        return not any(is_builtin(getattr(pkg, name, None)) for name in known[1])
+        """Whether the member that the last patch put in place of pkg's first builtin is still there: a patch
+        replaces all of a module's builtins at once, and upstream's restore puts all of them back at once."""
+        mark = marks.get(id(pkg))
+        return mark is not None and mark[0] is pkg and getattr(pkg, mark[1], None) is mark[2]
 
     def _patch_lang(fn):
         pkgs = packages(fn)
@@ -83,7 +86,13 @@ def install() -> bool:
             if id(pkg) not in names or names[id(pkg)][0] is not pkg:
                 names[id(pkg)] = (pkg, _builtin_names(pkg, is_builtin))
         CALLS["original"] += 1
-        return original(fn)
+        scope = original(fn)
+        for pkg in pkgs:
+            pkg_names = names[id(pkg)][1]
+            member = getattr(pkg, pkg_names[0], None) if pkg_names else None
+            if member is not None and not is_builtin(member):  # replaced by this patch (or an earlier one)
+                marks[id(pkg)] = (pkg, pkg_names[0], member)
+        return scope
 
     _patch_lang.normgen_once = True
     _patch_lang.original = original
