@@ -20,27 +20,24 @@ halves, the subnormals included. Only the test sessions install this
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
+
+from .interpreter_wrap import wrap
 
 CALLS = {"shifted": 0, "original": 0}  # casts done by the shift, and handed to the original
 
 
 def install() -> bool:
     """Wrap the interpreter's ``_convert_float``; False where there is none to wrap or it is wrapped."""
-    try:
-        interpreter = importlib.import_module("triton.runtime.interpreter")
-    except ImportError:
-        return False
-    original = getattr(interpreter, "_convert_float", None)
-    if original is None or getattr(original, "normgen_shift", False):
-        return False
+    return wrap("_convert_float", "normgen_shift", _shifting)
+
+
+def _shifting(interpreter, original):
     tl = interpreter.tl
-    # (input type, output type) -> (input's bits as unsigned, output's, input's exponent and significand fields)
+    # (input type, output type) -> (input's bits as unsigned, input's exponent and significand fields)
     pairs = {
-        (tl.float32, tl.bfloat16): (np.uint32, np.uint16, np.uint32(0x7F800000), np.uint32(0x007FFFFF)),
-        (tl.bfloat16, tl.float32): (np.uint16, np.uint32, np.uint16(0x7F80), np.uint16(0x007F)),
+        (tl.float32, tl.bfloat16): (np.uint32, np.uint32(0x7F800000), np.uint32(0x007FFFFF)),
+        (tl.bfloat16, tl.float32): (np.uint16, np.uint16(0x7F80), np.uint16(0x007F)),
     }
 
     def _convert_float(input, input_dtype, output_dtype, rounding_mode):
@@ -48,7 +45,7 @@ def install() -> bool:
         if types is None:
             CALLS["original"] += 1
             return original(input, input_dtype, output_dtype, rounding_mode)
-        in_type, out_type, exponent_field, significand_field = types
+        in_type, exponent_field, significand_field = types
         bits = np.frombuffer(input.tobytes(), dtype=in_type)
         if in_type is np.uint32:
             output = (bits >> 16).astype(np.uint16)
@@ -60,9 +57,6 @@ def install() -> bool:
             output[subnormal] = original(bits[subnormal].view(input.dtype), input_dtype, output_dtype, None)
         else:
             CALLS["shifted"] += 1
-        return output.astype(out_type, copy=False).reshape(input.shape)
+        return output.reshape(input.shape)
 
-    _convert_float.normgen_shift = True
-    _convert_float.original = original
-    interpreter._convert_float = _convert_float
-    return True
+    return _convert_float

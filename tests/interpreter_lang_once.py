@@ -18,17 +18,18 @@ ones already there (the launch that patched them restores the originals when it 
 triton-ascend never restores). ``install`` wraps ``_patch_lang`` to return at once in
 that case, with an empty scope where the interpreter keeps one, and to call the original
 otherwise (every launch's first patch in upstream's interpreter, the very first one in
-triton-ascend's). Which members are builtins is read once per module, from the module as
-the first call finds it, unpatched. ``tests/test_interpreter_lang_once.py`` checks that
-kernels with device functions give the same results, leave the language as they found it,
-and that the original runs once per launch. Only the test sessions install this
+triton-ascend's). A module's first builtin is read once, from the module as the first call
+finds it, unpatched. ``tests/test_interpreter_lang_once.py`` checks that kernels with device
+functions give the same results, leave the language as they found it, and that the original
+runs once per launch. Only the test sessions install this
 (``tests/conftest.py``): Triton's internals are not normgen's to patch in users' sessions.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
+
+from .interpreter_wrap import wrap
 
 CALLS = {"original": 0, "skipped": 0}  # how often the wrapper called the original, and returned at once
 VERIFY = False  # tests: at each skip, look again the way the original does (every member) and raise if it would patch
@@ -40,17 +41,14 @@ def _builtin_names(pkg, is_builtin) -> tuple[str, ...]:
 
 def install() -> bool:
     """Wrap the interpreter's ``_patch_lang``; False where there is none to wrap or it is wrapped."""
-    try:
-        interpreter = importlib.import_module("triton.runtime.interpreter")
-    except ImportError:
-        return False
-    original = getattr(interpreter, "_patch_lang", None)
-    if original is None or getattr(original, "normgen_once", False):
-        return False
+    return wrap("_patch_lang", "normgen_once", _once)
+
+
+def _once(interpreter, original):
     tl = interpreter.tl
     is_builtin = tl.core.is_builtin
     scope_type = getattr(interpreter, "_LangPatchScope", None)  # upstream's: what the launch restores
-    names: dict[int, tuple[object, tuple[str, ...]]] = {}  # id(pkg) -> (pkg, its builtins' names, unpatched)
+    first: dict[int, tuple[object, str | None]] = {}  # id(pkg) -> (pkg, its first builtin's name, read unpatched)
     langs_of: dict[int, tuple[object, tuple]] = {}  # id(fn.__globals__) -> (the dict, its language modules)
 
     def packages(fn) -> tuple:
@@ -82,19 +80,17 @@ def install() -> bool:
                 if any(unpatched.values()):
                     raise AssertionError(f"_patch_lang skipped with builtins left unpatched: {unpatched}")
             return scope_type() if scope_type is not None else None
-        for pkg in pkgs:  # before the original patches them: which members are builtins
-            if id(pkg) not in names or names[id(pkg)][0] is not pkg:
-                names[id(pkg)] = (pkg, _builtin_names(pkg, is_builtin))
+        for pkg in pkgs:  # before the original patches them: which member is the first builtin
+            if id(pkg) not in first or first[id(pkg)][0] is not pkg:
+                names = _builtin_names(pkg, is_builtin)
+                first[id(pkg)] = (pkg, names[0] if names else None)
         CALLS["original"] += 1
         scope = original(fn)
         for pkg in pkgs:
-            pkg_names = names[id(pkg)][1]
-            member = getattr(pkg, pkg_names[0], None) if pkg_names else None
+            name = first[id(pkg)][1]
+            member = getattr(pkg, name, None) if name else None
             if member is not None and not is_builtin(member):  # replaced by this patch (or an earlier one)
-                marks[id(pkg)] = (pkg, pkg_names[0], member)
+                marks[id(pkg)] = (pkg, name, member)
         return scope
 
-    _patch_lang.normgen_once = True
-    _patch_lang.original = original
-    interpreter._patch_lang = _patch_lang
-    return True
+    return _patch_lang
