@@ -135,7 +135,7 @@ def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, 
     decision = compiled.decide(launcher, launch_key, device) if traced else launcher.decision(launch_key, device)
     programs = decision[1][0]  # traced: a torch.SymInt where the rows are symbolic
     # one (programs, n_cols) fp32 block of partial sums per parameter gradient, summed at once below;
-    # a split grid (cuda, few rows; its entries bound the rows: never symbolic) writes the gradients
+    # a split grid (cuda: few rows, or a layer norm's 8193-16384 columns) writes the gradients
     final = decision[2].get("SPLIT_N", 0) > 0
     shape = (params, n_cols) if final else (params, programs, n_cols)
     partials = torch.empty(shape, dtype=pdtype if final else torch.float32, device=x.device) if params else None

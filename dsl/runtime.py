@@ -169,7 +169,7 @@ class Launcher:
             common |= value
         block_n = entry.block_n_for(n_cols)
         split_n = split_columns(block_n) if split else 0
-        if split:  # then the column programs (its entries bound the rows: a symbolic row count never takes one)
+        if split:  # then the column programs (where the rows are symbolic, an expression of them too)
             programs = tiles + -(-n_cols // split_n)
         values = {
             Source.BLOCK_M: entry.block_m,

@@ -17,7 +17,7 @@ class Pass(enum.Enum):
 class Grid(enum.Enum):
     TILES = "tiles"  # one program per row tile
     PERSISTENT = "persistent"  # min(cores, row tiles) programs, each looping over tiles
-    # backward, few rows (cuda; layer norms' 8193-16384 columns up to 8191 rows): one program per row
+    # backward, few rows (cuda; layer norms' 8193-16384 columns at every row count): one program per row
     # tile (dx), then one per few columns (dispatch.py's split_columns) that sums dw (db) over every row
     # and writes it: one launch, no partial sums
     SPLIT = "split"

@@ -92,12 +92,8 @@ TABLE_2 = (
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry(("fp32", "fp16"), 8193, 16384, 1, 8191, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry(("fp32", "fp16"), 8193, 16384, 8192, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
-    runtime.Entry("bf16", 8193, 16383, 1, 8191, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry("bf16", 8193, 16383, 8192, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
-    runtime.Entry("bf16", 16384, 16384, 1, 4095, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry("bf16", 16384, 16384, 4096, None, "single", 1, 16384, 8, "persistent", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 1024, None, "single", 1, 16384, 16, "split", False, 0),
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
 )
 
@@ -133,40 +129,9 @@ TABLE_5 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
 )
 
-# add_rmsnorm (backward), gemma_add_rmsnorm (backward)
-TABLE_6 = (
-    runtime.Entry(("fp32", "fp16", "bf16"), 1, 16, 1, 511, "single", 16, 16, 4, "split", False, 0),
-    runtime.Entry(("fp32", "fp16", "bf16"), 1, 16, 512, None, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 1),
-    runtime.Entry(("fp32", "fp16", "bf16"), 17, 32, 1, 511, "single", 16, 32, 4, "split", False, 0),
-    runtime.Entry(("fp32", "fp16", "bf16"), 17, 32, 512, None, "single", 512, 32, 8, "persistent", False, 0, 2, 8, 1),
-    runtime.Entry(("fp32", "fp16", "bf16"), 33, 64, 1, 511, "single", 16, 64, 4, "split", False, 0),
-    runtime.Entry(("fp32", "fp16", "bf16"), 33, 64, 512, None, "single", 256, 64, 8, "persistent", False, 0, 2, 8, 1),
-    runtime.Entry(("fp32", "fp16", "bf16"), 65, 128, 1, 511, "single", 16, 128, 4, "split", False, 0),
-    runtime.Entry(("fp32", "fp16", "bf16"), 65, 128, 512, None, "single", 128, 128, 8, "persistent", False, 0, 2, 8, 1),
-    runtime.Entry("fp32", 129, 256, 1, 511, "single", 16, 256, 4, "split", False, 0),
-    runtime.Entry("fp32", 129, 256, 512, None, "single", 16, 256, 4, "persistent", False, 0, 2, 1, 3),
-    runtime.Entry(("fp16", "bf16"), 129, 256, 1, 511, "single", 16, 256, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 129, 256, 512, None, "single", 32, 256, 4, "persistent", False, 0, 2, 1, 3),
-    runtime.Entry("fp32", 257, 512, 1, 511, "single", 8, 512, 4, "split", False, 0),
-    runtime.Entry("fp32", 257, 512, 512, None, "single", 8, 512, 4, "persistent", False, 0, 2, 1, 3),
-    runtime.Entry(("fp16", "bf16"), 257, 512, 1, 511, "single", 8, 512, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 257, 512, 512, None, "single", 16, 512, 4, "persistent", False, 0, 2, 1, 3),
-    runtime.Entry("fp32", 513, 1024, 1, 511, "single", 4, 1024, 4, "split", False, 0),
-    runtime.Entry("fp32", 513, 1024, 512, None, "single", 4, 1024, 4, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 511, "single", 4, 1024, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 512, None, "single", 4, 1024, 4, "persistent", False, 0, 1, 1, 4),
-    runtime.Entry("fp32", 1025, 2048, 1, 511, "single", 2, 2048, 4, "split", False, 0),
-    runtime.Entry("fp32", 1025, 2048, 512, None, "single", 2, 2048, 4, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1, 511, "single", 2, 2048, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 1025, 2048, 512, None, "single", 4, 2048, 4, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry("fp32", 2049, 4096, 1, 511, "single", 1, 4096, 4, "split", False, 0),
-    runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0),
-    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 511, "single", 1, 4096, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
-    runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0),
-    runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
+# add_rmsnorm (backward), gemma_add_rmsnorm (backward): TABLE_2, but for these width ranges
+TABLE_6 = runtime.amend(
+    TABLE_2,
     runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
     runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0),
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 2, 4096, 16, "persistent", False, 0, 1, 8, 1),
@@ -213,9 +178,9 @@ TABLE_10 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
 )
 
-# gemma_rmsnorm (backward), rmsnorm (backward): TABLE_6, but for these width ranges
+# gemma_rmsnorm (backward), rmsnorm (backward): TABLE_2, but for these width ranges
 TABLE_11 = runtime.amend(
-    TABLE_6,
+    TABLE_2,
     runtime.Entry(("fp16", "bf16"), 1, 16, 1, 511, "single", 16, 16, 4, "split", False, 0),
     runtime.Entry(("fp16", "bf16"), 1, 16, 512, None, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 3),
     runtime.Entry(("fp16", "bf16"), 17, 32, 1, 511, "single", 16, 32, 4, "split", False, 0),
@@ -230,6 +195,9 @@ TABLE_11 = runtime.amend(
     runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
     runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
+    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 2, 4096, 16, "persistent", False, 0, 1, 8, 1),
 )
 
 # layernorm: TABLE_1, but for these width ranges
@@ -274,8 +242,6 @@ TABLE_13 = runtime.amend(
     runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
     runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry("bf16", 16384, 16384, 1, 2047, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry("bf16", 16384, 16384, 2048, None, "single", 1, 16384, 8, "persistent", False, 0, 1, 1, 3),
 )
 
 # rmsnorm: TABLE_1, but for these width ranges

@@ -106,9 +106,11 @@ def gemma_rmsnorm_backward_single(
     if SPLIT_N:
         if pid >= num_tiles:
             cols, col_mask = column_block((pid - num_tiles) * SPLIT_N, n_cols, SPLIT_N)
-            dw = tl.zeros([4096 // SPLIT_N, SPLIT_N], dtype=tl.float32)
-            for tile in range(0, tl.cdiv(n_rows, 4096 // SPLIT_N)):
-                rows, row_mask = row_tile(tile, n_rows, 4096 // SPLIT_N)
+            SPLIT_M: tl.constexpr = (8192 if SPLIT_N >= 128 else 4096) // SPLIT_N
+            dw = tl.zeros([SPLIT_M, SPLIT_N], dtype=tl.float32)
+            split_tiles = tl.cdiv(n_rows, SPLIT_M)
+            for tile in range(0, split_tiles):
+                rows, row_mask = row_tile(split_tiles - 1 - tile, n_rows, SPLIT_M)
                 mask = tile_mask(row_mask, col_mask, False, False)
                 rstd = tl.load(RSTD_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
                 dy = tl.load(DY_ptr + rows[:, None] * DY_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)

@@ -110,7 +110,7 @@ def run_case(name, dtype, width, rows, layout, norm_pos, device, use_s=True, wit
 
 def _multi_width(name) -> int:
     """A width of the op's backward multi-pass kernel on the target the interpreter runs, at every row
-    count (from its table: cuda's layer norms loop over 8193-16384 columns from 8192 rows only)."""
+    count (from its table)."""
     import importlib
 
     table = importlib.import_module(f"generated.{name}_{runtime.INTERPRET_TARGET}").BACKWARD_TABLE
@@ -135,8 +135,9 @@ def _cpu_cases():
         # three at bf16 520×200, where pre mode loads ds late)
         cases += [(name, "bf16", 111, 1, "2d", mode), (name, "bf16", 1000, 37, "2d", mode)]
         cases += [(name, "fp32", 40, 600, "2d", mode), (name, "bf16", 200, 520, "3d", _modes(name)[0])]
-        # rows wider than 8192 in one tile read w per tile (cuda; layer norms: the split grid)
-        cases += [(name, "fp32", 12000, 3, "2d", mode)]
+        # rows wider than 8192 in one tile read w per tile (cuda: the split grid); 130 rows: three of the
+        # column programs' 64-row tiles there, walked last (ragged) to first
+        cases += [(name, "fp32", 12000, 3, "2d", mode), (name, "bf16", 12000, 130, "2d", _modes(name)[0])]
     return cases
 
 
@@ -193,8 +194,8 @@ def _gpu_cases():
             cases.append((name, dtype, width, 57, "2d", mode))
         for layout, rows in (("3d", 57), ("strided", 19), ("2d", 0), ("2d", 1), ("2d", 4096)):
             cases.append((name, "bf16", 4097, rows, layout, _modes(name)[0]))
-        # 8193-16384 columns: layer norms' split grid up to 8191 rows (the column mask on), the column
-        # loops beyond, and in bf16 one tile a row of exactly 16384 from 4096 rows
+        # 8193-16384 columns: layer norms' split grid at every row count, 16 warps from 1024 rows (the
+        # column mask on at 12288 and 10000); the rms norms' persistent single pass
         cases += [
             (name, "bf16", 12288, 2048, "2d", _modes(name)[0]),
             (name, "fp16", 10000, 8192, "2d", _modes(name)[-1]),

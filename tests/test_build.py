@@ -383,7 +383,8 @@ def test_cuda_backward_keeps_ds_late_where_it_would_spill(name):
     early = next(i for i, line in enumerate(lines) if "ds = tl.load(DS_ptr" in line)
     assert early < next(i for i, line in enumerate(lines) if "c1 = " in line)
     condition = lines[early - 1].strip().removeprefix("if ").split(":  #")[0].rstrip(":")
-    constexprs = [re.match(r"\s*(\w+): tl.constexpr = (.*?)(\s+#.*)?$", line) for line in lines[:early]]
+    # the kernel body's own (a branch's, such as the split grid's column tiles, are not in scope there)
+    constexprs = [re.match(r" {4}(\w+): tl.constexpr = (.*?)(\s+#.*)?$", line) for line in lines[:early]]
 
     def loads_early(dtype, block_m, block_n, stages, split_n):
         names = {"HAS_DS": True, "LOOP_STAGES": stages, "BLOCK_M": block_m, "BLOCK_N": block_n}

@@ -26,29 +26,39 @@ def test_backward_exactly_for_the_specs_that_ask():
 
 @pytest.mark.parametrize("kernel_plan", BACKWARD_PLANS, ids=BACKWARD_IDS)
 def test_backward_table_covers_every_width_with_a_persistent_or_split_grid(kernel_plan):
-    """Every width has a persistent grid for its most rows (the entry a symbolic row count takes:
-    its grid must not depend on the rows); the split grid only on cuda, where one tile holds a row
-    (its column programs' sums need no second pass), below 512 rows, and for layer norms below 8192
-    rows of 8193-16384 columns (their persistent single pass spills there, but in bf16 at exactly
-    16384 columns: from 4096 rows, or from 2048 where the loop has its three pipelining stages)."""
+    """Every width has a persistent grid for its most rows (the entry a symbolic row count takes), but
+    a layer norm's 8193-16384 columns on cuda; the split grid only on cuda, where one tile holds a row
+    (its column programs' sums need no second pass), below 512 rows (256 from 8193 columns), and for
+    layer norms at every row count of 8193-16384 columns (their persistent single pass spills there),
+    with 8 warps below 1024 rows and 16 from there (its grid, one program per row and then the
+    column programs, is an expression of the rows where they are symbolic)."""
     table = kernel_plan.backward.table
+    cuda = kernel_plan.target is Target.CUDA
     for dtype in kernel_plan.spec.dtypes:
         mine = tuple((e.cols_lo, e.cols_hi, e.rows_lo, e.rows_hi) for e in table if e.dtype is dtype)
         assert coverage_problems(mine) == [], (dtype, coverage_problems(mine))
+        wide = [e for e in table if e.dtype is dtype and e.cols_lo <= 16384 and (e.cols_hi or 1 << 30) > 8192]
+        if cuda and kernel_plan.spec.is_layer:
+            # the split grid at every row count, its warps doubled from 1024 rows
+            assert [(e.cols_lo, e.cols_hi, e.rows_lo, e.rows_hi, e.num_warps, e.grid) for e in wide] == [
+                (8193, 16384, 1, 1023, 8, Grid.SPLIT),
+                (8193, 16384, 1024, None, 16, Grid.SPLIT),
+            ], wide
+        elif cuda:
+            assert [(e.rows_lo, e.rows_hi, e.num_warps, e.grid) for e in wide] == [
+                (1, 255, 8, Grid.SPLIT),
+                (256, None, 8, Grid.PERSISTENT),
+            ], wide
     assert table and all(e.grid in (Grid.PERSISTENT, Grid.SPLIT) for e in table)
     for e in table:
+        wide_layer = cuda and kernel_plan.spec.is_layer and e.cols_lo == 8193 and e.cols_hi == 16384
         if e.grid is Grid.SPLIT:
-            assert kernel_plan.target is Target.CUDA and e.passes is Pass.SINGLE, e
-            wide_layer = kernel_plan.spec.is_layer and 8192 < e.cols_hi <= 16384
-            assert e.rows_lo == 1 and e.rows_hi is not None and e.stages == 1, e
-            assert e.rows_hi < (8192 if wide_layer else 512), e
+            assert cuda and e.passes is Pass.SINGLE and e.stages == 1 and e.block_m * e.block_n <= 16384, e
+            assert wide_layer or (e.rows_lo == 1 and e.rows_hi < (256 if e.cols_lo > 8192 else 512)), e
         if kernel_plan.spec.is_layer and e.grid is Grid.PERSISTENT and e.passes is Pass.SINGLE:
-            # one tile a row spills beyond 8192 columns, but for bf16 rows of exactly 16384 (no column mask)
-            whole = e.dtype is DType.BF16 and e.cols_lo == e.cols_hi == 16384
-            whole = whole and (e.rows_lo, e.stages) in ((4096, 1), (2048, 3))
-            assert kernel_plan.target is Target.NPU or e.cols_hi <= 8192 or whole, e
+            assert not cuda or e.cols_hi <= 8192, e  # one tile a row spills beyond 8192 columns
         if e.rows_hi is None:
-            assert e.grid is Grid.PERSISTENT, e
+            assert e.grid is Grid.PERSISTENT or wide_layer, e
     name = kernel_plan.spec.name
     assert [k.name for k in kernel_plan.backward.kernels] == [f"{name}_backward_single", f"{name}_backward_multi"]
 
@@ -68,11 +78,8 @@ def test_cuda_backward_pipeline_fits_the_shared_memory(kernel_plan):
         # one stage is no pipelining (no staging buffers); more hold the loads of every stage
         assert 1 <= e.stages <= 4 and (e.stages == 1 or e.stages * tile <= SHARED_MEMORY - 32 * 1024), e
         assert e.passes is Pass.SINGLE or e.stages == 1, e
-        # a layer norm loops over 8193-16384 columns from 8192 rows only (the split grid below)
-        wide_layer = (
-            kernel_plan.spec.is_layer and e.cols_lo == 8193 and e.cols_hi in (16383, 16384) and e.rows_lo == 8192
-        )
-        assert e.block_n >= e.cols_hi if e.passes is Pass.SINGLE else e.cols_hi is None or wide_layer, e
+        # the column loops only beyond 16384 columns (a layer norm's split grid up to there)
+        assert e.block_n >= e.cols_hi if e.passes is Pass.SINGLE else e.cols_hi is None and e.cols_lo == 16385, e
 
 
 @pytest.mark.parametrize(

@@ -34,22 +34,26 @@ BACKWARD_SINGLE_PASS = 16384
 # program's dw and db sums spill (H200, 2048 rows: fp16 and fp32 16384 columns 961 and 933 µs, the
 # column loops 149 and 241; bf16 1256 µs at 10240 and 1271 at 12288 columns, where the column mask
 # is on, 116-123 at 16384). Up to LAYER_WIDE columns they take the split grid, whose row programs keep
-# no sums, for up to LAYER_WIDE_SPLIT_ROWS rows, and the column loops beyond; bf16 rows of exactly
-# LAYER_WIDE columns one tile from LAYER_WHOLE_ROWS rows, or, where its loads fit LAYER_WHOLE_STAGES
-# loop stages in shared memory (layernorm, not add_layernorm), from LAYER_PIPELINED_ROWS rows
-# (wide_layer_entries; measurements in docs/bench/backward/layer-wide.md and pre-mode-ds.md).
+# no sums, at every row count (wide_layer_entries): since its 16 warps (SPLIT_WIDE_ROWS) it beats the
+# column loops from 8192 rows too (H200, 2026-11-28: fp16 and fp32 layernorm 8192-16384 rows of 16384
+# columns 0.62-0.72x the time, bf16 layernorm 8192 rows of 12288 columns 0.72x), and bf16's single
+# pass of one tile a row at 16384 columns (layernorm 2048-16384 rows 0.82-0.87x, add_layernorm pre
+# 8192 rows 0.83x, post 16384 rows 0.86x). docs/bench/backward/split-wide.md; before it,
+# layer-wide.md and pre-mode-ds.md.
 BACKWARD_SINGLE_PASS_LAYER = 8192
 LAYER_WIDE = 16384
-LAYER_WIDE_SPLIT_ROWS = 8191
-LAYER_WHOLE_ROWS = 4096
-LAYER_WHOLE_STAGES = 3
-LAYER_PIPELINED_ROWS = 2048
 BACKWARD_PIPELINE_ROWS = 512
 # Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
 # grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
 # sums take a second (H200, bf16 rmsnorm, add_rmsnorm pre and layernorm, 1-511 rows of 256-8192 and
 # 1-255 rows of 16384 columns: 0.36-0.98x the time of the persistent grid; at 511×16384 1.08-1.19x
-# for the rms norms). 4 warps (8 at 16384 columns), row tiles of up to 4096 elements and 16 rows.
+# for the rms norms). 4 warps, row tiles of up to 4096 elements and 16 rows; at 16384 columns 8 warps
+# below SPLIT_WIDE_ROWS rows and 16 from there (H200, bf16, with the column programs' 8192-element
+# tiles, against 8 warps and 4096-element tiles before: layer norms at 1024-8191 rows of 12288 and
+# 16384 columns 0.78-0.87x the time with 16 warps, 0.89-0.98x with 8 at 2048-4096; at 64-256 rows 16
+# warps took 1.12-1.32x, 8 warps 0.96-1.01x; at 512 rows 0.90x and 0.89x;
+# docs/bench/backward/split-wide.md).
+SPLIT_WIDE_ROWS = 1024
 BACKWARD_MULTI_BLOCK_N = 4096
 # fp32 takes the bf16 configs but for rows per tile: from FP32_HALF_TILE_N columns, a persistent tile
 # of more than FP32_PER_THREAD elements per thread takes half the rows (the 256-, 512- and 2048-column
@@ -93,9 +97,10 @@ def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, in
     return 1, 8, 1, 1, 1  # 16384: w is read per tile (see the template), no pipelining
 
 
-def split_config(block_n: int) -> tuple[int, int, int]:
-    """(rows per tile, warps, most rows) of the split grid."""
-    return min(16, max(1, 4096 // block_n)), 4 if block_n <= 8192 else 8, 511 if block_n <= 8192 else 255
+def split_config(block_n: int, rows_lo: int = 1) -> tuple[int, int, int]:
+    """(rows per tile, warps, most rows) of the split grid, for an entry from ``rows_lo`` rows."""
+    warps = 4 if block_n <= 8192 else 16 if rows_lo >= SPLIT_WIDE_ROWS else 8
+    return min(16, max(1, 4096 // block_n)), warps, 511 if block_n <= 8192 else 255
 
 
 def persistent_entry(
@@ -129,25 +134,29 @@ def persistent_entry(
     )
 
 
-def wide_layer_entries(spec: NormSpec, loops: DispatchEntry) -> list[DispatchEntry]:
-    """A layer norm's entries of 8193-LAYER_WIDE columns (``loops``: its column loops' entry): the split
-    grid up to LAYER_WIDE_SPLIT_ROWS rows, the loops beyond; in bf16, rows of exactly LAYER_WIDE
-    columns (no column mask) take the single pass from LAYER_WHOLE_ROWS rows, where it is the faster."""
-    wide = replace(loops, cols_hi=LAYER_WIDE, rows_hi=LAYER_WIDE_SPLIT_ROWS)
-    split = split_entry(replace(wide, passes=Pass.SINGLE, block_n=LAYER_WIDE))
-    entries = [split, replace(wide, rows_lo=LAYER_WIDE_SPLIT_ROWS + 1, rows_hi=None)]
-    if loops.dtype is not DType.BF16:
-        return entries
-    whole = persistent_entry(spec, loops.dtype, LAYER_WIDE, LAYER_WIDE, Pass.SINGLE, LAYER_WIDE)
-    whole = replace(whole, stages=backward_stages(spec, loops.dtype, 1, LAYER_WIDE, LAYER_WHOLE_STAGES))
-    rows = LAYER_PIPELINED_ROWS if whole.stages == LAYER_WHOLE_STAGES else LAYER_WHOLE_ROWS
-    entries = [replace(e, cols_hi=LAYER_WIDE - 1) for e in entries]
-    return entries + [replace(split, cols_lo=LAYER_WIDE, rows_hi=rows - 1), replace(whole, rows_lo=rows)]
+def wide_layer_entries(loops: DispatchEntry) -> list[DispatchEntry]:
+    """A layer norm's entries of 8193-LAYER_WIDE columns (``loops``: its column loops' entry, whose
+    columns and rows they take): the split grid."""
+    return split_entries(replace(loops, passes=Pass.SINGLE, block_n=LAYER_WIDE, cols_hi=LAYER_WIDE))
+
+
+def split_entries(entry: DispatchEntry) -> list[DispatchEntry]:
+    """A single-pass entry as the split grid's (its rows are the caller's): in two at SPLIT_WIDE_ROWS
+    rows where the warps differ there (16384 columns)."""
+    lo, hi = entry.rows_lo, entry.rows_hi
+    if split_config(entry.block_n, lo)[1] == split_config(entry.block_n, SPLIT_WIDE_ROWS)[1] or (
+        hi is not None and hi < SPLIT_WIDE_ROWS
+    ):
+        return [split_entry(entry)]
+    return [
+        split_entry(replace(entry, rows_hi=SPLIT_WIDE_ROWS - 1)),
+        split_entry(replace(entry, rows_lo=SPLIT_WIDE_ROWS)),
+    ]
 
 
 def split_entry(entry: DispatchEntry) -> DispatchEntry:
     """A single-pass entry as the split grid's (its rows are the caller's)."""
-    block_m, num_warps, _ = split_config(entry.block_n)
+    block_m, num_warps, _ = split_config(entry.block_n, entry.rows_lo)
     return replace(
         entry, block_m=block_m, num_warps=num_warps, grid=Grid.SPLIT, programs_per_core=1, min_tiles=1, stages=1
     )
@@ -285,7 +294,7 @@ class CudaRules(TargetRules):
                 rows = [(1, split_rows), (split_rows + 1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None)]
                 rows = [r for r in rows if r[1] is None or r[0] <= r[1]] if passes is Pass.SINGLE else [(1, None)]
                 if passes is Pass.MULTI and spec.is_layer:
-                    entries += wide_layer_entries(spec, persistent)
+                    entries += wide_layer_entries(persistent)
                     persistent = replace(persistent, cols_lo=LAYER_WIDE + 1)
                 for rows_lo, rows_hi in rows:
                     entry = replace(persistent, rows_lo=rows_lo, rows_hi=rows_hi)
