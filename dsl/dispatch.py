@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 def split_columns(block_n: int) -> int:
     """Columns per column program of a split grid (dsl/table.py's Grid.SPLIT) whose row tiles are
-    ``block_n`` wide; they sum tiles of 4096 elements. H200, bf16 rmsnorm, add_rmsnorm and layernorm,
+    ``block_n`` wide; they sum tiles of 4096 elements, 8192 at 128 columns (the kernels' SPLIT_M,
+    dsl/templates/backward_macros.jinja). H200, bf16 rmsnorm, add_rmsnorm and layernorm,
     1-511 rows: 32 columns the fastest tried from 128 rows at 256-8192 columns (0.4-0.9x the time
     of 64 at 256-4096, 0.7-0.9x of 128 at 8192; at 1-32 rows up to 0.8 µs slower than those);
     128 at 16384 columns (0.6-0.8x the time of 32, at 1-255 rows)."""

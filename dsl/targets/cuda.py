@@ -142,11 +142,9 @@ def wide_layer_entries(loops: DispatchEntry) -> list[DispatchEntry]:
 
 def split_entries(entry: DispatchEntry) -> list[DispatchEntry]:
     """A single-pass entry as the split grid's (its rows are the caller's): in two at SPLIT_WIDE_ROWS
-    rows where the warps differ there (16384 columns)."""
-    lo, hi = entry.rows_lo, entry.rows_hi
-    if split_config(entry.block_n, lo)[1] == split_config(entry.block_n, SPLIT_WIDE_ROWS)[1] or (
-        hi is not None and hi < SPLIT_WIDE_ROWS
-    ):
+    rows where its rows span that bound and the warps differ across it (16384 columns)."""
+    spans = entry.rows_lo < SPLIT_WIDE_ROWS and (entry.rows_hi is None or entry.rows_hi >= SPLIT_WIDE_ROWS)
+    if not spans or split_config(entry.block_n, 1)[1] == split_config(entry.block_n, SPLIT_WIDE_ROWS)[1]:
         return [split_entry(entry)]
     return [
         split_entry(replace(entry, rows_hi=SPLIT_WIDE_ROWS - 1)),
