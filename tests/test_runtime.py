@@ -185,3 +185,47 @@ def test_cuda_layer_backward_split_grid_doubles_its_warps_from_1024_rows():
             assert (entry.grid, options["SPLIT_N"], options["LOOP_STAGES"]) == ("split", 128, 1), where
             assert entry.num_warps == (16 if rows >= 1024 else 8), where
             assert grid == (rows + -(-cols // 128),), where
+
+
+def test_cuda_backward_with_ds_launches_16_warps_at_wide_rows(monkeypatch):
+    """Pre mode's calls with ds at 8193-16384 columns (fp16 and bf16, 256 rows and more: the persistent
+    single pass) launch 16 warps, calls without ds 8 (H200: with ds 16 warps took 0.78-0.93x the time
+    in bf16, without 1.21-1.23x). The launch keys are the ones the backward builds (a small call run
+    here, its key then given the wide shape), so the test follows where the key holds ds."""
+    import generated
+
+    real, keys = runtime.Launcher.decision, []
+
+    def spy(self, key, device_index):
+        keys.append((self, key))
+        return real(self, key, device_index)
+
+    monkeypatch.setattr(runtime.Launcher, "decision", spy)
+    monkeypatch.setattr(runtime, "cuda_sm_count", lambda device_index: 132)
+    for name in ("add_rmsnorm", "gemma_add_rmsnorm"):
+        launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
+        for dtype, norm_pos, with_ds in itertools.product(
+            (torch.bfloat16, torch.float16, torch.float32), ("pre", "post"), (True, False)
+        ):
+            keys.clear()
+            x, r = (torch.randn(3, 16, dtype=dtype, requires_grad=True) for _ in range(2))
+            w = torch.randn(16, dtype=dtype, requires_grad=True)
+            y, s = getattr(generated, name)(x, r, w, norm_pos=norm_pos)
+            outs = (y, s) if with_ds and norm_pos == "pre" else (y,)
+            torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
+            (key,) = {k for launcher_of, k in keys if launcher_of is launcher}  # run() and the launch: one key
+            wants_16 = with_ds and norm_pos == "pre" and dtype is not torch.float32
+            monkeypatch.setattr(runtime, "INTERPRET", False)  # the launch options are decided as on a GPU
+            for rows, cols, warps in (
+                (2048, 16384, 16 if wants_16 else 8),
+                (256, 8200, 16 if wants_16 else 8),
+                (255, 16384, 8),
+                (4096, 8192, 8),
+            ):
+                wide = list(key)
+                wide[launcher.rows_at], wide[launcher.cols_at] = rows, cols
+                for at in launcher.strides_at:
+                    wide[at] = cols
+                _, _, options = launcher.decide_key(tuple(wide), 0)
+                assert options["num_warps"] == warps, (name, dtype, norm_pos, with_ds, rows, cols)
+            monkeypatch.setattr(runtime, "INTERPRET", True)

@@ -54,6 +54,14 @@ BACKWARD_PIPELINE_ROWS = 512
 # warps took 1.12-1.32x, 8 warps 0.96-1.01x; at 512 rows 0.90x and 0.89x;
 # docs/bench/backward/split-wide.md).
 SPLIT_WIDE_ROWS = 1024
+# Pre mode's calls with ds at 8193-16384 columns in fp16 and bf16 (the rms norms' persistent single
+# pass, 256 rows and more): DS_WIDE_WARPS warps where the call has ds, the entry's 8 without (the
+# entry's ds_warps). H200, 2026-11-28, the trees before and after alternating twice: add_rmsnorm pre
+# bf16 0.90-0.93x the time at 256-8192 rows of 16384 columns, 0.78-0.80x at 12288, 0.97x at 8200,
+# fp16 0.97-0.99x, gemma_add_rmsnorm pre 0.85-0.96x. With the entry's warps edited: 16 warps without
+# ds took 1.04-1.24x (rmsnorm, gemma_rmsnorm, add_rmsnorm and gemma_add_rmsnorm post), fp32 with ds
+# 1.09x, and 2049-8192 columns with ds 1.00-1.01x. docs/bench/backward/pre-wide-warps.md.
+DS_WIDE_WARPS = 16
 BACKWARD_MULTI_BLOCK_N = 4096
 # fp32 takes the bf16 configs but for rows per tile: from FP32_HALF_TILE_N columns, a persistent tile
 # of more than FP32_PER_THREAD elements per thread takes half the rows (the 256-, 512- and 2048-column
@@ -115,6 +123,12 @@ def persistent_entry(
         and block_m * block_n > FP32_PER_THREAD * 32 * num_warps
     ):
         block_m //= 2
+    wide_ds = (
+        passes is Pass.SINGLE
+        and block_n == BACKWARD_SINGLE_PASS
+        and ResidualMode.PRE in spec.residual
+        and dtype in (DType.FP16, DType.BF16)
+    )
     return DispatchEntry(
         dtype=dtype,
         cols_lo=cols_lo,
@@ -131,6 +145,7 @@ def persistent_entry(
         programs_per_core=per_core,
         min_tiles=min_tiles,
         stages=backward_stages(spec, dtype, block_m, block_n, most),
+        ds_warps=DS_WIDE_WARPS if wide_ds else 0,
     )
 
 
@@ -156,7 +171,14 @@ def split_entry(entry: DispatchEntry) -> DispatchEntry:
     """A single-pass entry as the split grid's (its rows are the caller's)."""
     block_m, num_warps, _ = split_config(entry.block_n, entry.rows_lo)
     return replace(
-        entry, block_m=block_m, num_warps=num_warps, grid=Grid.SPLIT, programs_per_core=1, min_tiles=1, stages=1
+        entry,
+        block_m=block_m,
+        num_warps=num_warps,
+        grid=Grid.SPLIT,
+        programs_per_core=1,
+        min_tiles=1,
+        stages=1,
+        ds_warps=0,  # its row programs keep no sums: the warps of calls with ds were not measured apart
     )
 
 
