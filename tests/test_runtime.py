@@ -194,7 +194,7 @@ def test_cuda_layer_backward_split_grid_doubles_its_warps_from_1024_rows():
 def test_cuda_backward_with_ds_launches_16_warps_at_wide_rows(monkeypatch):
     """Pre mode's calls with ds at 8193-16384 columns (fp16 and bf16, 256 rows and more: the persistent
     single pass) launch 16 warps, calls without ds 8 (H200: with ds 16 warps took 0.78-0.93x the time
-    in bf16, without 1.04-1.24x). The launch keys are the ones the backward builds (a small call run
+    in bf16, without 1.03-1.24x). The launch keys are the ones the backward builds (a small call run
     here, its key then given the wide shape), so the test follows where the key holds ds."""
     import generated
 

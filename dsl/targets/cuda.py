@@ -59,7 +59,7 @@ SPLIT_WIDE_ROWS = 1024
 # entry's ds_warps). H200, 2026-11-28, the trees before and after alternating twice: add_rmsnorm pre
 # bf16 0.90-0.93x the time at 256-8192 rows of 16384 columns, 0.78-0.80x at 12288, 0.97x at 8200,
 # fp16 0.97-0.99x, gemma_add_rmsnorm pre 0.85-0.96x. With the entry's warps edited: 16 warps without
-# ds took 1.04-1.24x (rmsnorm, gemma_rmsnorm, add_rmsnorm and gemma_add_rmsnorm post), fp32 with ds
+# ds took 1.03-1.24x (rmsnorm, gemma_rmsnorm, add_rmsnorm and gemma_add_rmsnorm post), fp32 with ds
 # 1.09x, and 2049-8192 columns with ds 1.00-1.01x. docs/bench/backward/pre-wide-warps.md.
 DS_WIDE_WARPS = 16
 BACKWARD_MULTI_BLOCK_N = 4096
