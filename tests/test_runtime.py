@@ -205,7 +205,7 @@ def test_cuda_backward_with_ds_launches_16_warps_at_wide_rows(monkeypatch):
         return real(self, key, device_index)
 
     monkeypatch.setattr(runtime.Launcher, "decision", spy)
-    monkeypatch.setattr(runtime, "cuda_sm_count", lambda device_index: 132)
+    calls = []  # (where, launcher, the launch key its backward built)
     for name in ("add_rmsnorm", "gemma_add_rmsnorm"):
         launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
         for dtype, norm_pos, with_ds in itertools.product(
@@ -218,18 +218,21 @@ def test_cuda_backward_with_ds_launches_16_warps_at_wide_rows(monkeypatch):
             outs = (y, s) if with_ds and norm_pos == "pre" else (y,)
             torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
             (key,) = {k for launcher_of, k in keys if launcher_of is launcher}  # run() and the launch: one key
-            wants_16 = with_ds and norm_pos == "pre" and dtype is not torch.float32
-            monkeypatch.setattr(runtime, "INTERPRET", False)  # the launch options are decided as on a GPU
-            for rows, cols, warps in (
-                (2048, 16384, 16 if wants_16 else 8),
-                (256, 8200, 16 if wants_16 else 8),
-                (255, 16384, 8),
-                (4096, 8192, 8),
-            ):
-                wide = list(key)
-                wide[launcher.rows_at], wide[launcher.cols_at] = rows, cols
-                for at in launcher.strides_at:
-                    wide[at] = cols
-                _, _, options = launcher.decide_key(tuple(wide), 0)
-                assert options["num_warps"] == warps, (name, dtype, norm_pos, with_ds, rows, cols)
-            monkeypatch.setattr(runtime, "INTERPRET", True)  # the next small call runs in the interpreter again
+            calls.append(((name, dtype, norm_pos, with_ds), launcher, key))
+    # the launch options decided as on a GPU (132 SMs)
+    monkeypatch.setattr(runtime, "INTERPRET", False)
+    monkeypatch.setattr(runtime, "cuda_sm_count", lambda device_index: 132)
+    for (name, dtype, norm_pos, with_ds), launcher, key in calls:
+        wants_16 = with_ds and norm_pos == "pre" and dtype is not torch.float32
+        for rows, cols, warps in (
+            (2048, 16384, 16 if wants_16 else 8),
+            (256, 8200, 16 if wants_16 else 8),
+            (255, 16384, 8),
+            (4096, 8192, 8),
+        ):
+            wide = list(key)
+            wide[launcher.rows_at], wide[launcher.cols_at] = rows, cols
+            for at in launcher.strides_at:
+                wide[at] = cols
+            _, _, options = launcher.decide_key(tuple(wide), 0)
+            assert options["num_warps"] == warps, (name, dtype, norm_pos, with_ds, rows, cols)
