@@ -49,7 +49,6 @@ class Entry(NamedTuple):
     min_tiles: int = 1
     stages: int = 1
     align: int = 0  # BLOCK_N is the width rounded up to a multiple of this, up to block_n (0: block_n)
-    ds_warps: int = 0  # cuda backward: the warps of a call with ds (pre mode's residual gradient); 0: num_warps
 
     def block_n_for(self, n_cols: int) -> int:
         return block_n_for(self.block_n, self.align, n_cols)

@@ -136,6 +136,11 @@ class KernelPlan:
         return rules(self.target).early_ds
 
     @property
+    def early_sums(self) -> int:
+        """Tiles wider than this add to dw's sums before the row's sums (dsl/targets/__init__.py)."""
+        return rules(self.target).early_sums
+
+    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:

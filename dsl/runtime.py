@@ -133,10 +133,6 @@ class Launcher:
         self.rows_at = abi.key_position(Source.N_ROWS, Kind.SCALAR)
         self.cols_at = abi.key_position(Source.N_COLS, Kind.SCALAR)
         self.strides_at = tuple(abi.key_position(p.source, Kind.ROW_STRIDE) for p in abi.row_strides)
-        # where it says whether a backward call has ds, pre mode's gradient on the residual output (an
-        # entry's ds_warps); None where the kernels take none
-        has_ds = any(p.source is Source.GRAD_RESIDUAL_GIVEN for p in abi.key)
-        self.ds_at = abi.key_position(Source.GRAD_RESIDUAL_GIVEN, Kind.CONSTEXPR) if has_ds else None
         self.native_fp8 = any(p.source is Source.NATIVE_FP8 for p in abi.decided)
         # device index -> {launch key -> direct launch} (cuda; compiled kernels are per device)
         self.fast: collections.defaultdict[int, dict] = collections.defaultdict(dict)
@@ -144,16 +140,13 @@ class Launcher:
         # device index -> {launch key -> Triton's compiled kernel of the direct launch} (dsl/host.py reads it)
         self.compiled: collections.defaultdict[int, dict] = collections.defaultdict(dict)
 
-    def decide(
-        self, dtype: str, n_rows: int, n_cols: int, device_index: int, ints: tuple = (), has_ds: bool = False
-    ) -> tuple:
+    def decide(self, dtype: str, n_rows: int, n_cols: int, device_index: int, ints: tuple = ()) -> tuple:
         """(kernel, grid, options, entry) for a shape: the table lookup and launch policy.
 
         ``options`` holds the launcher's constexprs (the ABI's decided parameters,
         in order) and then the launch options. ``ints``: n_cols and the row
         strides of the call (contiguous rows if empty), from which VEC (the
         widest vector, up to 16 bytes, that divides them all) is derived.
-        ``has_ds``: a backward call with ds (pre mode), which an entry's ``ds_warps`` launches.
         """
         # A symbolic row count (torch.compile, dynamic shapes: a torch.SymInt) takes the entry of the
         # most rows, keeps the row mask and sizes the grid symbolically (sym_min, sym_max): no
@@ -197,7 +190,7 @@ class Launcher:
                 options["multibuffer"] = entry.multibuffer
                 kernel = npu_entry_point(kernel)
             else:
-                options["num_warps"] = entry.ds_warps if has_ds and entry.ds_warps else entry.num_warps
+                options["num_warps"] = entry.num_warps
         return kernel, (programs,), options, entry
 
     def decision(self, key: tuple, device_index: int) -> tuple:
@@ -213,8 +206,7 @@ class Launcher:
         count may be symbolic, see dsl/compiled.py)."""
         n_rows, n_cols = key[self.rows_at], key[self.cols_at]
         ints = (n_cols,) + tuple(key[i] for i in self.strides_at)
-        has_ds = self.ds_at is not None and bool(key[self.ds_at])
-        kernel, grid, options, _ = self.decide(DTYPE_TOKEN[key[0]], n_rows, n_cols, device_index, ints, has_ds)
+        kernel, grid, options, _ = self.decide(DTYPE_TOKEN[key[0]], n_rows, n_cols, device_index, ints)
         return kernel, grid, options
 
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:

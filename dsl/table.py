@@ -63,9 +63,6 @@ class DispatchEntry:
     # Single pass over several column blocks: BLOCK_N is the width rounded up to a multiple of this
     # (block_n is the widest; ub_bytes the most of the blocks); 0: BLOCK_N is block_n.
     align: int = 0
-    # cuda backward: the warps of a call that has ds, pre mode's gradient on its residual output
-    # (a third row read per tile); 0: num_warps for every call
-    ds_warps: int = 0
 
     def block_n_for(self, n_cols: int) -> int:
         return block_n_for(self.block_n, self.align, n_cols)

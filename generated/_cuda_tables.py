@@ -8,10 +8,8 @@ rows_lo, rows_hi (inclusive; None = unbounded), pass, BLOCK_M, BLOCK_N, warps, g
 programs per core of a persistent grid, the fewest row tiles per program and the row-tile
 loop's pipelining depth, where not 1. An entry with align covers several column blocks:
 its BLOCK_N is the width rounded up to a multiple of align (BLOCK_N here is the widest,
-the unified-buffer bytes the most of its blocks). An entry with ds_warps launches a backward
-call that has ds (pre mode's gradient on the residual output) with that many warps. A table
-written as runtime.amend(TABLE_n, rows) is TABLE_n's rows with those of each (dtype, width
-range) that the rows name replaced by them.
+the unified-buffer bytes the most of its blocks). A table written as runtime.amend(TABLE_n, rows)
+is TABLE_n's rows with those of each (dtype, width range) that the rows name replaced by them.
 """
 
 from dsl import runtime
@@ -137,7 +135,7 @@ TABLE_6 = runtime.amend(
     runtime.Entry("fp32", 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
     runtime.Entry("fp32", 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0),
     runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0, ds_warps=16),
+    runtime.Entry(("fp16", "bf16"), 8193, 16384, 256, None, "single", 1, 16384, 16, "persistent", False, 0),
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 2, 4096, 16, "persistent", False, 0, 1, 8, 1),
 )
 
@@ -199,8 +197,10 @@ TABLE_11 = runtime.amend(
     runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
     runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0),
+    runtime.Entry("fp32", 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("fp32", 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0),
+    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry(("fp16", "bf16"), 8193, 16384, 256, None, "single", 1, 16384, 16, "persistent", False, 0),
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 2, 4096, 16, "persistent", False, 0, 1, 8, 1),
 )
 

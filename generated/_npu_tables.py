@@ -8,10 +8,8 @@ rows_lo, rows_hi (inclusive; None = unbounded), pass, BLOCK_M, BLOCK_N, warps, g
 programs per core of a persistent grid, the fewest row tiles per program and the row-tile
 loop's pipelining depth, where not 1. An entry with align covers several column blocks:
 its BLOCK_N is the width rounded up to a multiple of align (BLOCK_N here is the widest,
-the unified-buffer bytes the most of its blocks). An entry with ds_warps launches a backward
-call that has ds (pre mode's gradient on the residual output) with that many warps. A table
-written as runtime.amend(TABLE_n, rows) is TABLE_n's rows with those of each (dtype, width
-range) that the rows name replaced by them.
+the unified-buffer bytes the most of its blocks). A table written as runtime.amend(TABLE_n, rows)
+is TABLE_n's rows with those of each (dtype, width range) that the rows name replaced by them.
 """
 
 from dsl import runtime

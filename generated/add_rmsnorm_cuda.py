@@ -151,6 +151,7 @@ def add_rmsnorm_backward_single(
     if not W_PER_TILE:
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    EARLY_SUMS: tl.constexpr = BLOCK_N > 8192  # each tile's share of them before the row's sums
     EARLY_DS: tl.constexpr = LOOP_STAGES == 1 and (SPLIT_N > 0 or BLOCK_M * BLOCK_N * dtype.primitive_bitwidth <= 262144)  # else ds spills
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
@@ -167,18 +168,20 @@ def add_rmsnorm_backward_single(
             s = (x + r).to(dtype).to(tl.float32)  # s = x + r, rounded as the forward rounded it
         x_hat = s * rstd[:, None]
         g = dy * w[None, :]
+        if EARLY_SUMS and not SPLIT_N:  # before the row's sums: dy is dead across them
+            dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
         if HAS_DS and EARLY_DS:  # not pipelined: loaded before the row's sums, overlapping dy and s
             ds = tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0)
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
-        if HAS_DS and not SPLIT_N:  # dw's sums before ds: dy and x_hat are dead by then (fewer registers)
+        if not EARLY_SUMS and HAS_DS and not SPLIT_N:  # dw's sums before ds: dy and x_hat are dead by then (fewer registers)
             dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
         if HAS_DS:
             if not EARLY_DS:
                 ds = tl.load(DS_ptr + rows[:, None] * DS_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0)
             dx += ds.to(tl.float32)
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        if not HAS_DS and not SPLIT_N:  # (with ds: above; the split grid's column programs sum dw)
+        if not EARLY_SUMS and not HAS_DS and not SPLIT_N:  # (wide rows: above; with ds: above; the split grid's column programs sum dw)
             dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
     if not SPLIT_N:  # this program's partial sums: row pid of DW, which the op adds up
         tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)

@@ -154,6 +154,7 @@ def layernorm_backward_single(
     if not W_PER_TILE:
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw, db = tl.zeros([BLOCK_N], dtype=tl.float32), tl.zeros([BLOCK_N], dtype=tl.float32)
+    EARLY_SUMS: tl.constexpr = BLOCK_N > 8192  # each tile's share of them before the row's sums
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
@@ -165,11 +166,14 @@ def layernorm_backward_single(
         s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         x_hat = (s - mean[:, None]) * rstd[:, None]
         g = dy * w[None, :]
+        if EARLY_SUMS and not SPLIT_N:  # before the row's sums: dy is dead across them
+            dw += tl.sum(dy * x_hat, axis=0)
+            db += tl.sum(dy, axis=0)
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         c2 = tl.sum(g, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        if not SPLIT_N:  # (the split grid's column programs sum dw and db)
+        if not EARLY_SUMS and not SPLIT_N:  # (wide rows: above; the split grid's column programs sum dw and db)
             dw += tl.sum(dy * x_hat, axis=0)
             db += tl.sum(dy, axis=0)
     if not SPLIT_N:  # this program's partial sums: row pid of DW and DB, which the op adds up

@@ -28,7 +28,6 @@ OUT = ROOT / "tests" / "data" / "dispatch_decisions.json"
 FIELDS = (
     "cols_lo", "cols_hi", "rows_lo", "rows_hi", "passes", "block_m", "block_n", "num_warps", "grid",
     "multibuffer", "ub_bytes", "programs_per_core", "min_tiles", "stages", "align",
-    "ds_warps",
 )  # fmt: skip
 
 

@@ -92,8 +92,7 @@ def audit(op: str, dtypes: list[str], part: Path | None = None) -> list[dict]:
                             "op": op, "direction": direction, "dtype": entry.dtype, "mode": mode,
                             "entry": f"cols {entry.cols_lo}-{entry.cols_hi}, rows {entry.rows_lo}-{entry.rows_hi}, "
                             f"{entry.passes} {entry.grid}, BLOCK {entry.block_m}x{entry.block_n}, "
-                            f"{entry.num_warps} warps{f' ({entry.ds_warps} with ds)' if entry.ds_warps else ''}, "
-                            f"{entry.stages} stages",
+                            f"{entry.num_warps} warps, {entry.stages} stages",
                             "shape": f"{rows}x{cols}", "kernel": name, "key": key,
                             "warps": kernel.metadata.num_warps, "regs": kernel.n_regs, "spills": kernel.n_spills,
                         }

@@ -35,7 +35,7 @@ def launch(table: runtime.DispatchTable, dtype: str, n_rows, n_cols):
     except runtime.DispatchMiss:
         return "miss"
     numbers = (e.passes, e.block_m, e.num_warps, e.grid, e.multibuffer, e.ub_bytes)
-    return (*numbers, e.programs_per_core, e.min_tiles, e.stages, e.block_n_for(n_cols), e.ds_warps)
+    return (*numbers, e.programs_per_core, e.min_tiles, e.stages, e.block_n_for(n_cols))
 
 
 def edges(lo, hi) -> set[int]:

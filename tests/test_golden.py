@@ -122,6 +122,7 @@ def tiny_backward_single(
     if not W_PER_TILE:
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
+    EARLY_SUMS: tl.constexpr = BLOCK_N > 8192  # each tile's share of them before the row's sums
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
         rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
@@ -132,10 +133,12 @@ def tiny_backward_single(
         s = tl.load(X_ptr + rows[:, None] * X_row_stride + cols[None, :], mask=None if EVEN else mask, other=None if EVEN else 0.0).to(tl.float32)
         x_hat = s * rstd[:, None]
         g = dy * w[None, :]
+        if EARLY_SUMS and not SPLIT_N:  # before the row's sums: dy is dead across them
+            dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
         c1 = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c1[:, None]) * rstd[:, None]
         tl.store(DX_ptr + rows[:, None] * DX_row_stride + cols[None, :], dx.to(dtype), mask=None if EVEN else mask)
-        if not SPLIT_N:  # (the split grid's column programs sum dw)
+        if not EARLY_SUMS and not SPLIT_N:  # (wide rows: above; the split grid's column programs sum dw)
             dw += tl.sum(dy * x_hat.to(dtype).to(tl.float32), axis=0)  # the forward multiplied the rounded x_hat by w
     if not SPLIT_N:  # this program's partial sums: row pid of DW, which the op adds up
         tl.store(DW_ptr + pid * n_cols + cols, dw.to(DW_ptr.dtype.element_ty), mask=None if EVEN_N else col_mask)

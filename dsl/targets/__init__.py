@@ -36,6 +36,10 @@ class TargetRules(ABC):
     # dw's sums (not the split grid's row programs), ds tiles of at most this many bits (BLOCK_M *
     # BLOCK_N * the dtype's bits). 0: never (npu: its kernels keep their unified-buffer plan).
     early_ds: int = 0
+    # The backward's single pass adds each tile's share of dw (and db) to the program's sums before
+    # the row's sums, not after dx, in tiles wider than this many columns: dy is then dead across
+    # the row's sums (fewer registers). 0: never.
+    early_sums: int = 0
     # The quantized kernels' GPU forms: one NaN-keeping max reduction for the row's amax, y / scale
     # from one reciprocal per row and an fma correction, rounding by an addition, and fp8 by the
     # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the

@@ -54,14 +54,20 @@ BACKWARD_PIPELINE_ROWS = 512
 # warps took 1.12-1.32x, 8 warps 0.96-1.01x; at 512 rows 0.90x and 0.89x;
 # docs/bench/backward/split-wide.md).
 SPLIT_WIDE_ROWS = 1024
-# Pre mode's calls with ds at 8193-16384 columns in fp16 and bf16 (the rms norms' persistent single
-# pass, 256 rows and more): DS_WIDE_WARPS warps where the call has ds, the entry's 8 without (the
-# entry's ds_warps). H200, 2026-11-28, the trees before and after alternating twice: add_rmsnorm pre
-# bf16 0.90-0.93x the time at 256-8192 rows of 16384 columns, 0.78-0.80x at 12288, 0.97x at 8200,
-# fp16 0.97-0.99x, gemma_add_rmsnorm pre 0.85-0.96x. With the entry's warps edited: 16 warps without
-# ds took 1.03-1.24x (rmsnorm, gemma_rmsnorm, add_rmsnorm and gemma_add_rmsnorm post), fp32 with ds
-# 1.09x, and 2049-8192 columns with ds 1.00-1.01x. docs/bench/backward/pre-wide-warps.md.
-DS_WIDE_WARPS = 16
+# The persistent single pass at 8193-16384 columns (the rms norms from 256 rows; the layer norms take
+# the split grid there) launches WIDE_WARPS warps in fp16 and bf16, 8 in fp32, and adds each tile's
+# share of dw to the program's sums before the row's sums (CudaRules.early_sums: dy is then dead
+# across them; compiled for sm_90 by the ptxas of Triton 3.9 on the CPU, bf16 rmsnorm at 16384
+# columns spilled 60-68 bytes per thread at 8 and 16 warps and no longer does; add_rmsnorm pre with
+# ds at 16 warps 100 -> 44).
+# H200, 2026-11-28, the trees before and after alternating twice: rmsnorm bf16 0.90x the time at
+# 256-8192 rows of 16384 columns, 0.82-0.83x at 8200-12288; add_rmsnorm post and gemma_add_rmsnorm
+# post 0.89-0.90x, pre without ds 0.90x, with ds 0.99x (it had 16 warps already), gemma_rmsnorm
+# 0.92x, fp16 0.93x; fp32 (8 warps) 0.86-0.95x, where 16 warps took 0.87-1.05x. At 1024 and
+# 4096 columns the sums' early place took 1.01-1.15x (rmsnorm, layernorm, add_layernorm), hence
+# only wide rows. Before it, 16 warps alone had lost (1.03-1.24x) but for pre mode's calls with ds.
+# docs/bench/backward/early-sums.md.
+WIDE_WARPS = 16
 BACKWARD_MULTI_BLOCK_N = 4096
 # fp32 takes the bf16 configs but for rows per tile: from FP32_HALF_TILE_N columns, a persistent tile
 # of more than FP32_PER_THREAD elements per thread takes half the rows (the 256-, 512- and 2048-column
@@ -123,12 +129,8 @@ def persistent_entry(
         and block_m * block_n > FP32_PER_THREAD * 32 * num_warps
     ):
         block_m //= 2
-    wide_ds = (
-        passes is Pass.SINGLE
-        and block_n == BACKWARD_SINGLE_PASS
-        and ResidualMode.PRE in spec.residual
-        and dtype in (DType.FP16, DType.BF16)
-    )
+    if passes is Pass.SINGLE and block_n == BACKWARD_SINGLE_PASS and dtype in (DType.FP16, DType.BF16):
+        num_warps = WIDE_WARPS
     return DispatchEntry(
         dtype=dtype,
         cols_lo=cols_lo,
@@ -145,7 +147,6 @@ def persistent_entry(
         programs_per_core=per_core,
         min_tiles=min_tiles,
         stages=backward_stages(spec, dtype, block_m, block_n, most),
-        ds_warps=DS_WIDE_WARPS if wide_ds else 0,
     )
 
 
@@ -171,14 +172,7 @@ def split_entry(entry: DispatchEntry) -> DispatchEntry:
     """A single-pass entry as the split grid's (its rows are the caller's)."""
     block_m, num_warps, _ = split_config(entry.block_n, entry.rows_lo)
     return replace(
-        entry,
-        block_m=block_m,
-        num_warps=num_warps,
-        grid=Grid.SPLIT,
-        programs_per_core=1,
-        min_tiles=1,
-        stages=1,
-        ds_warps=0,  # its row programs keep no sums: the warps of calls with ds were not measured apart
+        entry, block_m=block_m, num_warps=num_warps, grid=Grid.SPLIT, programs_per_core=1, min_tiles=1, stages=1
     )
 
 
@@ -270,6 +264,7 @@ class CudaRules(TargetRules):
     # add_rmsnorm pre 1024-4096 rows took 665-2552 µs with it, 95-341 without. The split grid's row
     # programs keep no sums and keep it in fp32 too (128×16384: 13.1 against 13.7 µs).
     early_ds = 16384 * 16
+    early_sums = 8192  # the rows of WIDE_WARPS (measured together there; below, up to 1.15x the time)
     fast_quantize = True
     eviction_hints = True
 
