@@ -57,9 +57,9 @@ SPLIT_WIDE_ROWS = 1024
 # The persistent single pass at 8193-16384 columns (the rms norms from 256 rows; the layer norms take
 # the split grid there) launches WIDE_WARPS warps in fp16 and bf16, 8 in fp32, and adds each tile's
 # share of dw to the program's sums before the row's sums (CudaRules.early_sums: dy is then dead
-# across them; compiled for sm_90 by the ptxas of Triton 3.9 on the CPU, bf16 rmsnorm at 16384
-# columns spilled 60-68 bytes per thread at 8 and 16 warps and no longer does; add_rmsnorm pre with
-# ds at 16 warps 100 -> 44).
+# across them. Triton's spill figure for the kernels compiled at 2048 rows of 12288 and 16384
+# columns on the H200: 16-46 before (the rms norms, fp16, bf16, fp32; add_rmsnorm pre fp32 62-66),
+# 0-4 after in fp16 and bf16, 0-16 in fp32).
 # H200, 2026-11-28, the trees before and after alternating twice: rmsnorm bf16 0.90x the time at
 # 256-8192 rows of 16384 columns, 0.82-0.83x at 8200-12288; add_rmsnorm post and gemma_add_rmsnorm
 # post 0.89-0.90x, pre without ds 0.90x, with ds 0.99x (it had 16 warps already), gemma_rmsnorm
