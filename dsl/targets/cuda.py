@@ -62,7 +62,7 @@ SPLIT_WIDE_ROWS = 1024
 # 0-4 after in fp16 and bf16, 0-16 in fp32).
 # H200, 2026-11-28, the trees before and after alternating twice: rmsnorm bf16 0.90x the time at
 # 256-8192 rows of 16384 columns, 0.82-0.83x at 8200-12288; add_rmsnorm post and gemma_add_rmsnorm
-# post 0.89-0.90x, pre without ds 0.90x, with ds 0.99x (it had 16 warps already), gemma_rmsnorm
+# post 0.89-0.90x, pre without ds 0.85-0.90x, with ds 0.99x (it had 16 warps already), gemma_rmsnorm
 # 0.92x, fp16 0.93x; fp32 (8 warps) 0.86-0.95x, where 16 warps took 0.87-1.05x. At 1024 and
 # 4096 columns the sums' early place took 1.01-1.15x (rmsnorm, layernorm, add_layernorm), hence
 # only wide rows. Before it, 16 warps alone had lost (1.03-1.24x) but for pre mode's calls with ds.
