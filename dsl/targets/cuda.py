@@ -96,7 +96,7 @@ def buckets(
     return result
 
 
-def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, int, int, int, int]:
+def backward_config(spec: NormSpec, dtype: DType, block_n: int, passes: Pass) -> tuple[int, int, int, int, int]:
     """(rows per tile, warps, programs per SM, fewest tiles per program, most loop stages) of a backward bucket."""
     if passes is Pass.MULTI:
         return (1, 32, 1, 8, 1) if spec.is_layer else (2, 16, 1, 8, 1)
@@ -108,7 +108,8 @@ def backward_config(spec: NormSpec, block_n: int, passes: Pass) -> tuple[int, in
         return 4, 4, 1, 1, 4 if block_n == 1024 else 3
     if block_n <= 8192:
         return 16384 // block_n // 2, 8, 1, 1, 3
-    return 1, 8, 1, 1, 1  # 16384: w is read per tile (see the template), no pipelining
+    # 16384: w is read per tile (see the template), no pipelining; WIDE_WARPS in fp16 and bf16
+    return 1, WIDE_WARPS if dtype in (DType.FP16, DType.BF16) else 8, 1, 1, 1
 
 
 def split_config(block_n: int, rows_lo: int = 1) -> tuple[int, int, int]:
@@ -121,7 +122,7 @@ def persistent_entry(
     spec: NormSpec, dtype: DType, cols_lo: int, cols_hi: int | None, passes: Pass, block_n: int
 ) -> DispatchEntry:
     """The persistent grid's backward entry of a width bucket, for every row count."""
-    block_m, num_warps, per_core, min_tiles, most = backward_config(spec, block_n, passes)
+    block_m, num_warps, per_core, min_tiles, most = backward_config(spec, dtype, block_n, passes)
     if (
         dtype is DType.FP32
         and block_n >= FP32_HALF_TILE_N
@@ -129,8 +130,6 @@ def persistent_entry(
         and block_m * block_n > FP32_PER_THREAD * 32 * num_warps
     ):
         block_m //= 2
-    if passes is Pass.SINGLE and block_n == BACKWARD_SINGLE_PASS and dtype in (DType.FP16, DType.BF16):
-        num_warps = WIDE_WARPS
     return DispatchEntry(
         dtype=dtype,
         cols_lo=cols_lo,
