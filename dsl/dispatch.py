@@ -69,14 +69,34 @@ def width_groups(entries) -> dict[tuple, tuple]:
 
 
 def amend(base: tuple[Entry, ...], *rows: Entry) -> tuple[Entry, ...]:
-    """``base``'s rows, those of each (dtype, cols_lo, cols_hi) that ``rows`` name replaced by
-    ``rows``' rows of it: a table written as another's but for a few width ranges."""
+    """``base``'s rows, those of the width ranges that ``rows`` cover replaced by ``rows``' rows there:
+    a table written as another's but for a few width ranges. Per dtype, a run of ``rows``' ranges
+    that meet may split or join ``base``'s ranges, but it must begin and end where ``base``'s do."""
     new, old = width_groups(per_dtype(rows)), width_groups(per_dtype(base))
-    if not new.keys() <= old.keys():  # a width range the base does not have: a mistake, not a new range
-        raise ValueError(
-            f"amend: no such (dtype, cols_lo, cols_hi) in the base table: {sorted(new.keys() - old.keys())}"
+    replaced: dict[tuple, tuple] = {}  # base's width ranges -> what they become (a run's rows, at its first)
+    for run in _runs(new):
+        dtype, lo, hi = run[0][0], run[0][1], run[-1][2]
+        inside = sorted(
+            (k for k in old if k[0] == dtype and k[1] >= lo and (hi is None or (k[2] is not None and k[2] <= hi))),
+            key=lambda k: k[1],
         )
-    return tuple(e for key, rows_of in old.items() for e in new.get(key, rows_of))
+        if not inside or inside[0][1] != lo or inside[-1][2] != hi:  # a mistake, not a new range
+            raise ValueError(f"amend: no such width range boundaries in the base table: ({dtype!r}, {lo}, {hi})")
+        replaced.update(dict.fromkeys(inside, ()))
+        replaced[inside[0]] = tuple(e for key in run for e in new[key])
+    return tuple(e for key, rows_of in old.items() for e in replaced.get(key, rows_of))
+
+
+def _runs(groups: dict[tuple, tuple]) -> list[list[tuple]]:
+    """The (dtype, cols_lo, cols_hi) keys of ``groups`` as runs of ranges that meet, per dtype."""
+    runs: list[list[tuple]] = []
+    for key in sorted(groups, key=lambda k: (str(k[0]), k[1])):
+        last = runs[-1][-1] if runs else None
+        if last and last[0] == key[0] and last[2] is not None and last[2] + 1 == key[1]:
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+    return runs
 
 
 class DispatchMiss(LookupError):

@@ -88,21 +88,20 @@ class SharedTable:
 def shared_tables(plans: list[KernelPlan]) -> dict[tuple[str, str], SharedTable]:
     """(op name, direction) -> its table, for one target's plans: equal tables are shared (TABLE_1,
     ... in the order of the ops' names, forward before backward), and a table is written as an
-    earlier one amended (one that is written whole) where that takes fewer rows."""
+    earlier one amended (itself written whole or amended) where that takes fewer rows."""
     groups: dict[tuple, list[str]] = {}
     for kernel_plan in sorted(plans, key=lambda p: p.spec.name):
         for d in kernel_plan.directions:
             label = kernel_plan.spec.name + (" (backward)" if d.backward else "")
             groups.setdefault(d.table, []).append((kernel_plan.spec.name, d.direction.value, label))
-    result, whole = {}, []
+    result, earlier = {}, []
     for number, (entries, members) in enumerate(groups.items(), start=1):
         table = SharedTable(f"TABLE_{number}", tuple(label for _, _, label in members), entries)
-        amended = [replace(table, base=base) for base in whole if amendment(entries, base.entries) is not None]
+        amended = [replace(table, base=base) for base in earlier if amendment(entries, base.entries) is not None]
         best = min(amended, key=lambda t: len(t.rows), default=None)
         if best is not None and len(best.rows) + 1 < len(table.rows):  # + 1: the line naming the base
             table = best
-        else:
-            whole.append(table)
+        earlier.append(table)
         result.update({(op, direction): table for op, direction, _ in members})
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 from .dispatch import block_n_for, width_groups
 from .model import DType
@@ -17,7 +18,7 @@ class Pass(enum.Enum):
 class Grid(enum.Enum):
     TILES = "tiles"  # one program per row tile
     PERSISTENT = "persistent"  # min(cores, row tiles) programs, each looping over tiles
-    # backward, few rows (cuda; layer norms' 8193-16384 columns at every row count): one program per row
+    # backward, few rows (cuda; layer norms' 8193-16384 columns up to thousands of rows): one program per row
     # tile (dx), then one per few columns (dispatch.py's split_columns) that sums dw (db) over every row
     # and writes it: one launch, no partial sums
     SPLIT = "split"
@@ -112,9 +113,31 @@ def dtype_rows(entries: tuple[DispatchEntry, ...]) -> tuple[tuple[tuple[DType, .
 
 
 def amendment(entries: tuple[DispatchEntry, ...], base: tuple[DispatchEntry, ...]) -> tuple[DispatchEntry, ...] | None:
-    """The rows of each width range where ``entries`` differ from ``base``, where both have the same
-    width ranges (the table is then written as its base amended, dsl/dispatch.py's amend); else None."""
+    """The rows where ``entries`` differ from ``base`` (the table is then written as its base amended,
+    dsl/dispatch.py's amend), or None where the two have different dtypes or columns. Per dtype, the
+    columns are cut where both tables start a width range; each piece whose rows differ is written
+    whole (its ranges may split or join the base's)."""
     mine, theirs = width_groups(entries), width_groups(base)
-    if list(mine) != list(theirs):
+    dtypes = list(dict.fromkeys(key[0] for key in mine))
+    if dtypes != list(dict.fromkeys(key[0] for key in theirs)):
         return None
-    return tuple(e for key, rows in mine.items() if rows != theirs[key] for e in rows)
+    written: list[DispatchEntry] = []
+    for dtype in dtypes:
+        a, b = (sorted((k for k in g if k[0] == dtype), key=lambda k: k[1]) for g in (mine, theirs))
+        if not (_partition(a) and _partition(b) and a[-1][2] == b[-1][2]):
+            return None
+        cuts = sorted({k[1] for k in a} & {k[1] for k in b})
+
+        def piece(key, cuts=cuts) -> int:
+            return max(i for i, cut in enumerate(cuts) if cut <= key[1])
+
+        for i in range(len(cuts)):
+            rows_a = [e for k in a if piece(k) == i for e in mine[k]]
+            if rows_a != [e for k in b if piece(k) == i for e in theirs[k]]:
+                written += rows_a
+    return tuple(written)
+
+
+def _partition(keys: list[tuple]) -> bool:
+    """Whether sorted (dtype, cols_lo, cols_hi) keys cover the columns from 1 without a gap or overlap."""
+    return bool(keys) and keys[0][1] == 1 and all(k[2] is not None and k[2] + 1 == n[1] for k, n in pairwise(keys))

@@ -92,8 +92,17 @@ TABLE_2 = (
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry(("fp32", "fp16", "bf16"), 8193, 16384, 1024, None, "single", 1, 16384, 16, "split", False, 0),
+    runtime.Entry("fp32", 8193, 16383, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("fp32", 8193, 16383, 1024, 4095, "single", 1, 16384, 16, "split", False, 0),
+    runtime.Entry("fp32", 8193, 16383, 4096, None, "single", 1, 16384, 8, "persistent", False, 0),
+    runtime.Entry("fp16", 8193, 16383, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("fp16", 8193, 16383, 1024, 8191, "single", 1, 16384, 16, "split", False, 0),
+    runtime.Entry("fp16", 8193, 16383, 8192, None, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry("bf16", 8193, 16383, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("bf16", 8193, 16383, 1024, 4095, "single", 1, 16384, 16, "split", False, 0),
+    runtime.Entry("bf16", 8193, 16383, 4096, None, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 16384, 16384, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 16384, 16384, 1024, None, "single", 1, 16384, 16, "split", False, 0),
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
 )
 
@@ -107,15 +116,11 @@ TABLE_3 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 1, 8192, 4, "tiles", False, 0),
 )
 
-# add_layernorm_int8: TABLE_1, but for these width ranges
+# add_layernorm_int8: TABLE_3, but for these width ranges
 TABLE_4 = runtime.amend(
-    TABLE_1,
+    TABLE_3,
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 1023, "single", 1, 8192, 32, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 1, 8192, 4, "tiles", False, 0),
 )
 
 # add_rmsnorm: TABLE_1, but for these width ranges
@@ -139,23 +144,17 @@ TABLE_6 = runtime.amend(
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 2, 4096, 16, "persistent", False, 0, 1, 8, 1),
 )
 
-# add_rmsnorm_fp8: TABLE_1, but for these width ranges
+# add_rmsnorm_fp8: TABLE_4, but for these width ranges
 TABLE_7 = runtime.amend(
-    TABLE_1,
+    TABLE_4,
     runtime.Entry(("fp16", "bf16"), 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 65, 128, 1024, None, "single", 2, 128, 1, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
 )
 
-# add_rmsnorm_int8: TABLE_1, but for these width ranges
+# add_rmsnorm_int8: TABLE_4, but for these width ranges
 TABLE_8 = runtime.amend(
-    TABLE_1,
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
+    TABLE_4,
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 1, 4096, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
@@ -170,19 +169,17 @@ TABLE_9 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 1, 8192, 16, "tiles", False, 0),
 )
 
-# gemma_rmsnorm: TABLE_1, but for these width ranges
+# gemma_rmsnorm: TABLE_9, but for these width ranges
 TABLE_10 = runtime.amend(
-    TABLE_1,
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 2, 1024, 4, "tiles", False, 0),
+    TABLE_9,
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 2, 4096, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
 )
 
-# gemma_rmsnorm (backward), rmsnorm (backward): TABLE_2, but for these width ranges
+# gemma_rmsnorm (backward), rmsnorm (backward): TABLE_6, but for these width ranges
 TABLE_11 = runtime.amend(
-    TABLE_2,
+    TABLE_6,
     runtime.Entry(("fp16", "bf16"), 1, 16, 1, 511, "single", 16, 16, 4, "split", False, 0),
     runtime.Entry(("fp16", "bf16"), 1, 16, 512, None, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 3),
     runtime.Entry(("fp16", "bf16"), 17, 32, 1, 511, "single", 16, 32, 4, "split", False, 0),
@@ -197,16 +194,11 @@ TABLE_11 = runtime.amend(
     runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
     runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry("fp32", 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry("fp32", 8193, 16384, 256, None, "single", 1, 16384, 8, "persistent", False, 0),
-    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, 255, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 8193, 16384, 256, None, "single", 1, 16384, 16, "persistent", False, 0),
-    runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 2, 4096, 16, "persistent", False, 0, 1, 8, 1),
 )
 
-# layernorm: TABLE_1, but for these width ranges
+# layernorm: TABLE_4, but for these width ranges
 TABLE_12 = runtime.amend(
-    TABLE_1,
+    TABLE_4,
     runtime.Entry(("fp16", "bf16"), 1, 16, 1, 1023, "single", 8, 16, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 33, 64, 1, 1023, "single", 2, 64, 1, "tiles", False, 0),
@@ -215,8 +207,6 @@ TABLE_12 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 129, 256, 1024, None, "single", 4, 256, 1, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 2, 4096, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
@@ -229,31 +219,25 @@ TABLE_12 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 32769, None, 1, None, "multi", 1, 4096, 16, "persistent", False, 0),
 )
 
-# layernorm (backward): TABLE_2, but for these width ranges
+# layernorm (backward): TABLE_11, but for these width ranges
 TABLE_13 = runtime.amend(
-    TABLE_2,
-    runtime.Entry(("fp16", "bf16"), 1, 16, 1, 511, "single", 16, 16, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 1, 16, 512, None, "single", 1024, 16, 8, "persistent", False, 0, 2, 8, 3),
-    runtime.Entry(("fp16", "bf16"), 17, 32, 1, 511, "single", 16, 32, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 17, 32, 512, None, "single", 512, 32, 8, "persistent", False, 0, 2, 8, 3),
-    runtime.Entry(("fp16", "bf16"), 33, 64, 1, 511, "single", 16, 64, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 33, 64, 512, None, "single", 256, 64, 8, "persistent", False, 0, 2, 8, 3),
-    runtime.Entry(("fp16", "bf16"), 65, 128, 1, 511, "single", 16, 128, 4, "split", False, 0),
-    runtime.Entry(("fp16", "bf16"), 65, 128, 512, None, "single", 128, 128, 8, "persistent", False, 0, 2, 8, 3),
-    runtime.Entry("fp32", 513, 1024, 1, 511, "single", 4, 1024, 4, "split", False, 0),
-    runtime.Entry("fp32", 513, 1024, 512, None, "single", 4, 1024, 4, "persistent", False, 0, 1, 1, 4),
-    runtime.Entry("fp32", 2049, 4096, 1, 511, "single", 1, 4096, 4, "split", False, 0),
-    runtime.Entry("fp32", 2049, 4096, 512, None, "single", 2, 4096, 8, "persistent", False, 0, 1, 1, 3),
-    runtime.Entry("fp32", 4097, 8192, 1, 511, "single", 1, 8192, 4, "split", False, 0),
-    runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
+    TABLE_11,
+    runtime.Entry("fp32", 8193, 16383, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("fp32", 8193, 16383, 1024, 2047, "single", 1, 16384, 16, "split", False, 0),
+    runtime.Entry("fp32", 8193, 16383, 2048, None, "single", 1, 16384, 8, "persistent", False, 0),
+    runtime.Entry("fp16", 8193, 16383, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("fp16", 8193, 16383, 1024, 8191, "single", 1, 16384, 16, "split", False, 0),
+    runtime.Entry("fp16", 8193, 16383, 8192, None, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry("bf16", 8193, 16383, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry("bf16", 8193, 16383, 1024, None, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 16384, 16384, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 16384, 16384, 1024, None, "single", 1, 16384, 16, "split", False, 0),
+    runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
 )
 
-# rmsnorm: TABLE_1, but for these width ranges
+# rmsnorm: TABLE_10, but for these width ranges
 TABLE_14 = runtime.amend(
-    TABLE_1,
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 2, 1024, 4, "tiles", False, 0),
+    TABLE_10,
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 2, 4096, 16, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
 )

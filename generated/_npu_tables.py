@@ -113,8 +113,9 @@ TABLE_4 = (
     runtime.Entry(("fp32", "fp16", "bf16"), 8192, None, 1, None, "multi", 1, 384, 1, "persistent", False, 196608),
 )
 
-# add_rmsnorm, gemma_add_rmsnorm
-TABLE_5 = (
+# add_rmsnorm, gemma_add_rmsnorm: TABLE_1, but for these width ranges
+TABLE_5 = runtime.amend(
+    TABLE_1,
     runtime.Entry("fp32", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 14432, align=64),
     runtime.Entry("fp32", 1, 128, 33, None, "single", 32, 128, 1, "persistent", True, 92384, align=64),
     runtime.Entry(("fp16", "bf16"), 1, 128, 1, 32, "single", 4, 128, 1, "persistent", True, 142944),
@@ -134,27 +135,34 @@ TABLE_5 = (
     runtime.Entry("fp32", 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 189152),
     runtime.Entry(("fp16", "bf16"), 2048, 2048, 1, None, "single", 4, 2048, 1, "persistent", True, 196608),
     runtime.Entry("fp32", 2049, 3072, 1, None, "single", 4, 3072, 1, "persistent", False, 184736),
-    runtime.Entry(("fp16", "bf16"), 2049, 3072, 1, None, "single", 4, 3072, 1, "persistent", False, 196608),
     runtime.Entry(("fp32", "fp16", "bf16"), 3073, 4095, 1, None, "single", 4, 4096, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 4096, 4096, 1, None, "single", 2, 4096, 1, "persistent", False, 132512),
     runtime.Entry(("fp16", "bf16"), 4096, 4096, 1, None, "single", 2, 4096, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 4097, 5120, 1, None, "single", 2, 5120, 1, "persistent", False, 164768),
-    runtime.Entry(("fp16", "bf16"), 4097, 5120, 1, None, "single", 2, 5120, 1, "persistent", False, 196608),
     runtime.Entry(("fp32", "fp16", "bf16"), 5121, 6144, 1, None, "single", 2, 6144, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 6145, 7168, 1, None, "single", 2, 7168, 1, "persistent", False, 196608),
-    runtime.Entry(("fp16", "bf16"), 6145, 7168, 1, None, "single", 1, 7168, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 7169, 8192, 1, None, "single", 1, 8192, 1, "persistent", False, 148896),
     runtime.Entry(("fp16", "bf16"), 7169, 8192, 1, None, "single", 1, 8192, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 8193, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 102784),
     runtime.Entry(("fp16", "bf16"), 8193, None, 1, None, "multi", 1, 2048, 1, "persistent", True, 163904),
 )
 
-# add_rmsnorm_fp8: TABLE_3, but for these width ranges
-TABLE_6 = runtime.amend(
-    TABLE_3,
+# add_rmsnorm_fp8
+TABLE_6 = (
+    runtime.Entry("fp32", 1, 128, 1, 32, "single", 4, 128, 1, "persistent", False, 196608, align=64),
+    runtime.Entry("fp32", 1, 64, 33, None, "single", 32, 64, 1, "persistent", False, 196608),
+    runtime.Entry(("fp16", "bf16"), 1, 128, 1, 32, "single", 4, 128, 1, "persistent", False, 196608),
+    runtime.Entry(("fp16", "bf16"), 1, 128, 33, None, "single", 16, 128, 1, "persistent", False, 196608),
+    runtime.Entry("fp32", 65, 128, 33, None, "single", 16, 128, 1, "persistent", False, 196608),
+    runtime.Entry("fp32", 129, 192, 1, None, "single", 8, 192, 1, "persistent", False, 196608),
+    runtime.Entry(("fp16", "bf16"), 129, 2048, 1, None, "multi", 8, 128, 1, "persistent", False, 196608),
+    runtime.Entry("fp32", 193, 256, 1, None, "single", 4, 256, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 257, 4095, 1, None, "multi", 4, 256, 1, "persistent", False, 196608),
+    runtime.Entry(("fp16", "bf16"), 2049, 4095, 1, None, "multi", 4, 128, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 4096, 8191, 1, None, "multi", 2, 256, 1, "persistent", False, 196608),
+    runtime.Entry(("fp16", "bf16"), 4096, 8191, 1, None, "multi", 2, 128, 1, "persistent", False, 196608),
     runtime.Entry("fp32", 8192, None, 1, None, "multi", 1, 256, 1, "persistent", False, 196608),
+    runtime.Entry(("fp16", "bf16"), 8192, None, 1, None, "multi", 1, 128, 1, "persistent", False, 196608),
 )
 
 # gemma_rmsnorm, rmsnorm

@@ -17,6 +17,7 @@ the gradient on s used or not. The GPU runs the full matrix.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import pytest
@@ -138,8 +139,9 @@ def _cpu_cases():
         # rows wider than 8192 in one tile read w per tile (cuda: the split grid); 130 rows: three of the
         # column programs' 64-row tiles there, walked last (ragged) to first
         cases += [(name, "fp32", 12000, 3, "2d", mode), (name, "bf16", 12000, 130, "2d", _modes(name)[0])]
-        # from 256 rows of them the rms norms' persistent single pass (the layer norms keep the split
-        # grid), whose tiles add their share of dw to the program's sums before the row's sums (EARLY_SUMS)
+        # from 256 rows of them the rms norms' persistent single pass, whose tiles add their share of dw
+        # to the program's sums before the row's sums (EARLY_SUMS); the layer norms' from more rows
+        # (test_layer_norms_wide_persistent_pass_cuda_kernels)
         if runtime.INTERPRET_TARGET == "cuda":  # (npu's tables have no such path)
             cases += [(name, "bf16", 8200, 256, "2d", m) for m in _modes(name) if not SPECS[name].is_layer]
     return cases
@@ -196,6 +198,37 @@ def test_gradient_without_s_interpreter(name, dtype, width, rows, cpu_path):
     run_case(name, dtype, width, rows, "2d", "pre", "cpu", use_s=False)
 
 
+class _MostRows:
+    """A dispatch table that gives every call the entry of its width's most rows."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def lookup(self, dtype, n_rows, n_cols):
+        return self.table.lookup(dtype, None, n_cols)
+
+
+_LAYER_WIDE = [(n, m, s) for n in DIFFERENTIABLE if SPECS[n].is_layer for m in _modes(n) for s in (True, False)]
+
+
+@pytest.mark.parametrize("name,mode,use_s", [c for c in _LAYER_WIDE if c[1] == "pre" or c[2]])
+def test_layer_norms_wide_persistent_pass_cuda_kernels(name, mode, use_s, monkeypatch):
+    """cuda's layer norms at 8193-16383 columns take the persistent single pass (one 16384-wide tile a
+    row, dw's and db's sums before the row's sums: EARLY_SUMS, the column mask on) from 1024-8192 rows
+    (test_runtime.py checks where); in Triton's interpreter, 64 rows of 8200 columns launched with that
+    entry (the one of the width's most rows), whose gradients must hold, in pre mode with and without
+    ds (the same rows without the table's change take the split grid)."""
+    if not runtime.INTERPRET or runtime.INTERPRET_TARGET != "cuda":  # (not in the npu checks: not selected)
+        pytest.skip("needs TRITON_INTERPRET=1 running the cuda kernels (npu's tables have no such path)")
+    launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
+    entry = launcher.table.lookup("bf16", None, 8200)
+    assert (entry.grid, entry.passes, entry.block_n, entry.block_m) == ("persistent", "single", 16384, 1)
+    monkeypatch.setattr(launcher, "table", _MostRows(launcher.table))
+    monkeypatch.setattr(launcher, "slow", {})
+    run_case(name, torch.bfloat16, 8200, 64, "2d", mode, "cpu", use_s=use_s)
+    assert any(options["SPLIT_N"] == 0 and grid[0] < 64 for _, grid, options in launcher.slow.values())
+
+
 @pytest.mark.parametrize("name", [n for n in DIFFERENTIABLE if SPECS[n].has_bias])
 def test_gradient_without_bias(name, cpu_path):
     run_case(name, torch.float32, 111, 3, "2d", _modes(name)[0], "cpu", with_bias=False)
@@ -210,12 +243,16 @@ def _gpu_cases():
             cases.append((name, dtype, width, 57, "2d", mode))
         for layout, rows in (("3d", 57), ("strided", 19), ("2d", 0), ("2d", 1), ("2d", 4096)):
             cases.append((name, "bf16", 4097, rows, layout, _modes(name)[0]))
-        # 8193-16384 columns: layer norms' split grid at every row count, 16 warps from 1024 rows (the
-        # column mask on at 12288 and 10000); the rms norms' persistent single pass
+        # 8193-16384 columns: the rms norms' persistent single pass; layer norms' split grid, 16 warps
+        # from 1024 rows, at 16384 columns and below the persistent rows of fewer (layernorm bf16 1024,
+        # fp32 2048, fp16 8192; add_layernorm bf16 and fp32 4096, fp16 8192), their persistent single
+        # pass from there (the column mask on)
         cases += [
             (name, "bf16", 12288, 2048, "2d", _modes(name)[0]),
             (name, "fp16", 10000, 8192, "2d", _modes(name)[-1]),
             (name, "bf16", 16384, 4096, "2d", _modes(name)[-1]),
+            (name, "bf16", 12000, 4096, "2d", _modes(name)[0]),
+            (name, "fp32", 9000, 4096, "2d", _modes(name)[-1]),
         ]
     return cases
 

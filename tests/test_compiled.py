@@ -118,19 +118,19 @@ def test_cpu_and_export_keep_the_custom_op():
 def test_symbolic_decision_matches_eager_and_never_tests_rows(name, backward):
     """Launcher.decide with a symbolic row count: no guard on it, and the grid it gives, evaluated at a
     row count, is the eager grid of the entry of the most rows (persistent grids included, and the
-    layer norm's split grid at 12288 columns, whose row and column programs both count)."""
+    layer norm's split grid at 16384 columns, whose row and column programs both count)."""
     from torch._dynamo.source import ConstantSource
     from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
 
     module = importlib.import_module(f"generated.{name}_cuda")
     launcher = module.BACKWARD_LAUNCHER if backward else module.LAUNCHER
     env = ShapeEnv()
-    for cols in (111, 4096, 12288, 40000):
+    for cols in (111, 4096, 12288, 16384, 40000):
         symbol = env.create_symbol(3000, ConstantSource(f"rows{cols}"), dynamic_dim=DimDynamic.DYNAMIC)
         rows = env.create_symintnode(symbol, hint=3000, source=ConstantSource(f"rows{cols}"))
         kernel, grid, options, entry = launcher.decide("bf16", rows, cols, 0, (cols,) * 4)
         assert entry.rows_hi is None  # the entry of the most rows
-        assert (entry.grid == "split") is (backward and name == "layernorm" and cols == 12288), entry
+        assert (entry.grid == "split") is (backward and name == "layernorm" and cols == 16384), entry
         for n in (entry.rows_lo, entry.rows_lo + 1, 5000, 123457, 10**7):
             eager_kernel, eager_grid, eager_options, eager_entry = launcher.decide("bf16", n, cols, 0, (cols,) * 4)
             assert eager_entry == entry and eager_kernel is kernel
@@ -342,14 +342,20 @@ def test_inductor_dynamic_rows_compile_once(name):
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["layernorm", "add_layernorm"])
 def test_inductor_dynamic_rows_training_wide_layer_norm(name):
-    """A layer norm's 8193-16384 columns take the split grid at every row count, the symbolic one too
-    (its grid an expression of the rows): a compiled training step with dynamic=True serves 5-3000 rows
-    of 12288 columns with one compile, gradients as eager's within a rounding."""
+    """A layer norm's 16384 columns take the split grid at every row count, the symbolic one too (its
+    grid an expression of the rows), and 12288 columns the persistent single pass (the entry of the
+    most rows): a compiled training step with dynamic=True serves 5-3000 rows of either with one
+    compile, gradients as eager's within a rounding."""
+    spec = SPECS[name]
+    norm_pos = spec.residual and [m.value for m in spec.residual][0] or None
+    for cols in (16384, 12288):
+        _dynamic_rows_training(spec, norm_pos, cols)
+
+
+def _dynamic_rows_training(spec, norm_pos, cols):
     from torch._dynamo.testing import CompileCounterWithBackend
 
     torch._dynamo.reset()
-    spec = SPECS[name]
-    norm_pos = spec.residual and [m.value for m in spec.residual][0] or None
     counter = CompileCounterWithBackend("inductor")
 
     def forward(leaves):
@@ -359,7 +365,7 @@ def test_inductor_dynamic_rows_training_wide_layer_norm(name):
     compiled = torch.compile(forward, fullgraph=True, dynamic=True, backend=counter)
     first = None
     for rows in (300, 3000, 5, 1024):
-        inputs = _gpu_inputs(spec, rows, cols=12288, seed=rows)
+        inputs = _gpu_inputs(spec, rows, cols=cols, seed=rows)
         grads = []
         for fn in (compiled, forward):
             leaves = {k: v.detach().requires_grad_() for k, v in inputs.items()}
@@ -367,7 +373,7 @@ def test_inductor_dynamic_rows_training_wide_layer_norm(name):
             grads.append({k: v.grad for k, v in leaves.items()})
         first = first or counter.frame_count
         for key, value in grads[1].items():
-            _assert_near(grads[0][key], value, (rows, f"d{key}"))
+            _assert_near(grads[0][key], value, (cols, rows, f"d{key}"))
     assert counter.frame_count == first, f"recompiled: {counter.frame_count - first} more compiles for new row counts"
 
 

@@ -34,7 +34,7 @@ BACKWARD_SINGLE_PASS = 16384
 # program's dw and db sums spill (H200, 2048 rows: fp16 and fp32 16384 columns 961 and 933 µs, the
 # column loops 149 and 241; bf16 1256 µs at 10240 and 1271 at 12288 columns, where the column mask
 # is on, 116-123 at 16384). Up to LAYER_WIDE columns they take the split grid, whose row programs keep
-# no sums, at every row count (wide_layer_entries): since its 16 warps (SPLIT_WIDE_ROWS) it beats the
+# no sums, at every row count but those below (wide_layer_entries): since its 16 warps (SPLIT_WIDE_ROWS) it beats the
 # column loops from 8192 rows too (H200, 2026-11-28: fp16 and fp32 layernorm 8192-16384 rows of 16384
 # columns 0.62-0.72x the time, bf16 layernorm 8192 rows of 12288 columns 0.72x), and bf16's single
 # pass of one tile a row at 16384 columns (layernorm 2048-16384 rows 0.82-0.87x, add_layernorm pre
@@ -42,6 +42,25 @@ BACKWARD_SINGLE_PASS = 16384
 # layer-wide.md and pre-mode-ds.md.
 BACKWARD_SINGLE_PASS_LAYER = 8192
 LAYER_WIDE = 16384
+# ...but for rows narrower than LAYER_WIDE (the column mask on) from LAYER_PERSISTENT_ROWS rows: there
+# the persistent single pass of one tile a row (WIDE_WARPS in fp16 and bf16, 8 in fp32), with the
+# early sums (CudaRules.early_sums), beats the split grid in every case measured from that row count,
+# for every mode of the op (the table has no mode). H200, 2026-11-28, the split grid against the
+# persistent pass per process, alternated twice, 1024-8192 rows of 8200, 12288 and 16000 columns:
+# layernorm bf16 0.73-0.92x the time from 1024 rows; fp16 0.90-1.00x at 8192 (1.02-1.11x at 1024-4096
+# rows for some widths); fp32 0.79-0.96x from 2048 (1.02x at 1024x16000); add_layernorm pre 0.75-0.98x
+# in bf16 and fp16 from 1024 rows, but post bf16 0.86-0.98x only from 4096 (1.02-1.07x at 1024-2048),
+# fp16 post 0.92-0.99x at 8192 (1.00x at 4096, up to 1.05x below), fp32 pre 0.89-1.00x from 4096 (up to
+# 1.10x at 1024) and post 0.70-0.85x from 1024. At exactly 16384 columns the persistent pass took
+# 0.97-1.06x: the split grid stays. docs/bench/backward/layer-persistent.md.
+LAYER_PERSISTENT_ROWS = {  # (has a residual, dtype) -> rows
+    (False, DType.BF16): 1024,
+    (False, DType.FP16): 8192,
+    (False, DType.FP32): 2048,
+    (True, DType.BF16): 4096,
+    (True, DType.FP16): 8192,
+    (True, DType.FP32): 4096,
+}
 BACKWARD_PIPELINE_ROWS = 512
 # Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
 # grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
@@ -149,10 +168,19 @@ def persistent_entry(
     )
 
 
-def wide_layer_entries(loops: DispatchEntry) -> list[DispatchEntry]:
+def wide_layer_entries(spec: NormSpec, dtype: DType, loops: DispatchEntry) -> list[DispatchEntry]:
     """A layer norm's entries of 8193-LAYER_WIDE columns (``loops``: its column loops' entry, whose
-    columns and rows they take): the split grid."""
-    return split_entries(replace(loops, passes=Pass.SINGLE, block_n=LAYER_WIDE, cols_hi=LAYER_WIDE))
+    columns and rows they take): the split grid, but for the persistent single pass from
+    LAYER_PERSISTENT_ROWS rows of fewer than LAYER_WIDE columns."""
+    wide = replace(loops, passes=Pass.SINGLE, block_n=LAYER_WIDE, cols_hi=LAYER_WIDE)
+    masked = replace(wide, cols_hi=LAYER_WIDE - 1)
+    rows = LAYER_PERSISTENT_ROWS[spec.has_residual, dtype]
+    persistent = persistent_entry(spec, dtype, masked.cols_lo, masked.cols_hi, Pass.SINGLE, LAYER_WIDE)
+    return [
+        *split_entries(replace(masked, rows_hi=rows - 1)),
+        replace(persistent, rows_lo=rows),
+        *split_entries(replace(wide, cols_lo=LAYER_WIDE)),
+    ]
 
 
 def split_entries(entry: DispatchEntry) -> list[DispatchEntry]:
@@ -308,7 +336,7 @@ class CudaRules(TargetRules):
                 rows = [(1, split_rows), (split_rows + 1, BACKWARD_PIPELINE_ROWS - 1), (BACKWARD_PIPELINE_ROWS, None)]
                 rows = [r for r in rows if r[1] is None or r[0] <= r[1]] if passes is Pass.SINGLE else [(1, None)]
                 if passes is Pass.MULTI and spec.is_layer:
-                    entries += wide_layer_entries(persistent)
+                    entries += wide_layer_entries(spec, dtype, persistent)
                     persistent = replace(persistent, cols_lo=LAYER_WIDE + 1)
                 for rows_lo, rows_hi in rows:
                     entry = replace(persistent, rows_lo=rows_lo, rows_hi=rows_hi)
