@@ -48,7 +48,7 @@ LAYER_WIDE = 16384
 # for every mode of the op (the table has no mode). H200, 2026-11-28, the split grid against the
 # persistent pass per process, alternated twice, 1024-8192 rows of 8200, 12288 and 16000 columns:
 # layernorm bf16 0.73-0.92x the time from 1024 rows; fp16 0.90-1.00x at 8192 (1.02-1.11x at 1024-4096
-# rows for some widths); fp32 0.79-0.96x from 2048 (1.02x at 1024x16000); add_layernorm pre 0.75-0.98x
+# rows for some widths); fp32 0.79-0.96x from 2048 (1.02x at 1024x16000); add_layernorm pre 0.72-0.98x
 # in bf16 and fp16 from 1024 rows, but post bf16 0.86-0.98x only from 4096 (1.02-1.07x at 1024-2048),
 # fp16 post 0.92-0.99x at 8192 (1.00x at 4096, up to 1.05x below), fp32 pre 0.89-1.00x from 4096 (up to
 # 1.10x at 1024) and post 0.70-0.85x from 1024. At exactly 16384 columns the persistent pass took
