@@ -246,21 +246,26 @@ class Launcher:
 _SUMS: dict[tuple, tuple] = {}
 
 
+SUM_STRIP = 32  # rows (programs' partial sums) a sum_partials program adds up per step
+
+
 def sum_partials_blocks(params: int, programs, n_cols: int) -> tuple[int, int, tuple]:
-    """(BLOCK_P, BLOCK_N, grid) of ``sum_partials``; a symbolic program count (torch.compile, dynamic
-    shapes) gets the widest strip, so that nothing tests it."""
+    """(BLOCK_P, BLOCK_N, grid) of ``sum_partials``: SUM_STRIP-row strips whatever the program count
+    (a symbolic one too, torch.compile with dynamic shapes: nothing tests it)."""
     block_n = 32 if n_cols >= 8192 else 16
-    widest = 8192 // block_n
-    block_p = min(1 << (programs - 1).bit_length(), widest) if isinstance(programs, int) else widest
-    return block_p, block_n, (-(-n_cols // block_n), params)
+    return SUM_STRIP, block_n, (-(-n_cols // block_n), params)
 
 
 def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(params, programs, n_cols) fp32 partial sums -> (params, n_cols) in ``dtype``, summed in a fixed order.
 
-    Every program's row at once where they fit 8192 elements a program (H200, 2026-11-26: 1.2-2.8 µs
-    for 32-264 programs, against 1.5-4.0 µs in 64-row strips), 16 columns a program below 8192
-    columns, 32 from there.
+    Strips of SUM_STRIP rows, 16 columns a program below 8192 columns, 32 from there. H200, bf16,
+    2026-11-28: against every program's row at once (up to 8192 elements a program) the backward took
+    0.4-0.8 µs less at 1024-16384 rows of 1024-16384 columns (rmsnorm 4096x4096 30.15 -> 29.58 µs),
+    1.7 less for layernorm 2048x12288 (dw and db), -0.1 to +0.1 elsewhere (4096x8192, 600x256;
+    docs/bench/backward/layer-persistent.md). Alone (the partials in L2), of 32-256 rows, 16-128
+    columns and 1-8 warps, 32-row strips of 4 warps were the fastest or within 0.03 µs of it at 132
+    programs (1.9-4.1 µs); at 264 (rows of up to 512 columns) 64-row strips of 8 warps were (1.95 µs).
     """
     from . import device
 

@@ -190,7 +190,7 @@ def test_traced_backward_launches_the_launchers_kernels(name):
     }
     assert symbolic["guards"] == [], symbolic["guards"]
     assert any(c.isalpha() for c in symbolic["launches"][0]["grid"][0])
-    assert symbolic["launches"][1]["options"]["BLOCK_P"] == 8192 // block_n
+    assert symbolic["launches"][1]["options"]["BLOCK_P"] == block_p
 
 
 SCHEMAS = {  # as the opaque custom ops had them before the cuda decomposition (commit dc0b1da)
