@@ -261,8 +261,8 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
     Strips of SUM_STRIP rows, 16 columns a program below 8192 columns, 32 from there. H200, bf16,
     2026-11-28: against every program's row at once (up to 8192 elements a program) the backward took
-    0.4-0.8 µs less at 1024-16384 rows of 1024-16384 columns (rmsnorm 4096x4096 30.15 -> 29.58 µs),
-    1.7 less for layernorm 2048x12288 (dw and db), -0.1 to +0.1 elsewhere (4096x8192, 600x256;
+    0.36-0.80 µs less at 512-16384 rows of 1024-16384 columns (rmsnorm 4096x4096 30.15 -> 29.58 µs),
+    1.7 less for layernorm 2048x12288 (dw and db), -0.14 to +0.10 elsewhere (4096x8192, 600x256;
     docs/bench/backward/layer-persistent.md). Alone (the partials in L2), of 32-256 rows, 16-128
     columns and 1-8 warps, 32-row strips of 4 warps were the fastest or within 0.03 µs of it at 132
     programs (1.9-4.1 µs); at 264 (rows of up to 512 columns) 64-row strips of 8 warps were (1.95 µs).
