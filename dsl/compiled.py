@@ -60,7 +60,7 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
     params, programs, n_cols = partials.shape
     out = torch.empty((params, n_cols), dtype=dtype, device=partials.device)
-    block_p, block_n, grid = runtime.sum_partials_blocks(params, programs, n_cols)
+    block_p, block_n, grid = runtime.sum_partials_blocks(params, n_cols)
     torch.library.wrap_triton(device.sum_partials)[grid](
         partials, out, programs, n_cols, BLOCK_P=block_p, BLOCK_N=block_n
     )

@@ -249,7 +249,7 @@ _SUMS: dict[tuple, tuple] = {}
 SUM_STRIP = 32  # rows (programs' partial sums) a sum_partials program adds up per step
 
 
-def sum_partials_blocks(params: int, programs, n_cols: int) -> tuple[int, int, tuple]:
+def sum_partials_blocks(params: int, n_cols: int) -> tuple[int, int, tuple]:
     """(BLOCK_P, BLOCK_N, grid) of ``sum_partials``: SUM_STRIP-row strips whatever the program count
     (a symbolic one too, torch.compile with dynamic shapes: nothing tests it)."""
     block_n = 32 if n_cols >= 8192 else 16
@@ -279,7 +279,7 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         stream = torch._C._cuda_getCurrentRawStream(index)
         launch(grid_x, params, 1, stream, function, *prefix, partials, out, programs, n_cols, *constexprs)
         return out
-    block_p, block_n, grid = sum_partials_blocks(params, programs, n_cols)
+    block_p, block_n, grid = sum_partials_blocks(params, n_cols)
     if INTERPRET:
         with _INTERPRETER_LOCK:
             device.sum_partials[grid](partials, out, programs, n_cols, BLOCK_P=block_p, BLOCK_N=block_n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from bisect import bisect_right
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
@@ -127,15 +128,18 @@ def amendment(entries: tuple[DispatchEntry, ...], base: tuple[DispatchEntry, ...
         if not (_partition(a) and _partition(b) and a[-1][2] == b[-1][2]):
             return None
         cuts = sorted({k[1] for k in a} & {k[1] for k in b})
-
-        def piece(key, cuts=cuts) -> int:
-            return max(i for i, cut in enumerate(cuts) if cut <= key[1])
-
-        for i in range(len(cuts)):
-            rows_a = [e for k in a if piece(k) == i for e in mine[k]]
-            if rows_a != [e for k in b if piece(k) == i for e in theirs[k]]:
+        for rows_a, rows_b in zip(_pieces(cuts, a, mine), _pieces(cuts, b, theirs), strict=True):
+            if rows_a != rows_b:
                 written += rows_a
     return tuple(written)
+
+
+def _pieces(cuts: list[int], keys: list[tuple], groups: dict[tuple, tuple]) -> list[list[DispatchEntry]]:
+    """The rows of ``keys``' width ranges, per piece of the columns that starts at each of ``cuts``."""
+    pieces: list[list[DispatchEntry]] = [[] for _ in cuts]
+    for key in keys:
+        pieces[bisect_right(cuts, key[1]) - 1] += groups[key]
+    return pieces
 
 
 def _partition(keys: list[tuple]) -> bool:

@@ -9,7 +9,8 @@ programs per core of a persistent grid, the fewest row tiles per program and the
 loop's pipelining depth, where not 1. An entry with align covers several column blocks:
 its BLOCK_N is the width rounded up to a multiple of align (BLOCK_N here is the widest,
 the unified-buffer bytes the most of its blocks). A table written as runtime.amend(TABLE_n, rows)
-is TABLE_n's rows with those of each (dtype, width range) that the rows name replaced by them.
+is TABLE_n's rows with those of the width ranges the rows cover, per dtype, replaced by them (the
+rows' ranges may split or join TABLE_n's between boundaries the two share).
 """
 
 from dsl import runtime
