@@ -73,6 +73,7 @@ class Source(enum.Enum):
     STAGES = "stages"  # software-pipelining depth of a row-tile loop, from the dispatch entry
     SPLIT = "split"  # the backward's split grid: columns per column program (0: no split grid)
     NATIVE_FP8 = "native_fp8"  # the device converts fp32 to float8_e4m3fn itself (cuda, capability 8.9+)
+    NATIVE_INT8 = "native_int8"  # the device converts fp32 to int8 itself: half to even, saturated, NaN to 0 (cuda)
 
 
 # Switches the call passes as constexprs; sources the launcher decides (every other
@@ -91,6 +92,7 @@ DECIDED = frozenset(
         Source.STAGES,
         Source.SPLIT,
         Source.NATIVE_FP8,
+        Source.NATIVE_INT8,
     }
 )
 TENSORS = frozenset(
@@ -239,8 +241,9 @@ SHAPE = (
 VEC = Param("VEC", Kind.CONSTEXPR, Source.VEC)
 LOOP_STAGES = Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)
 NATIVE_FP8 = Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8)
+NATIVE_INT8 = Param("NATIVE_INT8", Kind.CONSTEXPR, Source.NATIVE_INT8)
 SPLIT_N = Param("SPLIT_N", Kind.CONSTEXPR, Source.SPLIT)
-TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8, SPLIT_N)}
+TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8, NATIVE_INT8, SPLIT_N)}
 
 BACKWARD_DECIDED = tuple(
     Param(name, Kind.CONSTEXPR, source)

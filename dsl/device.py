@@ -106,18 +106,28 @@ def row_amax_nan(y, col_mask, EVEN_N: tl.constexpr):
 
 
 @triton.jit
-def div_by_row(y, scale):
+def quotient_by_row(y, scale):
     """y / scale[:, None] in fp32 for what quantizing divides (|y| <= max|y| = qmax * scale,
     scale >= 1e-12): one correctly rounded reciprocal per row, then per element a product and
     its fma correction (Markstein), three operations in place of a division. The result is
-    tl.math.div_rn's, bit for bit, wherever |y / scale| >= 2^-60 or y is 0 (tests/test_quantize.py:
-    every bf16 and fp16 y on a GPU); below that the remainder or the quotient can fall under
-    fp32's normal range and the quotient be an ulp off, where it quantizes to 0 (with y's sign)
-    either way. A row of infinite scale takes y * 0 (0, or NaN for an infinite y, as the
-    division gives); a NaN scale gives NaN."""
+    tl.math.div_rn's, bit for bit, wherever |y / scale| >= 2^-60 and scale is finite, but for a
+    zero y, whose quotient is +0 (below 2^-60 the remainder or the quotient can fall under fp32's
+    normal range and the quotient be an ulp off, where it quantizes to 0 either way). A row of
+    infinite scale gives NaN (the division: 0, or NaN for an infinite y). int8 takes it as it is
+    (its codes have no -0, and NaN goes to 0 as that 0 does); div_by_row mends both cases."""
     rcp = tl.math.div_rn(1.0, scale)[:, None]
     q0 = y * rcp
-    q1 = tl.fma(tl.fma(-q0, scale[:, None], y), rcp, q0)  # the remainder y - q0 * scale is exact in an fma
+    return tl.fma(tl.fma(-q0, scale[:, None], y), rcp, q0)  # the remainder y - q0 * scale is exact in an fma
+
+
+@triton.jit
+def div_by_row(y, scale):
+    """quotient_by_row with the division's zeros and infinite scales: tl.math.div_rn's result,
+    bit for bit, wherever |y / scale| >= 2^-60 or y is 0 (tests/test_quantize.py: every bf16 and
+    fp16 y on a GPU). A row of infinite scale takes y * 0 (0, or NaN for an infinite y, as the
+    division gives); a NaN scale gives NaN."""
+    q1 = quotient_by_row(y, scale)
+    q0 = y * tl.math.div_rn(1.0, scale)[:, None]
     # a zero y keeps its sign in q0 (-0 / scale is -0, which e4m3 stores), not in q1
     return tl.where((scale < float("inf"))[:, None] & (y != 0.0), q1, q0)
 
@@ -137,6 +147,20 @@ def round_half_even(v):
     v_frac = v - v_floor
     v_odd = (v_floor - 2.0 * tl.floor(v_floor * 0.5)) == 1.0
     return tl.where((v_frac > 0.5) | ((v_frac == 0.5) & v_odd), v_floor + 1.0, v_floor)
+
+
+@triton.jit
+def int8_code(v, NATIVE: tl.constexpr):
+    """fp32 v as int8: rounded half to even (torch.round's rule), saturated to [-128, 127], NaN
+    (a row of NaN scale) to 0. NATIVE: by the device's own conversion (cuda: one cvt.rni.sat,
+    which does all three; not in the interpreter); else clamped and rounded by an addition."""
+    if NATIVE:
+        code = tl.inline_asm_elementwise(
+            "cvt.rni.sat.s8.f32 $0, $1;", "=r,r", [v], dtype=tl.int32, is_pure=True, pack=1
+        ).to(tl.int8)
+    else:
+        code = tl.where(v != v, 0.0, round_half_even_small(tl.minimum(tl.maximum(v, -128.0), 127.0))).to(tl.int8)
+    return code
 
 
 @triton.jit

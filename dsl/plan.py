@@ -309,6 +309,8 @@ def forward_signature(spec: NormSpec, vector_width: bool, fast_quantize: bool = 
     params += [*FORWARD_DECIDED, *[abi.VEC] * vector_width]
     if fast_quantize and spec.quantize is Quantize.FP8_E4M3:  # the target's own, after VEC
         params.append(abi.NATIVE_FP8)
+    if fast_quantize and spec.quantize is Quantize.INT8:
+        params.append(abi.NATIVE_INT8)
     return Signature(tuple(params))
 
 

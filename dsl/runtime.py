@@ -84,6 +84,14 @@ def cuda_native_fp8(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index) >= (8, 9)
 
 
+@functools.cache
+def cuda_native_int8(device_index: int) -> bool:
+    """The GPU converts fp32 to int8 in one instruction, rounding half to even, saturating and
+    taking NaN to 0 (every cuda GPU); never in the interpreter, which runs no PTX, nor where no
+    GPU answers (the portable form gives the same codes)."""
+    return not INTERPRET and torch.cuda.is_available()
+
+
 # ----------------------------------------------------------------------------
 # Launch
 
@@ -133,7 +141,8 @@ class Launcher:
         self.rows_at = abi.key_position(Source.N_ROWS, Kind.SCALAR)
         self.cols_at = abi.key_position(Source.N_COLS, Kind.SCALAR)
         self.strides_at = tuple(abi.key_position(p.source, Kind.ROW_STRIDE) for p in abi.row_strides)
-        self.native_fp8 = any(p.source is Source.NATIVE_FP8 for p in abi.decided)
+        # the device's own conversions the kernels take (constexprs decided per device)
+        self.natives = tuple(p.source for p in abi.decided if p.source in (Source.NATIVE_FP8, Source.NATIVE_INT8))
         # device index -> {launch key -> direct launch} (cuda; compiled kernels are per device)
         self.fast: collections.defaultdict[int, dict] = collections.defaultdict(dict)
         self.slow: dict[tuple, tuple] = {}  # (launch key, device) -> (kernel, grid, options)
@@ -181,8 +190,8 @@ class Launcher:
             Source.STAGES: entry.stages,
             Source.SPLIT: split_n,
         }
-        if self.native_fp8:
-            values[Source.NATIVE_FP8] = cuda_native_fp8(device_index)
+        for source in self.natives:
+            values[source] = (cuda_native_fp8 if source is Source.NATIVE_FP8 else cuda_native_int8)(device_index)
         options = {p.name: values[p.source] for p in self.abi.decided}
         if not INTERPRET:
             options.update(self.options)

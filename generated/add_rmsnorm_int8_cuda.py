@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from dsl import abi, runtime
-from dsl.device import column_block, div_by_row, round_half_even_small, max_keep_nan, row_amax_nan, row_tile, tile_mask, tile_range, vec_multiples
+from dsl.device import column_block, int8_code, max_keep_nan, quotient_by_row, row_amax_nan, row_tile, tile_mask, tile_range, vec_multiples
 
 from ._abi import ABI_8
 from ._cuda_tables import TABLE_8
@@ -22,7 +22,7 @@ def add_rmsnorm_int8_forward_single(
     n_rows, n_cols, eps,
     PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
-    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr, NATIVE_INT8: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual: forward, single pass, each row in one tile."""
     dtype = X_ptr.dtype.element_ty
@@ -58,10 +58,8 @@ def add_rmsnorm_int8_forward_single(
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
         scale = max_keep_nan(tl.math.div_rn(amax, 127.0), 1e-12)
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
-        v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-        q = tl.where(is_nan, 0.0, round_half_even_small(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+        v = quotient_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded (int8 has no -0)
+        q = int8_code(v, NATIVE_INT8)  # half to even, saturated; NaN (the scale is NaN): 0
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
@@ -71,7 +69,7 @@ def add_rmsnorm_int8_forward_multi(
     n_rows, n_cols, eps,
     PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
-    PERSISTENT: tl.constexpr, VEC: tl.constexpr,
+    PERSISTENT: tl.constexpr, VEC: tl.constexpr, NATIVE_INT8: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual: forward, multi pass over BLOCK_N-wide column blocks."""
     dtype = X_ptr.dtype.element_ty
@@ -136,14 +134,12 @@ def add_rmsnorm_int8_forward_multi(
             if not PRE:
                 # post mode: the residual out is the unquantized output
                 tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
-            v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -128.0), 127.0)
-            q = tl.where(is_nan, 0.0, round_half_even_small(v)).to(tl.int8)  # int8 has no NaN: 0, the scale is NaN
+            v = quotient_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded (int8 has no -0)
+            q = int8_code(v, NATIVE_INT8)  # half to even, saturated; NaN (the scale is NaN): 0
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
 KERNELS = {"single": add_rmsnorm_int8_forward_single, "multi": add_rmsnorm_int8_forward_multi}
-ABI = ABI_8.extended(abi.VEC)
+ABI = ABI_8.extended(abi.VEC, abi.NATIVE_INT8)
 TABLE = runtime.DispatchTable("add_rmsnorm_int8", "cuda", TABLE_8)
 LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})

@@ -11,8 +11,8 @@ sm_ARCH (ptxas is bundled) with line info off (TRITON_DISABLE_LINE_INFO=1: the c
 it came from), and the PTX compared with the kernel's name and the .file/.loc/debug sections
 taken out. Specializations per op, direction and pass (single: 4 x 1024 tiles, multi: 1 x 4096
 blocks): every constexpr switch on with EVEN_M, EVEN_N, VEC=8, a tile grid; then each of
-PERSISTENT, both masks, the column mask alone, VEC=1, post mode, NATIVE_FP8 off and
-LOOP_STAGES=2 changed alone (where the kernel takes it), and persistent + both masks + VEC=1
+PERSISTENT, both masks, the column mask alone, VEC=1, post mode, NATIVE_FP8 off, NATIVE_INT8
+off and LOOP_STAGES=2 changed alone (where the kernel takes it), and persistent + both masks + VEC=1
 together; SPLIT_N is 0 but for its own specialization (32). Exit status 1 when any differs.
 
 Compile only (no old_root): each kernel of every op (--ops all: every cuda module) in two
@@ -44,6 +44,7 @@ CHANGES = {
     "vec1": {"VEC": 1},
     "post": {"PRE": False},
     "emulated-fp8": {"NATIVE_FP8": False},
+    "emulated-int8": {"NATIVE_INT8": False},
     "stages2": {"LOOP_STAGES": 2},
     "split": {"SPLIT_N": 32},
     "persistent-masks-vec1": {"PERSISTENT": True, "EVEN_M": False, "EVEN_N": False, "VEC": 1},
@@ -59,6 +60,7 @@ CHECKS = {
         "VEC": 1,
         "PRE": False,
         "NATIVE_FP8": False,
+        "NATIVE_INT8": False,
         "LOOP_STAGES": 2,
     },
 }

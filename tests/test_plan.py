@@ -165,7 +165,9 @@ def test_abi_layout(kernel_plan):
     expected = [Source.BLOCK_M, Source.BLOCK_N, Source.EVEN_M, Source.EVEN_N, Source.PERSISTENT]
     cuda = kernel_plan.target is Target.CUDA
     native_fp8 = cuda and spec.quantize is Quantize.FP8_E4M3  # cuda converts to e4m3 itself where it can
-    assert decided == expected + [Source.VEC] * cuda + [Source.NATIVE_FP8] * native_fp8
+    native_int8 = cuda and spec.quantize is Quantize.INT8  # and to int8 (one cvt.rni.sat)
+    natives = [Source.NATIVE_FP8] * native_fp8 + [Source.NATIVE_INT8] * native_int8
+    assert decided == expected + [Source.VEC] * cuda + natives
     # every row stride, n_rows, n_cols and every switch of the call are in the launch key; pointers are not
     for p in abi.params:
         in_key = (

@@ -2,10 +2,12 @@
 
 cuda's kernels quantize with fast forms (fast_quantize): one NaN-keeping max reduction for
 the row's amax, y / scale from one reciprocal per row with an fma correction
-(``div_by_row``), rounding by an addition (``round_half_even_small``) and e4m3 by the GPU's
-own conversion (``fp8_e4m3_code`` with NATIVE). npu's keep the portable forms (a max and a
-NaN sum, ``tl.math.div_rn``, ``round_half_even``, ``fp8_e4m3_bits``). Here both forms run on
-the same values and must give the same bits: on the GPU for every finite bf16 and fp16 y
+(``div_by_row``; int8 takes ``quotient_by_row``, without its mends for -0 and infinite
+scales), and the GPU's own conversions: e4m3 (``fp8_e4m3_code`` with NATIVE), int8 rounded,
+saturated and NaN to 0 in one instruction (``int8_code`` with NATIVE; its portable form,
+which the interpreter runs, rounds by an addition). npu's keep the portable forms (a max and
+a NaN sum, ``tl.math.div_rn``, ``round_half_even``, ``fp8_e4m3_bits``). Here both forms run
+on the same values and must give the same bits: on the GPU for every finite bf16 and fp16 y
 on many scales (what the kernels can meet: |y| <= qmax * scale), and fp32 samples; in the
 interpreter on samples with the ties and NaN rows the rules are about.
 """
@@ -20,9 +22,10 @@ from dsl.device import (
     div_by_row,
     fp8_e4m3_bits,
     fp8_e4m3_code,
+    int8_code,
     max_keep_nan,
+    quotient_by_row,
     round_half_even,
-    round_half_even_small,
     row_amax,
     row_amax_nan,
     row_nan,
@@ -30,6 +33,7 @@ from dsl.device import (
 
 QMAX = {"int8": 127.0, "fp8": 448.0}
 QMIN = {"int8": -128.0, "fp8": -448.0}
+NATIVE = {"int8": runtime.cuda_native_int8, "fp8": runtime.cuda_native_fp8}  # the device's conversions (GPU tests)
 
 
 @triton.jit
@@ -58,9 +62,9 @@ def _both_forms(
     if FP8:
         code_fast = fp8_e4m3_code(fast_c, NATIVE).to(tl.float32)
         code_slow = fp8_e4m3_bits(slow_c).to(tl.float32)
-    else:
-        code_fast = round_half_even_small(fast_c)
-        code_slow = round_half_even(slow_c)
+    else:  # the kernels' int8 form: the quotient without div_by_row's mends, unclamped, into int8_code
+        code_fast = int8_code(quotient_by_row(y, scale), NATIVE).to(tl.float32)
+        code_slow = tl.where(slow != slow, 0.0, round_half_even(slow_c))  # int8 has no NaN: 0
     n = tl.num_programs(0) * n_cols
     base = OUT_ptr + rows[:, None] * n_cols + cols[None, :]
     tl.store(base, fast, mask=col_mask[None, :])
@@ -176,7 +180,7 @@ def _every_finite(dtype) -> torch.Tensor:
 def test_fast_forms_give_the_portable_bits_for_every_16_bit_y(quant, dtype):
     """Every finite y of the dtype against scales from every 97th |y| as amax (and the 1e-12 floor):
     y / scale and the code, both forms, bit for bit wherever |y| <= amax (what a row can hold)."""
-    native = runtime.cuda_native_fp8(torch.cuda.current_device())
+    native = NATIVE[quant](torch.cuda.current_device())
     values = _every_finite(dtype)
     amaxes = values.abs().unique()[::97]
     for chunk in amaxes.split(64):
@@ -193,7 +197,7 @@ def test_fast_forms_give_the_portable_bits_for_every_16_bit_y(quant, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("quant", ["int8", "fp8"])
 def test_fast_forms_give_the_portable_bits_for_fp32_rows(quant):
-    native = runtime.cuda_native_fp8(torch.cuda.current_device())
+    native = NATIVE[quant](torch.cuda.current_device())
     g = torch.Generator(device="cuda").manual_seed(1)
     for exponent in range(-35, 36, 5):
         y = torch.randn(256, 4096, device="cuda", generator=g) * 10.0**exponent

@@ -31,6 +31,7 @@ from dsl import runtime
 logging.getLogger("torch._higher_order_ops.triton_kernel_wrap").setLevel(logging.ERROR)
 runtime.cuda_sm_count = lambda device_index: 132  # no GPU to ask (an H100's count)
 runtime.cuda_native_fp8 = lambda device_index: False  # as the interpreter decides, which the test compares with
+runtime.cuda_native_int8 = lambda device_index: False  # the same
 
 
 def trace(name: str, norm_pos, inplace: bool, rstd: bool, rows: int, cols: int, dynamic: bool, device: str) -> dict:

@@ -41,8 +41,9 @@ class TargetRules(ABC):
     # the row's sums (fewer registers). 0: never.
     early_sums: int = 0
     # The quantized kernels' GPU forms: one NaN-keeping max reduction for the row's amax, y / scale
-    # from one reciprocal per row and an fma correction, rounding by an addition, and fp8 by the
-    # device's own conversion where it has one (the NATIVE_FP8 constexpr); the same bits as the
+    # from one reciprocal per row and an fma correction, and the device's own conversions: fp8 where
+    # it has one (the NATIVE_FP8 constexpr), int8 rounded, saturated and NaN to 0 in one instruction
+    # (NATIVE_INT8; off in the interpreter, which rounds by an addition); the same bits as the
     # portable forms (False: npu, whose kernels keep those).
     fast_quantize: bool = False
     # The multi-pass kernels hint the L2 cache: loads of the passes that a later pass re-reads
