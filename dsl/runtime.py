@@ -86,10 +86,10 @@ def cuda_native_fp8(device_index: int) -> bool:
 
 @functools.cache
 def cuda_native_int8(device_index: int) -> bool:
-    """The GPU converts fp32 to int8 in one instruction, rounding half to even, saturating and
-    taking NaN to 0 (every cuda GPU); never in the interpreter, which runs no PTX, nor where no
-    GPU answers (the portable form gives the same codes)."""
-    return not INTERPRET and torch.cuda.is_available()
+    """The GPU converts fp32 to int8 in one PTX instruction, rounding half to even, saturating and
+    taking NaN to 0 (every NVIDIA GPU); never in the interpreter or on an AMD GPU (ROCm), which run
+    no PTX, nor where no GPU answers (the portable form gives the same codes)."""
+    return not INTERPRET and torch.version.hip is None and torch.cuda.is_available()
 
 
 # ----------------------------------------------------------------------------

@@ -224,3 +224,20 @@ def test_amax_forms_agree_on_the_gpu():
     _amax_forms[(64,)](y, out, 1000, False, 1024)
     assert _same_bits(out[0], out[1]).all()
     assert torch.isnan(out[0, 5]) and torch.isnan(out[0, 9]) and not torch.isnan(out[0, 6])
+
+
+def test_native_int8_only_where_ptx_runs(monkeypatch):
+    """The native int8 code is PTX: on an NVIDIA GPU only, never in the interpreter or on ROCm."""
+    decide = runtime.cuda_native_int8.__wrapped__
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime, "INTERPRET", False)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert decide(0) is True
+    monkeypatch.setattr(torch.version, "hip", "6.2.0")
+    assert decide(0) is False
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(runtime, "INTERPRET", True)
+    assert decide(0) is False
+    monkeypatch.setattr(runtime, "INTERPRET", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert decide(0) is False
