@@ -76,10 +76,12 @@ def cuda_sm_count(device_index: int) -> int:
 
 @functools.cache
 def cuda_native_fp8(device_index: int) -> bool:
-    """The GPU converts fp32 to float8_e4m3fn in one instruction (compute capability 8.9 and up);
-    never in the interpreter, whose conversion is not the device's, nor where no GPU answers (a
-    launch decided for inspection; the portable encoder gives the same bits)."""
-    if INTERPRET or not torch.cuda.is_available():
+    """The GPU converts fp32 to float8_e4m3fn in one instruction (an NVIDIA GPU of compute
+    capability 8.9 and up); never in the interpreter, whose conversion is not the device's, nor on
+    an AMD GPU (ROCm reports its gfx version as the capability, 9.4 for an MI300, and its e4m3
+    conversion is not the one tests/test_quantize.py checked), nor where no GPU answers (a launch
+    decided for inspection; the portable encoder gives the same bits)."""
+    if INTERPRET or torch.version.hip is not None or not torch.cuda.is_available():
         return False
     return torch.cuda.get_device_capability(device_index) >= (8, 9)
 

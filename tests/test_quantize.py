@@ -241,3 +241,23 @@ def test_native_int8_only_where_ptx_runs(monkeypatch):
     monkeypatch.setattr(runtime, "INTERPRET", False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert decide(0) is False
+
+
+def test_native_fp8_only_on_nvidia_from_8_9(monkeypatch):
+    """e4m3 by the device's conversion on an NVIDIA GPU of capability 8.9 and up only: not in the
+    interpreter, nor on ROCm (whose capability is its gfx version: 9.4 for an MI300)."""
+    decide = runtime.cuda_native_fp8.__wrapped__
+    capability = [(9, 0)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capability[0])
+    monkeypatch.setattr(runtime, "INTERPRET", False)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert decide(0) is True
+    capability[0] = (8, 6)
+    assert decide(0) is False
+    capability[0] = (9, 4)
+    monkeypatch.setattr(torch.version, "hip", "6.2.0")
+    assert decide(0) is False
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(runtime, "INTERPRET", True)
+    assert decide(0) is False
