@@ -106,6 +106,14 @@ def row_amax_nan(y, col_mask, EVEN_N: tl.constexpr):
 
 
 @triton.jit
+def _quotients(y, scale):
+    """(q0, q1): y times the row's correctly rounded reciprocal, and q0 corrected by an fma (quotient_by_row)."""
+    rcp = tl.math.div_rn(1.0, scale)[:, None]
+    q0 = y * rcp
+    return q0, tl.fma(tl.fma(-q0, scale[:, None], y), rcp, q0)  # the remainder y - q0 * scale is exact in an fma
+
+
+@triton.jit
 def quotient_by_row(y, scale):
     """y / scale[:, None] in fp32 for what quantizing divides (|y| <= max|y| = qmax * scale,
     scale >= 1e-12): one correctly rounded reciprocal per row, then per element a product and
@@ -115,9 +123,8 @@ def quotient_by_row(y, scale):
     normal range and the quotient be an ulp off, where it quantizes to 0 either way). A row of
     infinite scale gives NaN (the division: 0, or NaN for an infinite y). int8 takes it as it is
     (its codes have no -0, and NaN goes to 0 as that 0 does); div_by_row mends both cases."""
-    rcp = tl.math.div_rn(1.0, scale)[:, None]
-    q0 = y * rcp
-    return tl.fma(tl.fma(-q0, scale[:, None], y), rcp, q0)  # the remainder y - q0 * scale is exact in an fma
+    _, q1 = _quotients(y, scale)
+    return q1
 
 
 @triton.jit
@@ -126,8 +133,7 @@ def div_by_row(y, scale):
     bit for bit, wherever |y / scale| >= 2^-60 or y is 0 (tests/test_quantize.py: every bf16 and
     fp16 y on a GPU). A row of infinite scale takes y * 0 (0, or NaN for an infinite y, as the
     division gives); a NaN scale gives NaN."""
-    q1 = quotient_by_row(y, scale)
-    q0 = y * tl.math.div_rn(1.0, scale)[:, None]
+    q0, q1 = _quotients(y, scale)
     # a zero y keeps its sign in q0 (-0 / scale is -0, which e4m3 stores), not in q1
     return tl.where((scale < float("inf"))[:, None] & (y != 0.0), q1, q0)
 
