@@ -6,7 +6,8 @@
 # (tests/test_npu_lowering.py), and the numerics matrix and the user specs run the npu
 # kernels in triton-ascend's interpreter with the real npu block sizes (its max/min reductions
 # vectorized by tests/interpreter_folds.py, checked against its own fold by tests/test_interpreter_folds.py; its
-# language patching and bf16 casts made quicker by tests/interpreter_lang_once.py and tests/interpreter_bf16_casts.py,
+# language patching, bf16 casts and type lookups made quicker by tests/interpreter_lang_once.py, tests/interpreter_bf16_casts.py
+# and tests/interpreter_np_dtypes.py,
 # checked against the originals by their tests).
 #
 #   bash scripts/npu_checks.sh [extra pytest arguments, e.g. -k add_rmsnorm]
@@ -29,7 +30,7 @@ env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NORMGEN_NPU_WORKERS:-$(nproc)}" \
     tests/test_npu_lowering.py tests/test_numerics.py tests/test_user_specs.py tests/test_safety.py tests/test_casting.py \
     tests/test_backward.py tests/test_interpreter_folds.py tests/test_interpreter_lang_once.py \
-    tests/test_interpreter_bf16_casts.py \
+    tests/test_interpreter_bf16_casts.py tests/test_interpreter_np_dtypes.py \
     -k "lowering or interpreter or user" -r s "$@" | tee "$cache/out.txt"
 if grep -Eq "(^|[^0-9])[1-9][0-9]* skipped" "$cache/out.txt"; then  # not "0 skipped" (the run summary line)
     echo "npu checks: tests were skipped in $venv; every npu test must run there" >&2

@@ -26,12 +26,13 @@ import pytest  # noqa: E402
 
 from dsl import host, runtime  # noqa: E402
 
-from . import interpreter_bf16_casts, interpreter_folds, interpreter_lang_once  # noqa: E402
+from . import interpreter_bf16_casts, interpreter_folds, interpreter_lang_once, interpreter_np_dtypes  # noqa: E402
 
 if runtime.INTERPRET:
     interpreter_folds.install()  # triton-ascend's max/min reductions in numpy (nothing under upstream Triton)
     interpreter_lang_once.install()  # no re-patching of triton.language where it is patched already
     interpreter_bf16_casts.install()  # bf16 <-> fp32 casts by a shift where that gives the interpreter's bits
+    interpreter_np_dtypes.install()  # the interpreter's numpy type of a Triton type, looked up once per type
 
 HAS_GPU = torch.cuda.is_available() and not runtime.INTERPRET
 
