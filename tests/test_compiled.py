@@ -24,6 +24,7 @@ import torch
 
 from dsl import runtime
 
+from . import fake_cuda
 from .cases import SPECS, call, make_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,20 +55,12 @@ def trace(cases: list[dict]) -> list[dict]:
 
 def expected(name: str, rows: int | None, cols: int, norm_pos, rstd: bool, dtype: str = "bf16") -> dict:
     """The eager launcher's decision at these rows (None: the entry of the most rows, rows unknown), on
-    the device tests/trace_cuda.py fakes (132 SMs, no native fp8 or int8) whether or not this machine has a GPU:
+    the device tests/trace_cuda.py fakes (tests/fake_cuda.py) whether or not this machine has a GPU:
     its constexprs (the launch options, which a run without the interpreter adds, are compared apart)."""
     launcher = importlib.import_module(f"generated.{name}_cuda").LAUNCHER
     entry = launcher.table.lookup(dtype, rows, cols)
-    device = runtime.cuda_sm_count, runtime.cuda_native_fp8, runtime.cuda_native_int8
-    runtime.cuda_sm_count, runtime.cuda_native_fp8, runtime.cuda_native_int8 = (
-        (lambda index: 132),
-        (lambda index: False),
-        (lambda index: False),
-    )
-    try:
+    with fake_cuda.faked():
         kernel, grid, options, _ = launcher.decide(dtype, rows if rows is not None else 10**6, cols, 0, (cols,) * 5)
-    finally:
-        runtime.cuda_sm_count, runtime.cuda_native_fp8, runtime.cuda_native_int8 = device
     options = {p.name: options[p.name] for p in launcher.abi.decided}
     if rows is None:
         options["EVEN_M"] = entry.block_m == 1  # rows unknown: the row mask stays unless a tile is one row

@@ -27,11 +27,11 @@ from triton.runtime.jit import JITFunction
 
 from dsl import runtime
 
+from . import fake_cuda
+
 # Without a driver Triton cannot say which arguments a kernel writes (it assumes all): quiet.
 logging.getLogger("torch._higher_order_ops.triton_kernel_wrap").setLevel(logging.ERROR)
-runtime.cuda_sm_count = lambda device_index: 132  # no GPU to ask (an H100's count)
-runtime.cuda_native_fp8 = lambda device_index: False  # as the interpreter decides, which the test compares with
-runtime.cuda_native_int8 = lambda device_index: False  # the same
+fake_cuda.install()  # no GPU to ask: 132 SMs, no native fp8 or int8 (tests/test_compiled.py compares on the same)
 
 
 def trace(name: str, norm_pos, inplace: bool, rstd: bool, rows: int, cols: int, dynamic: bool, device: str) -> dict:
