@@ -183,6 +183,24 @@ def candidate_launcher(op: str, bucket: Bucket, config: Config):
     return launcher_for(op, bucket.dtype, passes, config.block_m, block_n, config.num_warps, config.grid)
 
 
+_ROTATION: dict[tuple, list[dict]] = {}  # (op, bucket, cell) -> its rotation's calls: one bucket's at a time
+
+
+def rotation_calls(op: str, bucket: Bucket, cell, moved: int) -> list[dict]:
+    """The calls a candidate's graph cycles through besides the checked one: as many input sets as
+    bench.py rotates (``timing.rotation_sets``: until their bytes exceed four L2 caches), so that a
+    small shape reads its inputs from memory here as it does there. Made once per shape and shared
+    by the bucket's candidates (they take the same arguments); the previous bucket's are dropped."""
+    key = (op, bucket, cell)
+    if key not in _ROTATION:
+        if any(k[:2] != key[:2] for k in _ROTATION):
+            _ROTATION.clear()
+        mode, rows, cols = cell
+        sets = timing.rotation_sets(moved, timing.l2_bytes())
+        _ROTATION[key] = [make_call(op, mode, rows, cols, bucket.dtype, "cuda", seed) for seed in range(1, sets)]
+    return _ROTATION[key]
+
+
 def measure(op, spec, bucket: Bucket, config: Config, cell, reps: int, timed: bool = True) -> float:
     """Device µs per launch of a candidate on one shape (checked first); OutOfResources propagates."""
     mode, rows, cols = cell
@@ -194,8 +212,7 @@ def measure(op, spec, bucket: Bucket, config: Config, cell, reps: int, timed: bo
     if not timed:
         return 0.0
     moved = timing.bytes_moved("pre" if mode == "pre" else "post", rows, cols, timing.element_bytes(bucket.dtype))
-    copies = min(16, timing.rotation_sets(moved, timing.l2_bytes()) - 1)
-    sets = [(call,)] + [(make_call(op, mode, rows, cols, bucket.dtype, device, seed),) for seed in range(1, copies + 1)]
+    sets = [(call,)] + [(c,) for c in rotation_calls(op, bucket, cell, moved)]
 
     def run(c):
         launch(c["key"], False, 0, c["args"])
@@ -259,8 +276,8 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__,
         "triton": triton.__version__,
-        "method": "geometric mean over a bucket's shapes and modes of CUDA-graph device time / the best there; "
-        "the planner's default kept within 1%",
+        "method": "geometric mean over a bucket's shapes and modes of CUDA-graph device time / the best there "
+        "(inputs rotated as in bench.py); the planner's default kept within 1%",
         "complete": not quick and not widths,
     }
     started = time.perf_counter()
