@@ -16,7 +16,7 @@ op's generated kernels through a ``runtime.Launcher`` of its own with a
 one-entry table; the arguments are built from the kernels' ABI
 (``generated.<op>_cuda.ABI``), and every output is checked against the op's
 generated PyTorch reference. Device time from CUDA-graph replay
-(benchmarks/timing.py) on representative shapes of the bucket, in every
+(benchmarks/timing.py), the inputs rotated as bench.py rotates them, on representative shapes of the bucket, in every
 residual mode of the op. Score: geometric mean over those shapes of time / the
 best time there; the planner's default is kept within 1 %.
 
