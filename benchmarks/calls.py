@@ -50,6 +50,17 @@ def make_call(
     return {"tensors": tensors, "args": tuple(args), "key": tuple(key), "abi": abi}
 
 
+def call_bytes(call: dict, mode: str) -> int:
+    """Bytes one launch of the call moves: every tensor make_call built, read or written once (the
+    weight and bias rows too), but the residual out in post mode, where only a quantized op writes
+    (its unquantized y): ``benchmarks/ops.py``'s ``bytes_moved`` for any op, from its ABI."""
+    from dsl.abi import Source
+
+    tensors = call["tensors"]
+    unused = {Source.RESIDUAL_OUT} if mode == "post" and Source.SCALE not in tensors else set()
+    return sum(t.numel() * t.element_size() for source, t in tensors.items() if source not in unused)
+
+
 def check(op: str, spec, call: dict, mode: str) -> None:
     """The kernel's outputs against the op's generated reference (quantized: within one int8 step or
     one fp8 ulp of the dequantized values); raises ValueError on a mismatch."""

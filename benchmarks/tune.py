@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import timing
-from benchmarks.calls import check, launcher_for, make_call
+from benchmarks.calls import call_bytes, check, launcher_for, make_call
 from benchmarks.tuning_file import merged, section, tuning_text
 
 ROW_SAMPLES = (1, 64, 512, 1024, 8192, 65536)
@@ -211,7 +211,7 @@ def measure(op, spec, bucket: Bucket, config: Config, cell, reps: int, timed: bo
     check(op, spec, call, mode)
     if not timed:
         return 0.0
-    moved = timing.bytes_moved("pre" if mode == "pre" else "post", rows, cols, timing.element_bytes(bucket.dtype))
+    moved = call_bytes(call, mode)
     sets = [(call,)] + [(c,) for c in rotation_calls(op, bucket, cell, moved)]
 
     def run(c):

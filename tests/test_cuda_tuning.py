@@ -104,3 +104,20 @@ def test_a_run_over_some_buckets_keeps_the_others(tmp_path):
 
 def test_the_committed_file_parses():
     assert cuda.load_tuning()["ops"]
+
+
+@pytest.mark.parametrize("op", sorted(SPECS))
+def test_the_tuner_counts_the_bytes_the_benchmark_counts(op):
+    """The tuner's rotation (as many input sets as bench.py's) starts from the bytes a launch moves,
+    read off the call's tensors; bench.py's are benchmarks/ops.py's formula, written out per op."""
+    from benchmarks import ops
+    from benchmarks.calls import call_bytes
+
+    if op not in ops.OPS or "cuda" not in [t.value for t in SPECS[op].targets]:
+        pytest.skip(f"{op}: no formula in benchmarks/ops.py or no cuda kernels")
+    modes = ["pre", "post"] if SPECS[op].has_residual else ["none"]
+    for mode in modes:
+        for dtype, elem in (("bf16", 2), ("fp32", 4)):
+            call = make_call(op, mode, 3, 40, dtype, "cpu")
+            want = ops.bytes_moved(op, mode if mode != "none" else "-", 3, 40, elem)
+            assert call_bytes(call, mode) == want, (op, mode, dtype)
