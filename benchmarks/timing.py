@@ -50,12 +50,6 @@ def element_bytes(dtype: str) -> int:
     return torch.empty((), dtype=DTYPES[dtype]).element_size()
 
 
-def bytes_moved(mode: str, rows: int, cols: int, elem: int) -> int:
-    """Bytes the op must move: pre reads x, r and writes y, s; post writes y only; the weight once."""
-    tensors = 4 if mode == "pre" else 3
-    return elem * (tensors * rows * cols + cols)
-
-
 def l2_bytes() -> int:
     properties = torch.cuda.get_device_properties(torch.cuda.current_device())
     return int(getattr(properties, "L2_cache_size", 0) or L2_FALLBACK_BYTES)
