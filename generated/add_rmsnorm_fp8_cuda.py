@@ -59,9 +59,7 @@ def add_rmsnorm_fp8_forward_single(
         scale = max_keep_nan(tl.math.div_rn(amax, 448.0), 1e-12)
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
         v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
-        is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-        v = tl.minimum(tl.maximum(v, -448.0), 448.0)
-        q = tl.where(is_nan, 0x7F, fp8_e4m3_code(v, NATIVE_FP8).to(tl.int32)).to(tl.uint8)  # NaN: e4m3fn's NaN code
+        q = fp8_e4m3_code(v, NATIVE_FP8)  # nearest even, saturated; NaN (the scale is NaN): e4m3fn's NaN code
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 
@@ -137,9 +135,7 @@ def add_rmsnorm_fp8_forward_multi(
                 # post mode: the residual out is the unquantized output
                 tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
             v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
-            is_nan = v != v  # a NaN scale (or inf / inf): min and max below would turn NaN into a bound
-            v = tl.minimum(tl.maximum(v, -448.0), 448.0)
-            q = tl.where(is_nan, 0x7F, fp8_e4m3_code(v, NATIVE_FP8).to(tl.int32)).to(tl.uint8)  # NaN: e4m3fn's NaN code
+            q = fp8_e4m3_code(v, NATIVE_FP8)  # nearest even, saturated; NaN (the scale is NaN): e4m3fn's NaN code
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
 

@@ -57,11 +57,10 @@ def _both_forms(
     scale = tl.load(SCALE_ptr + rows)
     fast = div_by_row(y, scale)
     slow = tl.math.div_rn(y, scale[:, None])
-    fast_c = tl.minimum(tl.maximum(fast, QMIN), QMAX)
     slow_c = tl.minimum(tl.maximum(slow, QMIN), QMAX)
-    if FP8:
-        code_fast = fp8_e4m3_code(fast_c, NATIVE).to(tl.float32)
-        code_slow = fp8_e4m3_bits(slow_c).to(tl.float32)
+    if FP8:  # the kernels' fp8 form: the quotient unclamped into fp8_e4m3_code
+        code_fast = fp8_e4m3_code(fast, NATIVE).to(tl.float32)
+        code_slow = tl.where(slow != slow, 0x7F, fp8_e4m3_bits(slow_c).to(tl.int32)).to(tl.float32)  # NaN: 0x7F
     else:  # the kernels' int8 form: the quotient without div_by_row's mends, unclamped, into int8_code
         code_fast = int8_code(quotient_by_row(y, scale), NATIVE).to(tl.float32)
         code_slow = tl.where(slow != slow, 0.0, round_half_even(slow_c))  # int8 has no NaN: 0
@@ -120,20 +119,22 @@ def _same_codes(a: torch.Tensor, b: torch.Tensor, quant: str) -> torch.Tensor:
 
 def _ties_and_edges(device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of y with scales where y / scale lands on ties (k + 0.5), e4m3 rounding boundaries
-    and subnormals, clamps, zero, and a row of infinite scale."""
+    and subnormals, clamps, zero, a row of infinite scale, and quotients past qmax (a scale no
+    kernel computes, but the codes must saturate)."""
     k = torch.arange(-128, 128, dtype=torch.float32)
     int8_ties = torch.cat([k + 0.5, k, k + 0.25])  # with scale 1 and 2^-3
     fp8_grid = torch.tensor([2.0**e * (1 + m / 8) for e in range(-6, 9) for m in range(8)])
     fp8_mid = torch.cat([fp8_grid * (1 + 1 / 16), fp8_grid, -fp8_grid * (1 + 1 / 16)])  # halfway to the next code
     sub = torch.arange(0, 64, dtype=torch.float32) * 2.0**-10  # e4m3 subnormals and their midpoints
-    y = torch.zeros(6, 1024)
+    y = torch.zeros(7, 1024)
     y[0, : int8_ties.numel()] = int8_ties
     y[1, : int8_ties.numel()] = int8_ties * 0.125
     y[2, : fp8_mid.numel()] = fp8_mid.clamp(-448, 448)
     y[3, : sub.numel()] = sub
     y[4, :8] = torch.tensor([1.0, -1.0, 0.0, -0.0, 3.0e38, -3.0e38, 5.0, -5.0])
     y[5, :5] = torch.tensor([1.0, -2.0, float("inf"), 0.0, -0.0])
-    scale = torch.tensor([1.0, 0.125, 1.0, 1.0, 3.0e38 / 448.0, float("inf")])
+    y[6, :8] = torch.tensor([449.0, 464.0, 480.0, -500.0, 1e30, -1e30, 127.5, -128.5])
+    scale = torch.tensor([1.0, 0.125, 1.0, 1.0, 3.0e38 / 448.0, float("inf"), 1.0])  # the last: past qmax, saturated
     return y.to(device), scale.to(device)
 
 
@@ -213,6 +214,37 @@ def test_fast_forms_give_the_portable_bits_for_fp32_rows(quant):
     assert same.all(), "div_by_row differs at the edges: " + _where_not(same, y, out[0], out[2])
     same = _same_codes(out[1], out[3], quant)
     assert same.all(), "the codes differ at the edges: " + _where_not(same, y, out[1], out[3])
+
+
+@triton.jit
+def _e4m3_forms(V_ptr, OUT_ptr, n, NATIVE: tl.constexpr, BLOCK: tl.constexpr):
+    """fp8_e4m3_code of fp32 values as given (NATIVE or not) beside the portable steps spelled out."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    v = tl.load(V_ptr + offs, mask=mask, other=0.0)
+    code = fp8_e4m3_code(v, NATIVE)
+    portable = tl.where(v != v, 0x7F, fp8_e4m3_bits(tl.minimum(tl.maximum(v, -448.0), 448.0)).to(tl.int32))
+    tl.store(OUT_ptr + offs, code, mask=mask)
+    tl.store(OUT_ptr + n + offs, portable.to(tl.uint8), mask=mask)
+
+
+@pytest.mark.gpu
+def test_native_e4m3_code_for_every_fp32_bit_pattern():
+    """The kernels pass y / scale to fp8_e4m3_code unclamped: the device's conversion alone must give
+    the portable code (NaN of either sign to 0x7F, infinities and |v| > 448 to +-448, nearest even)
+    for all 2^32 fp32 bit patterns."""
+    native = NATIVE["fp8"](torch.cuda.current_device())
+    if not native:
+        pytest.skip("this GPU has no e4m3 conversion (compute capability below 8.9)")
+    n = 2**28
+    out = torch.empty(2 * n, dtype=torch.uint8, device="cuda")
+    for start in range(-(2**31), 2**31, n):
+        v = torch.arange(start, start + n, dtype=torch.int32, device="cuda").view(torch.float32)
+        _e4m3_forms[(n // 1024,)](v, out, n, True, 1024)
+        same = out[:n] == out[n:]
+        assert same.all(), f"the codes differ from bit pattern {start}: " + _where_not(
+            same, v, out[:n].float(), out[n:].float()
+        )
 
 
 @pytest.mark.gpu
