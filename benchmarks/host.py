@@ -1,6 +1,6 @@
 """Host time per eager call, every call form side by side with the launch floor (GPU machine).
 
-    python -m benchmarks.host [--out DIR] [--ops add_rmsnorm,rmsnorm,layernorm] [--shape 8,4096]
+    python -m benchmarks.host [--out DIR] [--ops add_rmsnorm,rmsnorm,layernorm,add_rmsnorm_int8,...] [--shape 8,4096]
                               [--dtype bf16] [--calls 1000] [--rounds 15] [--inference] [--host cxx|python]
     python -m benchmarks.host --self-test [--out DIR]   # CPU: every form runs once, the writers
 
@@ -11,7 +11,8 @@ bottleneck. Every callable of an op is timed once per round, in turns, for
 torch.no_grad() (a module's weight is a Parameter), or inference mode with --inference.
 
 The launch floor is the issue's: two ``torch.empty_like(x)`` (one for an op without
-a residual) and one call of the op's compiled kernel through the direct launch the
+a residual; a quantized op's q in its storage dtype, its residual out and its scale per
+row) and one call of the op's compiled kernel through the direct launch the
 op's Launcher caches (``Launcher.cached_launch``), its arguments built once. Each
 form is also compared with its own floor: the outputs that form allocates and its
 own kernel's launch. "floor, pointers as ints" passes the data pointers as ints
@@ -104,11 +105,14 @@ def launch_floor(op, launcher, launch_layout, x, r, w, b, mode, rstd, inplace, d
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     new_residual = op.has_residual and mode in op.new_residual_out
-    likes = 0 if inplace else 1 + new_residual  # (quantized ops allocate otherwise: not measured here)
-    out = x if inplace else like(x)
+    storage = op.quant_storage  # quantized ops: q in its storage dtype and a scale per row, whatever the form
+    likes = (0 if inplace else new_residual) + (storage is None and not inplace)
+    out = like(x, dtype=storage) if storage is not None else x if inplace else like(x)
     residual_out = (r if inplace else like(x)) if new_residual else (out if op.has_residual else None)
+    scale_shape = x.shape[:-1] + (1,)
+    scale = torch.empty(scale_shape, dtype=torch.float32, device=device) if storage is not None else None
     stats = torch.empty(n_rows, dtype=op.stats_dtype or x.dtype, device=device) if rstd else None
-    env = (x, r if op.has_residual else None, w, b, out, residual_out, None, None, stats, 1e-6)
+    env = (x, r if op.has_residual else None, w, b, out, residual_out, scale, None, stats, 1e-6)
     env += launch_layout.launch_tail((n_cols,) * 4, n_rows, n_cols, b is not None, False, rstd, x.dtype)
     layout = launch_layout.layout(launcher.abi, mode)
     key, kernel_args = layout.key(env), layout.args(env)
@@ -123,6 +127,9 @@ def launch_floor(op, launcher, launch_layout, x, r, w, b, mode, rstd, inplace, d
     ints = tuple(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in kernel_args)
 
     def floor(k=kernel_args):
+        if storage is not None:
+            like(x, dtype=storage)
+            torch.empty(scale_shape, dtype=torch.float32, device=device)
         for _ in range(likes):
             like(x)
         if rstd:
@@ -196,7 +203,7 @@ def write(out: Path, meta: dict, results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--ops", default="add_rmsnorm,rmsnorm,layernorm")
+    parser.add_argument("--ops", default="add_rmsnorm,rmsnorm,layernorm,add_rmsnorm_int8,add_layernorm_fp8")
     parser.add_argument("--shape", default="8,4096")
     parser.add_argument("--dtype", default="bf16", choices=list(timing.DTYPES))
     parser.add_argument("--calls", type=int, default=1000)

@@ -35,19 +35,19 @@ class Form:
         slots = op.slots([object() for _ in range(5)], x, residual, norm_pos, mean, rstd, inplace)
         write_x, write_residual = (inplace and any(s is t for s in slots) for t in (x, residual))
         self.write_x, self.write_residual = write_x, write_residual
-        self.out_is_x = self.residual_out_is = None  # plain ops' outputs (below), as dsl/host.py registers them
         if write_x:
             written = (lambda x, r: (x, r)) if write_residual else (lambda x, r: (x,))
         else:
             written = (lambda x, r: (r,)) if write_residual else None
+        # what out and residual out are (as dsl/host.py registers them): x, the residual, out, or new
+        out, residual_out = slots[:2]
+        residual_out_is = "x" if residual_out is x else "residual" if residual_out is residual else None
+        if residual_out is not None and residual_out_is is None:
+            residual_out_is = "out" if residual_out is out else "new"
+        self.out_is_x, self.residual_out_is = out is x, residual_out_is
         if op.quant_storage is not None:
             self.outputs = self._checked_outputs(op, written)
         else:
-            out, residual_out = slots[:2]
-            residual_out_is = "x" if residual_out is x else "residual" if residual_out is residual else None
-            if residual_out is not None and residual_out_is is None:
-                residual_out_is = "out" if residual_out is out else "new"
-            self.out_is_x, self.residual_out_is = out is x, residual_out_is
             self.outputs = self._plain_outputs(op, out is x, residual_out_is, written)
 
     def _checked_outputs(self, op: Op, written):

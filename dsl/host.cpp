@@ -8,7 +8,8 @@
 //
 // One op:  _normgen_host.Op(has_residual, has_weight, has_bias, modes, types)
 //   op(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace) -> result | None
-//   op.add_form(index, out_is_x, residual_out, mean, rstd, stats_dtype, write_x, write_residual)
+//   op.add_form(index, out_is_x, residual_out, mean, rstd, stats_dtype, write_x, write_residual,
+//               quant_storage, quant_view)
 //   op.add_record(form, sizes, dtype, device, bias_none, pdtype, function, grid, warps, shared, params)
 //   op.set_module(namespace, methods); op.call_module(module, x[, residual]) -> result | None: a module
 //     call, where nn.Module's __call__ would only have called forward (see op_call_module)
@@ -33,6 +34,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -207,12 +209,20 @@ void op_dealloc(PyObject* self) {
 
 PyObject* op_add_form(PyObject* self, PyObject* args) {
   auto* op = reinterpret_cast<OpObject*>(self);
-  int index, out_is_x, residual_out, mean, rstd, stats_dtype, write_x, write_residual;
-  if (!PyArg_ParseTuple(args, "ipipp" "ipp", &index, &out_is_x, &residual_out, &mean, &rstd, &stats_dtype, &write_x,
-                        &write_residual))
+  int index, out_is_x, residual_out, mean, rstd, stats_dtype, write_x, write_residual, quant_storage, quant_view;
+  if (!PyArg_ParseTuple(args, "ipipp" "ipp" "ii", &index, &out_is_x, &residual_out, &mean, &rstd, &stats_dtype,
+                        &write_x, &write_residual, &quant_storage, &quant_view))
     return nullptr;
   if (index < 0 || index >= static_cast<int>(op->forms->size()) || residual_out < NONE || residual_out > IS_RESIDUAL) {
     PyErr_SetString(PyExc_ValueError, "add_form: form index or residual_out out of range");
+    return nullptr;
+  }
+  if (quant_view >= 0 && quant_storage < 0) {
+    PyErr_SetString(PyExc_ValueError, "add_form: a view of q needs q's storage dtype");
+    return nullptr;
+  }
+  if (quant_storage >= 0 && out_is_x) {
+    PyErr_SetString(PyExc_ValueError, "add_form: a quantized output cannot be x");
     return nullptr;
   }
   Form& form = (*op->forms)[index];
@@ -224,6 +234,8 @@ PyObject* op_add_form(PyObject* self, PyObject* args) {
   form.stats_dtype = stats_dtype;
   form.write_x = write_x;
   form.write_residual = write_residual;
+  form.quant_storage = quant_storage;
+  form.quant_view = quant_view;
   Py_RETURN_NONE;
 }
 

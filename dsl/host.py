@@ -45,7 +45,14 @@ SOURCES = (SOURCE, SOURCE.with_name("host_serve.h"))  # what the build reads: bo
 SLOTS = ("x", "residual", "weight", "bias", "out", "residual_out", "scale", "mean", "rstd", "eps")
 PTR, F32, I32, I64 = range(4)
 RESIDUAL_OUT = {None: 0, "new": 1, "out": 2, "x": 3, "residual": 4}
-SCALAR_TYPE = {torch.float32: 6, torch.float16: 5, torch.bfloat16: 15}  # c10::ScalarType's values
+SCALAR_TYPE = {  # c10::ScalarType's values
+    torch.uint8: 0,
+    torch.int8: 1,
+    torch.float16: 5,
+    torch.float32: 6,
+    torch.bfloat16: 15,
+    torch.float8_e4m3fn: 24,
+}
 
 _lock = threading.Lock()
 _state = {"module": None, "thread": None, "error": None}
@@ -170,16 +177,18 @@ def form_index(op, form) -> int:
 
 
 def make_op(op, ext=None):
-    """The C++ twin of an ``Op`` (dsl/surface.py), with its plain call forms; None for quantized ops
-    (and while the extension ``ext``, by default the built one, is not there)."""
+    """The C++ twin of an ``Op`` (dsl/surface.py), with its call forms; None while the extension
+    ``ext``, by default the built one, is not there."""
     ext = ext or module()
-    if ext is None or op.quant_storage is not None:
+    if ext is None:
         return None
     native = ext.Op(op.has_residual, op.has_weight, op.has_bias, op.call_modes, (torch.Tensor, torch.nn.Parameter))
     base = modules.AddNorm if op.has_residual else modules.Norm
     native.set_module(vars(torch.nn.modules.module), ("forward", base.forward, "_run", modules.Norm._run))
     modules.serve_module_calls()
     stats = -1 if op.stats_dtype is None else SCALAR_TYPE[op.stats_dtype]
+    storage = -1 if op.quant_storage is None else SCALAR_TYPE[op.quant_storage]
+    view = -1 if op.quant_dtype is op.quant_storage else SCALAR_TYPE[op.quant_dtype]
     for form in op._forms.values():
         native.add_form(
             form_index(op, form),
@@ -190,6 +199,8 @@ def make_op(op, ext=None):
             stats,
             form.write_x,
             form.write_residual,
+            storage,
+            view,
         )
     return native
 
@@ -211,6 +222,8 @@ def param_spec(op, form, rec, compiled, constexprs: tuple, bias_none: bool) -> t
     given.update(name for name, on in (("mean", form.mean), ("rstd", form.rstd)) if on)
     if form.residual_out_is is not None:
         given.add("residual_out")
+    if op.quant_storage is not None:
+        given.add("scale")
     if op.has_bias and not bias_none:
         given.add("bias")
     spec = []

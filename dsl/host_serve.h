@@ -47,6 +47,8 @@ struct Form {
   bool mean = false, rstd = false;
   int stats_dtype = -1;  // a c10::ScalarType, or -1 for x's dtype
   bool write_x = false, write_residual = false;
+  int quant_storage = -1;  // quantized ops: q's storage dtype (a c10::ScalarType), else -1
+  int quant_view = -1;     // and the dtype q is returned as, where it differs (fp8 is stored as its bits)
 };
 
 constexpr int MAX_DIMS = 8;
@@ -226,7 +228,16 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
     return standard ? at::empty(x->sizes(), x->options()) : at::empty_strided(x->sizes(), x->strides(), x->options());
   };
   at::Tensor& out = slot_tensors[OUT];
-  out = form.out_is_x ? *x : like_x();
+  if (form.quant_storage >= 0) {
+    // q contiguous in its storage dtype, and one fp32 scale per row: (*x.shape[:-1], 1)
+    out = at::empty(x->sizes(), x->options().dtype(static_cast<c10::ScalarType>(form.quant_storage)));
+    std::array<int64_t, MAX_DIMS> scale_sizes;
+    std::copy(x->sizes().begin(), x->sizes().end(), scale_sizes.begin());
+    scale_sizes[x->dim() - 1] = 1;
+    slot_tensors[SCALE] = at::empty(c10::IntArrayRef(scale_sizes.data(), x->dim()), x->options().dtype(at::kFloat));
+  } else {
+    out = form.out_is_x ? *x : like_x();
+  }
   switch (form.residual_out) {
     case NEW: slot_tensors[RESIDUAL_OUT] = like_x(); break;
     case SAME_AS_OUT: slot_tensors[RESIDUAL_OUT] = out; break;
@@ -274,11 +285,15 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
   if (form.write_x && !x->is_inference()) torch::autograd::impl::bump_version(*x);
   if (form.write_residual && !residual->is_inference()) torch::autograd::impl::bump_version(*residual);
 
-  // the result: (out, residual_out) where the op has a residual, then the statistics asked for
-  std::array<at::Tensor*, 4> result;
+  // the result: (out, residual_out) where the op has a residual, the scale where it quantizes,
+  // then the statistics asked for
+  at::Tensor q;
+  if (form.quant_view >= 0) q = out.view(static_cast<c10::ScalarType>(form.quant_view));
+  std::array<at::Tensor*, 5> result;
   int count = 0;
-  result[count++] = &out;
+  result[count++] = form.quant_view >= 0 ? &q : &out;
   if (op->has_residual) result[count++] = &slot_tensors[RESIDUAL_OUT];
+  if (form.quant_storage >= 0) result[count++] = &slot_tensors[SCALE];
   if (form.mean) result[count++] = &slot_tensors[MEAN];
   if (form.rstd) result[count++] = &slot_tensors[RSTD];
   if (count == 1) return THPVariable_Wrap(*result[0]);

@@ -5,16 +5,16 @@ is found), declines every call it cannot launch (CPU tensors, odd arguments) wit
 malformed registrations, and a failed build leaves the Python path on with a warning; a record's
 parameter list follows the compiled kernel's signature (rmsnorm's, written out by hand).
 
-On the GPU: every plain op's call forms, served by the C++ path once the Python path has made
-their launch, return bit for bit what the Python path returns, alias and bump what it does, and
-decline what the Python fast path declines; outputs like x keep x's strides on both paths; a CUDA
-graph captures its launches (a launch on any stream but the current one would fail the capture).
+On the GPU: every op's call forms (the quantized ops' q, residual out and scale too), served by
+the C++ path once the Python path has made their launch, return bit for bit what the Python path
+returns, alias and bump what it does, and decline what the Python fast path declines; outputs like
+x keep x's strides on both paths; a CUDA graph captures its launches (a launch on any stream but
+the current one would fail the capture).
 Module calls: tests/test_host_modules.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import warnings
 
@@ -27,15 +27,13 @@ from dsl import host
 
 from .conftest import HAS_GPU, needs_compiler, op_of
 
-PLAIN = [
-    n for n in generated.__all__ if n.islower() and importlib.import_module(f"generated.{n}").OP.quant_storage is None
-]
+OPS = [n for n in generated.__all__ if n.islower()]
 
 
 @needs_compiler
 def test_the_extension_declines_what_it_cannot_launch(ext):
     """CPU tensors, a mode or switch it does not know, a non-float eps: None (the Python path's call)."""
-    for name in PLAIN:
+    for name in OPS:
         op = op_of(name)
         native = host.make_op(op, ext)
         x = torch.randn(3, 64)
@@ -51,6 +49,12 @@ def test_the_extension_declines_what_it_cannot_launch(ext):
             native(x, r, w)
 
 
+def test_scalar_types_are_c10s():
+    """The dtype numbers handed to the extension are c10::ScalarType's (as TorchScript's prim::dtype gives them)."""
+    for dtype, number in host.SCALAR_TYPE.items():
+        assert torch.ops.prim.dtype(torch.empty(0, dtype=dtype)) == number, dtype
+
+
 @needs_compiler
 def test_the_extension_refuses_malformed_registrations(ext):
     native = host.make_op(op_of("add_rmsnorm"), ext)
@@ -59,7 +63,11 @@ def test_the_extension_refuses_malformed_registrations(ext):
     with pytest.raises(ValueError, match="out of range"):
         native.add_record(0, (4, 64), 15, 0, True, 15, 1, 1, 4, 0, ((7, 0, 0),))
     with pytest.raises(ValueError, match="out of range"):
-        native.add_form(0, False, 9, False, False, -1, False, False)
+        native.add_form(0, False, 9, False, False, -1, False, False, -1, -1)
+    with pytest.raises(ValueError, match="needs q's storage"):
+        native.add_form(0, False, 1, False, False, -1, False, False, -1, 24)
+    with pytest.raises(ValueError, match="cannot be x"):
+        native.add_form(0, True, 1, False, False, -1, False, False, 1, -1)
     with pytest.raises(ValueError, match="no columns"):
         native.add_record(0, (4, 0), 15, 0, True, 15, 1, 1, 4, 0, ())
     if not HAS_GPU:  # no driver: no record without the kernel's own parameter list to check it against
@@ -100,8 +108,13 @@ def _forms(op):
 SHAPES = [(1, 4096), (3, 5, 111), (57, 7338), (4, 2048)]
 
 
+def _bits(t):
+    """One-byte outputs (int8, fp8) compared as bytes (torch.equal has no fp8 kernel)."""
+    return t.view(torch.uint8) if t.dtype.itemsize == 1 else t
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", PLAIN)
+@pytest.mark.parametrize("name", OPS)
 def test_the_cxx_path_returns_what_the_python_path_does(name):
     assert host.module(wait=True) is not None, host._state["error"]
     op = op_of(name)
@@ -141,7 +154,7 @@ def test_the_cxx_path_returns_what_the_python_path_does(name):
             served += 1
             for e, t in zip(expected[0], got[0], strict=True):
                 assert e.dtype == t.dtype and e.shape == t.shape
-                assert torch.equal(e.view(torch.uint8) if e.dtype.itemsize == 1 else e, t), (name, shape, mode)
+                assert torch.equal(_bits(e), _bits(t)), (name, shape, mode)
             assert expected[1:] == got[1:], (name, shape, mode, expected[1:], got[1:])
     assert served
 
@@ -280,3 +293,36 @@ def test_a_records_parameters_follow_the_compiled_kernels_signature():
     signature[8] = "fp16"
     with pytest.raises(ValueError, match="eps of type fp16"):
         spec()
+
+
+@pytest.mark.parametrize("norm_pos", ["pre", "post"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_quantized_records_parameters_take_its_residual_out_and_scale(norm_pos, inplace):
+    """add_rmsnorm_int8's kernel, written out by hand from its text: (X_ptr, X_row_stride, R_ptr,
+    R_row_stride, W_ptr, Y_ptr, Y_row_stride, RES_ptr, RES_row_stride, SCALE_ptr, n_rows, n_cols,
+    eps, PRE, then the launcher's seven constexprs). Every form writes the residual out (s in pre
+    mode, the unquantized y in post mode) and the scale, and the twin registers each form so."""
+    from types import SimpleNamespace
+
+    from dsl.launch_layout import launch_tail
+
+    op = op_of("add_rmsnorm_int8")
+    _, layouts = op.kernel_launch("cuda")
+    form = op._forms[(norm_pos, False, False, inplace)]
+    assert not form.out_is_x  # q is never x
+    assert form.residual_out_is == ((("residual" if norm_pos == "pre" else "x") if inplace else "new"))
+    rec = SimpleNamespace(
+        args=layouts[norm_pos].args, tail=launch_tail((64,) * 4, 3, 64, False, False, False, torch.bfloat16)
+    )
+    constexprs = (1, 64, False, True, False, 8, True)
+    pointer, i32, fp32, constexpr = "*bf16", "i32", "fp32", "constexpr"
+    signature = [pointer, i32, pointer, i32, pointer, "*i8", i32, pointer, i32, "*fp32", i32, i32, fp32]
+    signature += [constexpr] * 8
+    kernel = SimpleNamespace(src=SimpleNamespace(signature=dict(enumerate(signature))))
+    x, r, w, out, res, scale, eps = (
+        host.SLOTS.index(n) for n in ("x", "residual", "weight", "out", "residual_out", "scale", "eps")
+    )
+    expected = [(host.PTR, x, 0), (host.I32, 0, 64), (host.PTR, r, 0), (host.I32, 0, 64), (host.PTR, w, 0)]
+    expected += [(host.PTR, out, 0), (host.I32, 0, 64), (host.PTR, res, 0), (host.I32, 0, 64)]
+    expected += [(host.PTR, scale, 0), (host.I32, 0, 3), (host.I32, 0, 64), (host.F32, eps, 0)]
+    assert host.param_spec(op, form, rec, kernel, constexprs, True) == tuple(expected)

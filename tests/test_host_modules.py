@@ -207,6 +207,11 @@ def test_a_module_call_skips_nn_modules_call_only_where_that_would_only_call_for
         assert native.served() == count + 2  # the module call, then the functional one
 
 
+def _bits(t):
+    """One-byte outputs (int8, fp8) compared as bytes (torch.equal has no fp8 kernel)."""
+    return t.view(torch.uint8) if t.dtype.itemsize == 1 else t
+
+
 @pytest.mark.gpu
 def test_modules_take_the_cxx_path_and_read_a_parametrized_bias():
     """A module call goes to the C++ twin with the parameters from nn.Module's dict; a bias that a
@@ -228,6 +233,16 @@ def test_modules_take_the_cxx_path_and_read_a_parametrized_bias():
             (x, r),
             lambda m: generated.add_rmsnorm(x, r, m.weight, m.eps, "post"),
         ),
+        (
+            generated.AddRMSNormInt8(4096),
+            (x, r),
+            lambda m: generated.add_rmsnorm_int8(x, r, m.weight, m.eps),
+        ),
+        (
+            generated.AddLayerNormFP8(4096, norm_pos="post"),
+            (x, r),
+            lambda m: generated.add_layernorm_fp8(x, r, m.weight, m.bias, m.eps, "post"),
+        ),
         (generated.LayerNorm(4096), (x,), lambda m: generated.layernorm(x, m.weight, m.bias, m.eps)),
     ]
     with torch.no_grad():
@@ -247,7 +262,8 @@ def test_modules_take_the_cxx_path_and_read_a_parametrized_bias():
                 got if isinstance(got, tuple) else (got,),
                 strict=True,
             ):
-                assert torch.equal(e, t), type(module).__name__
+                assert e.dtype == t.dtype and e.shape == t.shape, type(module).__name__
+                assert torch.equal(_bits(e), _bits(t)), type(module).__name__
 
         class Double(torch.nn.Module):
             def forward(self, b):
