@@ -310,7 +310,7 @@ def test_a_quantized_records_parameters_take_its_residual_out_and_scale(norm_pos
     _, layouts = op.kernel_launch("cuda")
     form = op._forms[(norm_pos, False, False, inplace)]
     assert not form.out_is_x  # q is never x
-    assert form.residual_out_is == ((("residual" if norm_pos == "pre" else "x") if inplace else "new"))
+    assert form.residual_out_is == (("residual" if norm_pos == "pre" else "x") if inplace else "new")
     rec = SimpleNamespace(
         args=layouts[norm_pos].args, tail=launch_tail((64,) * 4, 3, 64, False, False, False, torch.bfloat16)
     )
