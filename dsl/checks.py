@@ -169,8 +169,10 @@ def backward_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     return rows(t) if not t.is_contiguous() else (t, t.shape[-1])
 
 
-def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
-    """x and residual are written in place: each must be writable as rows, and they must not overlap.
+def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor, params: dict | None = None) -> None:
+    """x and residual are written in place: each must be writable as rows, they must not overlap, and
+    neither may overlap a parameter (``params``: name -> weight, bias or None), which later rows would
+    read after earlier ones wrote it.
 
     (A tensor that requires grad is refused before this, by check_no_grad.)
     """
@@ -195,12 +197,49 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor) -> None:
             raise NormgenError(
                 f"{op}: inplace=True cannot write into {name}: its elements overlap (stride {t.stride()})"
             )
-    if x.numel() and residual.numel() and x.untyped_storage().data_ptr() == residual.untyped_storage().data_ptr():
-        x_lo, r_lo = x.data_ptr(), residual.data_ptr()
-        x_hi = x_lo + _extent(x) * x.element_size()
-        r_hi = r_lo + _extent(residual) * residual.element_size()
-        if x_lo < r_hi and r_lo < x_hi:
-            raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they overlap")
+    if _overlap(x, residual):
+        raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they share elements")
+    for name, p in (params or {}).items():
+        for written, t in (("x", x), ("residual", residual)):
+            if p is not None and _overlap(t, p):
+                raise NormgenError(
+                    f"{op}: inplace=True writes into {written}, and the {name} shares its memory; the kernels "
+                    f"would read a {name} that earlier rows overwrote. Pass a {name} in memory of its own"
+                )
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a and b (each rows of adjacent elements, as the kernels see them) share an element.
+
+    Exact where one of them is a single row or both are rows of one width and row stride (a buffer's
+    interleaved halves, say); otherwise whether the spans from first to last element meet.
+    """
+    if not a.numel() or not b.numel() or a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    size = a.element_size()
+    a_lo, b_lo = a.data_ptr(), b.data_ptr()
+    if not (a_lo < b_lo + _extent(b) * b.element_size() and b_lo < a_lo + _extent(a) * size):
+        return False
+    if b.element_size() != size or (a_lo - b_lo) % size or a.stride(-1) != 1 or b.stride(-1) != 1:
+        return True
+    (ra, sa), (rb, sb) = rows(a), rows(b)
+    if ra is not a or rb is not b:  # rows that are no view: only the spans
+        return True
+    na, nb = a.shape[-1], b.shape[-1]
+    rows_a, rows_b = a.numel() // na, b.numel() // nb
+    if rows_b > 1 and rows_a == 1:  # one row against rows: the rows as a
+        a, b, sa, sb, na, nb, rows_a, rows_b, a_lo, b_lo = b, a, sb, sa, nb, na, rows_b, rows_a, b_lo, a_lo
+    d = (b_lo - a_lo) // size  # b's first element, in elements from a's
+    if rows_b == 1:  # row i of a, [i * sa, i * sa + na), meets [d, d + nb) where d - na < i * sa < d + nb
+        if rows_a == 1 or sa <= 0:  # two rows of adjacent elements whose spans meet; or odd strides
+            return True
+        lo, hi = (d - na) // sa + 1, -((-(d + nb)) // sa) - 1
+        return max(lo, 0) <= min(hi, rows_a - 1)
+    if sa == sb and na == nb and sa > 0:  # rows i of a and k of b meet where |d + (k - i) * sa| < na
+        m = -d / sa
+        candidates = {max(-(rows_a - 1), min(rows_b - 1, c)) for c in (math.floor(m), math.ceil(m))}
+        return any(abs(d + c * sa) < na for c in candidates)
+    return True
 
 
 _BUMP_MANY = [True]  # False once torch refused a tuple of tensors to bump (older torch takes one)

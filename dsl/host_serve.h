@@ -210,6 +210,14 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
     // tensors are written only in inference mode
     auto xp = reinterpret_cast<intptr_t>(x->data_ptr()), rp = reinterpret_cast<intptr_t>(residual->data_ptr());
     if (std::llabs(xp - rp) < rec.nbytes) DECLINE();
+    // and no parameter in what the kernels write: later rows would read what earlier ones wrote
+    for (const at::Tensor* param : {weight, bias}) {
+      if (param == nullptr) continue;
+      auto pp = reinterpret_cast<intptr_t>(param->data_ptr());
+      auto pn = static_cast<intptr_t>(param->nbytes());
+      for (intptr_t tp : {xp, rp})
+        if (pp < tp + rec.nbytes && tp < pp + pn) DECLINE();
+    }
     if (!c10::InferenceMode::is_enabled() && (x->is_inference() || residual->is_inference())) DECLINE();
   }
 

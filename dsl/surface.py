@@ -231,10 +231,13 @@ class Op:
                     aligned |= (bp := bias.data_ptr())
                 # In place, torch's rules: x and residual (contiguous, so each free of overlap)
                 # must not overlap each other, and inference tensors are written only in
-                # inference mode. (The checks refuse what this does not prove.)
+                # inference mode; and no parameter may lie in what the kernels write.
+                # (The checks refuse what this does not prove.)
                 fast = not inplace or (
                     abs(xp - rp) >= rec.nbytes
                     and (torch.is_inference_mode_enabled() or not (x.is_inference() or residual.is_inference()))
+                    and (wp is None or _apart(wp, weight.nbytes, xp, rp, rec.nbytes))
+                    and (bp is None or _apart(bp, bias.nbytes, xp, rp, rec.nbytes))
                 )
         except (AttributeError, IndexError, TypeError):
             fast = False
@@ -298,7 +301,7 @@ class Op:
         elif inplace and checks.needs_grad(named):
             checks.refuse_inplace_grad(name, named)
         if inplace:
-            checks.check_inplace(name, x, residual)
+            checks.check_inplace(name, x, residual, {"weight": weight, "bias": bias})
         return checks.check_eps(name, eps)
 
     def _named(self, x, residual, weight, bias) -> dict:
@@ -401,3 +404,8 @@ class Op:
                 aligned |= t.data_ptr()
         launcher(layout.key(env), aligned & 15 == 0, x.get_device(), layout.args(env))
         return slots
+
+
+def _apart(p: int, p_bytes: int, xp: int, rp: int, nbytes: int) -> bool:
+    """A parameter's bytes [p, p + p_bytes) meet neither x's nor residual's [xp, xp + nbytes), [rp, rp + nbytes)."""
+    return (p + p_bytes <= xp or p >= xp + nbytes) and (p + p_bytes <= rp or p >= rp + nbytes)

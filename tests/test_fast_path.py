@@ -90,6 +90,9 @@ def _add_rmsnorm_calls():
     yield "inplace, x needs grad, no_grad", call(leaf, says_cuda(torch.randn(4, 64)), context=torch.no_grad), True
     yield "inplace, expanded x", call(says_cuda(torch.randn(1, 64)).expand(4, 64), says_cuda(torch.randn(4, 64))), False
     yield "inplace, padded rows", call(base[:4, :32], base[4:8, :32], weight=says_cuda(torch.ones(32))), False
+    yield "inplace, the weight a row of x", call(base[:4], base[4:8], weight=base[2]), False
+    yield "inplace, the weight a row of residual", call(base[:4], base[4:8], weight=base[7]), False
+    yield "inplace, the weight beside x and residual", call(base[:4], base[4:8], weight=base[8]), True
     yield (
         "inplace, residual of another dtype",
         call(*pair()[:1], says_cuda(torch.randn(4, 64, dtype=torch.float16))),

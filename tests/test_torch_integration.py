@@ -318,6 +318,36 @@ def test_inplace_rejects_what_cannot_be_written():
     assert spec.has_residual
 
 
+def test_inplace_refuses_parameters_in_written_memory():
+    """A weight or bias inside x or residual would be read by later rows after earlier ones wrote it
+    (the kernels gave wrong rows): refused, naming the parameter; one beside them is taken."""
+    x, r = torch.randn(64, 16), torch.randn(64, 16)
+    with pytest.raises(runtime.NormgenError, match="writes into x, and the weight shares its memory"):
+        generated.add_rmsnorm(x, r, x[0], inplace=True)
+    with pytest.raises(runtime.NormgenError, match="writes into residual, and the weight shares its memory"):
+        generated.add_rmsnorm(x, r, r[5], inplace=True)
+    with pytest.raises(runtime.NormgenError, match="writes into x, and the bias shares its memory"):
+        generated.add_layernorm(x, r, torch.ones(16), x[63], inplace=True)
+    base = torch.randn(9, 16)
+    w = base[8].clone()
+    expected = generated.add_rmsnorm(base[:4].clone(), base[4:8].clone(), w)
+    y, s = generated.add_rmsnorm(base[:4], base[4:8], base[8], inplace=True)  # the weight beside them
+    assert torch.equal(y, expected[0]) and torch.equal(s, expected[1])
+
+
+def test_inplace_takes_interleaved_halves_of_one_buffer():
+    """x and residual as the two halves of each row of one buffer share no element: taken, as written."""
+    buf = torch.randn(3, 32)
+    x, r = buf[:, :16], buf[:, 16:]
+    w = torch.rand(16) + 0.5
+    expected = generated.add_rmsnorm(x.clone(), r.clone(), w)
+    y, s = generated.add_rmsnorm(x, r, w, inplace=True)
+    assert y is x and s is r
+    assert torch.equal(buf[:, :16], expected[0]) and torch.equal(buf[:, 16:], expected[1])
+    with pytest.raises(runtime.NormgenError, match="separate memory"):
+        generated.add_rmsnorm(buf[:, :16], buf[:, 15:31], w, inplace=True)  # one column shared
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", RESIDUAL_SPECS)
 def test_inplace_gpu(name):
