@@ -32,6 +32,7 @@ def register(op, custom, namespace: str, opname: str) -> None:
     )
 
     def backward_body(*args):
+        check(op, *args)  # a direct torch.ops call gets the checks too; autograd's pass them
         return run(op, *args)
 
     def backward_fake(dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos):
@@ -102,6 +103,46 @@ def _autograd_backward(op, ctx, grads):
     db = next(sums) if ctx.bias_given else None
     by_name = {"x": dx, "residual": dx if op.has_residual else None, "weight": dw, "bias": db}
     return tuple(by_name.get(p) for p in op.call_params)
+
+
+def check(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos) -> None:
+    """The backward op's arguments, before anything is allocated or launched: what the kernels read
+    whole must be whole (a short rstd was read past its end)."""
+    name = f"{op.name}_backward"
+    checks.check_choice(name, "norm_pos", norm_pos, op.call_modes)
+    checks.check_input(name, x, op.dtypes)
+    _check_like_x(name, "grad_out", dy, x)  # (any strides: the backward takes autograd's as they come)
+    if ds is not None:
+        if norm_pos != "pre":
+            raise NormgenError(f"{name}: grad_residual_out is the gradient on s, which only pre mode returns")
+        _check_like_x(name, "grad_residual_out", ds, x)
+    if op.has_residual and norm_pos == "post":
+        _check_like_x(name, "residual", residual, x)  # post mode normalizes x + residual again
+    elif residual is not None:
+        raise NormgenError(f"{name}: residual is passed in post mode only (pre mode's x is s itself)")
+    if op.has_weight:
+        checks.check_param(name, "weight", weight, x)
+    elif weight is not None:
+        raise NormgenError(f"{name}: this op has no weight")
+    if not isinstance(bias_given, bool) or (bias_given and not op.has_bias):
+        raise NormgenError(f"{name}: bias_given must be a bool, and False for an op without a bias")
+    rows, stats = tuple(x.shape[:-1]), (op.stats_dtype or x.dtype,)
+    for stat, t in (("mean", mean), ("rstd", rstd)):
+        if stat in op.saved:
+            checks.check_buffer(name, stat, t, x, rows, stats)
+        elif t is not None:
+            raise NormgenError(f"{name}: this op's backward takes no {stat}")
+    checks.check_eps(name, eps)
+
+
+def _check_like_x(name: str, what: str, t, x) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
+        raise NormgenError(
+            f"{name}: {what} (shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}) must match x "
+            f"(shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device})"
+        )
 
 
 def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, traced=False) -> list:

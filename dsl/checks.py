@@ -130,6 +130,20 @@ def refuse_inplace_grad(op: str, tensors: dict) -> None:
     )
 
 
+def check_buffer(op: str, name: str, t, x: torch.Tensor, shape: tuple, dtypes: tuple) -> None:
+    """A tensor handed to an op to be written or read whole (an in-place call's q, scale, mean or
+    rstd; the backward's rstd and mean): of ``shape``, one of ``dtypes``, on x's device, contiguous.
+    A shorter or strided one would be read or written past its end."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(shape) or t.dtype not in dtypes or t.device != x.device or not t.is_contiguous():
+        wanted = " or ".join(str(d) for d in dtypes)
+        raise NormgenError(
+            f"{op}: {name} ({_describe(t)}{'' if t.is_contiguous() else ', not contiguous'}) must be a "
+            f"contiguous tensor of shape {tuple(shape)}, dtype {wanted}, on {x.device}"
+        )
+
+
 def check_eps(op: str, eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
@@ -197,18 +211,18 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor, params: dict
             raise NormgenError(
                 f"{op}: inplace=True cannot write into {name}: its elements overlap (stride {t.stride()})"
             )
-    if _overlap(x, residual):
+    if overlap(x, residual):
         raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they share elements")
     for name, p in (params or {}).items():
         for written, t in (("x", x), ("residual", residual)):
-            if p is not None and _overlap(t, p):
+            if p is not None and overlap(t, p):
                 raise NormgenError(
                     f"{op}: inplace=True writes into {written}, and the {name} shares its memory; the kernels "
                     f"would read a {name} that earlier rows overwrote. Pass a {name} in memory of its own"
                 )
 
 
-def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+def overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether a and b (each rows of adjacent elements, as the kernels see them) share an element.
 
     Exact where one of them is a single row or both are rows of one width and row stride (a buffer's

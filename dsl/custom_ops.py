@@ -18,6 +18,7 @@ import inspect
 import torch
 
 from . import backward, checks, compiled
+from .checks import NormgenError
 
 INPUTS = ("x", "residual", "weight", "bias")
 
@@ -74,6 +75,7 @@ def register(op) -> None:
         given.update({f"return_{s}": given[s] is not None for s in op.stats})
         call = _arguments(given, inplace=True)
         eps = op.check(*call[:6], not traced)  # (traced: the overlap checks read pointers; the call made them)
+        _check_buffers(op, given, extras, not traced)
         op.forward(new, *call[:4], eps, *call[5:], traced=traced)
 
     inplace.__signature__ = _signature(op.inplace_params, None)
@@ -82,6 +84,32 @@ def register(op) -> None:
     custom.register_fake(lambda *args: None)
     compiled.decompose(custom, op.inplace_params, lambda *a: inplace(*a, traced=True), op.cuda_kernels)
     op.inplace_op = getattr(getattr(torch.ops, namespace), f"{opname}_inplace")
+
+
+def _check_buffers(op, given: dict, extras: tuple, memory: bool) -> None:
+    """The in-place op's output buffers (q, scale, mean, rstd), as ``Op.new_outputs`` would allocate
+    them: the kernels write them whole. ``memory``: also apart from x, residual and one another
+    (not while tracing: that reads pointers)."""
+    x = given["x"]
+    rows = tuple(x.shape[:-1])
+    stats = (op.stats_dtype or x.dtype,)
+    wanted = {
+        "q": (tuple(x.shape), (op.quant_storage,)),  # (fp8: its bits, as uint8)
+        "scale": (rows + (1,), (torch.float32,)),
+        "mean": (rows, stats),
+        "rstd": (rows, stats),
+    }
+    buffers = {p: given[p] for p in extras if given[p] is not None}
+    for name, t in buffers.items():
+        checks.check_buffer(op.name, name, t, x, *wanted[name])
+    if not memory:
+        return
+    seen = {"x": x, "residual": given["residual"]}
+    for name, t in buffers.items():
+        for other, u in seen.items():
+            if checks.overlap(t, u):
+                raise NormgenError(f"{op.name}: {name} shares memory with {other}; pass {name} in memory of its own")
+        seen[name] = t
 
 
 def _arguments(given: dict, inplace: bool) -> tuple:

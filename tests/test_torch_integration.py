@@ -348,6 +348,68 @@ def test_inplace_takes_interleaved_halves_of_one_buffer():
         generated.add_rmsnorm(buf[:, :16], buf[:, 15:31], w, inplace=True)  # one column shared
 
 
+def test_the_inplace_ops_check_the_buffers_they_write():
+    """torch.ops.normgen.NAME_inplace writes q, scale, mean and rstd into the tensors it is given, whole:
+    a short, strided, mistyped or overlapping one is refused (a short rstd was written past its end)."""
+    x, r, w = torch.randn(4, 16), torch.randn(4, 16), torch.ones(16)
+    buf = torch.full((8,), -7.0)
+    with pytest.raises(runtime.NormgenError, match=r"rstd \(shape \(2,\).*must be a contiguous tensor of shape \(4,\)"):
+        torch.ops.normgen.add_rmsnorm_inplace(x, r, w, 1e-6, "pre", buf[:2])
+    assert torch.equal(buf, torch.full((8,), -7.0))
+    with pytest.raises(runtime.NormgenError, match="rstd .* dtype torch.float32"):
+        torch.ops.normgen.add_rmsnorm_inplace(x, r, w, 1e-6, "pre", torch.zeros(4, dtype=torch.int32))
+    with pytest.raises(runtime.NormgenError, match="rstd .*not contiguous"):
+        torch.ops.normgen.add_rmsnorm_inplace(x, r, w, 1e-6, "pre", torch.zeros(8)[::2])
+    with pytest.raises(runtime.NormgenError, match="rstd shares memory with x"):
+        torch.ops.normgen.add_rmsnorm_inplace(x, r, w, 1e-6, "pre", x.view(-1)[:4])
+    q, scale = torch.zeros(4, 16, dtype=torch.int8), torch.zeros(4, 1)
+    with pytest.raises(runtime.NormgenError, match="q .* dtype torch.int8"):
+        torch.ops.normgen.add_rmsnorm_int8_inplace(x, r, w, 1e-6, "pre", q.float(), scale)
+    with pytest.raises(runtime.NormgenError, match=r"scale .*shape \(4, 1\)"):
+        torch.ops.normgen.add_rmsnorm_int8_inplace(x, r, w, 1e-6, "pre", q, torch.zeros(2, 1))
+    with pytest.raises(runtime.NormgenError, match=r"q .*shape \(4, 16\), dtype torch.uint8"):
+        torch.ops.normgen.add_rmsnorm_fp8_inplace(x, r, w, 1e-6, "pre", q.view(torch.float8_e4m3fn), scale)
+    mean, rstd = torch.empty(4), torch.empty(4)
+    torch.ops.normgen.add_layernorm_inplace(x, r, w, None, 1e-6, "pre", mean, rstd)  # as allocated: taken
+    expected = generated.add_layernorm(x.clone(), r.clone(), w, None, 1e-6, return_mean=True, return_rstd=True)
+    assert torch.isfinite(mean).all() and torch.isfinite(rstd).all() and expected is not None
+
+
+def test_the_backward_op_checks_its_arguments():
+    """torch.ops.normgen.NAME_backward, called directly: a short rstd was read past its end (dx rows of
+    1e18); every argument is checked before anything runs, and autograd's arguments pass."""
+    x, w, dy = torch.randn(4, 16), torch.rand(16) + 0.5, torch.randn(4, 16)
+    y, rstd = generated.rmsnorm(x, w, return_rstd=True)
+    backward = torch.ops.normgen.rmsnorm_backward
+    dx, dw = backward(dy, None, x, None, w, None, rstd, 1e-6, False, None)
+    with pytest.raises(runtime.NormgenError, match="rstd .*must be a contiguous tensor of shape \\(4,\\)"):
+        backward(dy, None, x, None, w, None, torch.full((8,), 1e6)[:2], 1e-6, False, None)
+    with pytest.raises(runtime.NormgenError, match="grad_out .* must match x"):
+        backward(dy[:3], None, x, None, w, None, rstd, 1e-6, False, None)
+    with pytest.raises(runtime.NormgenError, match="weight"):
+        backward(dy, None, x, None, torch.ones(15), None, rstd, 1e-6, False, None)
+    with pytest.raises(runtime.NormgenError, match="takes no mean"):
+        backward(dy, None, x, None, w, torch.zeros(4), rstd, 1e-6, False, None)
+    with pytest.raises(runtime.NormgenError, match="bias_given"):
+        backward(dy, None, x, None, w, None, rstd, 1e-6, True, None)
+    add = torch.ops.normgen.add_layernorm_backward
+    with pytest.raises(TypeError, match="residual must be a torch.Tensor"):
+        add(dy, None, x, None, w, torch.zeros(4), rstd, 1e-6, False, "post")
+    with pytest.raises(runtime.NormgenError, match="residual .* must match x"):
+        add(dy, None, x, torch.randn(4, 15), w, torch.zeros(4), rstd, 1e-6, False, "post")
+    with pytest.raises(TypeError, match="mean must be a torch.Tensor"):
+        add(dy, None, x, None, w, None, rstd, 1e-6, False, "pre")
+    with pytest.raises(runtime.NormgenError, match="mean .*shape \\(4,\\)"):
+        add(dy, None, x, None, w, torch.zeros(3), rstd, 1e-6, False, "pre")
+    with pytest.raises(runtime.NormgenError, match="only pre mode"):
+        add(dy, dy, x, torch.randn(4, 16), w, torch.zeros(4), rstd, 1e-6, False, "post")
+    # autograd's own call, with an expanded gradient (y.sum()), passes the checks
+    xg = x.clone().requires_grad_()
+    generated.rmsnorm(xg, w).sum().backward()
+    torch.testing.assert_close(xg.grad, backward(torch.ones(4, 16), None, x, None, w, None, rstd, 1e-6, False, None)[0])
+    assert dx.shape == x.shape and dw.shape == (1, 16)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", RESIDUAL_SPECS)
 def test_inplace_gpu(name):
