@@ -88,11 +88,15 @@ def _autograd_backward(op, ctx, grads):
             f"{op.name}: the backward needs the saved statistics; a direct call of the custom op "
             f"{op.custom_op} that needs a gradient must pass {asked} (generated.{op.name} does)"
         )
-    if any(g is not None and g.requires_grad for g in grads):
+    normalized, residual, weight, mean, rstd = ctx.saved_tensors
+    # a gradient of the gradient: the incoming gradients need one, or create_graph=True (grad mode on
+    # in the backward) with inputs that need one; the backward op has no formula of its own
+    if any(g is not None and g.requires_grad for g in grads) or (
+        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (normalized, residual, weight))
+    ):
         raise NormgenError(
             f"{op.name}: double backward (a gradient of the gradient, create_graph=True) is not supported"
         )
-    normalized, residual, weight, mean, rstd = ctx.saved_tensors
     dy = grads[0]
     ds = grads[1] if ctx.pre_grad else None
     if dy is None:

@@ -280,6 +280,13 @@ def test_double_backward_is_refused(cpu_path):
     # a graph of the gradient would be wrong (the backward kernels record nothing): refused when asked for
     with pytest.raises(NormgenError, match="rmsnorm: double backward"):
         torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    # the incoming gradient needs no gradient of its own (y.sum()), but create_graph=True asks for one
+    with pytest.raises(NormgenError, match="rmsnorm: double backward"):
+        torch.autograd.grad(generated.rmsnorm(x, w).sum(), x, create_graph=True)
+    for mode in ("pre", "post"):
+        r = torch.randn(3, 64, requires_grad=True)
+        with pytest.raises(NormgenError, match="add_rmsnorm: double backward"):
+            torch.autograd.grad(generated.add_rmsnorm(x, r, w, norm_pos=mode)[0].sum(), r, create_graph=True)
     (gx,) = torch.autograd.grad(generated.rmsnorm(x, w).square().sum(), x)
     assert not gx.requires_grad
 
