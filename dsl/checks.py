@@ -144,6 +144,19 @@ def check_buffer(op: str, name: str, t, x: torch.Tensor, shape: tuple, dtypes: t
         )
 
 
+def check_not_transformed(op: str, tensors: dict) -> None:
+    """torch.func's transforms (vmap, grad, jacrev, ...) wrap tensors the kernels cannot read (a
+    batched tensor has no storage) and call autograd formulas functorch cannot run: refused by name."""
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and wrapped(t):
+            raise NormgenError(
+                f"{op}: {name} is a tensor of a torch.func transform (vmap, grad, jacrev, ...), which normgen's "
+                "ops do not support; call the op on plain tensors (torch.autograd for gradients, a loop or a "
+                "leading batch dimension for vmap)"
+            )
+
+
 def check_eps(op: str, eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")

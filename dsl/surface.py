@@ -239,7 +239,7 @@ class Op:
                     and (wp is None or _apart(wp, weight.nbytes, xp, rp, rec.nbytes))
                     and (bp is None or _apart(bp, bias.nbytes, xp, rp, rec.nbytes))
                 )
-        except (AttributeError, IndexError, TypeError):
+        except (AttributeError, IndexError, TypeError, RuntimeError):  # (RuntimeError: a tensor without storage)
             fast = False
         if fast:
             slots, result, written = form.outputs(x, residual, rec)
@@ -296,6 +296,8 @@ class Op:
         if self.has_bias and bias is not None:
             checks.check_param(name, "bias", bias, x, weight if self.has_weight else None)
         named = self._named(x, residual, weight, bias)
+        if not torch.compiler.is_compiling():  # (dynamo traces through torch.func itself)
+            checks.check_not_transformed(name, named)
         if not self.backward:
             checks.check_no_grad(name, named, self.quant_storage is not None)
         elif inplace and checks.needs_grad(named):

@@ -421,3 +421,18 @@ def test_inplace_gpu(name):
     assert torch.equal(result["residual_out"], expected["residual_out"])
     key = "q" if spec.is_quantized else "y"
     assert torch.equal(result[key].view(torch.uint8), expected[key].view(torch.uint8))
+
+
+def test_torch_func_transforms_are_refused_by_name():
+    """vmap's batched tensors have no storage (the kernels read pointers) and functorch cannot run the
+    ops' autograd formulas: both refused with the op's name instead of torch's errors from inside."""
+    x, w = torch.randn(2, 4, 16), torch.rand(16) + 0.5
+    with pytest.raises(runtime.NormgenError, match="rmsnorm: x is a tensor of a torch.func transform"):
+        torch.func.vmap(lambda a: generated.rmsnorm(a, w))(x)
+    with pytest.raises(runtime.NormgenError, match="rmsnorm: x is a tensor of a torch.func transform"):
+        torch.func.grad(lambda a: generated.rmsnorm(a, w).sum())(x[0])
+    with pytest.raises(runtime.NormgenError, match="add_rmsnorm: .* is a tensor of a torch.func transform"):
+        torch.func.grad(lambda v: generated.add_rmsnorm(x[0], x[1], v)[0].sum())(w)
+    module = generated.RMSNorm(16)
+    with pytest.raises(runtime.NormgenError, match="rmsnorm: x is a tensor"):
+        torch.func.vmap(module)(x)
