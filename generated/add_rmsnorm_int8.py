@@ -58,8 +58,9 @@ class AddRMSNormInt8(surface.AddNorm):
     state_dict loads as is.
 
     As in torch's norm layers, device= and dtype= place and type the parameters;
-    without dtype= they have torch's default dtype (fp32). The op needs them in x's
-    dtype, so build it with dtype=x.dtype (or call .to(x.dtype)) for fp16/bf16 input.
+    without dtype= they have torch's default dtype (fp32). The op takes them in x's
+    dtype, or in fp32 with fp16/bf16 input (the output then in x's dtype, the
+    parameters' gradients in fp32).
     """
 
     op = OP

@@ -8,6 +8,8 @@ import ast
 import importlib
 import re
 
+import torch
+
 import generated
 from dsl import pipeline
 from dsl.op_view import op_plan
@@ -83,5 +85,10 @@ def test_both_modes_are_documented_where_the_spec_has_both():
 
 
 def test_module_docstring_says_how_its_dtype_is_chosen():
-    doc = generated.AddRMSNorm.__doc__
-    assert "device= and dtype=" in doc and "torch's default dtype (fp32)" in doc and "dtype=x.dtype" in doc
+    doc = " ".join(generated.AddRMSNorm.__doc__.split())
+    assert "device= and dtype=" in doc and "torch's default dtype (fp32)" in doc
+    # and what the op takes, as it does: fp32 parameters with bf16 input, output in x's dtype
+    assert "in fp32 with fp16/bf16 input (the output then in x's dtype" in doc
+    x = torch.randn(2, 8).bfloat16()
+    y, _ = generated.AddRMSNorm(8)(x, x)
+    assert generated.AddRMSNorm(8).weight.dtype is torch.float32 and y.dtype is torch.bfloat16
