@@ -264,12 +264,15 @@ def _probe(
 
     The rows are fixed random numbers at four scales (one small enough that eps
     matters, one with a large mean), the weight and bias random: a weight of ones
-    or zeros would hide an offset convention.
+    or zeros would hide an offset convention. They come as (2, 2, n), not (4, n):
+    a layer that normalizes another dimension than the last (channels first, over
+    dimension 1) then gives other numbers or fails, where on 2-D rows dimension 1
+    is the last.
     """
     gen = torch.Generator().manual_seed(0)
     scale = torch.tensor([[1.0], [1e-3], [30.0], [0.1]])
     shift = torch.tensor([[0.0], [0.0], [0.0], [3.0]])
-    x32 = torch.randn(4, n, generator=gen) * scale + shift
+    x32 = (torch.randn(4, n, generator=gen) * scale + shift).view(2, 2, n)
     w32 = torch.randn(n, generator=gen)
     b32 = torch.randn(n, generator=gen)
     bit_identical = True

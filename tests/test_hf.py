@@ -260,6 +260,34 @@ class WeightlessRMSNorm(torch.nn.Module):
         return x * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + self.eps).to(x.dtype)
 
 
+class ChannelRMSNorm(torch.nn.Module):
+    """Llama's math over dimension 1 of (batch, channels, length): a norm of another axis than the last."""
+
+    def __init__(self, c, eps=1e-6):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(c))
+        self.eps = eps
+
+    def forward(self, x):
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(1, keepdim=True) + self.eps)
+        return self.weight.view([1, -1] + [1] * (x.dim() - 2)) * h.to(x.dtype)
+
+
+def test_a_norm_of_another_dimension_is_left_alone():
+    """Probed on 2-D rows, a norm over dimension 1 looked like one over the last and was swapped: the
+    model then normalized the wrong axis (by up to 6.9 at 2 x 8 x 8)."""
+    net = torch.nn.Sequential(ChannelRMSNorm(8))
+    x = torch.randn(2, 8, 8)
+    with torch.no_grad():
+        want = net(x)
+    report = swap_norms(net)
+    assert report.replaced == [] and [s.old for s in report.skipped] == ["ChannelRMSNorm"], str(report)
+    assert type(net[0]) is ChannelRMSNorm
+    with torch.no_grad():
+        assert torch.equal(net(x), want)
+
+
 class Toy(torch.nn.Module):
     """Norm layers normgen computes, and ones it must leave alone."""
 
