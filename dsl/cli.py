@@ -74,20 +74,22 @@ def list_ops(spec_dir: Path) -> str:
     for spec in sorted(pipeline.load_specs(spec_dir), key=lambda s: s.name):
         lines.append(f"{spec.name}  ({spec.path})")
         for target in spec.targets:
-            kernel_plan = plan(spec, target, tuning[target])
-            counts = f"{len(kernel_plan.kernels)} kernels, {len(kernel_plan.table)} dispatch entries"
+            directions = plan(spec, target, tuning[target]).directions
+            kernels = sum(len(d.kernels) for d in directions)
+            counts = f"{kernels} kernels, {sum(len(d.table) for d in directions)} dispatch entries"
             lines.append(f"  {target.value}: {counts}")
-            for kernel in kernel_plan.kernels:
-                lines.append(f"    {kernel.name}")
-            for dtype in spec.dtypes:
-                entries = [e for e in kernel_plan.table if e.dtype is dtype]
-                single = [e for e in entries if e.passes.value == "single"]
-                widest = max((e.cols_hi for e in single), default=0)
-                blocks_m = sorted({e.block_m for e in entries})
-                lines.append(
-                    f"    {dtype.value}: {len(entries)} entries; single pass up to {widest} columns, "
-                    f"multi pass beyond; BLOCK_M in {blocks_m}"
-                )
+            for direction in directions:
+                for kernel in direction.kernels:
+                    lines.append(f"    {kernel.name}")
+                for dtype in spec.dtypes:
+                    entries = [e for e in direction.table if e.dtype is dtype]
+                    single = [e for e in entries if e.passes.value == "single"]
+                    widest = max((e.cols_hi for e in single), default=0)
+                    blocks_m = sorted({e.block_m for e in entries})
+                    lines.append(
+                        f"    {direction.direction.value} {dtype.value}: {len(entries)} entries; single pass up to "
+                        f"{widest} columns, multi pass beyond; BLOCK_M in {blocks_m}"
+                    )
     return "\n".join(lines)
 
 

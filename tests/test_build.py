@@ -305,7 +305,8 @@ def test_a_folder_without_specs_is_an_error(tmp_path, capsys):
 
 def test_list_prints_each_op_its_kernels_and_a_table_summary(capsys):
     assert build.main(["--list"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out
+    lines = out.splitlines()
     specs = pipeline.load_specs(pipeline.SPECS)
     assert [line for line in lines if not line.startswith(" ")] == [
         f"{spec.name}  ({spec.path})" for spec in sorted(specs, key=lambda s: s.name)
@@ -313,16 +314,25 @@ def test_list_prints_each_op_its_kernels_and_a_table_summary(capsys):
     for spec in specs:
         start = lines.index(f"{spec.name}  ({spec.path})")
         for target in spec.targets:
-            kernel_plan = plan(spec, target, pipeline.read_tuning()[target])
-            title = f"  {target.value}: {len(kernel_plan.kernels)} kernels, {len(kernel_plan.table)} dispatch entries"
-            at = lines.index(title, start)
-            names = [f"    {kernel.name}" for kernel in kernel_plan.kernels]
-            assert lines[at + 1 : at + 1 + len(names)] == names
-            summary = lines[at + 1 + len(names) : at + 1 + len(names) + len(spec.dtypes)]
-            for dtype, line in zip(spec.dtypes, summary, strict=True):
-                entries = sum(1 for e in kernel_plan.table if e.dtype is dtype)
-                assert line.startswith(f"    {dtype.value}: {entries} entries; single pass up to ")
-                assert "BLOCK_M in [" in line
+            directions = plan(spec, target, pipeline.read_tuning()[target]).directions
+            kernels = sum(len(d.kernels) for d in directions)
+            title = f"  {target.value}: {kernels} kernels, {sum(len(d.table) for d in directions)} dispatch entries"
+            at = lines.index(title, start) + 1
+            for direction in directions:
+                names = [f"    {kernel.name}" for kernel in direction.kernels]
+                assert lines[at : at + len(names)] == names
+                summary = lines[at + len(names) : at + len(names) + len(spec.dtypes)]
+                for dtype, line in zip(spec.dtypes, summary, strict=True):
+                    entries = sum(1 for e in direction.table if e.dtype is dtype)
+                    assert line.startswith(f"    {direction.direction.value} {dtype.value}: {entries} entries; ")
+                    assert "BLOCK_M in [" in line
+                at += len(names) + len(spec.dtypes)
+    # the backward kernels too, where the op has them (they were left out), and none where it has not
+    layernorm = out[out.index("add_layernorm  (") :]
+    assert "    add_layernorm_backward_single\n    add_layernorm_backward_multi\n" in layernorm
+    assert "    backward bf16: " in layernorm
+    quantized = out[out.index("add_layernorm_int8  (") : out.index("add_rmsnorm  (")]
+    assert "backward" not in quantized
 
 
 def test_list_reads_the_given_specs(tmp_path, capsys):
@@ -332,7 +342,7 @@ def test_list_reads_the_given_specs(tmp_path, capsys):
     assert out.splitlines()[0].startswith("tiny_norm  (")
     assert "  cuda: " in out and "  npu: " not in out
     assert "    tiny_norm_forward_single\n    tiny_norm_forward_multi\n" in out
-    assert out.count("    fp32: ") == 1
+    assert out.count("    forward fp32: ") == 1
 
 
 def test_the_shipped_package_stays_small(built):
