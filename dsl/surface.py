@@ -48,7 +48,8 @@ from .modules import AddNorm as AddNorm  # public here: the generated module cla
 from .modules import Norm as Norm  # surface.AddNorm
 
 _INF = float("inf")
-_is_compiling = torch.compiler.is_compiling  # (dynamo knows the function, whatever its name here)
+_is_compiling = torch.compiler.is_compiling
+_is_tracing = torch._C._is_tracing  # torch.jit.trace: it records dispatcher ops, never a direct launch  # (dynamo knows the function, whatever its name here)
 
 
 class Op:
@@ -181,6 +182,7 @@ class Op:
             # name the problem. Under torch.compile the custom op (below) is recorded instead.
             fast = (
                 not compiling
+                and not _is_tracing()
                 and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
                 and type(eps) is float
                 and 0.0 <= eps < _INF
@@ -263,8 +265,10 @@ class Op:
         self.check_stats(return_mean, return_rstd)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
             return autograd_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd)
-        if compiling:
-            # torch.compile records the custom op (dsl/custom_ops.py); its body runs when the graph runs
+        if compiling or _is_tracing():
+            # torch.compile (and torch.jit.trace) record the custom op (dsl/custom_ops.py); its body runs
+            # when the graph runs. A direct launch would not be recorded: a traced graph would return
+            # its outputs unwritten.
             return compiling_call(self, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
         new = self.new_outputs(x, norm_pos, return_mean, return_rstd, inplace)
         slots = self.forward(new, x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)

@@ -6,6 +6,8 @@ or the reference; `gpu` tests run on CUDA.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -436,3 +438,23 @@ def test_torch_func_transforms_are_refused_by_name():
     module = generated.RMSNorm(16)
     with pytest.raises(runtime.NormgenError, match="rmsnorm: x is a tensor"):
         torch.func.vmap(module)(x)
+
+
+def test_jit_trace_records_the_custom_op():
+    """torch.jit.trace records dispatcher ops only: a call that launched its kernel directly would be
+    missing from the trace (on cuda its outputs would come back unwritten; in the interpreter the trace
+    failed). Traced calls take the custom op, which the graph holds and replays."""
+    torch.manual_seed(0)
+    norm, add = generated.RMSNorm(16).eval().requires_grad_(False), generated.AddRMSNorm(16).eval()
+    add.requires_grad_(False)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(16) + 0.5)
+    x, r = torch.randn(4, 16), torch.randn(4, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(norm, (x,))
+        traced_add = torch.jit.trace(lambda a, b: add(a, b), (x, r))
+    assert "normgen::rmsnorm" in str(traced.graph) and "normgen::add_rmsnorm" in str(traced_add.graph)
+    x2, r2 = torch.randn(4, 16), torch.randn(4, 16)
+    assert torch.equal(traced(x2), norm(x2))
+    assert all(torch.equal(a, b) for a, b in zip(traced_add(x2, r2), add(x2, r2), strict=True))
