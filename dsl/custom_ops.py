@@ -33,11 +33,32 @@ def _signature(params: tuple, returns) -> inspect.Signature:
     return inspect.Signature(parameters, return_annotation=returns)
 
 
+_OWNERS: dict[str, str] = {}  # custom op qualname -> the package that registered it
+
+
+def _claim(op) -> None:
+    """Refuse a qualname another package registered: torch.library would replace that package's op
+    silently, and its calls through the custom op (gradients, torch.compile, torch.ops) would then
+    run this package's math. The same package registering again (a reload) is fine."""
+    owner = _OWNERS.get(op.custom_op)
+    namespace, opname = op.custom_op.split("::")
+    if owner is None and hasattr(getattr(torch.ops, namespace), opname):
+        owner = "code outside normgen"
+    if owner is not None and owner != op.package:
+        raise NormgenError(
+            f"{op.name}: the custom op {op.custom_op} is registered already (by {owner}); package "
+            f"{op.package!r} was built with the same namespace {namespace!r}. Build it with a namespace "
+            f"of its own (python build.py --namespace NAME)"
+        )
+    _OWNERS[op.custom_op] = op.package
+
+
 def register(op) -> None:
     """The custom ops of ``op`` (an ``Op``): the functional one and, with a residual, the in-place one.
 
     Sets the op's ``call_params`` and ``functional_op`` (and ``inplace_params``, ``inplace_op``).
     """
+    _claim(op)
     op.call_params = tuple(p for p in INPUTS if p in op.inputs) + ("eps",) + ("norm_pos",) * op.has_residual
     # the flags of the statistics a call may ask for, and of those a training forward saves
     op.call_params += tuple(f"return_{s}" for s in ("mean", "rstd") if s in op.stats or s in op.saved)

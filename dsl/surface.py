@@ -48,8 +48,8 @@ from .modules import AddNorm as AddNorm  # public here: the generated module cla
 from .modules import Norm as Norm  # surface.AddNorm
 
 _INF = float("inf")
-_is_compiling = torch.compiler.is_compiling
-_is_tracing = torch._C._is_tracing  # torch.jit.trace: it records dispatcher ops, never a direct launch  # (dynamo knows the function, whatever its name here)
+_is_compiling = torch.compiler.is_compiling  # (dynamo knows the function, whatever its name here)
+_is_tracing = torch._C._is_tracing  # torch.jit.trace: it records dispatcher ops, never a direct launch
 
 
 class Op:

@@ -247,6 +247,58 @@ def test_own_specs_build_a_package_that_runs_without_the_generator(tmp_path):
     assert use.stdout == "ok (2, 3, 40)\n"
 
 
+CLASH = """\
+import sys
+
+sys.path.insert(0, sys.argv[1])
+import torch
+
+import generated
+from dsl.checks import NormgenError
+
+x, w = torch.randn(2, 8), torch.rand(8) + 0.5
+before = generated.rmsnorm(x, w)
+try:
+    import clash  # built with the namespace generated's ops hold
+except NormgenError as error:
+    print("refused:", error)
+assert "clash" not in sys.modules or not hasattr(sys.modules["clash"], "rmsnorm")
+# generated's custom op is still its own: a call through it (a gradient) gives the same values
+xg = x.clone().requires_grad_()
+assert torch.equal(generated.rmsnorm(xg, w).detach(), before)
+assert torch.equal(torch.ops.normgen.rmsnorm(x, w, 1e-6, False)[0], before)
+"""
+
+
+def test_a_package_with_a_namespace_in_use_is_refused_at_import(tmp_path):
+    """A second package built with --namespace normgen registered its custom ops over generated's
+    silently: generated.rmsnorm then ran the other package's math wherever it went through the custom
+    op (gradients, torch.compile, torch.ops). Its import now fails, naming the namespace."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "rmsnorm.norm").write_text(
+        "op rmsnorm {\n norm = rms\n casting = gemma\n weight = scale + 1.0\n store = rstd\n}\n", encoding="utf-8"
+    )
+    result = run_build("--specs", "specs", "--out", "pkgs/clash", "--namespace", "normgen", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "clash_use.py").write_text(CLASH, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "NORMGEN_INTERPRET_TARGET")}
+    env["PYTHONPATH"] = str(ROOT)
+    use = subprocess.run(
+        [sys.executable, "clash_use.py", str(tmp_path / "pkgs")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert use.returncode == 0, use.stderr
+    assert use.stdout.startswith(
+        "refused: rmsnorm: the custom op normgen::rmsnorm is registered already (by generated); "
+        "package 'clash' was built with the same namespace 'normgen'"
+    ), use.stdout
+
+
 # -- (e) errors ------------------------------------------------------------------
 
 BAD_SPEC = """\
