@@ -248,3 +248,24 @@ def test_npu_tensors_take_the_fast_path(monkeypatch, recording):
     checked_only, _ = _outcome(op, recorder, monkeypatch, make_call, fast=False)
     assert was_fast and with_fast[0] == "ok" and len(with_fast[1]) == 1
     assert with_fast == checked_only
+
+
+def test_a_jit_trace_takes_the_custom_op_not_the_fast_path(recording, monkeypatch):
+    """torch.jit.trace records dispatcher ops only: a fast-path launch would be missing from the trace.
+    While tracing (``surface._is_tracing``, here made true), a call that the fast path would take goes
+    to the checks and the custom op (``compiling_call``) instead."""
+    from dsl import surface
+
+    op, recorder = recording("add_rmsnorm")
+    x, r, w = says_cuda(torch.randn(4, 64)), says_cuda(torch.randn(4, 64)), says_cuda(torch.ones(64))
+
+    def call():
+        return lambda: ((x, r, w, None, 1e-6, "pre", False, False, False), contextlib.nullcontext)
+
+    _, was_fast = _outcome(op, recorder, monkeypatch, call(), fast=True)
+    assert was_fast
+    through = []
+    monkeypatch.setattr(surface, "_is_tracing", lambda: True)
+    monkeypatch.setattr(surface, "compiling_call", lambda *a: through.append(a) or (x, r))
+    _, was_fast = _outcome(op, recorder, monkeypatch, call(), fast=True)
+    assert not was_fast and len(through) == 1
