@@ -115,13 +115,13 @@ def check(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos
     name = f"{op.name}_backward"
     checks.check_choice(name, "norm_pos", norm_pos, op.call_modes)
     checks.check_input(name, x, op.dtypes)
-    _check_like_x(name, "grad_out", dy, x)  # (any strides: the backward takes autograd's as they come)
+    checks.check_like(name, "grad_out", dy, x, any_strides=True)
     if ds is not None:
         if norm_pos != "pre":
             raise NormgenError(f"{name}: grad_residual_out is the gradient on s, which only pre mode returns")
-        _check_like_x(name, "grad_residual_out", ds, x)
+        checks.check_like(name, "grad_residual_out", ds, x, any_strides=True)
     if op.has_residual and norm_pos == "post":
-        _check_like_x(name, "residual", residual, x)  # post mode normalizes x + residual again
+        checks.check_like(name, "residual", residual, x, any_strides=True)  # post mode normalizes x + r again
     elif residual is not None:
         raise NormgenError(f"{name}: residual is passed in post mode only (pre mode's x is s itself)")
     if op.has_weight:
@@ -137,16 +137,6 @@ def check(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos
         elif t is not None:
             raise NormgenError(f"{name}: this op's backward takes no {stat}")
     checks.check_eps(name, eps)
-
-
-def _check_like_x(name: str, what: str, t, x) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(t).__name__}")
-    if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
-        raise NormgenError(
-            f"{name}: {what} (shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}) must match x "
-            f"(shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device})"
-        )
 
 
 def run(op, dy, ds, x, residual, weight, mean, rstd, eps, bias_given, norm_pos, traced=False) -> list:

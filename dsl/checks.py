@@ -44,13 +44,14 @@ def check_input(op: str, x, dtypes: tuple) -> None:
         )
 
 
-def check_like(op: str, name: str, t, x: torch.Tensor) -> None:
-    """A second activation (the residual): same shape, dtype and device as x."""
+def check_like(op: str, name: str, t, x: torch.Tensor, any_strides: bool = False) -> None:
+    """A second activation (the residual; in the backward, the gradients): same shape, dtype and device
+    as x, its rows of adjacent elements unless ``any_strides`` (the backward takes autograd's as they come)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
         raise NormgenError(f"{op}: {name} ({_describe(t)}) must match x ({_describe(x)})")
-    if t.stride(-1) != 1 and t.shape[-1] > 1:
+    if not any_strides and t.stride(-1) != 1 and t.shape[-1] > 1:
         raise NormgenError(f"{op}: {name}'s last dimension is not contiguous (stride {t.stride(-1)})")
 
 
@@ -255,7 +256,7 @@ def overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     na, nb = a.shape[-1], b.shape[-1]
     rows_a, rows_b = a.numel() // na, b.numel() // nb
     if rows_b > 1 and rows_a == 1:  # one row against rows: the rows as a
-        a, b, sa, sb, na, nb, rows_a, rows_b, a_lo, b_lo = b, a, sb, sa, nb, na, rows_b, rows_a, b_lo, a_lo
+        sa, sb, na, nb, rows_a, rows_b, a_lo, b_lo = sb, sa, nb, na, rows_b, rows_a, b_lo, a_lo
     d = (b_lo - a_lo) // size  # b's first element, in elements from a's
     if rows_b == 1:  # row i of a, [i * sa, i * sa + na), meets [d, d + nb) where d - na < i * sa < d + nb
         if rows_a == 1 or sa <= 0:  # two rows of adjacent elements whose spans meet; or odd strides

@@ -300,7 +300,7 @@ class Op:
         if self.has_bias and bias is not None:
             checks.check_param(name, "bias", bias, x, weight if self.has_weight else None)
         named = self._named(x, residual, weight, bias)
-        if not torch.compiler.is_compiling():  # (dynamo traces through torch.func itself)
+        if not _is_compiling():  # (dynamo traces through torch.func itself)
             checks.check_not_transformed(name, named)
         if not self.backward:
             checks.check_no_grad(name, named, self.quant_storage is not None)
