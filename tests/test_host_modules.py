@@ -20,6 +20,7 @@ import generated
 from dsl import host
 
 from .conftest import needs_compiler, op_of
+from .test_host import _bits
 
 
 def _module_cases():
@@ -205,11 +206,6 @@ def test_a_module_call_skips_nn_modules_call_only_where_that_would_only_call_for
         count = native.served()
         assert torch.equal(swapped(x32), generated.rmsnorm(x32, swapped.weight, swapped.eps))
         assert native.served() == count + 2  # the module call, then the functional one
-
-
-def _bits(t):
-    """One-byte outputs (int8, fp8) compared as bytes (torch.equal has no fp8 kernel)."""
-    return t.view(torch.uint8) if t.dtype.itemsize == 1 else t
 
 
 @pytest.mark.gpu
