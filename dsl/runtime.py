@@ -56,6 +56,33 @@ def kernel_target(device: torch.device) -> str | None:
     raise NormgenError(f"normgen ops run on cuda, npu and cpu tensors, not on {kind}")
 
 
+# torch.cuda.current_device() without its initialization check (a cuda tensor exists: it is done)
+current_cuda_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
+
+
+def current_device(target: str) -> int:
+    """The index of the device current on the calling thread for a target's launches (cuda, npu).
+
+    Triton launches on the current device: it loads the kernel there and takes that device's
+    stream. A call whose tensors live on another device makes theirs current first
+    (``other_device``). Without it (two H200s, 2026-11-28), Triton refused cuda:1's pointers
+    with cuda:0 current ("cannot be accessed from Triton (cpu tensor?)"), and once the devices
+    had peer access, the cached launch failed with "invalid resource handle"
+    (tests/test_multi_device.py).
+    """
+    if target == "cuda":
+        return current_cuda_device()
+    return torch.npu.current_device()  # (torch_npu, which the npu target needs)
+
+
+def other_device(target: str, device_index: int):
+    """A context making ``device_index`` current for a launch, or None where it is current already
+    (and in the interpreter, whose tensors are on the CPU)."""
+    if INTERPRET or device_index == current_device(target):
+        return None
+    return (torch.cuda if target == "cuda" else torch.npu).device(device_index)
+
+
 @functools.cache
 def npu_vector_cores(device_index: int) -> int:
     """Vector cores of one NPU, asked of the driver once per device and cached."""
@@ -221,7 +248,12 @@ class Launcher:
         return kernel, grid, options
 
     def __call__(self, key: tuple, aligned: bool, device_index: int, args: tuple) -> None:
-        """Launch; key = (x's dtype, *the values of the ABI's launch-key parameters, the parameters' dtype)."""
+        """Launch; key = (x's dtype, *the values of the ABI's launch-key parameters, the parameters' dtype).
+
+        On the tensors' device: where another device is current, it is made current for the launch."""
+        if (guard := other_device(self.target, device_index)) is not None:
+            with guard:
+                return self(key, aligned, device_index, args)
         fast = self.fast[device_index].get(key) if aligned else None
         if fast is not None:
             launch, grid, function, prefix, constexprs = fast
@@ -281,8 +313,11 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     from . import device
 
     params, programs, n_cols = partials.shape
-    out = torch.empty((params, n_cols), dtype=dtype, device=partials.device)
     index = partials.get_device()
+    if (guard := other_device("cuda", index)) is not None:  # (on the partials' device, as Launcher.__call__)
+        with guard:
+            return sum_partials(partials, dtype)
+    out = torch.empty((params, n_cols), dtype=dtype, device=partials.device)
     key = (params, programs, n_cols, dtype, index)
     fast = _SUMS.get(key)
     if fast is not None:

@@ -248,7 +248,8 @@ class Op:
             if rec.n_rows:
                 aligned = aligned & 15 == 0
                 direct = rec.direct
-                if direct is not None and aligned:
+                # (the direct launch goes to the current device: the records' device must be it)
+                if direct is not None and aligned and runtime.current_cuda_device() == rec.device_index:
                     # the kernel's direct launch; its inputs' pointers go as the ints read above
                     launch, grid, function, prefix, constexprs = direct
                     args = rec.args((xp, rp, wp, bp, *slots, eps) + rec.tail)

@@ -14,7 +14,7 @@ import importlib
 import pytest
 import torch
 
-from dsl import fast_path
+from dsl import fast_path, runtime
 from dsl.abi import Kind, Source
 
 from .cases import SPECS, make_inputs, modes
@@ -77,6 +77,7 @@ def make_recording(monkeypatch):
     """recording(name, direct_after=None) -> (op, recorder): the op's cuda launches recorded, its
     fast-path records fresh; a stream getter stands in for CUDA's."""
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 0, raising=False)
+    monkeypatch.setattr(runtime, "current_cuda_device", lambda: CUDA0.index)
     empty = torch.empty  # the checked path allocates statistics with device=x.device: here, on the CPU
     monkeypatch.setattr(torch, "empty", lambda *size, device=None, **kw: empty(*size, **kw))
 
@@ -87,6 +88,8 @@ def make_recording(monkeypatch):
         monkeypatch.setattr(kernels, "LAUNCHER", recorder)
         monkeypatch.setattr(op, "_launches", {})
         monkeypatch.setattr(op, "_forms", {key: fast_path.Form(op, *key) for key in op._forms})
+        monkeypatch.setattr(op, "native", None)  # the C++ path (dsl/host.py) neither serves nor takes records:
+        monkeypatch.setattr(op, "_native_record", lambda *args: False)  # it launches the real kernels
         return op, recorder
 
     return make
@@ -189,6 +192,18 @@ def test_direct_launch_passes_the_inputs_pointers(name, recording):
         args[1] = says_cuda(torch.randn(6, 64))
     op(*args, 1e-5, mode, False, False, False)
     assert recorder.calls[-1][0] == "launcher" and recorder.calls[-1][2] is False
+
+
+def test_another_current_device_takes_the_launcher(recording, monkeypatch):
+    """The direct launch goes to the current device; with x on cuda:0 while cuda:1 is current the fast
+    path hands every call to the launcher, which makes x's device current for the launch."""
+    op, recorder = recording("add_rmsnorm", direct_after=1)
+    x, r, w = (says_cuda(torch.randn(*shape)) for shape in ((4, 64), (4, 64), (64,)))
+    op(x, r, w, None, 1e-6, "pre", False, False, False)
+    op(x, r, w, None, 1e-6, "pre", False, False, False)
+    monkeypatch.setattr(runtime, "current_cuda_device", lambda: 1)
+    op(x, r, w, None, 1e-6, "pre", False, False, False)
+    assert [c[0] for c in recorder.calls] == ["launcher", "direct", "launcher"]
 
 
 def test_the_weights_dtype_is_part_of_the_launch_key(recording):
