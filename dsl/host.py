@@ -245,14 +245,20 @@ def param_spec(op, form, rec, compiled, constexprs: tuple, bias_none: bool) -> t
     return tuple(spec)
 
 
+_TWIN_LOCK = threading.Lock()
+
+
 def register(op, form, rec, shape, dtype, device, bias_none: bool, pdtype) -> bool:
     """Hand a record's launch to the op's C++ twin; False where it stays on the Python path (for good)."""
     native = op.twin
     if native is None:
-        native = op.twin = make_op(op)
-        if native is None:
-            return False
-        op.native = native
+        with _TWIN_LOCK:  # one twin an op: a second, made by another thread, would drop the first's records
+            native = op.twin
+            if native is None:
+                native = op.twin = make_op(op)
+                if native is None:
+                    return False
+                op.native = native
     launcher = rec.launcher
     compiled = launcher.compiled_kernel(rec.key, rec.device_index)
     direct = rec.direct

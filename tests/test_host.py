@@ -326,3 +326,37 @@ def test_a_quantized_records_parameters_take_its_residual_out_and_scale(norm_pos
     expected += [(host.PTR, out, 0), (host.I32, 0, 64), (host.PTR, res, 0), (host.I32, 0, 64)]
     expected += [(host.PTR, scale, 0), (host.I32, 0, 3), (host.I32, 0, 64), (host.F32, eps, 0)]
     assert host.param_spec(op, form, rec, kernel, constexprs, True) == tuple(expected)
+
+
+def test_two_threads_make_one_twin(monkeypatch):
+    """Two threads handing an op's first records to C++ at once make one twin between them: a second
+    twin would replace the first as the op's C++ path, and the records the first took would stay on
+    the Python path for good."""
+    import threading
+    import time
+    import types
+
+    made = []
+
+    def make_op(op):
+        twin = object()
+        time.sleep(0.05)  # (making the twin takes a while: the other thread arrives meanwhile)
+        made.append(twin)
+        return twin
+
+    monkeypatch.setattr(host, "make_op", make_op)
+    op = types.SimpleNamespace(twin=None, native=None)
+    # (a record without a compiled kernel: register returns after the twin)
+    rec = types.SimpleNamespace(launcher=types.SimpleNamespace(compiled_kernel=lambda *a: None), key=(), device_index=0)
+    start = threading.Barrier(2)
+
+    def hand_over():
+        start.wait()
+        host.register(op, None, rec, (4, 64), torch.float32, torch.device("cuda", 0), True, torch.float32)
+
+    threads = [threading.Thread(target=hand_over) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and op.twin is op.native is made[0]
