@@ -347,16 +347,18 @@ def test_two_threads_make_one_twin(monkeypatch):
     monkeypatch.setattr(host, "make_op", make_op)
     op = types.SimpleNamespace(twin=None, native=None)
     # (a record without a compiled kernel: register returns after the twin)
-    rec = types.SimpleNamespace(launcher=types.SimpleNamespace(compiled_kernel=lambda *a: None), key=(), device_index=0)
-    start = threading.Barrier(2)
+    launcher = types.SimpleNamespace(compiled_kernel=lambda *a: None)
+    rec = types.SimpleNamespace(launcher=launcher, key=(), device_index=0, direct=None)
+    start, results = threading.Barrier(2), []
 
     def hand_over():
         start.wait()
-        host.register(op, None, rec, (4, 64), torch.float32, torch.device("cuda", 0), True, torch.float32)
+        results.append(host.register(op, None, rec, (4, 64), torch.float32, torch.device("cuda", 0), True, None))
 
     threads = [threading.Thread(target=hand_over) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert results == [False, False]  # (both returned: no thread failed)
     assert len(made) == 1 and op.twin is op.native is made[0]
