@@ -25,7 +25,7 @@ class Form:
     (out, residual_out, scale, mean, rstd), what the op returns and the inputs that the
     kernels write in place. Which slot is which tensor comes from ``Op.slots``, asked
     once here with stand-ins, so the fast path allocates, writes and returns what the
-    checked path does (tests/test_surface.py compares the two).
+    checked path does (tests/test_fast_path.py compares the two).
     """
 
     def __init__(self, op: Op, norm_pos, mean: bool, rstd: bool, inplace: bool):
@@ -46,19 +46,39 @@ class Form:
             residual_out_is = "out" if residual_out is out else "new"
         self.out_is_x, self.residual_out_is = out is x, residual_out_is
         if op.quant_storage is not None:
-            self.outputs = self._checked_outputs(op, written)
+            self.outputs = self._quantized_outputs(op, residual_out_is, written)
         else:
             self.outputs = self._plain_outputs(op, out is x, residual_out_is, written)
 
-    def _checked_outputs(self, op: Op, written):
-        """Quantized ops: the checked path's own allocation, slots and result."""
-        norm_pos, mean, rstd, inplace = self.norm_pos, self.mean, self.rstd, self.inplace
+    def _quantized_outputs(self, op: Op, residual_out_is: str | None, written):
+        """Quantized ops: q in its storage dtype (returned as its public view), the residual out, the
+        per-row scale, the statistics; straight-line code (tests/test_fast_path.py compares it with
+        ``Op.new_outputs``, ``Op.slots`` and ``Op.public``)."""
+        like, has_residual, mean, rstd = torch.empty_like, op.has_residual, self.mean, self.rstd
+        storage, stats_dtype, f32 = op.quant_storage, op.stats_dtype, torch.float32
+        view = op.quant_dtype if op.quant_dtype is not storage else None  # fp8 is allocated as its bits
 
         def outputs(x, residual, rec):
-            slots = op.slots(
-                op.new_outputs(x, norm_pos, mean, rstd, inplace), x, residual, norm_pos, mean, rstd, inplace
-            )
-            return slots, op.public(slots, mean, rstd), written(x, residual) if written else ()
+            q = like(x, dtype=storage)
+            if residual_out_is is None:
+                residual_out = None
+            elif residual_out_is == "new":
+                residual_out = like(x)
+            elif residual_out_is == "out":
+                residual_out = q
+            else:
+                residual_out = x if residual_out_is == "x" else residual
+            scale = x.new_empty(x.shape[:-1] + (1,), dtype=f32)
+            public = q.view(view) if view is not None else q
+            result = (public, residual_out, scale) if has_residual else (public, scale)
+            m = r = None
+            if mean:
+                m = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
+                result += (m,)
+            if rstd:
+                r = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
+                result += (r,)
+            return (q, residual_out, scale, m, r), result, written(x, residual) if written else ()
 
         return outputs
 
