@@ -123,7 +123,7 @@ class Record:
     """What the fast path knows of one call form at one shape, dtype and device (see ``Op._record``)."""
 
     __slots__ = ("n_rows", "param_shape", "rows", "device_index", "nbytes", "launcher", "key", "args", "tail")
-    __slots__ += ("stream", "direct", "native")
+    __slots__ += ("stream", "direct", "native", "one_device")
 
     def __init__(self, n_rows, param_shape, rows_shape, device, nbytes, launcher, layout, tail, stream):
         self.n_rows, self.param_shape, self.device_index, self.nbytes = n_rows, param_shape, device.index, nbytes
@@ -131,6 +131,8 @@ class Record:
         self.launcher, self.tail, self.args = launcher, tail, layout.args
         self.key = layout.key((None,) * PER_CALL + tail)  # the launch key follows from the tail
         self.stream = stream  # cuda: the current stream's getter; None: no direct launch (npu)
+        # the direct launch goes to the current device: with one device it is the tensors' (no check)
+        self.one_device = stream is None or torch.cuda.device_count() < 2
         self.direct = None  # the launcher's direct launch of the key, once it has one
         # handed to the op's C++ host path (dsl/host.py): None not yet, True done, False never (Python path)
         self.native = None if stream is not None else False

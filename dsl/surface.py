@@ -248,8 +248,12 @@ class Op:
             if rec.n_rows:
                 aligned = aligned & 15 == 0
                 direct = rec.direct
-                # (the direct launch goes to the current device: the records' device must be it)
-                if direct is not None and aligned and runtime.current_cuda_device() == rec.device_index:
+                # (the direct launch goes to the current device: the record's device must be it)
+                if (
+                    direct is not None
+                    and aligned
+                    and (rec.one_device or runtime.current_cuda_device() == rec.device_index)
+                ):
                     # the kernel's direct launch; its inputs' pointers go as the ints read above
                     launch, grid, function, prefix, constexprs = direct
                     args = rec.args((xp, rp, wp, bp, *slots, eps) + rec.tail)
