@@ -51,6 +51,16 @@ def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnost
     return errors
 
 
+# Attributes of torch.ops.NAMESPACE itself: a custom op of that name is shadowed by them.
+OP_NAMESPACE_ATTRIBUTES = ("name",)
+
+
+def custom_ops(spec: NormSpec) -> list[str]:
+    """The torch.library op names an op registers in its package's namespace (dsl/custom_ops.py):
+    its own, the in-place one with a residual, the backward where it has one."""
+    return [spec.name] + [f"{spec.name}_inplace"] * spec.has_residual + [f"{spec.name}_backward"] * spec.has_backward
+
+
 def _modules(spec: NormSpec) -> list[str]:
     """The generated modules of one op."""
     modules = [names.op_module(spec), names.reference_module(spec)]
@@ -58,9 +68,9 @@ def _modules(spec: NormSpec) -> list[str]:
 
 
 def check_names(specs: list[NormSpec], targets_unknown: frozenset[int] = frozenset()) -> list[Diagnostic]:
-    """Op names must be unique across all spec files, and so must the modules and module classes
-    they generate. ``targets_unknown`` holds the id() of specs whose targets had an error."""
-    errors, seen, owners, classes = [], {}, {}, {}
+    """Op names must be unique across all spec files, and so must the modules, module classes and
+    custom ops they generate. ``targets_unknown`` holds the id() of specs whose targets had an error."""
+    errors, seen, owners, classes, registered = [], {}, {}, {}, {}
     for spec in specs:
         if spec.name in seen:
             first = seen[spec.name].span("op")
@@ -68,6 +78,22 @@ def check_names(specs: list[NormSpec], targets_unknown: frozenset[int] = frozens
             errors.append(Diagnostic(spec.span("op"), f"op '{spec.name}' is defined twice", hint))
             continue
         seen[spec.name] = spec
+        if spec.name in OP_NAMESPACE_ATTRIBUTES:
+            message = f"op name '{spec.name}' is reserved: torch.ops.NAMESPACE.{spec.name} is torch's own attribute"
+            errors.append(Diagnostic(spec.span("op"), message, f"choose another name, e.g. '{spec.name}_norm'"))
+        for custom in custom_ops(spec):
+            other = registered.setdefault(custom, spec)
+            if other is not spec:
+                where = other.span("op")
+                errors.append(
+                    Diagnostic(
+                        spec.span("op"),
+                        f"op '{spec.name}' would register the custom op {custom}, which op '{other.name}' "
+                        "registers too",
+                        f"rename one of them (op '{other.name}' is at {where.path}:{where.line})",
+                    )
+                )
+                break
         classes.setdefault(names.module_class(spec), []).append(spec)
         modules = _modules(spec)[:2] if id(spec) in targets_unknown else _modules(spec)
         for module in modules:

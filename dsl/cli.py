@@ -33,6 +33,9 @@ IN_CHECKOUT = (pipeline.ROOT / "build.py").is_file()
 
 # torch.library namespaces that PyTorch itself defines ops in.
 TORCH_NAMESPACES = ("aten", "prim", "prims", "quantized", "_quantized", "torch", "inductor", "higher_order")
+TORCH_NAMESPACES += ("profiler", "export", "debug_mode_ops", "rngprims", "debugprims", "mkldnn", "mkl", "onednn")
+# Attributes of torch.ops itself: torch.ops.NAME is not a namespace there.
+TORCH_OPS_ATTRIBUTES = ("import_module", "load_library", "loaded_libraries")
 
 
 class UsageError(Exception):
@@ -52,6 +55,13 @@ def namespace_for(out: Path, given: str | None) -> str:
         raise UsageError(f"{where} is a Python keyword; {fix}")
     if name in TORCH_NAMESPACES:
         raise UsageError(f"{where} is one of PyTorch's own operator namespaces; {fix}")
+    if name in TORCH_OPS_ATTRIBUTES or name.startswith("_"):
+        why = (
+            "starts with '_' (torch.ops keeps such names for itself)"
+            if name.startswith("_")
+            else "names an attribute of torch.ops"
+        )
+        raise UsageError(f"{where} {why}, not a namespace there; {fix}")
     if not name.isidentifier() or not name.isascii():
         raise UsageError(f"{where} is not a Python identifier (letters, digits and '_', no dots or dashes); {fix}")
     return name

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import io
 import os
 import tokenize
 from pathlib import Path
 
+from . import names
 from .check import check, check_names
 from .diagnostics import Diagnostic, SpecError
 from .model import NormSpec, Span, Target
@@ -146,19 +148,43 @@ def _names_used(text: str) -> set[str]:
     return {token.string for token in tokens if token.type == tokenize.NAME}
 
 
+def _module_names(text: str) -> set[str]:
+    """The names a piece of Python source binds at module level (imports, assignments, defs)."""
+    bound = set()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                bound.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return bound
+
+
 def check_generated_names(specs: list[NormSpec], namespace: str) -> list[Diagnostic]:
     """An op name must not be a name the op's generated code uses for something else (a
-    parameter, a local, an import): the op's modules are rendered with a stand-in name and
-    the real name must not occur in them."""
+    parameter, a local, an import), nor its module class a name the op's module binds (``OP``):
+    the op's modules are rendered with a stand-in name and the real names must not occur in them."""
     errors = []
     for spec in specs:
         stand_in = op_plan(dataclasses.replace(spec, name=_STAND_IN), namespace)
-        used = _names_used(render_op(stand_in)) | _names_used(render_reference(stand_in))
+        op_text = render_op(stand_in)
+        used = _names_used(op_text) | _names_used(render_reference(stand_in))
         if spec.name in used:
             errors.append(
                 Diagnostic(
                     spec.span("op"),
                     f"op name '{spec.name}' is reserved: the generated code uses '{spec.name}' as another name",
+                    f"choose another name, e.g. '{spec.name}_norm'",
+                )
+            )
+        elif (class_name := names.module_class(spec)) in _module_names(op_text):
+            errors.append(
+                Diagnostic(
+                    spec.span("op"),
+                    f"op '{spec.name}' would generate the module class {class_name}, a name its module uses "
+                    "for something else",
                     f"choose another name, e.g. '{spec.name}_norm'",
                 )
             )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import build
-from dsl import pipeline
+from dsl import pipeline, render
 from dsl.plan import plan
 
 ROOT = pipeline.ROOT
@@ -106,7 +106,7 @@ def test_check_finds_a_stale_generated_file_and_build_removes_it(tmp_path, capsy
     out = tmp_path / "pkg"
     assert build.main(["--out", str(out)]) == 0
     stale = out / "gone_op.py"
-    stale.write_text(f"{HEADER}dsl/specs/gone.norm with dsl/templates/op.py.jinja.\n# Do not edit.\n", encoding="utf-8")
+    stale.write_text(render.header(["dsl/specs/gone.norm"], "op.py.jinja") + "\nX = 1\n", encoding="utf-8")
     mine = out / "helpers.py"  # not generated: no header, never touched
     mine.write_text("# my own module\n", encoding="utf-8")
     capsys.readouterr()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import build
-from dsl import emit, pipeline
+from dsl import emit, pipeline, render
 
 OK_SPEC = "op tiny { norm = rms\n targets = cuda\n dtypes = fp32 }\n"
 
@@ -63,6 +63,22 @@ SPEC_CASES = [
     ("keyword", "op import { norm = rms }\n", "bad.norm:1:4: error: op name 'import' is a Python keyword", ""),
     ("soft_keyword", "op match { norm = rms }\n", "bad.norm:1:4: error: op name 'match' is a Python keyword", ""),
     ("builtin_iter", "op iter { norm = rms }\n", "bad.norm:1:4: error: op name 'iter' shadows the Python builtin", ""),
+    # custom op names: torch.ops.NS.name is torch's; an op's in-place and backward ops are its own
+    ("torch_ops_name", "op name { norm = rms }\n", "bad.norm:1:4: error: op name 'name' is reserved", "torch's own"),
+    (
+        "inplace_op_clash",
+        "op foo { norm = rms\n residual = pre }\nop foo_inplace { norm = rms }\n",
+        "bad.norm:3:4: error: op 'foo_inplace' would register the custom op foo_inplace, which op 'foo' registers too",
+        "bad.norm:1",
+    ),
+    (
+        "backward_op_clash",
+        "op bar_backward { norm = rms }\nop bar { norm = rms }\n",
+        "bad.norm:2:4: error: op 'bar' would register the custom op bar_backward, which op 'bar_backward' registers",
+        "",
+    ),
+    # the module class of o_p is OP, the op module's descriptor
+    ("class_op", "op o_p { norm = rms }\n", "bad.norm:1:4: error: op 'o_p' would generate the module class OP", ""),
     ("builtin_next", "op next { norm = rms }\n", "bad.norm:1:4: error: op name 'next' shadows the Python builtin", ""),
     ("builtin_super", "op super { norm = rms }\n", "bad.norm:1:4: error: op name 'super' shadows", ""),
     ("builtin_list", "op list { norm = rms }\n", "bad.norm:1:4: error: op name 'list' shadows", ""),
@@ -258,7 +274,10 @@ def test_out_naming_a_file(tmp_path, capsys):
     assert (tmp_path / "out").read_text(encoding="utf-8") == "hello"
 
 
-@pytest.mark.parametrize("namespace", ["class", 'x"y', "my-ns", "a.b", "", "1abc", "ns\nimport os", "aten", "é"])
+@pytest.mark.parametrize(
+    "namespace",
+    ["class", 'x"y', "my-ns", "a.b", "", "1abc", "ns\nimport os", "aten", "é", "load_library", "_dir", "__name__"],
+)
 def test_bad_namespace(tmp_path, capsys, namespace):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "ok.norm").write_text(OK_SPEC, encoding="utf-8")
@@ -266,7 +285,8 @@ def test_bad_namespace(tmp_path, capsys, namespace):
     status, _, err = run(capsys, "--specs", "specs", "--out", "out", "--namespace", namespace)
     assert status == 2
     assert err.startswith("error: --namespace ") and err.count("\n") == 1
-    assert any(words in err for words in ("is not a Python identifier", "keyword", "PyTorch's own"))
+    reasons = ("is not a Python identifier", "keyword", "PyTorch's own", "attribute of torch.ops", "starts with '_'")
+    assert any(words in err for words in reasons)
     assert not (tmp_path / "out").exists()
 
 
@@ -323,21 +343,24 @@ def test_a_non_utf8_or_folder_py_in_out(tmp_path, capsys):
     assert (out / "other.py").read_bytes() == b"\xff\xfe junk"  # not ours: left alone
 
 
+LOOKS_GENERATED = render.header(["specs/x.norm"], "op.py.jinja") + "\n"
+
+
 def test_a_symlink_in_out_is_refused(tmp_path, capsys):
     outside = tmp_path / "outside.py"
-    outside.write_text(emit.MARKER + " pretend\n", encoding="utf-8")
+    outside.write_text(LOOKS_GENERATED, encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
     (out / "tiny.py").symlink_to(outside)
     status, err = build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})
     assert status == 2
     assert "out/tiny.py is a symbolic link" in err
-    assert outside.read_text(encoding="utf-8") == emit.MARKER + " pretend\n"
+    assert outside.read_text(encoding="utf-8") == LOOKS_GENERATED
 
 
 def test_a_stale_symlink_is_not_deleted(tmp_path, capsys):
     outside = tmp_path / "outside.py"
-    outside.write_text(emit.MARKER + " pretend\n", encoding="utf-8")
+    outside.write_text(LOOKS_GENERATED, encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
     (out / "gone.py").symlink_to(outside)
@@ -365,6 +388,83 @@ def test_nothing_is_written_when_a_write_fails(tmp_path, capsys, monkeypatch):
     status, err = build_specs(tmp_path, capsys, {})
     assert status == 2 and "disk full" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp files, nothing half-written
+
+
+def test_a_failed_rename_leaves_no_temporary_file_and_the_old_init(tmp_path, capsys, monkeypatch):
+    """Renames go modules first, the package's __init__.py after them: a build that fails between two
+    renames leaves an __init__.py whose modules are all there, and no temporary file."""
+    out = tmp_path / "out"
+    assert build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})[0] == 0
+    init = (out / "__init__.py").read_bytes()
+    (tmp_path / "specs" / "ok.norm").write_text(OK_SPEC.replace("tiny", "small"), encoding="utf-8")
+    real, calls = emit._replace, []
+
+    def failing(temp, target):
+        calls.append(target.name)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(temp, target)
+
+    monkeypatch.setattr(emit, "_replace", failing)
+    status, err = build_specs(tmp_path, capsys, {})
+    assert status == 2 and "disk full" in err
+    assert "__init__.py" not in calls and (out / "__init__.py").read_bytes() == init
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_stale_file_already_removed_is_no_error(tmp_path, capsys, monkeypatch):
+    """Two builds of the same specs at once: the other may remove a stale file first."""
+    out = tmp_path / "out"
+    assert build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})[0] == 0
+    (tmp_path / "specs" / "ok.norm").write_text(OK_SPEC.replace("tiny", "small"), encoding="utf-8")
+    real = emit._replace
+
+    def and_the_other_build(temp, target):
+        real(temp, target)
+        (out / "tiny.py").unlink(missing_ok=True)
+
+    monkeypatch.setattr(emit, "_replace", and_the_other_build)
+    status, err = build_specs(tmp_path, capsys, {})
+    assert status == 0, err
+    assert not (out / "tiny.py").exists() and (out / "small.py").exists()
+
+
+@pytest.mark.parametrize("name", ["Helpers.py", "notes.py"])
+def test_a_file_that_only_starts_like_a_header_is_left_alone(tmp_path, capsys, name):
+    """Only a name the build can generate with both header lines is the build's to remove."""
+    out = tmp_path / "out"
+    out.mkdir()
+    text = "# Generated by normgenerator-tools v2; maintained by hand\nX = 1\n"
+    (out / name).write_text(text, encoding="utf-8")
+    status, err = build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})
+    assert status == 0, err
+    assert (out / name).read_text(encoding="utf-8") == text
+
+
+@pytest.mark.parametrize("shadow", ["tiny", "tiny/__init__.py", "tiny.cpython-311-x86_64-linux-gnu.so", "tiny.abi3.so"])
+def test_what_python_would_import_instead_of_a_module_is_refused(tmp_path, capsys, shadow):
+    """A folder or an extension module named like a generated module: Python imports it instead."""
+    import importlib.machinery
+
+    if (
+        "/" not in shadow
+        and shadow.endswith(".so")
+        and not any(shadow.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)
+    ):
+        pytest.skip(f"{shadow}: not an extension suffix of this Python")
+    out = tmp_path / "out"
+    path = out / shadow
+    if "." in shadow.split("/")[-1] and "/" not in shadow:
+        out.mkdir()
+        path.write_bytes(b"")
+    else:
+        path.parent.mkdir(parents=True) if "/" in shadow else path.mkdir(parents=True)
+        if "/" in shadow:
+            path.write_text("", encoding="utf-8")
+    status, err = build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})
+    assert status == 2, err
+    assert "Python would import instead of the generated tiny.py" in err
+    assert not (out / "tiny.py").exists()
 
 
 def test_a_spec_that_fails_writes_nothing(tmp_path, capsys):
