@@ -6,10 +6,13 @@ every spec is reported together.
 
 from __future__ import annotations
 
+import math
+import struct
+
 from . import names
 from .diagnostics import Diagnostic
 from .kinds import KINDS
-from .model import NormSpec, ResidualMode, Store
+from .model import DType, NormSpec, ResidualMode, Store
 
 
 def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnostic]:
@@ -42,6 +45,18 @@ def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnost
                 "store = residual needs residual = pre",
                 "post mode writes no sum: its residual out is the normalized output",
             )
+    if ok("weight", "dtypes") and spec.weight.has_offset:
+        initial = 1.0 - spec.weight.offset  # the modules' initial weight: w + offset starts at 1
+        for dtype in sorted({DType.FP32, *spec.dtypes}, key=lambda d: d.value):
+            held = _rounded(initial, dtype)
+            if held != initial:
+                error(
+                    "weight",
+                    f"the initial weight 1 - {spec.weight.offset:g} = {initial:g} is {held:g} in {dtype.value}, so "
+                    f"a module's scale w + offset would start at {held + spec.weight.offset:g}, not 1",
+                    "choose an offset whose 1 - offset every weight dtype holds exactly (0.0 and 1.0 do)",
+                )
+                break
     if ok("backward", "quantize") and spec.has_backward and spec.is_quantized:
         error(
             "backward",
@@ -49,6 +64,24 @@ def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnost
             "write `backward = none`, or leave backward out: quantized ops have none by default",
         )
     return errors
+
+
+def _rounded(value: float, dtype: DType) -> float:
+    """``value`` as ``dtype`` holds it (round to nearest even; inf past its range)."""
+    try:
+        single = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+    if dtype is DType.FP16:
+        try:
+            return struct.unpack("<e", struct.pack("<e", single))[0]
+        except OverflowError:
+            return math.copysign(math.inf, value)
+    if dtype is DType.BF16:
+        bits = struct.unpack("<I", struct.pack("<f", single))[0]
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
+    return single
 
 
 # Attributes of torch.ops.NAMESPACE itself: a custom op of that name is shadowed by them.

@@ -81,7 +81,8 @@ def check_folders(specs: Path, out: Path) -> None:
 def list_ops(spec_dir: Path) -> str:
     lines = []
     tuning = pipeline.read_tuning()
-    for spec in sorted(pipeline.load_specs(spec_dir), key=lambda s: s.name):
+    # (the build's checks, names included: --list shows no op the build would refuse)
+    for spec in sorted(pipeline.load_buildable(spec_dir, "normgen"), key=lambda s: s.name):
         lines.append(f"{spec.name}  ({spec.path})")
         for target in spec.targets:
             directions = plan(spec, target, tuning[target]).directions

@@ -40,6 +40,16 @@ def display_path(path: Path) -> str:
     return Path(os.path.relpath(path)).as_posix()
 
 
+def _source_name(spec_dir: Path, file: Path) -> str:
+    """How the generated files' headers name a spec file: repo-relative in this checkout, else its
+    folder's name and its own (messages name it from the working directory; a header that did
+    would change with the directory a build runs in)."""
+    try:
+        return spec_dir.resolve().joinpath(file.name).relative_to(ROOT).as_posix()
+    except (ValueError, OSError, RuntimeError):
+        return f"{spec_dir.resolve().name}/{file.name}"
+
+
 def _file_error(path: str, message: str, hint: str = "") -> Diagnostic:
     """An error about a whole file (line 0: rendered as ``path: error: message``)."""
     return Diagnostic(Span(path, 0, 0, 0, 0), message, hint)
@@ -92,7 +102,8 @@ def _load_all(spec_dir: Path) -> tuple[list[NormSpec], list[Diagnostic], dict[st
         raise FileNotFoundError(f"{display_path(spec_dir)} does not exist")
     if not spec_dir.is_dir():
         raise NotADirectoryError(f"{display_path(spec_dir)} is a file, not a folder of *.norm spec files")
-    files = sorted(spec_dir.glob("*.norm"))
+    # (hidden files: editors' lock files and backups, macOS's ._ files, are not specs)
+    files = sorted(f for f in spec_dir.glob("*.norm") if not f.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"no *.norm spec files in {display_path(spec_dir)}")
     partial, diagnostics, sources = [], [], {}
@@ -104,7 +115,7 @@ def _load_all(spec_dir: Path) -> tuple[list[NormSpec], list[Diagnostic], dict[st
             shown = f"{display_path(spec_dir)}/{raw_name.decode('utf-8', 'backslashreplace')}"
             diagnostics.append(_file_error(shown, "the file name is not valid UTF-8", "rename the file"))
             continue
-        path = display_path(file)
+        path = Path(display_path(spec_dir), file.name).as_posix()  # (the file's own name, a link's too)
         if file.is_dir():
             hint = f"rename it or move it out of {display_path(spec_dir)}"
             diagnostics.append(_file_error(path, f"{file.name} is a folder, not a spec file", hint))
@@ -123,6 +134,8 @@ def _load_all(spec_dir: Path) -> tuple[list[NormSpec], list[Diagnostic], dict[st
             diagnostics += errors
             continue
         file_partial, errors = _load(text, path)
+        if (source := _source_name(spec_dir, file)) != path:
+            file_partial = [(dataclasses.replace(spec, path=source), failed) for spec, failed in file_partial]
         partial += file_partial
         diagnostics += errors
     specs = [spec for spec, _ in partial]
@@ -196,9 +209,15 @@ def read_tuning() -> dict[Target, dict | None]:
     return {Target.CUDA: cuda.load_tuning(), Target.NPU: npu_tuning.load_tuning()}
 
 
-def generate(spec_dir: Path, namespace: str, tuning: dict[Target, dict | None] | None = None) -> dict[str, str]:
+def load_buildable(spec_dir: Path, namespace: str) -> list[NormSpec]:
+    """``load_specs`` and the names the generated code must leave free: the specs a build renders."""
     specs, diagnostics, sources = _load_all(spec_dir)
     diagnostics += check_generated_names(specs, namespace)
     if diagnostics:
         raise SpecError(diagnostics, sources)
+    return specs
+
+
+def generate(spec_dir: Path, namespace: str, tuning: dict[Target, dict | None] | None = None) -> dict[str, str]:
+    specs = load_buildable(spec_dir, namespace)
     return render_all(specs, namespace, read_tuning() if tuning is None else tuning)

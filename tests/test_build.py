@@ -388,6 +388,13 @@ def test_list_reads_the_given_specs(tmp_path, capsys):
     assert out.count("    forward fp32: ") == 1
 
 
+def test_list_refuses_what_the_build_refuses(tmp_path, capsys):
+    """An op name the generated code uses (x) builds nothing, so --list does not list it either."""
+    (tmp_path / "x.norm").write_text("op x { norm = rms }\n", encoding="utf-8")
+    assert build.main(["--list", "--specs", str(tmp_path)]) == 2
+    assert "op name 'x' is reserved" in capsys.readouterr().err
+
+
 def test_the_shipped_package_stays_small(built):
     """The budget v2 set for the shipped specs: at most 6,000 lines in the package, at most
     4 kernels per (op, target, direction). Counted from the built text, by its @triton.jit
