@@ -153,7 +153,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             delta = emit.diff(files, out)
             if delta:
                 sys.stdout.write(delta)
-                rebuild = "python build.py" if IN_CHECKOUT else "normgen-build with the same --specs and --out"
+                own = out.resolve() != pipeline.GENERATED or args.specs.resolve() != pipeline.SPECS
+                if not IN_CHECKOUT:
+                    rebuild = "normgen-build with the same --specs and --out"
+                elif own:  # (a bare `python build.py` would rebuild generated/, not this package)
+                    rebuild = "python build.py with the same --specs, --out and --namespace"
+                else:
+                    rebuild = "python build.py"
                 stale = f"{pipeline.display_path(out)} is stale: run `{rebuild}` and commit the result"
                 print(f"\n{stale}", file=sys.stderr)
                 return 1

@@ -264,6 +264,9 @@ def test_the_output_does_not_depend_on_the_working_directory(tmp_path, capsys):
     where = tmp_path.name
     status, _, err = run(capsys, "--specs", f"{where}/specs", "--out", f"{where}/out", "--namespace", "ns", "--check")
     assert status == 0, err
+    (tmp_path / "specs" / "ok.norm").write_text(OK_SPEC.replace("fp32", "fp16"), encoding="utf-8")
+    status, _, err = run(capsys, "--specs", f"{where}/specs", "--out", f"{where}/out", "--namespace", "ns", "--check")
+    assert status == 1 and "run `python build.py with the same --specs, --out and --namespace`" in err, err
 
 
 def test_hidden_spec_files_are_not_read(tmp_path, capsys):
