@@ -95,7 +95,7 @@ def test_check_fails_with_a_diff_after_an_edit_and_writes_nothing(tmp_path, caps
     captured = capsys.readouterr()
     assert "--- a/pkg/add_rmsnorm.py\n+++ b/pkg/add_rmsnorm.py\n" in captured.out
     assert "-# a hand edit\n" in captured.out
-    assert "is stale: run `python build.py` and commit the result" in captured.err
+    assert "is stale: run `python build.py with the same --specs, --out and --namespace` and commit" in captured.err
     assert snapshot(out) == before
 
     assert build.main(["--out", str(out)]) == 0
