@@ -11,6 +11,7 @@ import math
 import numbers
 
 import torch
+from torch.autograd import forward_ad
 
 _increment_version = torch.autograd.graph.increment_version
 
@@ -155,6 +156,20 @@ def check_not_transformed(op: str, tensors: dict) -> None:
                 f"{op}: {name} is a tensor of a torch.func transform (vmap, grad, jacrev, ...), which normgen's "
                 "ops do not support; call the op on plain tensors (torch.autograd for gradients, a loop or a "
                 "leading batch dimension for vmap)"
+            )
+
+
+def check_no_tangent(op: str, tensors: dict) -> None:
+    """Forward-mode AD (torch.autograd.forward_ad): the kernels have no jvp, and a dual tensor needs no
+    gradient, so its tangent would be dropped silently. Refused by name while a dual level is open."""
+    if forward_ad._current_level < 0:
+        return
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None:
+            raise NormgenError(
+                f"{op}: {name} carries a forward-mode AD tangent (torch.autograd.forward_ad), which normgen's "
+                "ops do not propagate (they have no jvp); use torch.autograd's backward, or take the "
+                "tangent by finite differences"
             )
 
 

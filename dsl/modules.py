@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from torch.autograd import forward_ad
 
 from . import checks
 
@@ -116,7 +117,7 @@ def _call_with_twin(self, *args, **kwargs):
     machine (README, "The C++ host path"). Anything else it declines (None), and nn.Module's
     __call__ runs as ever; so does a call that ``dtype_rule`` would see with x in another dtype than
     the weight. Under torch.compile, Dynamo traces nn.Module's __call__."""
-    if not kwargs and not _is_compiling() and (native := self.op.native) is not None:
+    if not kwargs and not _is_compiling() and forward_ad._current_level < 0 and (native := self.op.native) is not None:
         result = native.call_module(self, *args)
         if result is not None:
             return result

@@ -38,6 +38,7 @@ from __future__ import annotations
 import importlib
 
 import torch
+from torch.autograd import forward_ad
 
 from . import checks, compiled, host, launch_layout, runtime
 from .checks import NormgenError
@@ -168,7 +169,7 @@ class Op:
                 result = entry(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
                 if result is not None:
                     return result
-        elif (native := self.native) is not None:
+        elif (native := self.native) is not None and forward_ad._current_level < 0:
             # The C++ host path (dsl/host.py) serves the calls whose launch the Python fast path below
             # has made once; it returns None for any other call.
             result = native(x, residual, weight, bias, eps, norm_pos, return_mean, return_rstd, inplace)
@@ -183,6 +184,7 @@ class Op:
             fast = (
                 not compiling
                 and not _is_tracing()
+                and forward_ad._current_level < 0  # (no dual level open: no input has a tangent)
                 and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
                 and type(eps) is float
                 and 0.0 <= eps < _INF
@@ -307,6 +309,7 @@ class Op:
         named = self._named(x, residual, weight, bias)
         if not _is_compiling():  # (dynamo traces through torch.func itself)
             checks.check_not_transformed(name, named)
+            checks.check_no_tangent(name, named)
         if not self.backward:
             checks.check_no_grad(name, named, self.quant_storage is not None)
         elif inplace and checks.needs_grad(named):

@@ -67,6 +67,44 @@ def test_grad_refused_gpu(name):
     _check_grad_refused(name, "cuda")
 
 
+# Forward-mode AD (torch.autograd.forward_ad): a dual tensor needs no gradient, so every path took
+# it and the kernels' outputs came back without a tangent; refused instead, on every path.
+
+
+def _check_tangent_refused(name, device):
+    import torch.autograd.forward_ad as fwAD
+
+    spec = SPECS[name]
+    inputs = _inputs(name, device)
+    for _ in range(3):  # the fast path's record, its direct launch and (cuda) the C++ twin, made first
+        call(spec, inputs, _mode(spec))
+    for arg in inputs:
+        with fwAD.dual_level():
+            dual = dict(inputs, **{arg: fwAD.make_dual(inputs[arg], torch.ones_like(inputs[arg]))})
+            with pytest.raises(NormgenError, match=rf"{name}: {arg} carries a forward-mode AD tangent"):
+                call(spec, dual, _mode(spec))
+    classes = (getattr(generated, c) for c in generated.__all__ if c[0].isupper())
+    module = next(c for c in classes if c.op.name == name)  # the op's module class
+    layer = module(inputs["x"].shape[-1]).to(device).requires_grad_(False)
+    args = (inputs["x"], inputs["residual"]) if spec.has_residual else (inputs["x"],)
+    for _ in range(3):
+        layer(*args)
+    with fwAD.dual_level():
+        with pytest.raises(NormgenError, match="forward-mode AD tangent"):
+            layer(fwAD.make_dual(args[0], torch.ones_like(args[0])), *args[1:])
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_forward_ad_tangents_refused_on_cpu_paths(name, cpu_path):
+    _check_tangent_refused(name, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_forward_ad_tangents_refused_gpu(name):
+    _check_tangent_refused(name, "cuda")
+
+
 def _module_and_args(device):
     module = generated.AddRMSNormInt8(64).to(device)  # its weight is a Parameter: it requires grad
     x = torch.randn(2, 64, device=device)
