@@ -46,15 +46,17 @@ def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnost
                 "post mode writes no sum: its residual out is the normalized output",
             )
     if ok("weight", "dtypes") and spec.weight.has_offset:
-        initial = 1.0 - spec.weight.offset  # the modules' initial weight: w + offset starts at 1
+        # The modules' initial weight 1 - offset, as each weight dtype holds it (fp32, and the op's
+        # 16-bit dtypes): the scale w + offset must start at 1 within that dtype's step at 1.
+        offset = spec.weight.offset
         for dtype in sorted({DType.FP32, *spec.dtypes}, key=lambda d: d.value):
-            held = _rounded(initial, dtype)
-            if held != initial:
+            scale = _rounded(_rounded(1.0 - offset, dtype) + offset, DType.FP32)
+            if not abs(scale - 1.0) <= _STEP_AT_ONE[dtype]:
                 error(
                     "weight",
-                    f"the initial weight 1 - {spec.weight.offset:g} = {initial:g} is {held:g} in {dtype.value}, so "
-                    f"a module's scale w + offset would start at {held + spec.weight.offset:g}, not 1",
-                    "choose an offset whose 1 - offset every weight dtype holds exactly (0.0 and 1.0 do)",
+                    f"the initial weight 1 - {offset:g} is {_rounded(1.0 - offset, dtype):g} in {dtype.value}, so a "
+                    f"module's scale w + offset would start at {scale:g}, not 1",
+                    "choose an offset whose 1 - offset the weight dtypes hold (0.0 and 1.0 do)",
                 )
                 break
     if ok("backward", "quantize") and spec.has_backward and spec.is_quantized:
@@ -64,6 +66,9 @@ def check(spec: NormSpec, failed: frozenset[str] = frozenset()) -> list[Diagnost
             "write `backward = none`, or leave backward out: quantized ops have none by default",
         )
     return errors
+
+
+_STEP_AT_ONE = {DType.FP32: 2.0**-23, DType.FP16: 2.0**-10, DType.BF16: 2.0**-7}  # the gap above 1.0
 
 
 def _rounded(value: float, dtype: DType) -> float:

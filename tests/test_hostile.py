@@ -81,7 +81,7 @@ SPEC_CASES = [
     (
         "offset_init_bf16",
         "op a { norm = rms\n weight = scale + 1000\n dtypes = bf16 }\n",
-        "bad.norm:2:2: error: the initial weight 1 - 1000 = -999 is -1000 in bf16",
+        "bad.norm:2:2: error: the initial weight 1 - 1000 is -1000 in bf16",
         "would start at 0, not 1",
     ),
     # the module class of o_p is OP, the op module's descriptor

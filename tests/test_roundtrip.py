@@ -146,8 +146,11 @@ def test_numbers_print_shortest_and_read_back(value: float):
     text = format_number(value)
     assert float(text) == value
     assert "e+" not in text and "e-0" not in text
-    spec = load_one(f"op a {{ norm = rms weight = scale + {text} eps = {abs(value)} }}")
-    assert spec.weight.offset == value and spec.eps == abs(value)
+    # (fp32 weights: 1 - offset is exact there below 2^24; past it the check refuses the offset, since
+    # the modules' initial weight would not hold it, and the value is read back as eps alone)
+    offset = text if abs(value) < 2**24 else "1.0"
+    spec = load_one(f"op a {{ norm = rms weight = scale + {offset} eps = {abs(value)} dtypes = fp32 }}")
+    assert spec.eps == abs(value) and (offset != text or spec.weight.offset == value)
 
 
 SHIPPED = sorted(SPECS.glob("*.norm"))
