@@ -33,8 +33,10 @@ recognized by what it computes, not by its name alone:
   normgen's, so the probe asks for torch's default ``assert_close`` tolerances
   rather than bit-identity; ``elementwise_affine=False`` is left alone (normgen
   has no weightless layer norm).
-* A module with forward hooks (e.g. accelerate's offloading hooks) is left alone:
-  a swap would drop them.
+* A module with hooks (forward ones such as accelerate's offloading hooks,
+  backward or state_dict ones) is left alone: a swap would drop them. So is one
+  whose forward takes more than its input (a gated norm's ``gate``): the probe
+  calls it with the input alone, and the model may pass more.
 
 The probe runs on CPU, where the swapped layers run the same generated
 reference; on CUDA and NPU tensors they run normgen's Triton kernels, which sum
@@ -56,10 +58,10 @@ half-precision rows with fp32 parameters too: where the layer returns what normg
 does (Gemma's norms: fp32 math, cast back to the input's dtype), the swapped
 module takes such calls. Where it does not (``LlamaRMSNorm`` and its copies
 compute ``weight * x_hat`` and return fp32 for an fp32 weight; normgen's y keeps
-the input's dtype), the swapped module refuses calls whose input dtype differs
-from its weight's (a ``NormgenError`` naming the layer), rather than silently
-changing the dtypes flowing through the model: cast the model
-(``model.to(dtype)``) first, or leave such layers alone.
+the input's dtype), the swapped module runs the replaced layer's own forward
+(with the swapped module's parameters) for calls whose input dtype differs from
+its weight's, so the dtypes flowing through the model do not change (Mamba's
+final norm gets fp32 rows with a bf16 weight: it returns fp32 as before).
 
 Limits (for now):
 
@@ -70,6 +72,7 @@ Limits (for now):
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 from collections.abc import Callable
 from typing import NamedTuple
@@ -175,7 +178,7 @@ def swap_norms(model: torch.nn.Module) -> SwapReport:
             continue
         new_for[id(module)] = _build(module, getattr(generated, match.kind.module), match.eps)
         if match.mixed is not None:
-            new_for[id(module)].dtype_rule = _SameDtypes(old, match.mixed)
+            new_for[id(module)].dtype_rule = _OwnForOtherDtypes(module)
         report.replaced.append(Replaced(name, old, match.kind.module, match.bit_identical))
     for parent in list(model.modules()):
         for child_name, child in list(parent._modules.items()):
@@ -191,30 +194,33 @@ class _Match(NamedTuple):
     mixed: str | None  # None: it computes what normgen does with fp32 parameters and half input; else how not
 
 
-class _SameDtypes:
-    """A swapped module's ``dtype_rule`` (dsl/modules.py): it refuses an input whose dtype is not its
-    weight's, where the layer it replaced computes those calls otherwise than normgen (``_Match.mixed``
-    says how)."""
+class _OwnForOtherDtypes:
+    """A swapped module's ``dtype_rule`` (dsl/modules.py), where the layer it replaced computes calls
+    of mixed dtypes otherwise than normgen (``_Match.mixed`` says how): such a call (an input whose
+    dtype is not the weight's) runs the replaced layer's own forward, with the swapped module's
+    parameters, and returns what it returns; calls of one dtype return None (normgen serves them)."""
 
-    def __init__(self, old: str, why: str):
-        self.old, self.why = old, why
+    def __init__(self, original: torch.nn.Module):
+        self.original = original  # (a plain attribute: not in the model's modules or state_dict)
 
     def __call__(self, module, x):
-        if isinstance(x, torch.Tensor) and x.dtype != module.weight.dtype:
-            from .checks import NormgenError
-
-            raise NormgenError(
-                f"{type(module).__name__} (swapped in for {self.old} by swap_norms): input {x.dtype} with a "
-                f"{module.weight.dtype} weight, which {self.old} computes otherwise than normgen (whose output "
-                f"keeps the input's dtype): {self.why} with float32 parameters. "
-                "Cast the model to one dtype (model.to(dtype)) before the swap, or leave this layer alone"
-            )
+        if not isinstance(x, torch.Tensor) or x.dtype == module.weight.dtype:
+            return None
+        params = {"weight": module.weight}
+        if getattr(module, "bias", None) is not None:
+            params["bias"] = module.bias
+        return torch.func.functional_call(self.original, params, (x,))
 
 
 def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str:
     """How normgen computes this layer exactly as it does, or the reason it cannot."""
     if module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"):
         return "it has forward hooks (a swap would drop them)"
+    hooks = [kind for kind in _HOOKS if getattr(module, f"_{kind}_hooks", None)]
+    if hooks:
+        return f"it has {', '.join(k.replace('_', ' ') for k in hooks)} hooks (a swap would drop them)"
+    if (extra := _extra_inputs(type(module).forward)) is not None:
+        return f"its forward takes {extra} besides the input (a model may pass it; normgen's takes the input alone)"
     if next(module.children(), None) is not None:
         return "it has submodules"
     if next(module.buffers(recurse=False), None) is not None:
@@ -254,6 +260,21 @@ def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str
     if len(misses) == 1:
         return f"it differs from {misses[0]}"
     return "it computes neither " + " nor ".join(misses)
+
+
+_HOOKS = ("backward", "backward_pre", "state_dict", "state_dict_pre", "load_state_dict_pre", "load_state_dict_post")
+
+
+def _extra_inputs(forward) -> str | None:
+    """What a forward takes beyond self and one input (e.g. a gated norm's ``gate``), or None."""
+    try:
+        params = list(inspect.signature(forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return "arguments it does not show"
+    extra = [p.name for p in params[1:]]
+    if params and params[0].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        extra.insert(0, params[0].name)
+    return ", ".join(f"`{name}`" for name in extra) or None
 
 
 def _probe(

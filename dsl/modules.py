@@ -25,8 +25,9 @@ class Norm(torch.nn.Module):
     """The module of an op without a residual; a generated subclass sets ``op`` and its constructor."""
 
     op: Op
-    # Called as dtype_rule(module, x) before every call where set (swap_norms sets one that refuses
-    # input of another dtype than the weight); the C++ twin serves only calls of one dtype then.
+    # Called as dtype_rule(module, x) before every call where set: what it returns, unless None, is
+    # the call's result (swap_norms sets one that runs the replaced layer on input of another dtype
+    # than the weight); the C++ twin serves only calls of one dtype then.
     dtype_rule = None
 
     def __init__(self, hidden_size, eps, norm_pos=None, bias=False, *, device=None, dtype=None):
@@ -65,8 +66,8 @@ class Norm(torch.nn.Module):
         call ``forward`` directly. Dynamo never reads the twin.
         """
         op = self.op
-        if (rule := self.dtype_rule) is not None:
-            rule(self, x)
+        if (rule := self.dtype_rule) is not None and (own := rule(self, x)) is not None:
+            return own
         if not _is_compiling() and (native := op.native) is not None:
             params = self._parameters
             weight = params.get("weight", _ABSENT) if op.has_weight else None

@@ -29,7 +29,6 @@ import torch
 
 import generated
 from dsl.hf import swap_norms
-from dsl.runtime import NormgenError
 
 pytestmark = pytest.mark.usefixtures("reference_path")  # CPU tensors run the generated reference (conftest.py)
 
@@ -395,7 +394,8 @@ def test_mixed_dtypes_keep_the_layers_dtypes(arch):
     """fp32 norm weights with bf16 input (a mixed-precision model): where the original layer returns
     what normgen does (Gemma's norms: fp32 math, cast back; torch's LayerNorm), the swapped layer
     gives it, in bf16, with fp32 weight gradients; LlamaRMSNorm and its copies return fp32 there,
-    so their swapped layers refuse such calls instead of changing the model's dtypes."""
+    so their swapped layers run the replaced layer's own forward for such calls (the same output and
+    gradients), rather than change the model's dtypes."""
     model, _ = tiny_model(arch, torch.float32)
     names = [name for name, m in model.named_modules() if type(m).__name__ == ARCHS[arch][2]]
     xs = {name: torch.randn(3, model.get_submodule(name).weight.shape[0]).to(torch.bfloat16) for name in names}
@@ -412,9 +412,11 @@ def test_mixed_dtypes_keep_the_layers_dtypes(arch):
         layer, x = model.get_submodule(name), xs[name]
         if arch in ("llama", "qwen3"):
             assert want[name][0].dtype is torch.float32  # the original's output: fp32
-            with pytest.raises(NormgenError, match=rf"\(swapped in for {ARCHS[arch][2]} by swap_norms\)"):
-                layer(x)
-            assert layer(x.float()).dtype is torch.float32  # one dtype: served as before
+            y = layer(x)
+            y.float().sum().backward()
+            assert y.dtype is torch.float32 and torch.equal(y, want[name][0]), name
+            assert torch.equal(layer.weight.grad, want[name][1]), name
+            assert layer(x.float()).dtype is torch.float32  # one dtype: normgen's, as before
             continue
         y = layer(x)
         y.float().sum().backward()
@@ -426,3 +428,62 @@ def test_mixed_dtypes_keep_the_layers_dtypes(arch):
         else:
             assert torch.equal(y, want[name][0]), name
             torch.testing.assert_close(layer.weight.grad, want[name][1], rtol=1.6e-2, atol=1e-2)
+
+
+class GatedRMSNorm(torch.nn.Module):
+    """Mamba2's gated RMSNorm (transformers' MambaRMSNormGated): Llama's math where gate is None."""
+
+    def __init__(self, n, eps=1e-6):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(n))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states, gate=None):
+        dtype = hidden_states.dtype
+        h = hidden_states.to(torch.float32)
+        if gate is not None:
+            h = h * torch.nn.functional.silu(gate.to(torch.float32))
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(dtype)
+
+
+def test_a_norm_whose_forward_takes_more_than_its_input_is_left_alone():
+    """A gated norm passed the probe (gate=None is Llama's math) and was swapped; the model's call
+    norm(h, gate) then failed. Its forward's signature now leaves it alone, with the reason."""
+    model = torch.nn.Sequential(GatedRMSNorm(16))
+    report = swap_norms(model)
+    assert report.replaced == [] and isinstance(model[0], GatedRMSNorm)
+    assert "its forward takes `gate` besides the input" in report.skipped[0].reason
+
+
+@pytest.mark.parametrize("hook", ["backward", "backward_pre", "state_dict", "load_state_dict_post"])
+def test_a_norm_with_hooks_of_any_kind_is_left_alone(hook):
+    """Backward and state_dict hooks were dropped by the swap silently (only forward hooks were seen)."""
+    layer = transformers.models.llama.modeling_llama.LlamaRMSNorm(16)
+    register = {
+        "backward": lambda: layer.register_full_backward_hook(lambda *a: None),
+        "backward_pre": lambda: layer.register_full_backward_pre_hook(lambda *a: None),
+        "state_dict": lambda: layer.register_state_dict_post_hook(lambda *a: None),
+        "load_state_dict_post": lambda: layer.register_load_state_dict_post_hook(lambda *a: None),
+    }
+    register[hook]()
+    model = torch.nn.Sequential(layer)
+    report = swap_norms(model)
+    assert report.replaced == [] and model[0] is layer
+    assert f"it has {hook.replace('_', ' ')} hooks" in report.skipped[0].reason
+
+
+def test_fp32_input_with_a_half_weight_runs_the_replaced_layer():
+    """Mamba's residual_in_fp32 feeds its final norm fp32 rows with a bf16 weight; LlamaRMSNorm returns
+    fp32 there. The swapped layer refused the call (and casting the model did not help); it now runs
+    the replaced layer's forward, which gives the same output."""
+    layer = transformers.models.llama.modeling_llama.LlamaRMSNorm(16).to(torch.bfloat16)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(16))
+    x = torch.randn(3, 16)
+    want = layer(x)
+    model = torch.nn.Sequential(layer)
+    assert len(swap_norms(model).replaced) == 1 and isinstance(model[0], generated.RMSNorm)
+    got = model(x)
+    assert got.dtype is want.dtype is torch.float32 and torch.equal(got, want)
+    assert "original" not in dict(model.named_modules()) and list(model.state_dict()) == ["0.weight"]
