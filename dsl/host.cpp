@@ -127,8 +127,8 @@ PyObject* op_call_module(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   PyObject* bias = Py_None;
   if (op->has_weight && (weight = PyDict_GetItemWithError(params, names.weight)) == nullptr) DECLINE_MODULE();
   if (op->has_bias && (bias = PyDict_GetItemWithError(params, names.bias)) == nullptr) DECLINE_MODULE();
-  // a module with a dtype rule (dsl/modules.py: swap_norms's, which refuses mixed dtypes) is served
-  // only where x and the weight have one dtype (the rule passes those); the rest goes to the rule
+  // a module with a dtype rule (dsl/modules.py: swap_norms's, which runs the replaced layer on
+  // mixed dtypes) is served only where x and the weight have one dtype; the rest goes to the rule
   PyObject* rule = PyDict_GetItemWithError(dict, names.dtype_rule);
   if (rule == nullptr) rule = _PyType_Lookup(type, names.dtype_rule);
   if (rule != nullptr && rule != Py_None &&
