@@ -68,7 +68,7 @@ class Norm(torch.nn.Module):
         op = self.op
         if (rule := self.dtype_rule) is not None and (own := rule(self, x)) is not None:
             return own
-        if not _is_compiling() and (native := op.native) is not None:
+        if not _is_compiling() and forward_ad._current_level < 0 and (native := op.native) is not None:
             params = self._parameters
             weight = params.get("weight", _ABSENT) if op.has_weight else None
             bias = params.get("bias", _ABSENT) if op.has_bias else None

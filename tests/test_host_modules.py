@@ -190,16 +190,21 @@ def test_a_module_call_skips_nn_modules_call_only_where_that_would_only_call_for
         count = native.served()
         assert torch.equal(m(x), expected) and native.served() == count + 1  # and back again
 
-        # swap_norms's dtype rule: mixed dtypes refused even where the op's twin holds their launch
-        from dsl.hf import _SameDtypes
-        from dsl.runtime import NormgenError
+        # swap_norms's dtype rule: mixed dtypes go to the replaced layer even where the op's twin holds
+        # their launch
+        from dsl.hf import _OwnForOtherDtypes
+
+        class Replaced(torch.nn.Module):  # stands in for the layer swap_norms replaced
+            def forward(self, x):
+                return ("replaced layer", x.dtype, self.weight.dtype)
 
         swapped = generated.RMSNorm(4096).to("cuda")  # fp32 weight
-        swapped.dtype_rule = _SameDtypes("LlamaRMSNorm", "it returns float32")
+        replaced = Replaced()
+        replaced.weight = torch.nn.Parameter(swapped.weight.detach().clone())
+        swapped.dtype_rule = _OwnForOtherDtypes(replaced)
         for _ in range(3):
             generated.rmsnorm(x, swapped.weight, swapped.eps)  # bf16 x, fp32 weight: a record
-        with pytest.raises(NormgenError, match="swapped in for LlamaRMSNorm"):
-            swapped(x)
+        assert swapped(x) == ("replaced layer", torch.bfloat16, torch.float32)
         x32 = x.float()
         for _ in range(3):
             swapped(x32)
