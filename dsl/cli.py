@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             return 0
         changed = emit.write(files, out)
         for name in changed:
-            print(f"wrote {pipeline.display_path(out)}/{name}")
+            removed = name.endswith(" (removed)")
+            what = "removed" if removed else "wrote"
+            print(f"{what} {pipeline.display_path(out)}/{name.removesuffix(' (removed)')}")
         print(f"{len(files)} files, {len(changed)} changed")
         return 0
     except SpecError as error:

@@ -168,5 +168,5 @@ def diff(files: dict[str, str], out: Path) -> str:
         old_lines, new_lines = old.splitlines(keepends=True), text.splitlines(keepends=True)
         chunks += difflib.unified_diff(old_lines, new_lines, f"a/{out.name}/{name}", f"b/{out.name}/{name}")
     for name in stale:
-        chunks.append(f"--- a/{out.name}/{name}\n+++ /dev/null\n(stale: its spec is gone)\n")
+        chunks.append(f"--- a/{out.name}/{name}\n+++ /dev/null\n(stale: no spec or target generates it now)\n")
     return "".join(chunks)
