@@ -55,11 +55,11 @@ class Form:
         per-row scale, the statistics; straight-line code (tests/test_fast_path.py compares it with
         ``Op.new_outputs``, ``Op.slots`` and ``Op.public``)."""
         like, has_residual, mean, rstd = torch.empty_like, op.has_residual, self.mean, self.rstd
-        storage, stats_dtype, f32 = op.quant_storage, op.stats_dtype, torch.float32
+        storage, stats_dtype, f32, contiguous = op.quant_storage, op.stats_dtype, torch.float32, torch.contiguous_format
         view = op.quant_dtype if op.quant_dtype is not storage else None  # fp8 is allocated as its bits
 
         def outputs(x, residual, rec):
-            q = like(x, dtype=storage)
+            q = like(x, dtype=storage, memory_format=contiguous)  # (as the checked and C++ paths: row-major)
             if residual_out_is is None:
                 residual_out = None
             elif residual_out_is == "new":
@@ -131,7 +131,8 @@ class Record:
         self.launcher, self.tail, self.args = launcher, tail, layout.args
         self.key = layout.key((None,) * PER_CALL + tail)  # the launch key follows from the tail
         self.stream = stream  # cuda: the current stream's getter; None: no direct launch (npu)
-        # the direct launch goes to the current device: with one device it is the tensors' (no check)
+        # the direct launch goes to the current device: with one device it is the tensors' (no check).
+        # (torch's count, read per record, not runtime.device_count's cached one: tests stand in for it)
         self.one_device = stream is None or torch.cuda.device_count() < 2
         self.direct = None  # the launcher's direct launch of the key, once it has one
         # handed to the op's C++ host path (dsl/host.py): None not yet, True done, False never (Python path)

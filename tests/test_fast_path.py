@@ -269,3 +269,35 @@ def test_a_jit_trace_takes_the_custom_op_not_the_fast_path(recording, monkeypatc
     monkeypatch.setattr(surface, "compiling_call", lambda *a: through.append(a) or (x, r))
     _, was_fast = _outcome(op, recorder, monkeypatch, call(), fast=True)
     assert not was_fast and len(through) == 1
+
+
+@pytest.mark.parametrize("name", ["add_rmsnorm_int8", "add_layernorm_fp8", "add_rmsnorm"])
+def test_outputs_of_an_x_with_odd_strides_in_size_one_dims_match_the_checked_path(name, recording, monkeypatch):
+    """A contiguous x whose size-1 dimensions carry other strides (an (N, 1, 1, C) channels-last view):
+    q was allocated like x on the fast path (x's strides) and row-major on the checked and C++ paths."""
+    spec = SPECS[name]
+    op, recorder = recording(name)
+
+    def make_call():
+        x, r = (says_cuda(torch.randn(4, 64, 1, 1).permute(0, 2, 3, 1)) for _ in range(2))
+        w = says_cuda(torch.ones(64))
+        b = says_cuda(torch.zeros(64)) if spec.has_bias else None
+        return (x, r, w, b, 1e-6, "pre", False, False, False), contextlib.nullcontext
+
+    fast, was_fast = _outcome(op, recorder, monkeypatch, make_call, fast=True)
+    checked, _ = _outcome(op, recorder, monkeypatch, make_call, fast=False)
+    assert was_fast and fast == checked
+
+
+def test_a_tangent_is_refused_where_the_fast_path_has_a_record(recording):
+    """Forward-mode AD: the fast path would take a dual x (it needs no gradient) and drop its tangent."""
+    import torch.autograd.forward_ad as fwAD
+
+    op, recorder = recording("add_rmsnorm")
+    x, r, w = says_cuda(torch.randn(4, 64)), says_cuda(torch.randn(4, 64)), says_cuda(torch.ones(64))
+    for _ in range(2):
+        op(x, r, w, None, 1e-6, "pre", False, False, False)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(NormgenError, match="add_rmsnorm: x carries a forward-mode AD tangent"):
+            op(dual, r, w, None, 1e-6, "pre", False, False, False)
