@@ -60,8 +60,9 @@ module takes such calls. Where it does not (``LlamaRMSNorm`` and its copies
 compute ``weight * x_hat`` and return fp32 for an fp32 weight; normgen's y keeps
 the input's dtype), the swapped module runs the replaced layer's own forward
 (with the swapped module's parameters) for calls whose input dtype differs from
-its weight's, so the dtypes flowing through the model do not change (Mamba's
-final norm gets fp32 rows with a bf16 weight: it returns fp32 as before).
+its weight's, so the dtypes flowing through the model do not change. Every
+swapped module does so for dtypes normgen does not take (Mamba's final norm gets
+fp32 rows with a bf16 weight: it returns fp32 as before).
 
 Limits (for now):
 
@@ -177,8 +178,7 @@ def swap_norms(model: torch.nn.Module) -> SwapReport:
             report.skipped.append(Skipped(name, old, match))
             continue
         new_for[id(module)] = _build(module, getattr(generated, match.kind.module), match.eps)
-        if match.mixed is not None:
-            new_for[id(module)].dtype_rule = _OwnForOtherDtypes(module)
+        new_for[id(module)].dtype_rule = _OwnForOtherDtypes(module, match.mixed is None)
         report.replaced.append(Replaced(name, old, match.kind.module, match.bit_identical))
     for parent in list(model.modules()):
         for child_name, child in list(parent._modules.items()):
@@ -195,16 +195,21 @@ class _Match(NamedTuple):
 
 
 class _OwnForOtherDtypes:
-    """A swapped module's ``dtype_rule`` (dsl/modules.py), where the layer it replaced computes calls
-    of mixed dtypes otherwise than normgen (``_Match.mixed`` says how): such a call (an input whose
-    dtype is not the weight's) runs the replaced layer's own forward, with the swapped module's
-    parameters, and returns what it returns; calls of one dtype return None (normgen serves them)."""
+    """A swapped module's ``dtype_rule`` (dsl/modules.py): a call whose dtypes the probe did not find
+    normgen computing as the replaced layer does runs the replaced layer's own forward, with the
+    swapped module's parameters, and returns what it returns; other calls return None (normgen serves
+    them). ``mixed``: the probe found half-precision input with fp32 parameters computed alike (Gemma's
+    norms, nn.LayerNorm; not LlamaRMSNorm, which returns fp32 there); calls of one dtype always are."""
 
-    def __init__(self, original: torch.nn.Module):
+    def __init__(self, original: torch.nn.Module, mixed: bool):
         self.original = original  # (a plain attribute: not in the model's modules or state_dict)
+        self.mixed = mixed
 
     def __call__(self, module, x):
-        if not isinstance(x, torch.Tensor) or x.dtype == module.weight.dtype:
+        if not isinstance(x, torch.Tensor):
+            return None
+        weight = module.weight.dtype
+        if x.dtype == weight or self.mixed and weight == torch.float32 and x.dtype in _DTYPES[1:]:
             return None
         params = {"weight": module.weight}
         if getattr(module, "bias", None) is not None:

@@ -473,17 +473,22 @@ def test_a_norm_with_hooks_of_any_kind_is_left_alone(hook):
     assert f"it has {hook.replace('_', ' ')} hooks" in report.skipped[0].reason
 
 
-def test_fp32_input_with_a_half_weight_runs_the_replaced_layer():
+@pytest.mark.parametrize("kind", ["llama", "gemma"])  # (torch's LayerNorm refuses such a call itself)
+def test_fp32_input_with_a_half_weight_runs_the_replaced_layer(kind):
     """Mamba's residual_in_fp32 feeds its final norm fp32 rows with a bf16 weight; LlamaRMSNorm returns
     fp32 there. The swapped layer refused the call (and casting the model did not help); it now runs
     the replaced layer's forward, which gives the same output."""
-    layer = transformers.models.llama.modeling_llama.LlamaRMSNorm(16).to(torch.bfloat16)
+    make, new = {
+        "llama": (transformers.models.llama.modeling_llama.LlamaRMSNorm, generated.RMSNorm),
+        "gemma": (transformers.models.gemma.modeling_gemma.GemmaRMSNorm, generated.GemmaRMSNorm),
+    }[kind]
+    layer = make(16).to(torch.bfloat16)
     with torch.no_grad():
         layer.weight.copy_(torch.randn(16))
     x = torch.randn(3, 16)
     want = layer(x)
     model = torch.nn.Sequential(layer)
-    assert len(swap_norms(model).replaced) == 1 and isinstance(model[0], generated.RMSNorm)
+    assert len(swap_norms(model).replaced) == 1 and isinstance(model[0], new)
     got = model(x)
     assert got.dtype is want.dtype is torch.float32 and torch.equal(got, want)
-    assert "original" not in dict(model.named_modules()) and list(model.state_dict()) == ["0.weight"]
+    assert len(list(model.modules())) == 2 and set(model.state_dict()) == {f"0.{k}" for k in layer.state_dict()}
