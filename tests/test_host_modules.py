@@ -201,7 +201,7 @@ def test_a_module_call_skips_nn_modules_call_only_where_that_would_only_call_for
         swapped = generated.RMSNorm(4096).to("cuda")  # fp32 weight
         replaced = Replaced()
         replaced.weight = torch.nn.Parameter(swapped.weight.detach().clone())
-        swapped.dtype_rule = _OwnForOtherDtypes(replaced)
+        swapped.dtype_rule = _OwnForOtherDtypes(replaced, False)  # (LlamaRMSNorm's: one dtype only)
         for _ in range(3):
             generated.rmsnorm(x, swapped.weight, swapped.eps)  # bf16 x, fp32 weight: a record
         assert swapped(x) == ("replaced layer", torch.bfloat16, torch.float32)
