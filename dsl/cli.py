@@ -78,12 +78,12 @@ def check_folders(specs: Path, out: Path) -> None:
         raise UsageError(f"--out {pipeline.display_path(out)} is a file, not a folder")
 
 
-def list_ops(spec_dir: Path) -> str:
+def list_ops(spec_dir: Path, namespace: str = "normgen") -> str:
     lines = []
     tuning = pipeline.read_tuning()
     # (the build's checks, names included: --list shows no op the build would refuse)
-    for spec in sorted(pipeline.load_buildable(spec_dir, "normgen"), key=lambda s: s.name):
-        lines.append(f"{spec.name}  ({spec.path})")
+    for spec in sorted(pipeline.load_buildable(spec_dir, namespace), key=lambda s: s.name):
+        lines.append(f"{spec.name}  ({spec.span('op').path})")  # (from the working directory, as messages)
         for target in spec.targets:
             directions = plan(spec, target, tuning[target]).directions
             kernels = sum(len(d.kernels) for d in directions)
@@ -144,18 +144,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
             tune(args.specs)
             return 0
-        if args.list:
-            print(list_ops(args.specs))
-            return 0
         namespace = namespace_for(out, args.namespace)
+        if args.list:
+            print(list_ops(args.specs, namespace))
+            return 0
         files = pipeline.generate(args.specs, namespace)
         if args.check:
             delta = emit.diff(files, out)
             if delta:
                 sys.stdout.write(delta)
                 own = out.resolve() != pipeline.GENERATED or args.specs.resolve() != pipeline.SPECS
+                own = own or args.namespace is not None
                 if not IN_CHECKOUT:
-                    rebuild = "normgen-build with the same --specs and --out"
+                    rebuild = "normgen-build with the same --specs, --out and --namespace"
                 elif own:  # (a bare `python build.py` would rebuild generated/, not this package)
                     rebuild = "python build.py with the same --specs, --out and --namespace"
                 else:

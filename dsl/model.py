@@ -119,7 +119,7 @@ class NormSpec:
     """One operator, as its spec file describes it."""
 
     name: str
-    path: str  # repo-relative (or as given), used in headers and messages
+    path: str  # the generated headers' name of its file: repo-relative, else its folder's and its own
     norm: NormKind
     residual: tuple[ResidualMode, ...]  # empty: no residual input
     accumulate: Accumulate

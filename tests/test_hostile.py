@@ -486,30 +486,38 @@ def test_a_file_that_only_starts_like_a_header_is_left_alone(tmp_path, capsys, n
     assert (out / name).read_text(encoding="utf-8") == text
 
 
-@pytest.mark.parametrize("shadow", ["tiny", "tiny/__init__.py", "tiny.cpython-311-x86_64-linux-gnu.so", "tiny.abi3.so"])
+@pytest.mark.parametrize(
+    "shadow", ["tiny/__init__.py", "a link to a package", "tiny.cpython-311-x86_64-linux-gnu.so", "tiny.abi3.so"]
+)
 def test_what_python_would_import_instead_of_a_module_is_refused(tmp_path, capsys, shadow):
-    """A folder or an extension module named like a generated module: Python imports it instead."""
+    """A package folder (or a link to one) or an extension module named like a generated module:
+    Python imports it instead. A folder without __init__ is no package and does not shadow."""
     import importlib.machinery
 
-    if (
-        "/" not in shadow
-        and shadow.endswith(".so")
-        and not any(shadow.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)
-    ):
-        pytest.skip(f"{shadow}: not an extension suffix of this Python")
     out = tmp_path / "out"
-    path = out / shadow
-    if "." in shadow.split("/")[-1] and "/" not in shadow:
-        out.mkdir()
-        path.write_bytes(b"")
+    out.mkdir()
+    if shadow.endswith(".so"):
+        if not any(shadow.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES):
+            pytest.skip(f"{shadow}: not an extension suffix of this Python")
+        (out / shadow).write_bytes(b"")
     else:
-        path.parent.mkdir(parents=True) if "/" in shadow else path.mkdir(parents=True)
-        if "/" in shadow:
-            path.write_text("", encoding="utf-8")
+        package = out / "tiny" if shadow == "tiny/__init__.py" else tmp_path / "elsewhere"
+        package.mkdir()
+        (package / "__init__.py").write_text("", encoding="utf-8")
+        if package.name == "elsewhere":
+            (out / "tiny").symlink_to(package)
     status, err = build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})
     assert status == 2, err
     assert "Python would import instead of the generated tiny.py" in err
     assert not (out / "tiny.py").exists()
+
+
+def test_a_folder_that_is_no_package_does_not_shadow_a_module(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "tiny").mkdir(parents=True)
+    status, err = build_specs(tmp_path, capsys, {"ok.norm": OK_SPEC})
+    assert status == 0, err
+    assert (out / "tiny.py").is_file()
 
 
 def test_a_spec_that_fails_writes_nothing(tmp_path, capsys):

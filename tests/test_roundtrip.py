@@ -146,8 +146,9 @@ def test_numbers_print_shortest_and_read_back(value: float):
     text = format_number(value)
     assert float(text) == value
     assert "e+" not in text and "e-0" not in text
-    # (fp32 weights: 1 - offset is exact there below 2^24; past it the check refuses the offset, since
-    # the modules' initial weight would not hold it, and the value is read back as eps alone)
+    # (fp32 weights: there the modules' initial scale (1 - offset) + offset is 1 within fp32's step at
+    # 1 for offsets below 2^24; past it the check refuses the offset, and the value is read back as
+    # eps alone)
     offset = text if abs(value) < 2**24 else "1.0"
     spec = load_one(f"op a {{ norm = rms weight = scale + {offset} eps = {abs(value)} dtypes = fp32 }}")
     assert spec.eps == abs(value) and (offset != text or spec.weight.offset == value)
