@@ -195,3 +195,49 @@ def test_cuda_layer_backward_wide_rows():
             assert (entry.grid, options["SPLIT_N"], options["LOOP_STAGES"]) == ("split", 128, 1), where
             assert entry.num_warps == (16 if rows >= 1024 else 8), where
             assert grid == (rows + -(-cols // 128),), where
+
+
+def test_a_launch_on_another_device_makes_that_device_current(monkeypatch):
+    """Launcher.__call__ with the tensors on device 1 while device 0 is current: the kernel launches
+    with device 1 current (Triton launches on the current device), and device 0 is current again
+    after. Stand-ins for the device count, the current device and torch.cuda.device; a process that
+    sees one device does not ask."""
+    current, seen, asked = [0], [], []
+
+    class Device:  # torch.cuda.device's stand-in
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            self.before, current[0] = current[0], self.index
+
+        def __exit__(self, *exc):
+            current[0] = self.before
+
+    class Kernel:  # a compiled kernel's stand-in: it records the device current at its launch
+        def __getitem__(self, grid):
+            return lambda *args, **options: seen.append(current[0])
+
+    def current_device():
+        asked.append(1)
+        return current[0]
+
+    monkeypatch.setattr(runtime, "INTERPRET", False)
+    monkeypatch.setattr(runtime, "current_cuda_device", current_device)
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    launcher = importlib.import_module("generated.rmsnorm_cuda").LAUNCHER
+    monkeypatch.setattr(launcher, "direct", False)
+    monkeypatch.setattr(launcher, "decision", lambda key, index: (Kernel(), (1,), {}))
+    runtime.device_count.cache_clear()
+    try:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        launcher(("key",), True, 1, ())
+        launcher(("key",), True, 0, ())
+        assert seen == [1, 0] and current == [0]
+        runtime.device_count.cache_clear()
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        asked.clear()
+        launcher(("key",), True, 0, ())
+        assert seen == [1, 0, 0] and asked == []
+    finally:
+        runtime.device_count.cache_clear()
