@@ -52,32 +52,20 @@ class Form:
 
     def _quantized_outputs(self, op: Op, residual_out_is: str | None, written):
         """Quantized ops: q in its storage dtype (returned as its public view), the residual out, the
-        per-row scale, the statistics; straight-line code (tests/test_fast_path.py compares it with
-        ``Op.new_outputs``, ``Op.slots`` and ``Op.public``)."""
+        per-row scale, the statistics (the last two as the plain forms make them); no call of the checked
+        path's ``Op.new_outputs``, ``Op.slots`` and ``Op.public`` (tests/test_fast_path.py compares the two)."""
         like, has_residual, mean, rstd = torch.empty_like, op.has_residual, self.mean, self.rstd
         storage, stats_dtype, f32, contiguous = op.quant_storage, op.stats_dtype, torch.float32, torch.contiguous_format
         view = op.quant_dtype if op.quant_dtype is not storage else None  # fp8 is allocated as its bits
 
         def outputs(x, residual, rec):
             q = like(x, dtype=storage, memory_format=contiguous)  # (as the checked and C++ paths: row-major)
-            if residual_out_is is None:
-                residual_out = None
-            elif residual_out_is == "new":
-                residual_out = like(x)
-            elif residual_out_is == "out":
-                residual_out = q
-            else:
-                residual_out = x if residual_out_is == "x" else residual
+            residual_out = _residual_out(residual_out_is, q, x, residual)
             scale = x.new_empty(x.shape[:-1] + (1,), dtype=f32)
             public = q.view(view) if view is not None else q
             result = (public, residual_out, scale) if has_residual else (public, scale)
-            m = r = None
-            if mean:
-                m = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
-                result += (m,)
-            if rstd:
-                r = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
-                result += (r,)
+            m, r = _statistics(x, rec, mean, rstd, stats_dtype) if mean or rstd else (None, None)
+            result += tuple(t for t in (m, r) if t is not None)
             return (q, residual_out, scale, m, r), result, written(x, residual) if written else ()
 
         return outputs
@@ -97,26 +85,34 @@ class Form:
 
         def outputs(x, residual, rec):
             out = x if out_is_x else like(x)
-            if residual_out_is is None:
-                residual_out = None
-            elif residual_out_is == "new":
-                residual_out = like(x)
-            elif residual_out_is == "out":
-                residual_out = out
-            else:
-                residual_out = x if residual_out_is == "x" else residual
+            residual_out = _residual_out(residual_out_is, out, x, residual)
             result = (out, residual_out) if has_residual else (out,)
-            m = r = None
-            if mean:
-                m = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
-                result += (m,)
-            if rstd:
-                r = x.new_empty(*rec.rows, dtype=stats_dtype or x.dtype)
-                result += (r,)
+            m, r = _statistics(x, rec, mean, rstd, stats_dtype) if mean or rstd else (None, None)
+            result += tuple(t for t in (m, r) if t is not None)
             slots = (out, residual_out, None, m, r)
             return slots, result[0] if len(result) == 1 else result, written(x, residual) if written else ()
 
         return outputs
+
+
+def _residual_out(kind: str | None, out, x, residual):
+    """A call's residual out, by what ``Form`` found it to be: none, new, out itself, x or the residual."""
+    if kind is None:
+        return None
+    if kind == "new":
+        return torch.empty_like(x)
+    if kind == "out":
+        return out
+    return x if kind == "x" else residual
+
+
+def _statistics(x, rec, mean: bool, rstd: bool, dtype) -> tuple:
+    """(mean, rstd) for a call's rows where asked (else None), in ``dtype`` (None: x's)."""
+    dtype = dtype or x.dtype
+    return (
+        x.new_empty(*rec.rows, dtype=dtype) if mean else None,
+        x.new_empty(*rec.rows, dtype=dtype) if rstd else None,
+    )
 
 
 class Record:
