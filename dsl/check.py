@@ -99,6 +99,22 @@ def custom_ops(spec: NormSpec) -> list[str]:
     return [spec.name] + [f"{spec.name}_inplace"] * spec.has_residual + [f"{spec.name}_backward"] * spec.has_backward
 
 
+def _first_clash(spec: NormSpec, owners: dict, claims: list[tuple[str, str, str]]) -> list[Diagnostic]:
+    """Claim each (name, what spec would do with it, the verb for another op doing it) in ``owners``
+    for ``spec``; the error of the first name another op claimed already ([] where none)."""
+    for name, doing, does in claims:
+        other = owners.setdefault(name, spec)
+        if other is not spec:
+            where = other.span("op")
+            message = f"op '{spec.name}' would {doing}, which op '{other.name}' {does} too"
+            return [
+                Diagnostic(
+                    spec.span("op"), message, f"rename one of them (op '{other.name}' is at {where.path}:{where.line})"
+                )
+            ]
+    return []
+
+
 def _modules(spec: NormSpec) -> list[str]:
     """The generated modules of one op."""
     modules = [names.op_module(spec), names.reference_module(spec)]
@@ -119,33 +135,11 @@ def check_names(specs: list[NormSpec], targets_unknown: frozenset[int] = frozens
         if spec.name in OP_NAMESPACE_ATTRIBUTES:
             message = f"op name '{spec.name}' is reserved: torch.ops.NAMESPACE.{spec.name} is torch's own attribute"
             errors.append(Diagnostic(spec.span("op"), message, f"choose another name, e.g. '{spec.name}_norm'"))
-        for custom in custom_ops(spec):
-            other = registered.setdefault(custom, spec)
-            if other is not spec:
-                where = other.span("op")
-                errors.append(
-                    Diagnostic(
-                        spec.span("op"),
-                        f"op '{spec.name}' would register the custom op {custom}, which op '{other.name}' "
-                        "registers too",
-                        f"rename one of them (op '{other.name}' is at {where.path}:{where.line})",
-                    )
-                )
-                break
+        customs = [(c, f"register the custom op {c}", "registers") for c in custom_ops(spec)]
+        errors += _first_clash(spec, registered, customs)
         classes.setdefault(names.module_class(spec), []).append(spec)
         modules = _modules(spec)[:2] if id(spec) in targets_unknown else _modules(spec)
-        for module in modules:
-            other = owners.setdefault(module, spec)
-            if other is not spec:
-                where = other.span("op")
-                errors.append(
-                    Diagnostic(
-                        spec.span("op"),
-                        f"op '{spec.name}' would generate {module}.py, which op '{other.name}' generates too",
-                        f"rename one of them (op '{other.name}' is at {where.path}:{where.line})",
-                    )
-                )
-                break
+        errors += _first_clash(spec, owners, [(m, f"generate {m}.py", "generates") for m in modules])
     for class_name, owners_ in classes.items():
         if len(owners_) < 2:
             continue

@@ -178,7 +178,7 @@ def swap_norms(model: torch.nn.Module) -> SwapReport:
             report.skipped.append(Skipped(name, old, match))
             continue
         new_for[id(module)] = _build(module, getattr(generated, match.kind.module), match.eps)
-        new_for[id(module)].dtype_rule = _OwnForOtherDtypes(module, match.mixed is None)
+        new_for[id(module)].dtype_rule = _OwnForOtherDtypes(module, match.mixed)
         report.replaced.append(Replaced(name, old, match.kind.module, match.bit_identical))
     for parent in list(model.modules()):
         for child_name, child in list(parent._modules.items()):
@@ -191,7 +191,7 @@ class _Match(NamedTuple):
     kind: _Kind
     eps: float
     bit_identical: bool
-    mixed: str | None  # None: it computes what normgen does with fp32 parameters and half input; else how not
+    mixed: bool  # it computes what normgen does with fp32 parameters and half input
 
 
 class _OwnForOtherDtypes:
@@ -260,7 +260,7 @@ def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str
         miss, exact = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None)
         if miss is None:
             mixed = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None, True)[0]
-            return _Match(kind, float(eps), exact, mixed)
+            return _Match(kind, float(eps), exact, mixed is None)
         misses.append(f"normgen's {kind.op} ({miss})")
     if len(misses) == 1:
         return f"it differs from {misses[0]}"

@@ -430,13 +430,8 @@ def test_mixed_dtypes_keep_the_layers_dtypes(arch):
             torch.testing.assert_close(layer.weight.grad, want[name][1], rtol=1.6e-2, atol=1e-2)
 
 
-class GatedRMSNorm(torch.nn.Module):
+class GatedRMSNorm(MyRMSNorm):
     """Mamba2's gated RMSNorm (transformers' MambaRMSNormGated): Llama's math where gate is None."""
-
-    def __init__(self, n, eps=1e-6):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(n))
-        self.variance_epsilon = eps
 
     def forward(self, hidden_states, gate=None):
         dtype = hidden_states.dtype
