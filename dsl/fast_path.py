@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import runtime
 from .launch_layout import PER_CALL
 
 if TYPE_CHECKING:
@@ -127,9 +128,8 @@ class Record:
         self.launcher, self.tail, self.args = launcher, tail, layout.args
         self.key = layout.key((None,) * PER_CALL + tail)  # the launch key follows from the tail
         self.stream = stream  # cuda: the current stream's getter; None: no direct launch (npu)
-        # the direct launch goes to the current device: with one device it is the tensors' (no check).
-        # (torch's count, read per record, not runtime.device_count's cached one: tests stand in for it)
-        self.one_device = stream is None or torch.cuda.device_count() < 2
+        # the direct launch goes to the current device: with one device it is the tensors' (no check)
+        self.one_device = stream is None or runtime.device_count("cuda") < 2
         self.direct = None  # the launcher's direct launch of the key, once it has one
         # handed to the op's C++ host path (dsl/host.py): None not yet, True done, False never (Python path)
         self.native = None if stream is not None else False

@@ -228,16 +228,11 @@ def test_a_launch_on_another_device_makes_that_device_current(monkeypatch):
     launcher = importlib.import_module("generated.rmsnorm_cuda").LAUNCHER
     monkeypatch.setattr(launcher, "direct", False)
     monkeypatch.setattr(launcher, "decision", lambda key, index: (Kernel(), (1,), {}))
-    runtime.device_count.cache_clear()
-    try:
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-        launcher(("key",), True, 1, ())
-        launcher(("key",), True, 0, ())
-        assert seen == [1, 0] and current == [0]
-        runtime.device_count.cache_clear()
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-        asked.clear()
-        launcher(("key",), True, 0, ())
-        assert seen == [1, 0, 0] and asked == []
-    finally:
-        runtime.device_count.cache_clear()
+    monkeypatch.setattr(runtime, "device_count", lambda target: 2)
+    launcher(("key",), True, 1, ())
+    launcher(("key",), True, 0, ())
+    assert seen == [1, 0] and current == [0]
+    monkeypatch.setattr(runtime, "device_count", lambda target: 1)
+    asked.clear()
+    launcher(("key",), True, 0, ())
+    assert seen == [1, 0, 0] and asked == []

@@ -197,7 +197,7 @@ def test_direct_launch_passes_the_inputs_pointers(name, recording):
 def test_another_current_device_takes_the_launcher(recording, monkeypatch):
     """The direct launch goes to the current device; with x on cuda:0 while cuda:1 is current the fast
     path hands every call to the launcher, which makes x's device current for the launch."""
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # (with one, the fast path does not ask)
+    monkeypatch.setattr(runtime, "device_count", lambda target: 2)  # (with one, the fast path does not ask)
     op, recorder = recording("add_rmsnorm", direct_after=1)
     x, r, w = (says_cuda(torch.randn(*shape)) for shape in ((4, 64), (4, 64), (64,)))
     op(x, r, w, None, 1e-6, "pre", False, False, False)
