@@ -166,12 +166,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 return 1
             print(f"{pipeline.display_path(out)} is up to date ({len(files)} files)")
             return 0
-        changed = emit.write(files, out)
-        for name in changed:
-            removed = name.endswith(" (removed)")
-            what = "removed" if removed else "wrote"
-            print(f"{what} {pipeline.display_path(out)}/{name.removesuffix(' (removed)')}")
-        print(f"{len(files)} files, {len(changed)} changed")
+        written, removed = emit.write(files, out)
+        for what, names in (("wrote", written), ("removed", removed)):
+            for name in names:
+                print(f"{what} {pipeline.display_path(out)}/{name}")
+        print(f"{len(files)} files, {len(written) + len(removed)} changed")
         return 0
     except SpecError as error:
         if args.debug:

@@ -5,8 +5,8 @@ gone, and can instead report (as a unified diff) what a build would change.
 
 It touches only files it wrote itself (a name it can generate, and its two
 header lines): a file of the same name without the header, a folder or a
-symbolic link in the way is an error, and so is a folder or an extension module
-that Python would import instead of a generated module of that name; nothing is
+symbolic link in the way is an error, and so is a package folder or an extension
+module that Python would import instead of a generated module of that name; nothing is
 written then. Every file is first written in full to a temporary name inside the
 folder and then renamed over its target, so a file is never half-written; the
 package's ``__init__.py`` is renamed after the modules it imports and stale files
@@ -132,11 +132,11 @@ def _replace(temp: str, target: Path) -> None:
     os.replace(temp, target)
 
 
-def write(files: dict[str, str], out: Path) -> list[str]:
-    """Bring ``out`` up to date; returns the names written or removed."""
+def write(files: dict[str, str], out: Path) -> tuple[list[str], list[str]]:
+    """Bring ``out`` up to date; returns (the names written, the names removed)."""
     writes, stale = plan_changes(files, out)
     if not writes and not stale:
-        return []
+        return [], []
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     temps: dict[str, str] = {}
@@ -160,7 +160,7 @@ def write(files: dict[str, str], out: Path) -> list[str]:
             os.unlink(temp)
     for name in stale:
         (out / name).unlink(missing_ok=True)  # (a concurrent build of the same specs may have removed it)
-    return sorted(writes) + [f"{name} (removed)" for name in stale]
+    return sorted(writes), stale
 
 
 def diff(files: dict[str, str], out: Path) -> str:
