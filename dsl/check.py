@@ -93,12 +93,6 @@ def _rounded(value: float, dtype: DType) -> float:
 OP_NAMESPACE_ATTRIBUTES = ("name",)
 
 
-def custom_ops(spec: NormSpec) -> list[str]:
-    """The torch.library op names an op registers in its package's namespace (dsl/custom_ops.py):
-    its own, the in-place one with a residual, the backward where it has one."""
-    return [spec.name] + [f"{spec.name}_inplace"] * spec.has_residual + [f"{spec.name}_backward"] * spec.has_backward
-
-
 def _first_clash(spec: NormSpec, owners: dict, claims: list[tuple[str, str, str]]) -> list[Diagnostic]:
     """Claim each (name, what spec would do with it, the verb for another op doing it) in ``owners``
     for ``spec``; the error of the first name another op claimed already ([] where none)."""
@@ -135,7 +129,7 @@ def check_names(specs: list[NormSpec], targets_unknown: frozenset[int] = frozens
         if spec.name in OP_NAMESPACE_ATTRIBUTES:
             message = f"op name '{spec.name}' is reserved: torch.ops.NAMESPACE.{spec.name} is torch's own attribute"
             errors.append(Diagnostic(spec.span("op"), message, f"choose another name, e.g. '{spec.name}_norm'"))
-        customs = [(c, f"register the custom op {c}", "registers") for c in custom_ops(spec)]
+        customs = [(c, f"register the custom op {c}", "registers") for c in names.custom_op_names(spec)]
         errors += _first_clash(spec, registered, customs)
         classes.setdefault(names.module_class(spec), []).append(spec)
         modules = _modules(spec)[:2] if id(spec) in targets_unknown else _modules(spec)

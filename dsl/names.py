@@ -43,6 +43,13 @@ def custom_op(namespace: str, spec: NormSpec) -> str:
     return f"{namespace}::{spec.name}"
 
 
+def custom_op_names(spec: NormSpec) -> list[str]:
+    """The torch.library op names an op registers in its package's namespace (dsl/custom_ops.py and
+    dsl/backward.py spell the suffixes at registration): its own, the in-place one with a residual,
+    the backward where it has one."""
+    return [spec.name] + [f"{spec.name}_inplace"] * spec.has_residual + [f"{spec.name}_backward"] * spec.has_backward
+
+
 def module_class(spec: NormSpec) -> str:
     """The nn.Module wrapper: add_rmsnorm -> AddRMSNorm."""
     special = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm", "rms": "RMS", "int8": "Int8", "fp8": "FP8"}
