@@ -100,7 +100,11 @@ def _autograd_backward(op, ctx, grads):
     dy = grads[0]
     ds = grads[1] if ctx.pre_grad else None
     if dy is None:
-        dy = torch.zeros_like(normalized)
+        # y unused (only pre mode's s, or nothing): the norm passes no gradient, so the weight and bias get
+        # none (None, as torch autograd of the formula gives: an optimizer skips them, where a zero gradient
+        # would still decay them), and x and the residual get s's gradient as it is
+        by_name = {"x": ds, "residual": ds if op.has_residual else None}
+        return tuple(by_name.get(p) for p in op.call_params)
     dx, *sums = op.backward_op(dy, ds, normalized, residual, weight, mean, rstd, ctx.eps, ctx.bias_given, ctx.norm_pos)
     sums = iter(sums[0].unbind(0) if sums else ())  # the rows of dw and db
     dw = next(sums) if weight is not None else None

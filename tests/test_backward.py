@@ -198,6 +198,38 @@ def test_gradient_without_s_interpreter(name, dtype, width, rows, cpu_path):
     run_case(name, dtype, width, rows, "2d", "pre", "cpu", use_s=False)
 
 
+def _s_alone(name, device):
+    """Pre mode with y unused (the loss reads s only): the gradient of s goes to x and the residual as it
+    is, and the weight and bias get none (None, as torch autograd of the formula gives them: an optimizer
+    then skips them, where a zero gradient would still decay them)."""
+    spec = SPECS[name]
+    generator = torch.Generator().manual_seed(5)
+    x, residual = (torch.randn(4, 96, generator=generator).to(device).requires_grad_() for _ in range(2))
+    params = {"weight": torch.randn(96, generator=generator).to(device).requires_grad_()}
+    if spec.has_bias:
+        params["bias"] = torch.randn(96, generator=generator).to(device).requires_grad_()
+    gs = torch.randn(4, 96, generator=generator).to(device)
+    y, s = getattr(generated, name)(x, residual, norm_pos="pre", **params)
+    (s * gs).sum().backward()
+    expected = oracle(spec, x, residual, params["weight"], params.get("bias"), spec.eps, "pre", torch.zeros_like(gs), gs)
+    for leaf in (x, residual):
+        torch.testing.assert_close(leaf.grad, expected["x"].float(), rtol=0, atol=0)
+    for param, leaf in params.items():
+        assert expected[param].abs().max() == 0  # (the float64 formula gives zeros where it gives one)
+        assert leaf.grad is None, f"{name}: {param} got a gradient {leaf.grad} though y is unused"
+
+
+@pytest.mark.parametrize("name", [n for n in DIFFERENTIABLE if SPECS[n].has_residual])
+def test_gradient_of_s_alone(name, cpu_path):
+    _s_alone(name, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", [n for n in DIFFERENTIABLE if SPECS[n].has_residual])
+def test_gradient_of_s_alone_gpu(name):
+    _s_alone(name, "cuda")
+
+
 class _MostRows:
     """A dispatch table that gives every call the entry of its width's most rows."""
 
