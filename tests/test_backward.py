@@ -211,7 +211,9 @@ def _s_alone(name, device):
     gs = torch.randn(4, 96, generator=generator).to(device)
     y, s = getattr(generated, name)(x, residual, norm_pos="pre", **params)
     (s * gs).sum().backward()
-    expected = oracle(spec, x, residual, params["weight"], params.get("bias"), spec.eps, "pre", torch.zeros_like(gs), gs)
+    expected = oracle(
+        spec, x, residual, params["weight"], params.get("bias"), spec.eps, "pre", torch.zeros_like(gs), gs
+    )
     for leaf in (x, residual):
         torch.testing.assert_close(leaf.grad, expected["x"].float(), rtol=0, atol=0)
     for param, leaf in params.items():
