@@ -27,8 +27,8 @@ requirements=(
     pytest-xdist          # scripts/npu_checks.sh runs the npu suite on both cores
 )
 marker="$venv/.normgen-npu-env"
-# The project is installed editable, so the marker names this checkout as well.
-wanted="$(printf '%s\n' "${requirements[@]}" "-e $(pwd) --no-deps")"
+# The checkout goes on the venv's path (a .pth file), so the marker names it as well.
+wanted="$(printf '%s\n' "${requirements[@]}" "checkout $(pwd)")"
 
 if [[ -x "$venv/bin/python" && -f "$marker" && "$(cat "$marker")" == "$wanted" ]]; then
     echo "npu env: $venv is up to date"
@@ -44,7 +44,11 @@ echo "npu env: building $venv"
 rm -f "$marker"  # written last: an interrupted build is redone
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --no-compile "${requirements[@]}"
-"$venv/bin/python" -m pip install --quiet --no-compile --no-deps -e .
+# The checkout on the path by a .pth file, not `pip install -e .`: that would write normgen.egg-info into
+# the checkout, which the main venv's editable install writes too (CI builds both venvs at once).
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+printf '%s\n' "$(pwd)" >"$site/normgen-checkout.pth"
+"$venv/bin/python" -c 'import dsl.model, generated' </dev/null
 # The interpreter needs triton-ascend's `triton`, not upstream's (pulled in by no one here, but check).
 "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("triton.backends.ascend") is None)'
 # bishengir-compile must be where benchmarks/npu_compiler.py looks for it.
