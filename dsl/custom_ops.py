@@ -277,7 +277,7 @@ def compiling_entry(op):
         lines += ["    result = (out,)", "    i = 1"]
     if quantized:
         lines += ["    result += (new[i],)", "    i += 1"]  # the scale
-    if "mean" in op.stats:  # (else return_mean is False here: the first test)
+    if "mean" in op.stats or "mean" in op.saved:  # (the mean comes back when asked or saved; else neither)
         lines += ["    if ask_mean:", "        if return_mean:", "            result += (new[i],)", "        i += 1"]
     lines += [
         "    if return_rstd:",

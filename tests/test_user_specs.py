@@ -12,6 +12,7 @@ import itertools
 import sys
 
 import pytest
+import torch
 
 import build
 from dsl import pipeline, runtime
@@ -132,3 +133,62 @@ def test_user_package_exports_ops_and_modules(package):
 def test_user_spec_numerics(package, name, dtype, mode, width, rows, layout):
     module, specs = package
     check_case(name, dtype, mode, width, rows, layout, "cpu", False, spec=specs[name], package=module)
+
+
+# Layer norms that store rstd alone: the backward saves the mean too, so a call that needs a gradient
+# asks the kernels for both while the caller asked for rstd only.
+RSTD_ONLY = """
+op ln_rstd_only {
+    norm    = layer
+    bias    = shift
+    store   = rstd
+    dtypes  = fp32
+    targets = npu, cuda
+}
+op add_ln_rstd_only {
+    norm     = layer
+    residual = pre, post
+    store    = rstd
+    dtypes   = fp32
+    targets  = npu, cuda
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def rstd_only(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rstd_only")
+    (root / "specs").mkdir()
+    (root / "specs" / "rstd_only.norm").write_text(RSTD_ONLY)
+    out = root / "normgen_rstd_only"
+    assert build.main(["--specs", str(root / "specs"), "--out", str(out)]) == 0
+    sys.path.insert(0, str(root))
+    try:
+        yield importlib.import_module("normgen_rstd_only")
+    finally:
+        sys.path.remove(str(root))
+
+
+@pytest.mark.parametrize("mode", [None, "pre", "post"])
+def test_user_spec_rstd_under_compile_with_a_gradient(rstd_only, mode, cpu_path):
+    """torch.compile of a call that needs a gradient and asks for rstd returns rstd, not the mean that
+    the backward saves beside it (it did: the compiled entry skipped the mean only for ops that store it)."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 64, generator=generator) * 2 + 3  # rows whose mean is nothing like their rstd
+    r, w, b = torch.randn(3, 64, generator=generator), torch.randn(64, generator=generator), torch.randn(64)
+    if mode is None:
+        args, kwargs, call = (x, w, b), {}, rstd_only.ln_rstd_only
+    else:
+        args, kwargs, call = (x, r, w), {"norm_pos": mode}, rstd_only.add_ln_rstd_only
+    s = x + r if mode else x
+    expected = torch.rsqrt(s.var(-1, unbiased=False) + 1e-5)
+
+    def f(*tensors):
+        return call(*tensors, return_rstd=True, **kwargs)
+
+    eager = f(*[t.clone().requires_grad_() for t in args])
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)(*[t.clone().requires_grad_() for t in args])
+    torch.testing.assert_close(eager[-1], expected)
+    assert len(compiled) == len(eager)
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=0, atol=0)
