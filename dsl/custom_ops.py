@@ -13,6 +13,7 @@ where a gradient is needed. Under torch.compile, plainly valid calls skip the ch
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -56,7 +57,7 @@ def _claim(op) -> None:
 def register(op) -> None:
     """The custom ops of ``op`` (an ``Op``): the functional one and, with a residual, the in-place one.
 
-    Sets the op's ``call_params`` and ``functional_op`` (and ``inplace_params``, ``inplace_op``).
+    Sets the op's ``call_params`` and ``functional_op`` (and ``inplace_params``, ``inplace_op``, ``inplace_ops``).
     """
     _claim(op)
     op.call_params = tuple(p for p in INPUTS if p in op.inputs) + ("eps",) + ("norm_pos",) * op.has_residual
@@ -100,11 +101,39 @@ def register(op) -> None:
         op.forward(new, *call[:4], eps, *call[5:], traced=traced)
 
     inplace.__signature__ = _signature(op.inplace_params, None)
-    mutates = ("x", "residual") + extras
-    custom = torch.library.custom_op(f"{op.custom_op}_inplace", inplace, mutates_args=mutates)
-    custom.register_fake(lambda *args: None)
-    compiled.decompose(custom, op.inplace_params, lambda *a: inplace(*a, traced=True), op.cuda_kernels)
-    op.inplace_op = getattr(getattr(torch.ops, namespace), f"{opname}_inplace")
+    # NAME_inplace takes any mode and so declares every input a mode writes; NAME_inplace_MODE, one
+    # mode's call, declares only what that mode writes (post mode leaves the residual alone, a quantized
+    # op's pre mode x): torch.compile records these, so it copies back and versions only what is written
+    ops = {}
+    for suffix, modes in (("", op.modes), *((f"_{mode}", (mode,)) for mode in op.modes)):
+        written = tuple(name for name in ("x", "residual") if any(name in _written(op, mode) for mode in modes))
+        body = inplace if not suffix else _one_mode(op, inplace, modes[0])
+        body.__signature__ = inplace.__signature__
+        custom = torch.library.custom_op(f"{op.custom_op}_inplace{suffix}", body, mutates_args=written + extras)
+        custom.register_fake(lambda *args: None)
+        compiled.decompose(custom, op.inplace_params, functools.partial(body, traced=True), op.cuda_kernels)
+        ops[suffix] = getattr(getattr(torch.ops, namespace), f"{opname}_inplace{suffix}")
+    op.inplace_op = ops[""]
+    op.inplace_ops = {mode: ops[f"_{mode}"] for mode in op.modes}  # (by norm_pos: what compiled calls record)
+
+
+def _written(op, norm_pos: str) -> tuple[str, ...]:
+    """The inputs (x, residual) an in-place call in mode ``norm_pos`` writes, as ``Op.slots`` says."""
+    x, residual = object(), object()
+    slots = op.slots([object() for _ in range(5)], x, residual, norm_pos, False, False, True)
+    return tuple(name for name, t in (("x", x), ("residual", residual)) if any(s is t for s in slots))
+
+
+def _one_mode(op, inplace, mode: str):
+    """The in-place body for calls in ``mode`` alone (``NAME_inplace_MODE``)."""
+
+    def body(*args, traced=False):
+        norm_pos = args[op.inplace_params.index("norm_pos")]
+        if norm_pos != mode:
+            raise NormgenError(f"{op.name}: {op.custom_op}_inplace_{mode} takes norm_pos={mode!r}, not {norm_pos!r}")
+        inplace(*args, traced=traced)
+
+    return body
 
 
 def _check_buffers(op, given: dict, extras: tuple, memory: bool) -> None:
@@ -146,7 +175,7 @@ def compiling_call(op, x, residual, weight, bias, eps, norm_pos, return_mean, re
         new = op.new_outputs(x, norm_pos, return_mean, return_rstd, True)
         out, _, scale, mean, rstd = op.slots(new, x, residual, norm_pos, return_mean, return_rstd, True)
         values.update(q=out, scale=scale, mean=mean, rstd=rstd)
-        op.inplace_op(*[values[p] for p in op.inplace_params])
+        op.inplace_ops[norm_pos](*[values[p] for p in op.inplace_params])
     else:
         values.update(return_mean=return_mean, return_rstd=return_rstd)
         new = op.functional_op(*[values[p] for p in op.call_params])
@@ -250,7 +279,7 @@ def compiling_entry(op):
         lines += [
             f"        mean = empty(x.shape[:-1], dtype={stats_dtype}, device=x.device) if return_mean else None",
             f"        rstd = empty(x.shape[:-1], dtype={stats_dtype}, device=x.device) if return_rstd else None",
-            f"        inplace_op({inplace_args})",
+            f"        inplace_ops[norm_pos]({inplace_args})",
             f"        result = ({public_q}, {residual_out}, scale)"
             if quantized
             else f"        result = (x, {residual_out})",
@@ -297,7 +326,7 @@ def compiling_entry(op):
         "empty": torch.empty,
         "is_grad_enabled": torch.is_grad_enabled,
         "functional_op": op.functional_op,
-        "inplace_op": getattr(op, "inplace_op", None),
+        "inplace_ops": getattr(op, "inplace_ops", None),
     }
     source = "\n".join(lines) + "\n"
     exec(compile(source, f"<normgen compiled entry of {op.name}>", "exec"), namespace)

@@ -45,9 +45,10 @@ def custom_op(namespace: str, spec: NormSpec) -> str:
 
 def custom_op_names(spec: NormSpec) -> list[str]:
     """The torch.library op names an op registers in its package's namespace (dsl/custom_ops.py and
-    dsl/backward.py spell the suffixes at registration): its own, the in-place one with a residual,
-    the backward where it has one."""
-    return [spec.name] + [f"{spec.name}_inplace"] * spec.has_residual + [f"{spec.name}_backward"] * spec.has_backward
+    dsl/backward.py spell the suffixes at registration): its own, with a residual the in-place one and
+    one in-place op per residual mode, the backward where it has one."""
+    inplace = [f"{spec.name}_inplace"] + [f"{spec.name}_inplace_{mode.value}" for mode in spec.residual]
+    return [spec.name] + inplace * spec.has_residual + [f"{spec.name}_backward"] * spec.has_backward
 
 
 def module_class(spec: NormSpec) -> str:

@@ -194,6 +194,13 @@ SCHEMAS = {  # as the opaque custom ops had them before the cuda decomposition (
     "bool return_rstd) -> Tensor[]",
     "add_rmsnorm_inplace": "normgen::add_rmsnorm_inplace(Tensor(a0!) x, Tensor(a1!) residual, Tensor weight, "
     "float eps, str norm_pos, Tensor(a5!)? rstd) -> ()",
+    # one mode's in-place call: only what that mode writes is marked written (post mode: x, not the residual)
+    "add_rmsnorm_inplace_post": "normgen::add_rmsnorm_inplace_post(Tensor(a0!) x, Tensor residual, Tensor weight, "
+    "float eps, str norm_pos, Tensor(a5!)? rstd) -> ()",
+    "add_rmsnorm_inplace_pre": "normgen::add_rmsnorm_inplace_pre(Tensor(a0!) x, Tensor(a1!) residual, Tensor weight, "
+    "float eps, str norm_pos, Tensor(a5!)? rstd) -> ()",
+    "add_layernorm_int8_inplace_pre": "normgen::add_layernorm_int8_inplace_pre(Tensor x, Tensor(a1!) residual, "
+    "Tensor weight, Tensor? bias, float eps, str norm_pos, Tensor(a6!) q, Tensor(a7!) scale) -> ()",
     "add_rmsnorm_backward": "normgen::add_rmsnorm_backward(Tensor grad_out, Tensor? grad_residual_out, Tensor x, "
     "Tensor? residual, Tensor? weight, Tensor? mean, Tensor rstd, float eps, bool bias_given, "
     "str? norm_pos) -> Tensor[]",
@@ -438,3 +445,4 @@ def test_opcheck_cuda(name):
         if spec.has_residual:
             args = inplace_op_args(spec, inputs, norm_pos)
             torch.library.opcheck(getattr(torch.ops.normgen, f"{name}_inplace").default, args)
+            torch.library.opcheck(getattr(torch.ops.normgen, f"{name}_inplace_{norm_pos}").default, args)

@@ -72,6 +72,13 @@ SPEC_CASES = [
         "bad.norm:1",
     ),
     (
+        "inplace_mode_op_clash",
+        "op foo { norm = rms\n residual = pre, post }\nop foo_inplace_post { norm = rms }\n",
+        "bad.norm:3:4: error: op 'foo_inplace_post' would register the custom op foo_inplace_post, which op 'foo' "
+        "registers too",
+        "bad.norm:1",
+    ),
+    (
         "backward_op_clash",
         "op bar_backward { norm = rms }\nop bar { norm = rms }\n",
         "bad.norm:2:4: error: op 'bar' would register the custom op bar_backward, which op 'bar_backward' registers",

@@ -8,6 +8,7 @@ and the `gpu` tests on CUDA.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -232,7 +233,7 @@ def test_inplace_into_inference_tensors(cpu_path):
 
 def test_fast_launch_needs_aligned_pointers(monkeypatch):
     """A direct launch compiled for 16-byte aligned pointers is never reused for others."""
-    module = generated.add_rmsnorm_cuda
+    module = importlib.import_module("generated.add_rmsnorm_cuda")  # (not an attribute until imported)
     launched = []
 
     class Kernel:
@@ -344,5 +345,45 @@ def test_inplace_under_compile_fullgraph(mode, cpu_path):
     if mode == "pre":
         assert torch.equal(inputs["residual"], expected["residual_out"])
     same = torch.randn(3, 128)
-    with torch.no_grad(), pytest.raises(Exception, match="separate memory|overlap"):
-        compiled(same, same, inputs["weight"])
+    if mode == "pre":  # (it writes both: they must be apart)
+        with torch.no_grad(), pytest.raises(Exception, match="separate memory|overlap"):
+            compiled(same, same, inputs["weight"])
+    else:
+        # post mode writes x alone (NAME_inplace_post marks only x written), so torch.compile hands the
+        # op a copy of x: the values are those of the call out of place, written into x (eagerly refused)
+        expected = generated.add_rmsnorm(same, same, inputs["weight"], norm_pos="post")[0]
+        with torch.no_grad():
+            compiled(same, same, inputs["weight"])
+        assert torch.equal(same, expected)
+
+
+@pytest.mark.parametrize("name", ["add_rmsnorm", "add_rmsnorm_int8"])
+def test_inplace_under_compile_versions_only_what_it_writes(name, cpu_path):
+    """Compiled in-place calls record the one mode's custom op (NAME_inplace_MODE), whose schema marks
+    only what that mode writes: the inputs it leaves alone keep their version, as eagerly, so a graph
+    that saved them still runs its backward (the op that declared both written made torch copy the
+    residual back in post mode and bump its version: "modified by an inplace operation")."""
+    written = {"pre": ("residual",) if SPECS[name].is_quantized else ("x", "residual"), "post": ("x",)}
+    for mode in ("pre", "post"):
+        torch._dynamo.reset()
+        compiled = torch.compile(
+            lambda x, r, w, mode=mode: getattr(generated, name)(x, r, w, norm_pos=mode, inplace=True),
+            fullgraph=True,
+            backend="aot_eager",
+        )
+        inputs = {k: t for k, t in _inputs(name).items() if k in ("x", "residual", "weight")}
+        eager = {k: t.clone() for k, t in inputs.items()}
+        leaf = torch.randn_like(inputs["x"], requires_grad=True)
+        kept = [k for k in ("x", "residual") if k not in written[mode]]
+        losses = [(leaf * inputs[k]).sum() for k in kept]  # each saves its input
+        before = {k: t._version for k, t in inputs.items()}
+        with torch.no_grad():
+            out = compiled(inputs["x"], inputs["residual"], inputs["weight"])
+            want = getattr(generated, name)(eager["x"], eager["residual"], eager["weight"], norm_pos=mode, inplace=True)
+        for k, t in inputs.items():
+            assert (t._version > before[k]) == (k in written[mode]), f"{mode}: {k} version {before[k]} -> {t._version}"
+            assert torch.equal(t, eager[k]), f"{mode}: {k}"
+        for got, expected in zip(out, want, strict=True):
+            assert torch.equal(got, expected)
+        for loss in losses:
+            loss.backward()  # (no error: what it saved was not written)

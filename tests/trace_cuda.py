@@ -62,7 +62,7 @@ def trace(name: str, norm_pos, inplace: bool, rstd: bool, rows: int, cols: int, 
                 tensors.update(q=out, scale=scale)
             if rstd_out is not None:
                 tensors["rstd"] = rstd_out
-            params, target = op.inplace_params, op.inplace_op
+            params, target = op.inplace_params, op.inplace_ops[norm_pos]  # (the one mode's op compiled calls record)
         else:
             params, target = op.call_params, op.functional_op
             new = op.new_outputs(tensors["x"], norm_pos, False, rstd, False)
@@ -86,7 +86,7 @@ def trace(name: str, norm_pos, inplace: bool, rstd: bool, rows: int, cols: int, 
         aot_module_simplified(torch.fx.GraphModule({}, graph), list(tensors.values()), fw_compiler=compiler)
     result = {"ops": [], "kernels": [], "guards": [str(g.expr) for g in env.guards]}
     # the kernels torch's AOTAutograd cache key reads for the op (as for a triton_op)
-    qualname = f"{op.custom_op}_inplace" if inplace else op.custom_op
+    qualname = f"{op.custom_op}_inplace_{norm_pos}" if inplace else op.custom_op
     result["registered"] = [k.fn.__name__ for k in library_triton.get_triton_kernels_for_op(qualname)]
     for node in captured["gm"].graph.nodes:
         if node.op != "call_function":
