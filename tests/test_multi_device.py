@@ -137,3 +137,32 @@ def test_gradients_on_another_device(name):
         for attempt, got in enumerate(runs):
             for e, t in zip(expected, got, strict=True):
                 assert torch.equal(e, t), (name, shape, mode, attempt)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_a_call_on_another_device_after_calls_with_it_current(name):
+    """The launch made with cuda:1 current first (the fast path's record, then the C++ host path
+    serving it), then the same call with cuda:0 current: the C++ path must decline it (its launch goes
+    to the current device) and the call still run on cuda:1, behind cuda:1's queued work."""
+    from dsl import host
+
+    assert host.module(wait=True) is not None, host._state["error"]
+    op = importlib.import_module(f"generated.{name}").OP
+    fn = getattr(generated, name)
+    for form in [f for f in _forms(op) if not (f[1] or f[2])]:  # (each mode, in place or not)
+        cpu = _inputs(op, (257, 4096), torch.bfloat16, seed=7)
+        torch.cuda.set_device(1)
+        for _ in range(3):  # the fast path's record, then the C++ path's calls
+            expected = [t.cpu() for t in _call(fn, op, _on("cuda:1", cpu, late=False), form)]
+        native = op.twin
+        assert native is not None, name
+        served = native.served()
+        _call(fn, op, _on("cuda:1", cpu, late=False), form)
+        assert native.served() == served + 1, f"{name} {form}: the C++ path did not serve the call with cuda:1 current"
+        torch.cuda.set_device(0)
+        for _ in range(2):
+            got = _call(fn, op, _on("cuda:1", cpu, late=True), form)
+            assert torch.cuda.current_device() == 0
+            for e, t in zip(expected, got, strict=True):
+                assert t.device == torch.device("cuda:1") and torch.equal(_bits(e), _bits(t.cpu())), (name, form)
+        assert native.served() == served + 1, f"{name} {form}: the C++ path served a call off the current device"
