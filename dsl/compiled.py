@@ -1,6 +1,6 @@
 """What torch.compile sees of an op on cuda (hand-written): its Triton kernels, not a Python call.
 
-Each op is one custom op (``<namespace>::<op>``, ``<op>_inplace``, ``<op>_backward``,
+Each op is one custom op (``<namespace>::<op>``, ``<op>_inplace`` and ``<op>_inplace_<mode>``, ``<op>_backward``,
 registered by ``dsl/custom_ops.py`` and ``dsl/backward.py``). Eagerly its body runs the
 runtime's launcher, as before. This module adds, per op, what ``torch.library.triton_op``
 adds to a custom op: when AOTAutograd traces a graph (under ``FunctionalTensorMode``),

@@ -1,7 +1,8 @@
 """An op's custom ops (hand-written): what torch.library and torch.compile see of it.
 
 ``register`` gives each ``Op`` (``dsl/surface.py``) the functional custom op
-``<namespace>::<op>`` and, with a residual, ``<op>_inplace``, with their fake
+``<namespace>::<op>`` and, with a residual, ``<op>_inplace`` (any mode) and
+``<op>_inplace_<mode>`` (one mode's, marking only what it writes), with their fake
 implementations; on cuda under torch.compile each decomposes into its Triton kernels
 (``dsl/compiled.py``), and the functional op carries the backward (``dsl/backward.py``).
 A direct ``torch.ops`` call runs the op's checks too. The op surface calls through them
@@ -41,17 +42,30 @@ def _claim(op) -> None:
     """Refuse a qualname another package registered: torch.library would replace that package's op
     silently, and its calls through the custom op (gradients, torch.compile, torch.ops) would then
     run this package's math. The same package registering again (a reload) is fine."""
-    owner = _OWNERS.get(op.custom_op)
-    namespace, opname = op.custom_op.split("::")
-    if owner is None and hasattr(getattr(torch.ops, namespace), opname):
-        owner = "code outside normgen"
-    if owner is not None and owner != op.package:
-        raise NormgenError(
-            f"{op.name}: the custom op {op.custom_op} is registered already (by {owner}); package "
-            f"{op.package!r} was built with the same namespace {namespace!r}. Build it with a namespace "
-            f"of its own (python build.py --namespace NAME)"
-        )
-    _OWNERS[op.custom_op] = op.package
+    qualnames = _qualnames(op)
+    for qualname in qualnames:  # (every one before any is registered)
+        owner = _OWNERS.get(qualname)
+        namespace, opname = qualname.split("::")
+        if owner is None and hasattr(getattr(torch.ops, namespace), opname):
+            owner = "code outside normgen"
+        if owner is not None and owner != op.package:
+            raise NormgenError(
+                f"{op.name}: the custom op {qualname} is registered already (by {owner}); package "
+                f"{op.package!r} was built with the same namespace {namespace!r}. Build it with a namespace "
+                f"of its own (python build.py --namespace NAME)"
+            )
+    for qualname in qualnames:
+        _OWNERS[qualname] = op.package
+
+
+def _qualnames(op) -> list[str]:
+    """Every custom op ``register`` makes for ``op`` (as dsl/names.py's custom_op_names, qualified)."""
+    names = [op.custom_op]
+    if op.has_residual:
+        names += [f"{op.custom_op}_inplace"] + [f"{op.custom_op}_inplace_{mode}" for mode in op.modes]
+    if op.backward:
+        names.append(f"{op.custom_op}_backward")
+    return names
 
 
 def register(op) -> None:

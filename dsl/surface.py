@@ -13,7 +13,7 @@ the reference, the kernels' modules). Calling the ``Op`` runs the op:
   returns) and, per shape, dtype and device, a record (``Record``: launch key,
   fixed arguments, direct launch);
 * otherwise every input check (``dsl/checks.py``), then, under torch.compile,
-  the custom op (``<namespace>::<op>`` and ``<op>_inplace``, registered with
+  the custom op (``<namespace>::<op>`` and ``<op>_inplace_<mode>``, registered with
   their fake implementations by ``dsl/custom_ops.py``) so that dynamo records it
   (on cuda, ``dsl/compiled.py`` decomposes it into its Triton kernels; the
   backward is in ``dsl/backward.py``); eagerly, the kernels (or the reference on

@@ -3,7 +3,7 @@
 """add_layernorm: y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, where s = x + residual.
 
 Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
-normgen::add_layernorm (and normgen::add_layernorm_inplace); the module AddLayerNorm.
+normgen::add_layernorm (and normgen::add_layernorm_inplace, normgen::add_layernorm_inplace_MODE); the module AddLayerNorm.
 """
 
 import torch

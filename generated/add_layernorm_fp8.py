@@ -3,7 +3,7 @@
 """add_layernorm_fp8: y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to fp8_e4m3, where s = x + residual.
 
 Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
-normgen::add_layernorm_fp8 (and normgen::add_layernorm_fp8_inplace); the module AddLayerNormFP8.
+normgen::add_layernorm_fp8 (and normgen::add_layernorm_fp8_inplace, normgen::add_layernorm_fp8_inplace_MODE); the module AddLayerNormFP8.
 """
 
 import torch

@@ -3,7 +3,7 @@
 """add_layernorm_int8: y = (s - mean(s)) / sqrt(var(s) + eps) * w + b, quantized per row to int8, where s = x + residual.
 
 Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
-normgen::add_layernorm_int8 (and normgen::add_layernorm_int8_inplace); the module AddLayerNormInt8.
+normgen::add_layernorm_int8 (and normgen::add_layernorm_int8_inplace, normgen::add_layernorm_int8_inplace_MODE); the module AddLayerNormInt8.
 """
 
 import torch

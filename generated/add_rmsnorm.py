@@ -3,7 +3,7 @@
 """add_rmsnorm: y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual.
 
 Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
-normgen::add_rmsnorm (and normgen::add_rmsnorm_inplace); the module AddRMSNorm.
+normgen::add_rmsnorm (and normgen::add_rmsnorm_inplace, normgen::add_rmsnorm_inplace_MODE); the module AddRMSNorm.
 """
 
 import torch

@@ -3,7 +3,7 @@
 """add_rmsnorm_fp8: y = s / sqrt(mean(s^2) + eps) * w, quantized per row to fp8_e4m3, where s = x + residual.
 
 Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
-normgen::add_rmsnorm_fp8 (and normgen::add_rmsnorm_fp8_inplace); the module AddRMSNormFP8.
+normgen::add_rmsnorm_fp8 (and normgen::add_rmsnorm_fp8_inplace, normgen::add_rmsnorm_fp8_inplace_MODE); the module AddRMSNormFP8.
 """
 
 import torch

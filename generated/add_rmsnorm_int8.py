@@ -3,7 +3,7 @@
 """add_rmsnorm_int8: y = s / sqrt(mean(s^2) + eps) * w, quantized per row to int8, where s = x + residual.
 
 Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
-normgen::add_rmsnorm_int8 (and normgen::add_rmsnorm_int8_inplace); the module AddRMSNormInt8.
+normgen::add_rmsnorm_int8 (and normgen::add_rmsnorm_int8_inplace, normgen::add_rmsnorm_int8_inplace_MODE); the module AddRMSNormInt8.
 """
 
 import torch

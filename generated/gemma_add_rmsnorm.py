@@ -3,7 +3,7 @@
 """gemma_add_rmsnorm: y = s / sqrt(mean(s^2) + eps) * (w + 1.0), where s = x + residual.
 
 Kernels for npu and cuda tensors (the package's docstring says what an op does); the custom op
-normgen::gemma_add_rmsnorm (and normgen::gemma_add_rmsnorm_inplace); the module GemmaAddRMSNorm.
+normgen::gemma_add_rmsnorm (and normgen::gemma_add_rmsnorm_inplace, normgen::gemma_add_rmsnorm_inplace_MODE); the module GemmaAddRMSNorm.
 """
 
 import torch

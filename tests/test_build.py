@@ -291,6 +291,39 @@ def test_a_package_with_a_namespace_in_use_is_refused_at_import(tmp_path):
     ), use.stdout
 
 
+INPLACE_CLASH = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+from dsl.checks import NormgenError
+
+import b  # op foo_inplace_post, no residual
+try:
+    import a  # op foo with both residual modes: it would register shared::foo_inplace_post too
+except NormgenError as error:
+    print("refused:", error)
+"""
+
+
+def test_a_package_whose_in_place_op_name_is_in_use_is_refused_at_import(tmp_path):
+    """Every custom op an op registers is claimed, not its functional one alone: package a's
+    foo_inplace_post (op foo's post-mode in-place op) replaced package b's functional op of that name
+    silently, in the same namespace."""
+    for package, text in (
+        ("b", "op foo_inplace_post {\n norm = rms\n dtypes = fp32\n}\n"),
+        ("a", "op foo {\n norm = rms\n residual = pre, post\n dtypes = fp32\n}\n"),
+    ):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "s.norm").write_text(text, encoding="utf-8")
+        result = run_build("--specs", package, "--out", f"pkgs/{package}", "--namespace", "shared", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    use = run_script(tmp_path, "inplace_clash.py", INPLACE_CLASH, str(tmp_path / "pkgs"))
+    assert use.returncode == 0, use.stderr
+    assert use.stdout.startswith(
+        "refused: foo: the custom op shared::foo_inplace_post is registered already (by b); "
+        "package 'a' was built with the same namespace 'shared'"
+    ), use.stdout
+
+
 # -- (e) errors ------------------------------------------------------------------
 
 BAD_SPEC = """\

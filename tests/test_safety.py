@@ -329,7 +329,8 @@ def test_concurrent_calls_interpreter():
 
 @pytest.mark.parametrize("mode", ["pre", "post"])
 def test_inplace_under_compile_fullgraph(mode, cpu_path):
-    """torch.compile(fullgraph=True) takes an in-place call; the memory checks run when the graph runs."""
+    """torch.compile(fullgraph=True) takes an in-place call; the memory checks run when the graph runs
+    (on the tensors the backend hands the op)."""
     spec = SPECS["add_rmsnorm"]
 
     def step(x, residual, weight):
@@ -349,12 +350,17 @@ def test_inplace_under_compile_fullgraph(mode, cpu_path):
         with torch.no_grad(), pytest.raises(Exception, match="separate memory|overlap"):
             compiled(same, same, inputs["weight"])
     else:
-        # post mode writes x alone (NAME_inplace_post marks only x written), so torch.compile hands the
-        # op a copy of x: the values are those of the call out of place, written into x (eagerly refused)
+        # post mode writes x alone (NAME_inplace_post marks only x written), so aot_eager hands the op a
+        # copy of x: the values are those of the call out of place, written into x (eagerly refused)
         expected = generated.add_rmsnorm(same, same, inputs["weight"], norm_pos="post")[0]
         with torch.no_grad():
             compiled(same, same, inputs["weight"])
         assert torch.equal(same, expected)
+        # Inductor reinplaces the op on x itself: the op's own check then refuses it, as eagerly
+        torch._dynamo.reset()
+        inductor = torch.compile(step, fullgraph=True, backend="inductor")
+        with torch.no_grad(), pytest.raises(Exception, match="separate memory|overlap"):
+            inductor(same, same, inputs["weight"])
 
 
 @pytest.mark.parametrize("name", ["add_rmsnorm", "add_rmsnorm_int8"])
