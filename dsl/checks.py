@@ -220,8 +220,11 @@ def check_inplace(op: str, x: torch.Tensor, residual: torch.Tensor, params: dict
     (A tensor that requires grad is refused before this, by check_no_grad.)
     """
     if torch.compiler.is_compiling():
-        # dynamo cannot trace the memory checks below; the in-place custom op's body runs
-        # them on the real tensors when the compiled graph runs
+        # dynamo cannot trace the memory checks below (they read pointers). Off cuda the in-place custom
+        # op's body runs them on the real tensors when the compiled graph runs; on cuda the op decomposes
+        # into its kernels, and only what the trace shows is refused: x passed as the residual too
+        if x is residual:
+            raise NormgenError(f"{op}: inplace=True needs x and residual in separate memory; they share elements")
         return
     for name, t in (("x", x), ("residual", residual)):
         if t.is_inference() and not torch.is_inference_mode_enabled():

@@ -284,7 +284,8 @@ def compiling_entry(op):
         values.update(q="q", scale="scale", mean="mean", rstd="rstd")
         inplace_args = ", ".join(values[p] for p in op.inplace_params)
         residual_out = "residual if norm_pos == 'pre' else x" if "pre" in op.new_residual_out else "x"
-        lines += ["    if inplace:", "        if grad:", "            return None"]
+        # (x passed as the residual too: the checked path refuses it)
+        lines += ["    if inplace:", "        if grad or x is residual:", "            return None"]
         if quantized:
             lines += [
                 "        q = empty_like(x, dtype=QSTORAGE, memory_format=CONTIGUOUS)",
