@@ -48,7 +48,8 @@ rm -f "$marker"  # written last: an interrupted build is redone
 # the checkout, which the main venv's editable install writes too (CI builds both venvs at once).
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 printf '%s\n' "$(pwd)" >"$site/normgen-checkout.pth"
-(cd / && "$venv/bin/python" -c 'import dsl.model, generated' </dev/null)  # (from elsewhere: by the .pth alone)
+venv_python="$(cd "$venv" && pwd)/bin/python"
+(cd / && "$venv_python" -c 'import dsl.model, generated' </dev/null)  # (from elsewhere: by the .pth alone)
 # The interpreter needs triton-ascend's `triton`, not upstream's (pulled in by no one here, but check).
 "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("triton.backends.ascend") is None)'
 # bishengir-compile must be where benchmarks/npu_compiler.py looks for it.
