@@ -276,19 +276,25 @@ def test_a_package_with_a_namespace_in_use_is_refused_at_import(tmp_path):
     """A second package built with --namespace normgen registered its custom ops over generated's
     silently: generated.rmsnorm then ran the other package's math wherever it went through the custom
     op (gradients, torch.compile, torch.ops). Its import now fails, naming the namespace."""
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "rmsnorm.norm").write_text(
-        "op rmsnorm {\n norm = rms\n casting = gemma\n weight = scale + 1.0\n store = rstd\n}\n", encoding="utf-8"
-    )
-    result = run_build("--specs", "specs", "--out", "pkgs/clash", "--namespace", "normgen", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    use = run_script(tmp_path, "clash_use.py", CLASH, str(tmp_path / "pkgs"))
-    assert use.returncode == 0, use.stderr
-    assert use.stdout.startswith(
+    spec = "op rmsnorm {\n norm = rms\n casting = gemma\n weight = scale + 1.0\n store = rstd\n}\n"
+    printed = _imported(tmp_path, {"clash": spec}, "normgen", CLASH)
+    assert printed.startswith(
         "refused: rmsnorm: the custom op normgen::rmsnorm is registered already (by generated); "
         "package 'clash' was built with the same namespace 'normgen'"
-    ), use.stdout
+    ), printed
+
+
+def _imported(tmp_path, packages: dict[str, str], namespace: str, script: str) -> str:
+    """What ``script`` prints (it must exit 0), run with pkgs/ on its path after each of ``packages``
+    (name -> spec text) was built there with ``namespace``."""
+    for package, text in packages.items():
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "s.norm").write_text(text, encoding="utf-8")
+        result = run_build("--specs", package, "--out", f"pkgs/{package}", "--namespace", namespace, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    use = run_script(tmp_path, "use.py", script, str(tmp_path / "pkgs"))
+    assert use.returncode == 0, use.stderr
+    return use.stdout
 
 
 INPLACE_CLASH = """\
@@ -308,20 +314,15 @@ def test_a_package_whose_in_place_op_name_is_in_use_is_refused_at_import(tmp_pat
     """Every custom op an op registers is claimed, not its functional one alone: package a's
     foo_inplace_post (op foo's post-mode in-place op) replaced package b's functional op of that name
     silently, in the same namespace."""
-    for package, text in (
-        ("b", "op foo_inplace_post {\n norm = rms\n dtypes = fp32\n}\n"),
-        ("a", "op foo {\n norm = rms\n residual = pre, post\n dtypes = fp32\n}\n"),
-    ):
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "s.norm").write_text(text, encoding="utf-8")
-        result = run_build("--specs", package, "--out", f"pkgs/{package}", "--namespace", "shared", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-    use = run_script(tmp_path, "inplace_clash.py", INPLACE_CLASH, str(tmp_path / "pkgs"))
-    assert use.returncode == 0, use.stderr
-    assert use.stdout.startswith(
+    packages = {
+        "b": "op foo_inplace_post {\n norm = rms\n dtypes = fp32\n}\n",
+        "a": "op foo {\n norm = rms\n residual = pre, post\n dtypes = fp32\n}\n",
+    }
+    printed = _imported(tmp_path, packages, "shared", INPLACE_CLASH)
+    assert printed.startswith(
         "refused: foo: the custom op shared::foo_inplace_post is registered already (by b); "
         "package 'a' was built with the same namespace 'shared'"
-    ), use.stdout
+    ), printed
 
 
 # -- (e) errors ------------------------------------------------------------------
