@@ -118,9 +118,10 @@ def register(op) -> None:
     # NAME_inplace takes any mode and so declares every input a mode writes; NAME_inplace_MODE, one
     # mode's call, declares only what that mode writes (post mode leaves the residual alone, a quantized
     # op's pre mode x): torch.compile records these, so it copies back and versions only what is written
+    writes = {mode: _written(op, mode) for mode in op.modes}
     ops = {}
     for suffix, modes in (("", op.modes), *((f"_{mode}", (mode,)) for mode in op.modes)):
-        written = tuple(name for name in ("x", "residual") if any(name in _written(op, mode) for mode in modes))
+        written = tuple(name for name in ("x", "residual") if any(name in writes[mode] for mode in modes))
         body = inplace if not suffix else _one_mode(op, inplace, modes[0])
         body.__signature__ = inplace.__signature__
         custom = torch.library.custom_op(f"{op.custom_op}_inplace{suffix}", body, mutates_args=written + extras)
