@@ -7,6 +7,7 @@ the target NORMGEN_INTERPRET_TARGET names (cuda by default, npu under triton-asc
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import sys
@@ -83,21 +84,26 @@ op gemma_unweighted {
 WIDTHS = (111, 2048, 7338)
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    root = tmp_path_factory.mktemp("user")
+@contextlib.contextmanager
+def _built(root, package: str, texts: dict[str, str]):
+    """The package ``package`` built under ``root`` from spec files (name -> text), imported with
+    ``root`` on sys.path for the duration: (the module, the spec folder)."""
     spec_dir = root / "specs"
     spec_dir.mkdir()
-    for name, text in SPECS_TEXT.items():
+    for name, text in texts.items():
         (spec_dir / name).write_text(text)
-    out = root / PACKAGE
-    assert build.main(["--specs", str(spec_dir), "--out", str(out)]) == 0
+    assert build.main(["--specs", str(spec_dir), "--out", str(root / package)]) == 0
     sys.path.insert(0, str(root))
     try:
-        module = importlib.import_module(PACKAGE)
-        yield module, {spec.name: spec for spec in pipeline.load_specs(spec_dir)}
+        yield importlib.import_module(package), spec_dir
     finally:
         sys.path.remove(str(root))
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    with _built(tmp_path_factory.mktemp("user"), PACKAGE, SPECS_TEXT) as (module, spec_dir):
+        yield module, {spec.name: spec for spec in pipeline.load_specs(spec_dir)}
 
 
 def cases():
@@ -157,16 +163,8 @@ op add_ln_rstd_only {
 
 @pytest.fixture(scope="module")
 def rstd_only(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rstd_only")
-    (root / "specs").mkdir()
-    (root / "specs" / "rstd_only.norm").write_text(RSTD_ONLY)
-    out = root / "normgen_rstd_only"
-    assert build.main(["--specs", str(root / "specs"), "--out", str(out)]) == 0
-    sys.path.insert(0, str(root))
-    try:
-        yield importlib.import_module("normgen_rstd_only")
-    finally:
-        sys.path.remove(str(root))
+    with _built(tmp_path_factory.mktemp("rstd_only"), "normgen_rstd_only", {"rstd_only.norm": RSTD_ONLY}) as built:
+        yield built[0]
 
 
 @pytest.mark.parametrize("mode", [None, "pre", "post"])
