@@ -42,8 +42,10 @@ fi
 
 echo "npu env: building $venv"
 rm -f "$marker"  # written last: an interrupted build is redone
-"$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --no-compile "${requirements[@]}"
+source scripts/venv.sh  # pip, or uv where NORMGEN_UV is set (.ci/run)
+new_venv "$python" "$venv"
+install_torch "$venv"
+venv_install "$venv" "${requirements[@]}"
 # The checkout on the path by a .pth file, not `pip install -e .`: that would write normgen.egg-info into
 # the checkout, which the main venv's editable install writes too (CI builds both venvs at once).
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"

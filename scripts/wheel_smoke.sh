@@ -6,8 +6,9 @@
 #
 #   bash scripts/wheel_smoke.sh
 #
-# pip's cache is kept, so torch and triton install from it in seconds after the
-# first run. The temporary folder is removed at the end.
+# The venv is made by `python -m venv` and pip, or by uv where NORMGEN_UV is set (.ci/run;
+# scripts/venv.sh); their caches are kept, so torch and triton install from them in seconds after
+# the first run. The temporary folder is removed at the end.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,10 +27,11 @@ git ls-files -z --cached --others --exclude-standard \
 wheel=("$tmp"/dist/normgen-*.whl)
 echo "built ${wheel[0]##*/} ($SECONDS s)"
 
-"$python" -m venv "$tmp/venv"
+source scripts/venv.sh  # pip, or uv where NORMGEN_UV is set (.ci/run)
+new_venv "$python" "$tmp/venv"
 # torch first, pinned as in .ci/run (the CPU build; see the README's install note).
-"$tmp/venv/bin/python" -m pip install --quiet --no-compile torch==2.13.0
-"$tmp/venv/bin/python" -m pip install --quiet --no-compile "${wheel[0]}"
+install_torch "$tmp/venv"
+venv_install "$tmp/venv" "${wheel[0]}"
 echo "installed into a fresh venv ($SECONDS s)"
 
 mkdir "$tmp/run"

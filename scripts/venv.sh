@@ -1,0 +1,40 @@
+# Making and filling a virtual environment, sourced by .ci/run, scripts/npu_env.sh and
+# scripts/wheel_smoke.sh (not run on its own).
+#
+# By default `python -m venv` and pip, as a user would. Where NORMGEN_UV names a uv binary
+# (.ci/run installs one for its run), uv makes and fills the venv instead: on a fresh 2-core
+# machine (2026-11-29) the main venv took about 7 s with uv against 28-58 s with pip, most of
+# pip's time being `venv`'s own pip install and torch's unpacking, and CI builds three venvs.
+# torch is pip's choice either way: under uv, NORMGEN_TORCH_WHEEL is the file that
+# `pip download torch==2.13.0` picked (the CPU build on local disk; .ci/run fetches it once),
+# installed by its path, so uv never looks for torch on an index (where 2.13.0 is a CUDA build
+# of several GB).
+
+# new_venv PYTHON DIR
+new_venv() {
+    if [[ -n "${NORMGEN_UV:-}" ]]; then
+        "$NORMGEN_UV" venv --quiet --python "$1" "$2"
+    else
+        "$1" -m venv "$2"
+    fi
+}
+
+# install_torch DIR: torch 2.13.0, the CPU build, into the venv at DIR
+install_torch() {
+    if [[ -n "${NORMGEN_UV:-}" ]]; then
+        "$NORMGEN_UV" pip install --quiet --python "$1/bin/python" "${NORMGEN_TORCH_WHEEL:?NORMGEN_UV needs NORMGEN_TORCH_WHEEL}"
+    else
+        "$1/bin/python" -m pip install --quiet --no-compile torch==2.13.0
+    fi
+}
+
+# venv_install DIR REQUIREMENT...: with torch installed first (install_torch), which these keep
+venv_install() {
+    local venv=$1
+    shift
+    if [[ -n "${NORMGEN_UV:-}" ]]; then
+        "$NORMGEN_UV" pip install --quiet --python "$venv/bin/python" "$@"
+    else
+        "$venv/bin/python" -m pip install --quiet --no-compile "$@"
+    fi
+}
