@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks import interpreter_patches
 from benchmarks.calls import check, launcher_for, make_call
 from benchmarks.tune import (
     Config,
@@ -36,6 +37,7 @@ def self_test() -> int:
     through the ABI in Triton's interpreter and checked; a broken kernel must stop the run; the
     file written from fake timings and read back by the planner."""
     os.environ["TRITON_INTERPRET"] = "1"  # before triton and the generated modules are imported
+    interpreter_patches.install()
     import tempfile
 
     from dsl import device, pipeline
