@@ -159,6 +159,18 @@ def check_not_transformed(op: str, tensors: dict) -> None:
             )
 
 
+def check_not_negated(op: str, tensors: dict) -> None:
+    """A tensor with torch's negative bit (``torch._neg_view``; the imaginary part of a conjugated
+    complex tensor) is a lazily negated view: its memory holds the negatives of its values, which the
+    kernels would read as they are and return wrong values without an error. Refused by name."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_neg():
+            raise NormgenError(
+                f"{op}: {name} is a lazily negated view (torch's negative bit is set: its memory holds the "
+                f"negatives of its values, which the kernels would read as they are); pass {name}.resolve_neg()"
+            )
+
+
 def check_no_tangent(op: str, tensors: dict) -> None:
     """Forward-mode AD (torch.autograd.forward_ad): the kernels have no jvp, and a dual tensor needs no
     gradient, so its tangent would be dropped silently. Refused by name while a dual level is open."""

@@ -199,6 +199,7 @@ class Op:
                     or (rec := self._record(form, x, bias, pdtype)) is not None
                 )
                 and x.is_contiguous()
+                and not x.is_neg()  # (a lazily negated view: its memory holds the negatives)
                 and not ((grad := torch.is_grad_enabled()) and x.requires_grad)
                 and (
                     not self.has_residual
@@ -206,6 +207,7 @@ class Op:
                     and residual.dtype is dtype
                     and residual.device == device
                     and residual.is_contiguous()
+                    and not residual.is_neg()
                     and not (grad and residual.requires_grad)
                 )
                 and (
@@ -213,6 +215,7 @@ class Op:
                     or weight.shape == rec.param_shape
                     and weight.device == device
                     and weight.is_contiguous()
+                    and not weight.is_neg()
                     and not (grad and weight.requires_grad)
                 )
                 and (
@@ -221,6 +224,7 @@ class Op:
                     and bias.dtype is pdtype
                     and bias.device == device
                     and bias.is_contiguous()
+                    and not bias.is_neg()
                     and not (grad and bias.requires_grad)
                 )
             )
@@ -307,7 +311,8 @@ class Op:
         if self.has_bias and bias is not None:
             checks.check_param(name, "bias", bias, x, weight if self.has_weight else None)
         named = self._named(x, residual, weight, bias)
-        if not _is_compiling():  # (dynamo traces through torch.func itself)
+        if not _is_compiling():  # (dynamo traces through torch.func itself; is_neg() breaks its graph)
+            checks.check_not_negated(name, named)
             checks.check_not_transformed(name, named)
             checks.check_no_tangent(name, named)
         if not self.backward:

@@ -106,6 +106,45 @@ def test_forward_ad_tangents_refused_gpu(name):
     _check_tangent_refused(name, "cuda")
 
 
+# A lazily negated view (torch's negative bit: torch._neg_view, the imaginary part of a conjugated
+# complex tensor) holds the negatives of its values in memory. The kernels read the memory as it is:
+# every kernel path returned wrong values without an error (found by an audit); refused instead.
+
+
+def _check_negated_refused(name, device):
+    spec = SPECS[name]
+    inputs = _inputs(name, device)
+    for _ in range(3):  # the fast path's record, its direct launch and (cuda) the C++ twin, made first
+        call(spec, inputs, _mode(spec))
+    for arg in inputs:
+        negated = dict(inputs, **{arg: torch._neg_view(-inputs[arg])})
+        assert negated[arg].is_neg() and torch.equal(negated[arg], inputs[arg])  # the same values
+        with pytest.raises(NormgenError, match=rf"{name}: {arg} is a lazily negated view"):
+            call(spec, negated, _mode(spec))
+        if spec.has_residual and arg in ("x", "residual"):
+            with pytest.raises(NormgenError, match=rf"{name}: {arg} is a lazily negated view"):
+                call(spec, negated, _mode(spec), inplace=True)
+    classes = (getattr(generated, c) for c in generated.__all__ if c[0].isupper())
+    module = next(c for c in classes if c.op.name == name)
+    layer = module(inputs["x"].shape[-1]).to(device).requires_grad_(False)
+    args = (inputs["x"], inputs["residual"]) if spec.has_residual else (inputs["x"],)
+    for _ in range(3):
+        layer(*args)
+    with pytest.raises(NormgenError, match="x is a lazily negated view"):
+        layer(torch._neg_view(-args[0]), *args[1:])
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_negated_views_refused_on_cpu_paths(name, cpu_path):
+    _check_negated_refused(name, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_negated_views_refused_gpu(name):
+    _check_negated_refused(name, "cuda")
+
+
 def _module_and_args(device):
     module = generated.AddRMSNormInt8(64).to(device)  # its weight is a Parameter: it requires grad
     x = torch.randn(2, 64, device=device)
