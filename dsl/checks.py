@@ -194,6 +194,22 @@ def check_eps(op: str, eps) -> float:
     return eps
 
 
+def check_hidden_size(op: str, hidden_size) -> None:
+    """A module's hidden size: a positive int, or one in a sequence (torch's ``normalized_shape``).
+    torch's norm layers normalize over every dimension a longer shape names; normgen's ops over the
+    last one only, so such a module could take no input: refused when it is built."""
+    size = hidden_size
+    if isinstance(size, (tuple, list, torch.Size)):
+        if len(size) != 1:
+            raise NormgenError(
+                f"{op}: hidden_size {tuple(size)} names {len(size)} dimensions; normgen's norms normalize over the "
+                "last dimension only (torch's norm layers normalize over every dimension named): pass the last one"
+            )
+        size = size[0]
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise NormgenError(f"{op}: hidden_size must be a positive integer, got {hidden_size!r}")
+
+
 def check_choice(op: str, name: str, value, choices: tuple) -> None:
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)

@@ -33,8 +33,27 @@ class Norm(torch.nn.Module):
     def __init__(self, hidden_size, eps, norm_pos=None, bias=False, *, device=None, dtype=None):
         super().__init__()
         op = self.op
+        # what no call could take is refused here, where it is given, not at every call
         if op.has_residual:
             checks.check_choice(op.name, "norm_pos", norm_pos, op.modes)
+        checks.check_hidden_size(op.name, hidden_size)
+        if eps is None:
+            raise TypeError(
+                f"{op.name}: eps must be a number, got None (torch.nn.RMSNorm's eps=None, the input dtype's "
+                "machine epsilon, is not taken: pass the number)"
+            )
+        eps = checks.check_eps(op.name, eps)
+        if (
+            (op.has_weight or op.has_bias)
+            and dtype is not None
+            and not any(checks.takes_params(d, dtype) for d in op.dtypes)
+        ):
+            allowed = ", ".join(str(d) for d in op.dtypes)
+            half = " (or torch.float32, with 16-bit input)" if any(d in checks.HALF for d in op.dtypes) else ""
+            raise checks.NormgenError(
+                f"{op.name}: parameters of dtype {dtype}, which no call could take: the op is generated for "
+                f"{allowed}{half}"
+            )
         self.hidden_size = hidden_size
         self.eps = eps
         if op.has_residual:

@@ -438,3 +438,38 @@ def test_inplace_x_as_residual_refused_under_compile_gpu(mode):
         same = torch.randn(3, 128, device="cuda")
         with torch.no_grad(), pytest.raises(Exception, match="separate memory"):
             step(same, same, weight)
+
+
+# ----------------------------------------------------------------------------
+# Module construction: what no call could take is refused when the module is built (found by an
+# audit: a module of hidden_size (4, 16), eps=None or float64 parameters was built, and every call
+# then failed, with an error about the call)
+
+_MODULES = sorted(
+    (c for c in (getattr(generated, n) for n in generated.__all__ if n[0].isupper()) if hasattr(c, "op")),
+    key=lambda c: c.__name__,
+)
+
+
+@pytest.mark.parametrize("module", _MODULES, ids=lambda c: c.__name__)
+def test_module_construction_refuses_what_no_call_could_take(module):
+    name = module.op.name
+    for size in ((4, 16), [2, 3, 64], (), 0, -5, 64.0, True, "64"):
+        with pytest.raises(NormgenError, match=rf"{name}: hidden_size"):
+            module(size)
+    with pytest.raises(TypeError, match=rf"{name}: eps must be a number, got None"):
+        module(64, eps=None)
+    for eps in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(NormgenError, match=rf"{name}: eps must be a finite number >= 0"):
+            module(64, eps=eps)
+    with pytest.raises(NormgenError, match=rf"{name}: parameters of dtype torch.float64, which no call could take"):
+        module(64, dtype=torch.float64)
+    # what torch's norm layers take and normgen's ops can: each hidden size form, eps as an int, fp32
+    # parameters (with fp16/bf16 input too)
+    x = torch.randn(2, 64)
+    args = (x, torch.randn_like(x)) if module.op.has_residual else (x,)
+    for size in (64, (64,), [64], torch.Size([64]), np.int64(64)):
+        layer = module(size, eps=0, dtype=torch.float32).requires_grad_(False)
+        assert layer.weight.shape == (64,) and layer.eps == 0.0
+        out = layer(*args)
+        assert (out[0] if isinstance(out, tuple) else out).shape == x.shape
