@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 from torch.autograd import forward_ad
 
@@ -208,6 +209,15 @@ def check_hidden_size(op: str, hidden_size) -> None:
         size = size[0]
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise NormgenError(f"{op}: hidden_size must be a positive integer, got {hidden_size!r}")
+
+
+def check_flags(op: str, **flags) -> None:
+    """The call's switches (inplace, return_mean, return_rstd) are True or False (or 0, 1 or a numpy
+    bool, which the fast path's cached forms take as those): a string such as "no" is true, and an
+    in-place call would write into x and the residual."""
+    for name, value in flags.items():
+        if not (isinstance(value, (bool, np.bool_)) or isinstance(value, numbers.Integral) and value in (0, 1)):
+            raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
 
 
 def check_choice(op: str, name: str, value, choices: tuple) -> None:

@@ -272,6 +272,7 @@ class Op:
                 # the kernels wrote x (and residual) behind autograd's back, as torch's in-place ops do
                 checks.bump_written(written)
             return result
+        checks.check_flags(self.name, inplace=inplace, return_mean=return_mean, return_rstd=return_rstd)
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
         self.check_stats(return_mean, return_rstd)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):

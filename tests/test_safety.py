@@ -473,3 +473,26 @@ def test_module_construction_refuses_what_no_call_could_take(module):
         assert layer.weight.shape == (64,) and layer.eps == 0.0
         out = layer(*args)
         assert (out[0] if isinstance(out, tuple) else out).shape == x.shape
+
+
+# The switches: a truthy value that is not a bool (inplace="no") used to count as True, and an
+# in-place call wrote into x and the residual (found by an audit); refused now, before any launch.
+
+
+@pytest.mark.parametrize("name", ["add_rmsnorm", "add_layernorm_fp8", "layernorm"])
+def test_switches_take_only_true_or_false(name, cpu_path):
+    spec = SPECS[name]
+    inputs = _inputs(name)
+    for _ in range(3):  # the fast path's record made first
+        call(spec, inputs, _mode(spec))
+    before = {k: v.clone() for k, v in inputs.items()}
+    op = getattr(generated, name)
+    switches = ["inplace"] * spec.has_residual + ["return_mean"] * spec.stores_mean + ["return_rstd"] * spec.stores_rstd
+    for switch in switches:
+        for value in ("no", "", None, torch.tensor(True), 2, 0.0):
+            with pytest.raises(TypeError, match=rf"{name}: {switch} must be True or False, got"):
+                op(**inputs, **{switch: value})
+            assert all(torch.equal(inputs[k], before[k]) for k in inputs)  # nothing written
+        for value in (1, np.True_, False, 0, np.False_):  # what the cached forms take as True or False
+            args = {k: v.clone() for k, v in inputs.items()}
+            op(**args, **{switch: value})
