@@ -205,12 +205,15 @@ def test_every_call_form_returns_what_the_checked_path_returns(name, recording, 
 
 
 def test_a_form_without_its_statistic_takes_the_checked_path(recording):
-    """return_rstd=1 is a form of its own only where it equals True; 2 or None go to the checks."""
+    """return_rstd=1 is a form of its own only where it equals True; 2 or None go to the checks, which
+    refuse them (the switches take True or False only)."""
     op, recorder = recording("add_rmsnorm")
     x, r, w = (says_cuda(torch.randn(2, 64)) for _ in range(2)), None, says_cuda(torch.ones(64))
     x, r = x
     assert len(op(x, r, w, None, 1e-6, "pre", False, 1, False)) == 3
-    assert len(op(x, r, w, None, 1e-6, "pre", False, None, False)) == 2
+    for value in (None, 2):
+        with pytest.raises(TypeError, match=f"return_rstd must be True or False, got {value}"):
+            op(x, r, w, None, 1e-6, "pre", False, value, False)
     with pytest.raises(NormgenError, match="norm_pos"):
         op(x, r, w, None, 1e-6, None, False, False, False)
 

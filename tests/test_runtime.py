@@ -236,3 +236,45 @@ def test_a_launch_on_another_device_makes_that_device_current(monkeypatch):
     asked.clear()
     launcher(("key",), True, 0, ())
     assert seen == [1, 0, 0] and asked == []
+
+
+def test_the_sum_of_partial_sums_on_another_device_makes_that_device_current(monkeypatch):
+    """The backward's second kernel (runtime.sum_partials, which adds up dw's and db's partial sums)
+    with its partials on device 1 while device 0 is current launches with device 1 current, as
+    Launcher.__call__ does, and leaves device 0 current. Stand-ins as above, and for the partials
+    (a tensor on device 1 as sum_partials reads it: shape, device index, the device to allocate on)."""
+    from dsl import device
+
+    current, seen = [0], []
+
+    class Device:  # torch.cuda.device's stand-in
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            self.before, current[0] = current[0], self.index
+
+        def __exit__(self, *exc):
+            current[0] = self.before
+
+    class Kernel:  # the sum kernel's stand-in: it records the device current at its launch
+        def __getitem__(self, grid):
+            return lambda *args, **options: seen.append(current[0])
+
+    class Partials:  # (params, programs, n_cols) fp32 on device 1
+        shape, device = (2, 4, 8), torch.device("cpu")
+
+        def get_device(self):
+            return 1
+
+    monkeypatch.setattr(runtime, "INTERPRET", False)
+    monkeypatch.setattr(runtime, "current_cuda_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(device, "sum_partials", Kernel())
+    monkeypatch.setattr(runtime, "device_count", lambda target: 2)
+    out = runtime.sum_partials(Partials(), torch.bfloat16)
+    assert seen == [1] and current == [0]
+    assert out.shape == (2, 8) and out.dtype is torch.bfloat16
+    current[0] = 1  # its device current already: no switch
+    runtime.sum_partials(Partials(), torch.bfloat16)
+    assert seen == [1, 1] and current == [1]
