@@ -37,7 +37,10 @@ import torch
 
 from . import modules, runtime
 
-ENABLED = os.environ.get("NORMGEN_HOST", "cxx") != "python"
+_HOST = os.environ.get("NORMGEN_HOST", "cxx")
+if _HOST not in ("cxx", "python"):  # (a typo must not leave the default in place silently)
+    raise ValueError(f"NORMGEN_HOST must be 'cxx' or 'python', got {_HOST!r}")
+ENABLED = _HOST == "cxx"
 SOURCE = Path(__file__).with_name("host.cpp")
 SOURCES = (SOURCE, SOURCE.with_name("host_serve.h"))  # what the build reads: both key its cache
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib.util
 import os
 import threading
 import warnings
@@ -37,6 +38,13 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 INTERPRET_TARGET = os.environ.get("NORMGEN_INTERPRET_TARGET", "cuda")
 if INTERPRET_TARGET not in ("cuda", "npu"):
     raise ValueError(f"NORMGEN_INTERPRET_TARGET must be 'cuda' or 'npu', got {INTERPRET_TARGET!r}")
+if INTERPRET and INTERPRET_TARGET == "npu" and importlib.util.find_spec("triton.backends.ascend") is None:
+    # (upstream Triton's interpreter takes only power-of-two blocks; the npu kernels' are not all: most
+    # calls would fail inside the interpreter with "arange's range must be a power of 2")
+    raise ValueError(
+        "NORMGEN_INTERPRET_TARGET=npu runs the npu kernels in triton-ascend's interpreter, and this "
+        "environment's triton is not triton-ascend (bash scripts/npu_env.sh builds a venv that has it)"
+    )
 
 DTYPE_TOKEN = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}

@@ -2,8 +2,13 @@
 kernel[grid]), its per-shape caches and the backward's launch grids."""
 
 import importlib
+import importlib.util
 import itertools
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -278,3 +283,23 @@ def test_the_sum_of_partial_sums_on_another_device_makes_that_device_current(mon
     current[0] = 1  # its device current already: no switch
     runtime.sum_partials(Partials(), torch.bfloat16)
     assert seen == [1, 1] and current == [1]
+
+
+def _import_generated(**env) -> subprocess.CompletedProcess:
+    """`import generated` in a fresh process with these environment variables (from the checkout)."""
+    environment = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-c", "import generated"], capture_output=True, text=True, env=environment, timeout=300
+    )
+
+
+def test_environment_variables_with_unknown_values_are_refused_at_import():
+    """A typo in NORMGEN_HOST ("Python") left the C++ host path on, silently; NORMGEN_INTERPRET_TARGET=npu
+    under upstream Triton failed later, inside the interpreter, at most calls. Both refused at import."""
+    result = _import_generated(NORMGEN_HOST="Python")
+    assert result.returncode != 0 and "NORMGEN_HOST must be 'cxx' or 'python', got 'Python'" in result.stderr
+    if importlib.util.find_spec("triton.backends.ascend") is None:  # (the main venv: upstream Triton)
+        result = _import_generated(TRITON_INTERPRET="1", NORMGEN_INTERPRET_TARGET="npu")
+        assert result.returncode != 0 and "this environment's triton is not triton-ascend" in result.stderr
+    for host in ("python", "cxx"):
+        assert _import_generated(NORMGEN_HOST=host).returncode == 0
