@@ -11,7 +11,8 @@ written then. Every file is first written in full to a temporary name inside the
 folder and then renamed over its target, so a file is never half-written; the
 package's ``__init__.py`` is renamed after the modules it imports and stale files
 are removed last, so a build that fails between renames leaves modules that the
-package's old or new ``__init__.py`` can import, and no temporary file.
+package's old or new ``__init__.py`` can import, and no temporary file. A build killed outright
+leaves its temporary files (each names its process); the next build removes those whose process is gone.
 """
 
 from __future__ import annotations
@@ -116,9 +117,12 @@ def plan_changes(files: dict[str, str], out: Path) -> tuple[dict[str, str], list
     return writes, stale
 
 
+_TEMP_NAME = re.compile(r"\.([a-z_][a-z0-9_]*\.py)\.(\d+)\.[A-Za-z0-9_]+\.tmp")  # .NAME.PID.RANDOM.tmp
+
+
 def _write_temp(out: Path, name: str, text: str) -> str:
-    """``text`` in a new temporary file next to ``name``; returns its path."""
-    handle, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
+    """``text`` in a new temporary file next to ``name``, named with this process's id; returns its path."""
+    handle, temp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=out)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             file.write(text)
@@ -132,9 +136,27 @@ def _replace(temp: str, target: Path) -> None:
     os.replace(temp, target)
 
 
+def _remove_dead_temps(out: Path) -> None:
+    """A build killed between writing a temporary file and renaming it (SIGKILL; a power cut) leaves
+    the file behind. Each names the process that wrote it: those of processes that no longer run go.
+    (A temporary file of a build still running, here or in another process, is left alone.)"""
+    for entry in os.scandir(out):
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            os.kill(int(match.group(2)), 0)
+        except ProcessLookupError:  # (PermissionError: another user's process runs under that id)
+            Path(entry.path).unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            continue
+
+
 def write(files: dict[str, str], out: Path) -> tuple[list[str], list[str]]:
     """Bring ``out`` up to date; returns (the names written, the names removed)."""
     writes, stale = plan_changes(files, out)
+    if out.is_dir() and os.name == "posix":  # (elsewhere os.kill(pid, 0) is no liveness probe)
+        _remove_dead_temps(out)
     if not writes and not stale:
         return [], []
     created = not out.exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import build
-from dsl import pipeline, render
+from dsl import emit, pipeline, render
 from dsl.plan import plan
 
 ROOT = pipeline.ROOT
@@ -100,6 +100,30 @@ def test_check_fails_with_a_diff_after_an_edit_and_writes_nothing(tmp_path, caps
 
     assert build.main(["--out", str(out)]) == 0
     assert build.main(["--out", str(out), "--check"]) == 0
+
+
+def test_a_killed_builds_temporary_files_are_removed_by_the_next_build(tmp_path):
+    """A build killed between writing a temporary file and renaming it left the file behind for good;
+    the next build removes it when the process that wrote it is gone, and keeps a running one's."""
+    out = tmp_path / "pkg"
+    assert build.main(["--out", str(out)]) == 0
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = out / f".rmsnorm.py.{int(gone.stdout)}.k1ll3d_.tmp"  # its process has exited
+    running = out / f".rmsnorm.py.{os.getpid()}.w0rk1ng.tmp"  # this process runs
+    others = [out / ".rmsnorm.py.notapid.tmp", out / ".my_notes.tmp", out / "rmsnorm.py.12.ab.tmp"]
+    for path in (dead, running, *others):
+        path.write_text("partial", encoding="utf-8")
+    assert build.main(["--out", str(out)]) == 0  # nothing to write: the removal runs anyway
+    assert not dead.exists()
+    assert running.exists() and all(path.exists() for path in others)
+    # a build's own temporary files carry its process id, in the form the removal reads
+    temp = Path(emit._write_temp(out, "rmsnorm.py", "text"))
+    assert temp.name.startswith(f".rmsnorm.py.{os.getpid()}.") and temp.name.endswith(".tmp")
+    assert build.main(["--out", str(out)]) == 0 and temp.exists()  # (this process runs)
+    dead.write_text("partial", encoding="utf-8")
+    orphan = temp.rename(out / temp.name.replace(f".{os.getpid()}.", f".{int(gone.stdout)}."))  # as if killed
+    assert build.main(["--out", str(out)]) == 0
+    assert not dead.exists() and not orphan.exists() and running.exists()
 
 
 def test_check_finds_a_stale_generated_file_and_build_removes_it(tmp_path, capsys):
