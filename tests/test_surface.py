@@ -79,6 +79,10 @@ def make_recording(monkeypatch):
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 0, raising=False)
     monkeypatch.setattr(runtime, "current_cuda_device", lambda: CUDA0.index)
     empty = torch.empty  # the checked path allocates statistics with device=x.device: here, on the CPU
+    # Dynamo maps torch's functions to its rules once per process, by identity: built while torch.empty
+    # is the stand-in below (a call that needs a gradient builds it), the real one would later read as
+    # an unknown function to every compiled test in this process. Built first, with the real one.
+    torch._dynamo.trace_rules.get_torch_obj_rule_map()
     monkeypatch.setattr(torch, "empty", lambda *size, device=None, **kw: empty(*size, **kw))
 
     def make(name, direct_after=None):
