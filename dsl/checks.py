@@ -212,11 +212,11 @@ def check_hidden_size(op: str, hidden_size) -> None:
 
 
 def check_flags(op: str, **flags) -> None:
-    """The call's switches (inplace, return_mean, return_rstd) are True or False (or 0, 1 or a numpy
-    bool, which the fast path's cached forms take as those): a string such as "no" is true, and an
-    in-place call would write into x and the residual."""
+    """The call's switches (inplace, return_mean, return_rstd) are True or False, or a number equal to
+    1 or 0 (1.0, numpy's bools and numbers), which the fast path's cached forms, found by equality, take
+    as those: a string such as "no" is true, and an in-place call would write into x and the residual."""
     for name, value in flags.items():
-        if not (isinstance(value, (bool, np.bool_)) or isinstance(value, numbers.Integral) and value in (0, 1)):
+        if not (isinstance(value, (bool, np.bool_)) or isinstance(value, numbers.Number) and value in (0, 1)):
             raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
 
 

@@ -272,7 +272,6 @@ class Op:
                 # the kernels wrote x (and residual) behind autograd's back, as torch's in-place ops do
                 checks.bump_written(written)
             return result
-        checks.check_flags(self.name, inplace=inplace, return_mean=return_mean, return_rstd=return_rstd)
         eps = self.check(x, residual, weight, bias, eps, norm_pos, inplace)
         self.check_stats(return_mean, return_rstd)
         if self.backward and checks.needs_grad(self._named(x, residual, weight, bias)):
@@ -292,6 +291,7 @@ class Op:
     def check_stats(self, return_mean, return_rstd) -> None:
         """Only statistics the op stores are asked for. (The public functions cannot ask for others; a
         direct ``Op`` call could, and got an uninitialized tensor back.)"""
+        checks.check_flags(self.name, return_mean=return_mean, return_rstd=return_rstd)
         for stat, asked in (("mean", return_mean), ("rstd", return_rstd)):
             if asked and stat not in self.stats:
                 stored = ", ".join(self.stats) or "none"
@@ -300,6 +300,7 @@ class Op:
     def check(self, x, residual, weight, bias, eps, norm_pos, inplace) -> float:
         """Every input check, before anything is allocated or launched; returns eps as a float."""
         name = self.name
+        checks.check_flags(name, inplace=inplace)
         # (None, the only norm_pos of an op without a residual, which has no in-place form either)
         checks.check_choice(name, "norm_pos", norm_pos, self.call_modes)
         if inplace and not self.has_residual:

@@ -8,6 +8,7 @@ import contextlib
 import importlib
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,6 +100,16 @@ def _add_rmsnorm_calls():
         False,
     )
     yield "functional pre", call(*pair(), inplace=False), True
+    # lazily negated views (torch's negative bit: the kernels would read their memory as it is)
+    yield "functional, negated x", call(torch._neg_view(-pair()[0]), pair()[1], inplace=False), False
+    yield "inplace, negated residual", call(pair()[0], torch._neg_view(-pair()[1])), False
+    yield "functional, negated weight", call(*pair(), weight=torch._neg_view(-w), inplace=False), False
+    # the switches: True or False, or numbers equal to them (the forms are found by equality)
+    yield "functional, inplace 0.0", call(*pair(), inplace=0.0), True
+    yield "inplace, inplace 1.0", call(*pair(), inplace=1.0), True
+    yield "functional, return_rstd np.float64(1)", call(*pair(), rstd=np.float64(1), inplace=False), True
+    yield "functional, inplace 'no'", call(*pair(), inplace="no"), False
+    yield "functional, return_rstd None", call(*pair(), rstd=None, inplace=False), False
     padded = says_cuda(torch.randn(4, 96))
     yield "functional, padded rows of x", call(padded[:, :64], says_cuda(torch.randn(4, 64)), inplace=False), False
     yield (

@@ -477,6 +477,7 @@ def test_module_construction_refuses_what_no_call_could_take(module):
 
 # The switches: a truthy value that is not a bool (inplace="no") used to count as True, and an
 # in-place call wrote into x and the residual (found by an audit); refused now, before any launch.
+# (tests/test_fast_path.py: the fast path, which cpu tensors do not take, refuses and takes the same.)
 
 
 @pytest.mark.parametrize("name", ["add_rmsnorm", "add_layernorm_fp8", "layernorm"])
@@ -489,10 +490,10 @@ def test_switches_take_only_true_or_false(name, cpu_path):
     op = getattr(generated, name)
     switches = ["inplace"] * spec.has_residual + ["return_mean"] * spec.stores_mean + ["return_rstd"] * spec.stores_rstd
     for switch in switches:
-        for value in ("no", "", None, torch.tensor(True), 2, 0.0):
+        for value in ("no", "", None, torch.tensor(True), 2, 0.5, float("nan")):
             with pytest.raises(TypeError, match=rf"{name}: {switch} must be True or False, got"):
                 op(**inputs, **{switch: value})
             assert all(torch.equal(inputs[k], before[k]) for k in inputs)  # nothing written
-        for value in (1, np.True_, False, 0, np.False_):  # what the cached forms take as True or False
+        for value in (1, 1.0, np.True_, np.float64(1), False, 0, 0.0, np.False_):  # the cached forms' True, False
             args = {k: v.clone() for k, v in inputs.items()}
             op(**args, **{switch: value})
