@@ -2,9 +2,10 @@
 # scripts/wheel_smoke.sh (not run on its own).
 #
 # By default `python -m venv` and pip, as a user would. Where NORMGEN_UV names a uv binary
-# (.ci/run installs one for its run), uv makes and fills the venv instead: on a fresh 2-core
-# machine (2026-11-29) the main venv took about 7 s with uv against 28-58 s with pip, most of
-# pip's time being `venv`'s own pip install and torch's unpacking, and CI builds three venvs.
+# (.ci/run installs one for its run), uv makes and fills the venv instead: in CI on a 2-core
+# machine (2026-11-29, uv's cache empty, other steps running beside it) the main venv's step took
+# 17-19 s with uv against 58 s with pip, most of pip's time being `venv`'s own pip install and
+# torch's unpacking; CI builds three venvs.
 # torch is pip's choice either way: under uv, NORMGEN_TORCH_WHEEL is the file that
 # `pip download torch==2.13.0` picked (the CPU build on local disk; .ci/run fetches it once),
 # installed by its path, so uv never looks for torch on an index (where 2.13.0 is a CUDA build
@@ -13,7 +14,7 @@
 # new_venv PYTHON DIR
 new_venv() {
     if [[ -n "${NORMGEN_UV:-}" ]]; then
-        "$NORMGEN_UV" venv --quiet --python "$1" "$2"
+        "$NORMGEN_UV" venv --quiet --clear --python "$1" "$2"  # (--clear: a rebuild over an old one; venv reuses it)
     else
         "$1" -m venv "$2"
     fi
