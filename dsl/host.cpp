@@ -31,6 +31,7 @@
 #include <c10/core/InferenceMode.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
 
@@ -140,7 +141,7 @@ PyObject* op_call_module(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   if (eps == nullptr || mode == nullptr) DECLINE_MODULE();
   PyObject* call[9] = {args[1], op->has_residual ? args[2] : Py_None, weight, bias, eps, mode, Py_False, Py_False,
                        Py_False};
-  PyObject* result = serve(op, call);
+  PyObject* result = serve_or_raise(op, call);
   Py_DECREF(dict);
   return result;
 }
@@ -242,7 +243,7 @@ PyObject* op_add_form(PyObject* self, PyObject* args) {
 // add_record(form, sizes, dtype, device, bias_none, pdtype, function, grid, warps, shared, params)
 // params: a tuple of (kind, slot, value). Checked against the kernel's own parameter sizes where
 // the driver tells them (cuFuncGetParamInfo); a mismatch raises.
-PyObject* op_add_record(PyObject* self, PyObject* args) {
+PyObject* add_record(PyObject* self, PyObject* args) {
   auto* op = reinterpret_cast<OpObject*>(self);
   int form, dtype, device, bias_none, pdtype;
   PyObject *sizes, *params;
@@ -313,6 +314,13 @@ PyObject* op_add_record(PyObject* self, PyObject* args) {
   }
   (*op->records)[key] = std::move(rec);
   Py_RETURN_NONE;
+}
+
+// add_record, with a C++ exception (c10's, e.g. an unknown dtype code) raised in Python, not ending the process
+PyObject* op_add_record(PyObject* self, PyObject* args) {
+  HANDLE_TH_ERRORS
+  return add_record(self, args);
+  END_HANDLE_TH_ERRORS
 }
 
 PyObject* op_records(PyObject* self, PyObject*) {

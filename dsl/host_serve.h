@@ -318,10 +318,18 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
   return tuple;
 }
 
+// serve, with any C++ exception (an allocation's c10::OutOfMemoryError, a device guard's error) raised
+// in Python as torch raises it, instead of leaving the call and ending the process (std::terminate)
+PyObject* serve_or_raise(OpObject* op, PyObject* const* args) {
+  HANDLE_TH_ERRORS
+  return serve(op, args);
+  END_HANDLE_TH_ERRORS
+}
+
 PyObject* op_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   if (PyVectorcall_NARGS(nargsf) != 9 || kwnames != nullptr) {
     PyErr_SetString(PyExc_TypeError, "_normgen_host.Op takes 9 positional arguments");
     return nullptr;
   }
-  return serve(reinterpret_cast<OpObject*>(self), args);
+  return serve_or_raise(reinterpret_cast<OpObject*>(self), args);
 }
