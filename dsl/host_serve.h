@@ -13,9 +13,11 @@
 using LaunchKernel = int (*)(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                              unsigned bz, unsigned shared, void* stream, void** params, void** extra);
 using FuncGetParamInfo = int (*)(void* f, size_t index, size_t* offset, size_t* size);
+using CtxGetCurrent = int (*)(void** context);
 
 LaunchKernel launch_kernel = nullptr;
 FuncGetParamInfo func_get_param_info = nullptr;
+CtxGetCurrent ctx_get_current = nullptr;
 
 bool load_driver() {
   if (launch_kernel != nullptr) return true;
@@ -24,6 +26,8 @@ bool load_driver() {
   if (lib == nullptr) return false;
   launch_kernel = reinterpret_cast<LaunchKernel>(dlsym(lib, "cuLaunchKernel"));
   func_get_param_info = reinterpret_cast<FuncGetParamInfo>(dlsym(lib, "cuFuncGetParamInfo"));
+  ctx_get_current = reinterpret_cast<CtxGetCurrent>(dlsym(lib, "cuCtxGetCurrent"));
+  if (ctx_get_current == nullptr) launch_kernel = nullptr;  // (every driver has it; without it, no launch here)
   return launch_kernel != nullptr;
 }
 
@@ -183,6 +187,11 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
   const int device = x->get_device();
   const auto* guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
   if (guard->getDevice().index() != device) DECLINE();
+  // A thread's first launch: no CUDA context is current on it yet (torch's calls may not have needed
+  // one), and cuLaunchKernel would fail (CUresult 201). Triton's launcher makes the device's context
+  // current first: the Python path's call does, and the thread's later calls come here.
+  void* context = nullptr;
+  if (ctx_get_current(&context) != 0 || context == nullptr) DECLINE();
   const int pdtype = static_cast<int>(weight != nullptr ? weight->scalar_type() : x->scalar_type());
   Key key;
   if (!make_key(key, form_index, static_cast<int>(x->scalar_type()), device, bias == nullptr, pdtype, x->sizes()))

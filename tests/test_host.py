@@ -366,3 +366,40 @@ def test_two_threads_make_one_twin(monkeypatch):
         t.join()
     assert results == [False, False]  # (both returned: no thread failed)
     assert len(made) == 1 and op.twin is op.native is made[0]
+
+
+@pytest.mark.gpu
+def test_a_threads_first_call_is_served_without_a_cuda_context():
+    """A new thread has no CUDA context current until something makes one current there, and torch's
+    calls need not (a cached allocation makes no CUDA call): the C++ path's first launch on such a
+    thread went to cuLaunchKernel without one and raised "CUresult 201" (found by a review of the C++
+    code; H200, 2026-11-29). It declines that call now: the Python path's launch (Triton's launcher)
+    makes the device's context current, and the thread's later calls are served in C++."""
+    import threading
+
+    assert host.module(wait=True) is not None, host._state["error"]
+    op = op_of("add_rmsnorm")
+    g = torch.Generator().manual_seed(0)
+    x, r = (torch.randn(8, 4096, generator=g).to("cuda", torch.bfloat16) for _ in range(2))
+    w = torch.ones(4096, device="cuda", dtype=torch.bfloat16)
+    expected = generated.add_rmsnorm(x, r, w)
+    for _ in range(20):  # until the C++ twin serves this call on this thread
+        generated.add_rmsnorm(x, r, w)
+        if op.native is not None and op.native.served() > 0:
+            break
+    assert op.native is not None and op.native.served() > 0
+    served, results, errors = op.native.served(), [], []
+
+    def calls():
+        try:
+            results.extend(generated.add_rmsnorm(x, r, w) for _ in range(3))
+            torch.cuda.synchronize()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=calls)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+    assert len(results) == 3 and all(torch.equal(a, b) for out in results for a, b in zip(out, expected, strict=True))
+    assert op.native.served() > served  # its later calls were served in C++
