@@ -41,6 +41,7 @@ _HOST = os.environ.get("NORMGEN_HOST", "cxx")
 if _HOST not in ("cxx", "python"):  # (a typo must not leave the default in place silently)
     raise ValueError(f"NORMGEN_HOST must be 'cxx' or 'python', got {_HOST!r}")
 ENABLED = _HOST == "cxx"
+RECORD_LIMIT = runtime.CACHE_LIMIT  # records a twin holds; at the limit it drops them all and starts again
 SOURCE = Path(__file__).with_name("host.cpp")
 SOURCES = (SOURCE, SOURCE.with_name("host_serve.h"))  # what the build reads: both key its cache
 
@@ -279,8 +280,14 @@ def register(op, form, rec, shape, dtype, device, bias_none: bool, pdtype) -> bo
         return False
     try:
         spec = param_spec(op, form, rec, compiled, direct[4], bias_none)
-        if native.records() >= runtime.CACHE_LIMIT:
+        if native.records() >= RECORD_LIMIT:
             native.clear()
+            # the Python records it served are to be registered again at their next direct launch
+            # (else those shapes stayed on the Python path for good)
+            for each in list(op._forms.values()):
+                for record in list(each.records.values()):
+                    if record.native:
+                        record.native = None
         native.add_record(
             form_index(op, form),
             tuple(shape),

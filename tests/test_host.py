@@ -403,3 +403,30 @@ def test_a_threads_first_call_is_served_without_a_cuda_context():
     assert not errors, errors
     assert len(results) == 3 and all(torch.equal(a, b) for out in results for a, b in zip(out, expected, strict=True))
     assert op.native.served() > served  # its later calls were served in C++
+
+
+@pytest.mark.gpu
+def test_shapes_come_back_to_the_cxx_path_after_its_records_are_cleared(monkeypatch):
+    """At CACHE_LIMIT records the C++ twin drops them all; the Python records it had served kept
+    saying so, and their shapes stayed on the Python path for good (found by a review of the C++
+    code). They are registered again at their next direct launch now."""
+    assert host.module(wait=True) is not None, host._state["error"]
+    op = op_of("rmsnorm")
+    w = torch.ones(256, device="cuda")
+    shapes = [(rows, 256) for rows in (3, 5, 7)]
+    monkeypatch.setattr(host, "RECORD_LIMIT", 2)  # (the Python records' caches keep theirs)
+
+    def served_after(shape, calls=4):
+        x = torch.randn(shape, device="cuda")
+        before = op.native.served() if op.native is not None else 0
+        for _ in range(calls):
+            generated.rmsnorm(x, w)
+        return op.native.served() - before
+
+    for shape in shapes:  # the third's registration clears the first two
+        for _ in range(20):
+            if served_after(shape) > 0:
+                break
+        assert served_after(shape) == 4, shape  # each served in C++ once registered
+    assert op.native.records() <= 2
+    assert served_after(shapes[0], calls=6) >= 4  # registered again, then served
