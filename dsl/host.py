@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -105,29 +106,48 @@ def build_command(source: Path, target: Path) -> list[str]:
 
 
 def build() -> object:
-    """Build (or find in the cache) and import the extension; raises on failure."""
+    """Build (or find in the cache) and import the extension; raises on failure. A cached file that
+    does not import (a build cut short where the cache is shared, a damaged file) is built again, once."""
     if not _compiler():
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     directory = cache_dir() / _tag()
     target = directory / f"_normgen_host{sysconfig.get_config_var('EXT_SUFFIX')}"
-    if not target.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        # The compiler and the rename run in a session of their own: a process that exits before the
-        # build ends (a short script) leaves it to finish and fill the cache, not half done.
-        stem = directory / f".{target.name}.{os.getpid()}.{threading.get_ident()}"
-        built, log = stem.with_suffix(".tmp"), stem.with_suffix(".log")
-        script = f"{shlex.join(build_command(SOURCE, built))} 2>{shlex.quote(str(log))}"
-        script += f" && mv -f {shlex.quote(str(built))} {shlex.quote(str(target))} && rm -f {shlex.quote(str(log))}"
-        status = subprocess.Popen(["sh", "-c", script], start_new_session=True).wait()
-        if status != 0:
-            errors = log.read_text(errors="replace")[-4000:] if log.exists() else ""
-            built.unlink(missing_ok=True)
-            log.unlink(missing_ok=True)
-            raise RuntimeError(f"the C++ compiler failed (exit {status}):\n{errors}")
+    cached = target.exists()
+    if not cached:
+        _compile(directory, target)
+    try:
+        return _import(target)
+    except ImportError:
+        if not cached:
+            raise
+        target.unlink(missing_ok=True)
+        _compile(directory, target)
+        return _import(target)
+
+
+def _import(target: Path) -> object:
     spec = importlib.util.spec_from_file_location("_normgen_host", target)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _compile(directory: Path, target: Path) -> None:
+    """Compile the extension to ``target`` through a file of this build's own, renamed into place."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # The compiler and the rename run in a session of their own: a process that exits before the
+    # build ends (a short script) leaves it to finish and fill the cache, not half done. The names of
+    # its files are this build's alone (hosts sharing a cache folder may share a process id).
+    stem = f".{target.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(8)}"
+    built, log = directory / f"{stem}.tmp", directory / f"{stem}.log"
+    script = f"{shlex.join(build_command(SOURCE, built))} 2>{shlex.quote(str(log))}"
+    script += f" && mv -f {shlex.quote(str(built))} {shlex.quote(str(target))} && rm -f {shlex.quote(str(log))}"
+    status = subprocess.Popen(["sh", "-c", script], start_new_session=True).wait()
+    if status != 0:
+        errors = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+        built.unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
+        raise RuntimeError(f"the C++ compiler failed (exit {status}):\n{errors}")
 
 
 def _build_in_background() -> None:

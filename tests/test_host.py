@@ -16,6 +16,7 @@ Module calls: tests/test_host_modules.py.
 from __future__ import annotations
 
 import itertools
+import sysconfig
 import warnings
 
 import pytest
@@ -88,6 +89,27 @@ def test_a_failed_build_keeps_the_python_path(monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match="C\\+\\+ host path is off, its build failed"):
         assert host.module(wait=True) is None
     assert host.failed() and host.module() is None
+
+
+@needs_compiler
+def test_a_cached_build_that_does_not_import_is_built_again(monkeypatch, tmp_path):
+    """A cached extension that does not import (a build cut short where hosts share the cache folder,
+    a damaged file) kept the C++ path off in every later process until someone deleted it (found by a
+    review of the C++ code); it is built again, once. The build's own files carry a random part, so
+    builds sharing a folder and a process id do not write into each other's."""
+    monkeypatch.setenv("NORMGEN_CACHE_DIR", str(tmp_path))
+    target = host.cache_dir() / host._tag() / f"_normgen_host{sysconfig.get_config_var('EXT_SUFFIX')}"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not an extension")
+    module = host.build()
+    assert hasattr(module, "Op") and target.read_bytes() != b"not an extension"
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary file left
+    names = set()
+    monkeypatch.setattr(host, "build_command", lambda source, built: names.add(built.name) or ["false"])
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="compiler failed"):
+            host._compile(target.parent, target)
+    assert len(names) == 2  # two builds of one process and thread: two names
 
 
 # ----------------------------------------------------------------------------
