@@ -202,14 +202,11 @@ def test_cuda_layer_backward_wide_rows():
             assert grid == (rows + -(-cols // 128),), where
 
 
-def test_a_launch_on_another_device_makes_that_device_current(monkeypatch):
-    """Launcher.__call__ with the tensors on device 1 while device 0 is current: the kernel launches
-    with device 1 current (Triton launches on the current device), and device 0 is current again
-    after. Stand-ins for the device count, the current device and torch.cuda.device; a process that
-    sees one device does not ask."""
-    current, seen, asked = [0], [], []
+def _device_stand_ins(current: list, seen: list) -> tuple[type, type]:
+    """(torch.cuda.device's stand-in, a kernel's stand-in): the first makes its index current[0] while
+    entered; the second, indexed by a grid and called, records in ``seen`` the device current then."""
 
-    class Device:  # torch.cuda.device's stand-in
+    class Device:
         def __init__(self, index):
             self.index = index
 
@@ -219,9 +216,20 @@ def test_a_launch_on_another_device_makes_that_device_current(monkeypatch):
         def __exit__(self, *exc):
             current[0] = self.before
 
-    class Kernel:  # a compiled kernel's stand-in: it records the device current at its launch
+    class Kernel:
         def __getitem__(self, grid):
             return lambda *args, **options: seen.append(current[0])
+
+    return Device, Kernel
+
+
+def test_a_launch_on_another_device_makes_that_device_current(monkeypatch):
+    """Launcher.__call__ with the tensors on device 1 while device 0 is current: the kernel launches
+    with device 1 current (Triton launches on the current device), and device 0 is current again
+    after. Stand-ins for the device count, the current device and torch.cuda.device; a process that
+    sees one device does not ask."""
+    current, seen, asked = [0], [], []
+    Device, Kernel = _device_stand_ins(current, seen)
 
     def current_device():
         asked.append(1)
@@ -251,20 +259,7 @@ def test_the_sum_of_partial_sums_on_another_device_makes_that_device_current(mon
     from dsl import device
 
     current, seen = [0], []
-
-    class Device:  # torch.cuda.device's stand-in
-        def __init__(self, index):
-            self.index = index
-
-        def __enter__(self):
-            self.before, current[0] = current[0], self.index
-
-        def __exit__(self, *exc):
-            current[0] = self.before
-
-    class Kernel:  # the sum kernel's stand-in: it records the device current at its launch
-        def __getitem__(self, grid):
-            return lambda *args, **options: seen.append(current[0])
+    Device, Kernel = _device_stand_ins(current, seen)
 
     class Partials:  # (params, programs, n_cols) fp32 on device 1
         shape, device = (2, 4, 8), torch.device("cpu")

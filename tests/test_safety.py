@@ -68,6 +68,33 @@ def test_grad_refused_gpu(name):
     _check_grad_refused(name, "cuda")
 
 
+# Module classes of the generated package, by name
+_MODULES = sorted(
+    (c for c in (getattr(generated, n) for n in generated.__all__ if n[0].isupper()) if hasattr(c, "op")),
+    key=lambda c: c.__name__,
+)
+
+
+def _warm_inputs(name, device):
+    """The op's inputs, after three calls with them: the fast path's record, its direct launch and (cuda)
+    the C++ twin are made first, so that a refused call that follows is refused on every path."""
+    spec = SPECS[name]
+    inputs = _inputs(name, device)
+    for _ in range(3):
+        call(spec, inputs, _mode(spec))
+    return inputs
+
+
+def _warm_layer(name, inputs, device):
+    """(the op's module, without gradients, after three calls; its call's arguments from ``inputs``)."""
+    module = next(c for c in _MODULES if c.op.name == name)
+    layer = module(inputs["x"].shape[-1]).to(device).requires_grad_(False)
+    args = (inputs["x"], inputs["residual"]) if SPECS[name].has_residual else (inputs["x"],)
+    for _ in range(3):
+        layer(*args)
+    return layer, args
+
+
 # Forward-mode AD (torch.autograd.forward_ad): a dual tensor needs no gradient, so every path took
 # it and the kernels' outputs came back without a tangent; refused instead, on every path.
 
@@ -76,20 +103,13 @@ def _check_tangent_refused(name, device):
     import torch.autograd.forward_ad as fwAD
 
     spec = SPECS[name]
-    inputs = _inputs(name, device)
-    for _ in range(3):  # the fast path's record, its direct launch and (cuda) the C++ twin, made first
-        call(spec, inputs, _mode(spec))
+    inputs = _warm_inputs(name, device)
     for arg in inputs:
         with fwAD.dual_level():
             dual = dict(inputs, **{arg: fwAD.make_dual(inputs[arg], torch.ones_like(inputs[arg]))})
             with pytest.raises(NormgenError, match=rf"{name}: {arg} carries a forward-mode AD tangent"):
                 call(spec, dual, _mode(spec))
-    classes = (getattr(generated, c) for c in generated.__all__ if c[0].isupper())
-    module = next(c for c in classes if c.op.name == name)  # the op's module class
-    layer = module(inputs["x"].shape[-1]).to(device).requires_grad_(False)
-    args = (inputs["x"], inputs["residual"]) if spec.has_residual else (inputs["x"],)
-    for _ in range(3):
-        layer(*args)
+    layer, args = _warm_layer(name, inputs, device)
     with fwAD.dual_level():
         with pytest.raises(NormgenError, match="forward-mode AD tangent"):
             layer(fwAD.make_dual(args[0], torch.ones_like(args[0])), *args[1:])
@@ -113,9 +133,7 @@ def test_forward_ad_tangents_refused_gpu(name):
 
 def _check_negated_refused(name, device):
     spec = SPECS[name]
-    inputs = _inputs(name, device)
-    for _ in range(3):  # the fast path's record, its direct launch and (cuda) the C++ twin, made first
-        call(spec, inputs, _mode(spec))
+    inputs = _warm_inputs(name, device)
     for arg in inputs:
         negated = dict(inputs, **{arg: torch._neg_view(-inputs[arg])})
         assert negated[arg].is_neg() and torch.equal(negated[arg], inputs[arg])  # the same values
@@ -124,12 +142,7 @@ def _check_negated_refused(name, device):
         if spec.has_residual and arg in ("x", "residual"):
             with pytest.raises(NormgenError, match=rf"{name}: {arg} is a lazily negated view"):
                 call(spec, negated, _mode(spec), inplace=True)
-    classes = (getattr(generated, c) for c in generated.__all__ if c[0].isupper())
-    module = next(c for c in classes if c.op.name == name)
-    layer = module(inputs["x"].shape[-1]).to(device).requires_grad_(False)
-    args = (inputs["x"], inputs["residual"]) if spec.has_residual else (inputs["x"],)
-    for _ in range(3):
-        layer(*args)
+    layer, args = _warm_layer(name, inputs, device)
     with pytest.raises(NormgenError, match="x is a lazily negated view"):
         layer(torch._neg_view(-args[0]), *args[1:])
 
@@ -444,11 +457,6 @@ def test_inplace_x_as_residual_refused_under_compile_gpu(mode):
 # Module construction: what no call could take is refused when the module is built (found by an
 # audit: a module of hidden_size (4, 16), eps=None or float64 parameters was built, and every call
 # then failed, with an error about the call)
-
-_MODULES = sorted(
-    (c for c in (getattr(generated, n) for n in generated.__all__ if n[0].isupper()) if hasattr(c, "op")),
-    key=lambda c: c.__name__,
-)
 
 
 @pytest.mark.parametrize("module", _MODULES, ids=lambda c: c.__name__)
