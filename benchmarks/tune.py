@@ -2,7 +2,7 @@
 
     python build.py --tune cuda                 every shipped op with a cuda target
     python -m benchmarks.tune [--ops add_rmsnorm,layernorm] [--out PATH] [--quick]
-                              [--dtypes bf16,fp32] [--widths 8192] [--time-limit S] [--reps N]
+                              [--dtypes bf16,fp32] [--widths 8192] [--rows 4096] [--time-limit S] [--reps N]
     python -m benchmarks.tune --self-test       CPU: the whole path, kernels in Triton's interpreter
 
 The buckets are the cuda table's own (``dsl/targets/cuda.py``: a width bucket per
@@ -107,9 +107,10 @@ class Result:
 # What to measure (pure Python)
 
 
-def buckets(spec, dtypes: list[str], quick: bool, widths: list[int] | None = None) -> list[Bucket]:
+def buckets(spec, dtypes: list[str], quick: bool, widths: list[int] | None = None, rows: list[int] | None = None
+            ) -> list[Bucket]:  # fmt: skip
     """The op's buckets to measure: QUICK_WIDTHS when quick, else every one; only those whose width
-    range holds one of ``widths`` when given."""
+    range holds one of ``widths`` and whose row range one of ``rows``, when given."""
     from dsl.targets import cuda
 
     result = []
@@ -120,6 +121,8 @@ def buckets(spec, dtypes: list[str], quick: bool, widths: list[int] | None = Non
             if widths and not any(cols_lo <= w and (cols_hi is None or w <= cols_hi) for w in widths):
                 continue
             for rows_lo, rows_hi in cuda.ROW_BUCKETS:
+                if rows and not any(rows_lo <= r and (rows_hi is None or r <= rows_hi) for r in rows):
+                    continue
                 block_m, warps, grid = cuda.default_config(dtype, block_n, rows_lo)
                 default = Config(block_m, warps, grid.value)
                 result.append(Bucket(dtype.value, cols_lo, cols_hi, rows_lo, rows_hi, passes.value, block_n, default))
@@ -252,9 +255,9 @@ def measure_bucket(op, spec, result: Result, configs: list[Config], reps: int, t
 
 
 def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit=3600.0, reps=5, jobs=0,
-         widths=None) -> Path:  # fmt: skip
-    """Measure the buckets of each op's cuda table on this GPU (every one, or those holding ``widths``);
-    write the tuning file after each op, replacing the buckets measured.
+         widths=None, rows=None) -> Path:  # fmt: skip
+    """Measure the buckets of each op's cuda table on this GPU (every one, or those holding ``widths``
+    and ``rows``); write the tuning file after each op, replacing the buckets measured.
 
     No op is started after ``time_limit`` seconds; ops not measured keep their sections (or the fallback).
     """
@@ -278,7 +281,7 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
         "triton": triton.__version__,
         "method": "geometric mean over a bucket's shapes and modes of CUDA-graph device time / the best there "
         "(inputs rotated as in bench.py); the planner's default kept within 1%",
-        "complete": not quick and not widths,
+        "complete": not quick and not widths and not rows,
     }
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
@@ -289,7 +292,7 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
                 print(f"time limit: not measured: {', '.join(s.name for s in specs[number:])}", file=sys.stderr)
                 break
             modes = [m.value for m in spec.residual] or ["none"]
-            todo = buckets(spec, dtypes, quick, widths)
+            todo = buckets(spec, dtypes, quick, widths, rows)
             # stage one's kernels compile in workers while the main process measures
             jobs_of = lambda b: [(spec.name, b, c, x) for c in candidates(b) for x in cells(b, modes, quick)]  # noqa: B023
             ahead = [pool.submit(compile_ahead, jobs_of(b)) for b in todo]
@@ -319,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="bf16, four widths, fewer shapes: a smoke run")
     parser.add_argument("--dtypes", help=f"dtypes to measure (default {','.join(DEFAULT_DTYPES)})")
     parser.add_argument("--widths", help="comma-separated widths: measure only the buckets holding them")
+    parser.add_argument("--rows", help="comma-separated row counts: measure only the row buckets holding them")
     parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds after which no op is started")
     parser.add_argument("--reps", type=int, default=5, help="timed repeats per measurement")
     parser.add_argument("--jobs", type=int, default=0, help="compile workers (default: half the cores, at most 12)")
@@ -331,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     ops = args.ops.split(",") if args.ops else None
     dtypes = args.dtypes.split(",") if args.dtypes else None
     widths = [int(w) for w in args.widths.split(",")] if args.widths else None
-    tune(args.specs, args.out, ops, args.quick, dtypes, args.time_limit, args.reps, args.jobs, widths)
+    rows = [int(r) for r in args.rows.split(",")] if args.rows else None
+    tune(args.specs, args.out, ops, args.quick, dtypes, args.time_limit, args.reps, args.jobs, widths, rows)
     return 0
 
 

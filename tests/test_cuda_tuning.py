@@ -55,6 +55,7 @@ def test_a_multi_pass_row_in_a_single_pass_bucket():
         (row(8192, 1024, passes="multi", block_n=3000), "power of two"),
         (row(8192, 1024, passes="multi", block_n=8), "power of two"),
         (row(6000, 1024), "no width bucket"),
+        (row(8192, 2000), "no row bucket starts at 2000"),
         (row(8192, 1024, passes="double", block_n=4096), "double"),
     ],
 )
@@ -121,3 +122,17 @@ def test_the_tuner_counts_the_bytes_the_benchmark_counts(op):
             call = make_call(op, mode, 3, 40, dtype, "cpu")
             want = ops.bytes_moved(op, mode if mode != "none" else "-", 3, 40, elem)
             assert call_bytes(call, mode) == want, (op, mode, dtype)
+
+
+def test_the_tuner_measures_only_the_buckets_asked_for():
+    """``--widths 8192 --rows 5000``: the one bucket of 4097-8192 columns from 1024 rows, timed at its
+    row samples (1024 and 8192 rows) at 8192 columns and its ragged 6144, every mode of the op."""
+    from benchmarks import tune
+
+    (bucket,) = tune.buckets(SPECS["add_rmsnorm"], ["bf16"], False, [8192], [5000])
+    assert (bucket.cols_lo, bucket.cols_hi, bucket.rows_lo, bucket.rows_hi) == (4097, 8192, 1024, None)
+    cells = tune.cells(bucket, ["pre", "post"], False)
+    assert sorted(cells) == sorted((m, r, c) for m in ("pre", "post") for r in (1024, 8192) for c in (8192, 6144))
+    assert [b.rows_lo for b in tune.buckets(SPECS["add_rmsnorm"], ["bf16"], False, [8192])] == [1, 1024]
+    (small,) = tune.buckets(SPECS["add_rmsnorm"], ["bf16"], False, [8192], [1, 1023])
+    assert (small.rows_lo, small.rows_hi) == (1, 1023)

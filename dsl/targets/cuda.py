@@ -227,6 +227,7 @@ def parse_tuning(data: dict) -> dict:
     keeps its bucket's (a row may put a single-pass bucket on the multi-pass kernel)."""
     ops = {}
     bucket_of = {cols_hi: (passes, block_n) for _, cols_hi, passes, block_n in buckets()}
+    row_lows = [lo for lo, _ in ROW_BUCKETS]
     for op, section in data["ops"].items():
         best = {}
         for row in section["best"]:
@@ -235,6 +236,8 @@ def parse_tuning(data: dict) -> dict:
             where = f"dsl/tuning/cuda.json: {op} {row['dtype']} cols_hi {row['cols_hi']} rows_lo {row['rows_lo']}"
             if row["cols_hi"] not in bucket_of:
                 raise ValueError(f"{where}: no width bucket ends at {row['cols_hi']}")
+            if row["rows_lo"] not in row_lows:
+                raise ValueError(f"{where}: no row bucket starts at {row['rows_lo']} (row buckets start at {row_lows})")
             if (passes is None) != (block_n is None):
                 raise ValueError(f"{where}: give passes and block_n together, or neither")
             if passes is Pass.SINGLE and block_n != bucket_of[row["cols_hi"]][1]:
