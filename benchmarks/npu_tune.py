@@ -192,13 +192,19 @@ def section(spec, recorded: list[dict], meta: dict) -> dict:
     return {**meta, "best": best, "measurements": measurements}
 
 
-def from_recorded(path: Path, out: Path = npu_tuning.TUNING_FILE, ops=None) -> Path:
+def from_recorded(path: Path, out: Path = npu_tuning.TUNING_FILE, ops=None, spec_dir=None) -> Path:
     """Choose from a recording (``{"device", "date", "timings": [{"op", "candidate": {...}, "us": [...]}
-    or {"op", "candidate", "error"}]}``, one time per shape of ``cells``) and write the file."""
+    or {"op", "candidate", "error"}]}``, one time per shape of ``cells``) and write the file. The ops
+    are ``spec_dir``'s (the shipped specs by default), those that measured them; timings of an op not
+    there are refused (their choice would be judged against another op's candidates, or dropped)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     meta = {"device": data["device"], "date": data["date"], "method": "measured: " + data.get("method", "")}
+    known = {spec.name for spec in specs(None, spec_dir)}
+    strangers = sorted({r["op"] for r in data["timings"]} - known)
+    if strangers:
+        raise ValueError(f"npu tune: {path} has timings of {', '.join(strangers)}, not an npu op of these specs")
     sections = {}
-    for spec in specs(ops):
+    for spec in specs(ops, spec_dir):
         recorded = [r for r in data["timings"] if r["op"] == spec.name]
         if recorded:
             sections[spec.name] = section(spec, recorded, meta)
@@ -271,7 +277,7 @@ def tune(spec_dir=None, out: Path | None = None, ops=None, reps: int = 5) -> Pat
         "timings": timings,
     }
     recording.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    return from_recorded(recording, out or npu_tuning.TUNING_FILE, ops)
+    return from_recorded(recording, out or npu_tuning.TUNING_FILE, ops, spec_dir)
 
 
 def self_test() -> int:

@@ -46,6 +46,7 @@ import torch
 from benchmarks import timing
 from benchmarks.calls import call_bytes, check, launcher_for, make_call
 from benchmarks.tuning_file import merged, section, tuning_text
+from dsl.model import DType
 
 ROW_SAMPLES = (1, 64, 512, 1024, 8192, 65536)
 MULTI_FROM = 4096  # single-pass buckets this wide also try the multi-pass kernel
@@ -267,12 +268,21 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
     from dsl.model import Target
     from dsl.targets import cuda
 
-    if not torch.cuda.is_available():
-        raise SystemExit("tune: needs a CUDA GPU (try --self-test)")
     out = out or cuda.TUNING_FILE
     specs = [s for s in pipeline.load_specs(spec_dir or pipeline.SPECS) if Target.CUDA in s.targets]
+    unknown = sorted(set(ops or ()) - {s.name for s in specs})
+    if unknown:
+        raise SystemExit(f"tune: no op with a cuda target in the specs is named {', '.join(unknown)}")
     specs = [s for s in specs if ops is None or s.name in ops]
     dtypes = dtypes or (["bf16"] if quick else list(DEFAULT_DTYPES))
+    for spec in specs:  # a selection that measures nothing must not stamp the op's section as re-tuned
+        if not buckets(spec, dtypes, quick, widths, rows):
+            raise SystemExit(
+                f"tune: --dtypes {','.join(dtypes)}, --widths {widths} and --rows {rows} leave {spec.name} "
+                f"no bucket to measure ({'--quick measures widths ' + str(QUICK_WIDTHS) if quick else 'see --help'})"
+            )
+    if not torch.cuda.is_available():
+        raise SystemExit("tune: needs a CUDA GPU (try --self-test)")
     properties = torch.cuda.get_device_properties(torch.cuda.current_device())
     meta = {
         "device": f"{properties.name} ({properties.multi_processor_count} SMs)",
@@ -314,6 +324,19 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
     return out
 
 
+def counts(parser, name: str, text: str | None) -> list[int] | None:
+    """--widths or --rows: positive whole numbers, comma-separated."""
+    if not text:
+        return None
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        parser.error(f"--{name} {text!r}: give positive whole numbers separated by commas, e.g. 4096,8192")
+    if any(v < 1 for v in values):
+        parser.error(f"--{name} {text!r}: every value must be 1 or more")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--ops", help="comma-separated op names (default: every shipped op with a cuda target)")
@@ -334,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         return self_test()
     ops = args.ops.split(",") if args.ops else None
     dtypes = args.dtypes.split(",") if args.dtypes else None
-    widths = [int(w) for w in args.widths.split(",")] if args.widths else None
-    rows = [int(r) for r in args.rows.split(",")] if args.rows else None
+    if dtypes and (unknown := [d for d in dtypes if d not in {t.value for t in DType}]):
+        parser.error(f"--dtypes: unknown {', '.join(unknown)} (the dtypes are {', '.join(t.value for t in DType)})")
+    widths, rows = (counts(parser, name, getattr(args, name)) for name in ("widths", "rows"))
     tune(args.specs, args.out, ops, args.quick, dtypes, args.time_limit, args.reps, args.jobs, widths, rows)
     return 0
 

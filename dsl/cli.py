@@ -13,8 +13,13 @@ DIR`` does the same for your own specs; there ``--out`` is required to write
 to the shipped specs, and ``--check`` without ``--out`` compares the installed
 ``generated`` package with them.
 
-Spec, command-line and --out errors exit with status 2, an internal error with
-status 1 and one line (no traceback unless --debug).
+--check, --list and --tune exclude each other; --tune takes neither --out nor
+--namespace; in a checkout, --specs other than the shipped folder needs --out to
+write (it would otherwise replace the shipped ops in generated/); an empty --specs
+or --out is refused.
+
+Spec, command-line, --out and tuning-file errors exit with status 2, an internal
+error with status 1 and one line (no traceback unless --debug).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from . import emit, pipeline
 from .diagnostics import SpecError
 from .plan import plan
+from .targets import TuningError
 
 # A source checkout has build.py next to dsl/; an installed copy (site-packages) does not.
 IN_CHECKOUT = (pipeline.ROOT / "build.py").is_file()
@@ -104,30 +110,46 @@ def list_ops(spec_dir: Path, namespace: str = "normgen") -> str:
     return "\n".join(lines)
 
 
+def folder(text: str) -> Path:
+    """A folder argument; an empty one is refused (Path("") is ".": ``--out "$PKG"`` with PKG unset
+    would write the package into the working directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty (an unset variable?); pass a folder, or . for this one")
+    return Path(text)
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--specs", type=Path, default=pipeline.SPECS, help="folder of *.norm specs (default: the shipped dsl/specs)"
+        "--specs", type=folder, default=pipeline.SPECS, help="folder of *.norm specs (default: the shipped dsl/specs)"
     )
     out_default = "generated" if IN_CHECKOUT else "none: required to write; --check compares the installed generated"
-    parser.add_argument("--out", type=Path, help=f"package folder to write (default: {out_default})")
+    parser.add_argument("--out", type=folder, help=f"package folder to write (default: {out_default})")
     parser.add_argument(
         "--namespace",
         help="torch.library namespace of the ops (default: normgen for generated/, else the --out folder name)",
     )
-    parser.add_argument("--check", action="store_true", help="write nothing; fail with a diff when --out is stale")
-    parser.add_argument("--list", action="store_true", help="print each op, its kernels and dispatch tables")
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group()  # (one of them would be dropped without a word)
+    what.add_argument("--check", action="store_true", help="write nothing; fail with a diff when --out is stale")
+    what.add_argument("--list", action="store_true", help="print each op, its kernels and dispatch tables")
+    what.add_argument(
         "--tune",
         choices=["cuda", "npu"],
         help="measure configs on this machine's GPU or NPU (benchmarks/tune.py, benchmarks/npu_tune.py; a checkout)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.tune and (args.out is not None or args.namespace is not None):
+        parser.error("--tune writes the tuning file (dsl/tuning/), not a package: --out and --namespace do not apply")
     out = args.out
     if out is None:
         if not (IN_CHECKOUT or args.check or args.list or args.tune):
             parser.error("--out DIR is required outside a normgen checkout (the installed generated/ is not written)")
+        if not (args.check or args.list or args.tune) and args.specs.resolve() != pipeline.SPECS:
+            parser.error(
+                "--specs without --out would write your ops into generated/ and remove the shipped ones; "
+                "pass --out DIR for your package (python build.py --specs DIR --out DIR)"
+            )
         out = pipeline.GENERATED
     try:
         check_folders(args.specs, out)
@@ -177,7 +199,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             raise
         print(error.render(), file=sys.stderr)
         return 2
-    except (UsageError, FileNotFoundError, NotADirectoryError) as error:
+    except (UsageError, TuningError, FileNotFoundError, NotADirectoryError) as error:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)

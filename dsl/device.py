@@ -11,10 +11,10 @@ functions a kernel calls by name, not a module's attributes. (Loads and stores
 stay in the kernels' text: see templates/kernel_macros.jinja.)
 """
 
-import os
-
 import triton
 import triton.language as tl
+
+from .interpreter import interpreting
 
 # ----------------------------------------------------------------------------
 # Tiles and masks
@@ -224,7 +224,7 @@ def sum_partials(P_ptr, OUT_ptr, n_programs, n_cols, BLOCK_P: tl.constexpr, BLOC
     tl.store(OUT_ptr + grad * n_cols + cols, tl.sum(acc, axis=0).to(OUT_ptr.dtype.element_ty), mask=col_mask)
 
 
-if os.environ.get("TRITON_INTERPRET", "0") == "1":  # the interpreter would fold max_keep_nan per element
+if interpreting():  # the interpreter would fold max_keep_nan per element
     import numpy as np
 
     from .interpreter import fold_in_numpy

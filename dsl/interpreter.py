@@ -13,9 +13,27 @@ registered pair against it (NaNs, signed zeros, infinities, ties, each axis and 
 ``dsl/device.py`` registers its combine function when ``TRITON_INTERPRET=1``; outside the
 interpreter nothing is touched, and a Triton without the interpreter's ``ReduceOps`` keeps
 its own fold.
+
+``interpreting()`` says whether Triton runs kernels in its interpreter, read from
+``TRITON_INTERPRET`` as the installed Triton reads it (``dsl/runtime.py`` and ``dsl/device.py``
+ask it, so that normgen never sends CPU tensors to the reference while Triton interprets).
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+
+def interpreting() -> bool:
+    """TRITON_INTERPRET as Triton reads it: from Triton 3.4 (``triton.knobs``) 1, true, on or yes in
+    any case; before (triton-ascend's Triton) only 1. Without Triton: 1."""
+    value = os.environ.get("TRITON_INTERPRET", "0")
+    spec = importlib.util.find_spec("triton")  # (finds the package without importing it)
+    knobs = spec is not None and any((Path(p) / "knobs.py").is_file() for p in spec.submodule_search_locations or ())
+    return value.lower() in ("1", "true", "on", "yes") if knobs else value == "1"
+
 
 FOLDS: list[tuple[object, object]] = []  # (combine function, numpy reduction), in registration order
 

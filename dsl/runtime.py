@@ -33,8 +33,9 @@ from .dispatch import DispatchTable as DispatchTable  # modules name runtime.Ent
 from .dispatch import Entry as Entry
 from .dispatch import amend as amend  # runtime.amend: a table written as another's, amended
 from .dispatch import split_columns
+from .interpreter import interpreting
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET = interpreting()  # TRITON_INTERPRET as the installed Triton reads it
 INTERPRET_TARGET = os.environ.get("NORMGEN_INTERPRET_TARGET", "cuda")
 if INTERPRET_TARGET not in ("cuda", "npu"):
     raise ValueError(f"NORMGEN_INTERPRET_TARGET must be 'cuda' or 'npu', got {INTERPRET_TARGET!r}")
@@ -45,6 +46,10 @@ if INTERPRET and INTERPRET_TARGET == "npu" and importlib.util.find_spec("triton.
         "NORMGEN_INTERPRET_TARGET=npu runs the npu kernels in triton-ascend's interpreter, and this "
         "environment's triton is not triton-ascend (bash scripts/npu_env.sh builds a venv that has it)"
     )
+
+NPU_VECTOR_CORES = os.environ.get("NORMGEN_NPU_VECTOR_CORES", "8")
+if not (NPU_VECTOR_CORES.isdigit() and int(NPU_VECTOR_CORES) > 0):  # (read at an npu launch in the interpreter)
+    raise ValueError(f"NORMGEN_NPU_VECTOR_CORES must be a positive whole number, got {NPU_VECTOR_CORES!r}")
 
 DTYPE_TOKEN = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -102,7 +107,7 @@ def other_device(target: str, device_index: int):
 def npu_vector_cores(device_index: int) -> int:
     """Vector cores of one NPU, asked of the driver once per device and cached."""
     if INTERPRET:
-        return int(os.environ.get("NORMGEN_NPU_VECTOR_CORES", "8"))
+        return int(NPU_VECTOR_CORES)
     import triton
 
     properties = triton.runtime.driver.active.utils.get_device_properties(device_index)

@@ -37,3 +37,52 @@ def test_a_user_folder_builds_with_out(installed, tmp_path):
     assert cli.main(["--specs", str(tmp_path / "specs"), "--out", str(tmp_path / "mine_pkg")]) == 0
     assert (tmp_path / "mine_pkg" / "mine.py").is_file()
     assert cli.main(["--specs", str(tmp_path / "specs"), "--out", str(tmp_path / "mine_pkg"), "--check"]) == 0
+
+
+def _generated_files():
+    return sorted((p.name, p.stat().st_mtime_ns) for p in pipeline.GENERATED.iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # in a checkout, --specs alone wrote DIR's ops into generated/ and removed the shipped ones
+        (["--specs", "{specs}"], "--specs without --out would write your ops into generated/"),
+        (["--check", "--list"], "not allowed with argument"),  # --list ran, --check never did
+        (["--tune", "cuda", "--check"], "not allowed with argument"),
+        (["--tune", "cuda", "--out", "{tmp}/pkg"], "--tune writes the tuning file"),
+        (["--tune", "npu", "--namespace", "mine"], "--tune writes the tuning file"),
+        (["--out", ""], "empty (an unset variable?)"),  # Path("") is "." : the package went into the cwd
+        (["--specs", " ", "--out", "{tmp}/pkg"], "empty (an unset variable?)"),
+    ],
+)
+def test_command_lines_that_would_drop_a_flag_or_write_elsewhere_are_refused(
+    argv, message, tmp_path, monkeypatch, capsys
+):
+    """Run where a regression could only write into tmp_path: the working directory and generated/ are
+    stand-ins there (the code before these refusals wrote the package into both)."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "mine.norm").write_text("op mine {\n    norm = rms\n    targets = cuda\n}\n")
+    (tmp_path / "generated").mkdir()
+    monkeypatch.setattr(pipeline, "GENERATED", tmp_path / "generated")
+    monkeypatch.chdir(tmp_path)
+    before = _generated_files()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([a.format(specs=tmp_path / "specs", tmp=tmp_path) for a in argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert _generated_files() == before == [] and sorted(p.name for p in tmp_path.iterdir()) == ["generated", "specs"]
+
+
+def test_a_tuning_file_error_is_an_input_error_naming_the_file(monkeypatch, tmp_path, capsys):
+    """It was reported as an internal error (status 1), often without the file (KeyError: 'num_warps')."""
+    from dsl.targets import cuda
+
+    bad = tmp_path / "cuda.json"
+    bad.write_text('{"ops": {"rmsnorm": {"best": [{"dtype": "bf16", "cols_hi": 8192, "rows_lo": 1}]}}}')
+    monkeypatch.setattr(
+        pipeline, "read_tuning", lambda: {pipeline.Target.CUDA: cuda.load_tuning(bad), pipeline.Target.NPU: None}
+    )
+    assert cli.main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {bad}: rmsnorm bf16 cols_hi 8192 rows_lo 1: lacks block_m, num_warps, grid" in err

@@ -56,6 +56,24 @@ def test_a_multi_pass_row_in_a_single_pass_bucket():
         (row(8192, 1024, passes="multi", block_n=8), "power of two"),
         (row(6000, 1024), "no width bucket"),
         (row(8192, 2000), "no row bucket starts at 2000"),
+        # the split grid is the backward's: its column programs would write rows past the tensor
+        (row(8192, 1024, grid="split"), "the forward's grids are tiles and persistent"),
+        # a single pass in the open-ended bucket: a 4096-wide tile on rows of 40000 columns
+        (row(None, 1, passes="single", block_n=4096), "whole row"),
+        (row(8192, 1024, block_m=0), "block_m 0 is not a power of two"),
+        (row(8192, 1024, block_m=3), "block_m 3 is not a power of two"),
+        (row(128, 1024, block_m=32), "block_m 32 is not a power of two in 1..16"),
+        (row(8192, 1024, block_m=8), "over 32768 elements"),
+        (row(8192, 1024, num_warps=0), "num_warps 0"),
+        (row(8192, 1024, num_warps=3), "num_warps 3"),
+        (row(8192, 1024, num_warps=64), "num_warps 64"),
+        (row(8192, 1024, num_warps=8.5), "num_warps must be a whole number"),
+        (row(8192, 1024, num_warps="print('x') or 8"), "num_warps must be a whole number"),
+        (row(8192, 1024, num_warps=True), "num_warps must be a whole number"),
+        (row(4096.0, 1024), "cols_hi must be a whole number"),
+        (row(8192, 1024, num_wraps=16), "unknown key 'num_wraps'"),
+        ({"dtype": "bf16", "cols_hi": 8192, "rows_lo": 1, "block_m": 1, "grid": "tiles"}, "lacks num_warps"),
+        (row(8192, 1024, grid="persistant"), "persistant"),
         (row(8192, 1024, passes="double", block_n=4096), "double"),
     ],
 )
@@ -136,3 +154,57 @@ def test_the_tuner_measures_only_the_buckets_asked_for():
     assert [b.rows_lo for b in tune.buckets(SPECS["add_rmsnorm"], ["bf16"], False, [8192])] == [1, 1024]
     (small,) = tune.buckets(SPECS["add_rmsnorm"], ["bf16"], False, [8192], [1, 1023])
     assert (small.rows_lo, small.rows_hi) == (1, 1023)
+
+
+def test_a_second_row_for_one_bucket_is_refused():
+    with pytest.raises(cuda.TuningError, match="a second row for this bucket"):
+        tuning(row(8192, 1024, num_warps=8), row(8192, 1024, num_warps=16))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"fallbak": "rmsnorm", "ops": {}}, "unknown key 'fallbak'"),
+        ({"fallback": None, "ops": {"rmsnorm": {"best": [], "mesurements": []}}}, "unknown key 'mesurements'"),
+        ({"fallback": None, "ops": {"rmsnorm": {}}}, "lacks best"),
+        ({"fallback": "layernorm", "ops": {"rmsnorm": {"best": []}}}, "fallback op 'layernorm' has no measurements"),
+    ],
+)
+def test_sections_the_planner_cannot_follow_are_refused(data, message):
+    with pytest.raises(cuda.TuningError, match=message):
+        cuda.parse_tuning(data)
+
+
+def test_a_file_with_a_key_twice_or_not_json_is_refused_naming_it(tmp_path):
+    """json.loads keeps the last of two keys (a merge resolved badly); the reader refuses it."""
+    path = tmp_path / "cuda.json"
+    path.write_text('{"fallback": null, "ops": {"rmsnorm": {"best": [{"dtype": "bf16", "cols_hi": 8192, '
+                    '"rows_lo": 1, "block_m": 1, "num_warps": 1, "num_warps": 32, "grid": "tiles"}]}}}')  # fmt: skip
+    with pytest.raises(cuda.TuningError, match="'num_warps' appears twice"):
+        cuda.load_tuning(path)
+    path.write_text('{"fallback": null, "ops": {,}}')
+    with pytest.raises(cuda.TuningError, match=f"{path}: not valid JSON"):
+        cuda.load_tuning(path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ops", "add_rmsnom"], "no op with a cuda target in the specs is named add_rmsnom"),
+        (["--dtypes", "bf61"], "--dtypes: unknown bf61"),
+        (["--widths", "4096,"], "give positive whole numbers"),
+        (["--rows", "0"], "every value must be 1 or more"),
+        (["--quick", "--widths", "300"], "leave add_rmsnorm no bucket to measure"),
+    ],
+)
+def test_the_tuner_refuses_a_selection_that_measures_nothing(argv, message, tmp_path, capsys):
+    """Such a run exited 0 after rewriting the ops' sections with today's date and this device, as if
+    re-tuned (the file is the real one unless --out: here a copy)."""
+    from benchmarks import tune
+
+    out = tmp_path / "cuda.json"
+    out.write_text(cuda.TUNING_FILE.read_text())
+    with pytest.raises(SystemExit) as exit_:
+        tune.main([*argv, "--out", str(out), *([] if "--ops" in argv else ["--ops", "add_rmsnorm"])])
+    assert message in str(exit_.value.code) + capsys.readouterr().err
+    assert out.read_text() == cuda.TUNING_FILE.read_text()

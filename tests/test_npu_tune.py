@@ -202,3 +202,32 @@ def test_cost_report_moves_no_more_than_the_seed():
         assert float(gm) <= float(seed), (op, dtype, mode, shape, kernel)
         if dtype in ("bf16", "fp16") and 4096 <= n_cols <= 8192:
             assert float(gm) < float(seed), (op, dtype, mode, shape, kernel)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"multibuffer": "false"}, "multibuffer must be true or false"),  # (the string was read as true)
+        ({"block_m": 2.5}, "block_m must be a whole number"),
+        ({"block_n": 4096.0}, "block_n must be a whole number"),
+        ({"multi_buffer": False}, "unknown key 'multi_buffer'"),
+        ({"passes": "double"}, "double"),
+    ],
+)
+def test_rows_of_the_wrong_type_or_with_unknown_keys_are_refused(change, message):
+    rows = seed_rows(SPECS["rmsnorm"])
+    rows[0] = {**rows[0], **change}
+    with pytest.raises(ValueError, match=message):
+        tuning_of({"rmsnorm": rows})
+
+
+def test_a_recording_with_timings_of_an_op_not_in_the_specs_is_refused(tmp_path):
+    """Timings of ops the specs do not have were dropped without a word (or, with --specs, judged against
+    the shipped specs'); now the run stops naming them."""
+    spec = SPECS["rmsnorm"]
+    data = recording(spec, lambda bucket, found: found[0])
+    data["timings"].append({**data["timings"][0], "op": "mine_norm"})
+    path = tmp_path / "recording.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="timings of mine_norm, not an npu op of these specs"):
+        npu_tune.from_recorded(path, tmp_path / "npu.json", ["rmsnorm"])

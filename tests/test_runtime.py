@@ -296,5 +296,31 @@ def test_environment_variables_with_unknown_values_are_refused_at_import():
     if importlib.util.find_spec("triton.backends.ascend") is None:  # (the main venv: upstream Triton)
         result = _import_generated(TRITON_INTERPRET="1", NORMGEN_INTERPRET_TARGET="npu")
         assert result.returncode != 0 and "this environment's triton is not triton-ascend" in result.stderr
+    for cores in ("abc", "0"):  # ("abc" failed at the first npu launch with int()'s error; 0 and -3 ran)
+        result = _import_generated(NORMGEN_NPU_VECTOR_CORES=cores)
+        assert (
+            result.returncode != 0
+            and f"NORMGEN_NPU_VECTOR_CORES must be a positive whole number, got {cores!r}" in result.stderr
+        )
     for host in ("python", "cxx"):
         assert _import_generated(NORMGEN_HOST=host).returncode == 0
+
+
+def test_triton_interpret_is_read_as_the_installed_triton_reads_it():
+    """Triton 3.4+ runs its interpreter for TRITON_INTERPRET=true (on, yes, any case) too; normgen took only
+    "1", so CPU calls ran the PyTorch reference while Triton interpreted: its kernels never ran. Triton's
+    own reading of each value, beside normgen's, in fresh processes."""
+    code = (
+        "import dsl.runtime as r\n"
+        "try:\n    from triton import knobs; t = bool(knobs.runtime.interpret)\n"
+        "except ImportError:\n    import os; t = os.environ['TRITON_INTERPRET'] == '1'\n"
+        "print(r.INTERPRET, t)"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for value in ("true", "On", "2"):
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+            env={**environment, "TRITON_INTERPRET": value},
+        )  # fmt: skip
+        normgen, triton = result.stdout.split()
+        assert normgen == triton, (value, result.stdout, result.stderr)

@@ -10,10 +10,65 @@ branches on the target itself. Adding a target: a module here, an entry in
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from ..model import NormSpec, Target
 from ..table import DispatchEntry
+
+
+class TuningError(ValueError):
+    """A tuning file the planner cannot follow as written; the message names the file and the row.
+    ``build.py`` reports it as an input error (exit status 2)."""
+
+
+def read_tuning_json(path: Path) -> dict:
+    """A tuning file's JSON object. A key twice in one object (a merge resolved badly: json.loads
+    would keep the last) and text that is not JSON are refused, naming the file."""
+
+    def unique(pairs: list[tuple]) -> dict:
+        keys = [key for key, _ in pairs]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise TuningError(f"{path}: the key {twice[0]!r} appears twice in one object")
+        return dict(pairs)
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique)
+    except json.JSONDecodeError as error:
+        raise TuningError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise TuningError(f"{path}: the file must hold one JSON object")
+    return data
+
+
+def check_keys(where: str, obj: object, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """An object of a tuning file holds every required key and no key it does not know (a misspelled
+    key would be ignored)."""
+    if not isinstance(obj, dict):
+        raise TuningError(f"{where}: expected a JSON object, got {obj!r}")
+    missing = [key for key in required if key not in obj]
+    unknown = sorted(key for key in obj if key not in required + optional)
+    if missing:
+        raise TuningError(f"{where}: lacks {', '.join(missing)}")
+    if unknown:
+        known = ", ".join(required + optional)
+        raise TuningError(f"{where}: unknown key {unknown[0]!r} (the keys are {known})")
+
+
+def whole(where: str, key: str, value: object, low: int = 1, high: int | None = None, pow2: bool = False,
+          none: bool = False) -> int | None:  # fmt: skip
+    """A whole-number field of a tuning file's row (JSON true, 4096.0 or "8" are refused: the generated
+    tables print the value as it is)."""
+    if value is None and none:
+        return None
+    if type(value) is not int:
+        raise TuningError(f"{where}: {key} must be a whole number, got {value!r}")
+    if value < low or (high is not None and value > high) or (pow2 and value & (value - 1)):
+        span = f"{low}..{high}" if high is not None else f"{low} or more"
+        raise TuningError(f"{where}: {key} {value} is not {'a power of two ' if pow2 else ''}in {span}")
+    return value
 
 
 class TargetRules(ABC):

@@ -11,13 +11,12 @@ the op, or, for an op not measured yet, the file's fallback op; else from
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from ..model import DTYPE_BYTES, Casting, DType, NormSpec, ResidualMode, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv, next_pow2
-from . import TargetRules
+from . import TargetRules, TuningError, check_keys, read_tuning_json, whole
 
 MAX_SINGLE_PASS = 32768  # elements held in registers by one program
 MULTI_BLOCK_N = 4096
@@ -221,42 +220,63 @@ def default_config(dtype: DType, block_n: int, rows_lo: int) -> tuple[int, int, 
     return block_m, num_warps, Grid.TILES
 
 
-def parse_tuning(data: dict) -> dict:
+ROW_KEYS = ("dtype", "cols_hi", "rows_lo", "block_m", "num_warps", "grid")
+ROW_OPTIONAL = ("passes", "block_n", "score", "speedup_vs_default", "date", "measured_as")
+SECTION_OPTIONAL = ("op", "device", "date", "torch", "triton", "method", "complete", "measurements")
+FORWARD_GRIDS = (Grid.TILES, Grid.PERSISTENT)  # (the split grid is the backward's: its extra programs)
+MAX_BLOCK_M = 16  # the tuner's largest
+
+
+def parse_tuning(data: dict, source: str = "dsl/tuning/cuda.json") -> dict:
     """The tuning file's JSON -> {"fallback": op, "ops": {op: {(dtype, cols_hi, rows_lo): config}}};
     a config is (rows per program, warps, grid, pass, BLOCK_N), the last two None where the row
-    keeps its bucket's (a row may put a single-pass bucket on the multi-pass kernel)."""
+    keeps its bucket's (a row may put a single-pass bucket on the multi-pass kernel). Every value is
+    checked here (the generated tables print them as they are); a row the planner could not follow,
+    a key it does not know and a second row for one bucket are refused (``TuningError``)."""
+    check_keys(source, data, ("ops",), ("fallback",))
+    if not isinstance(data["ops"], dict):
+        raise TuningError(f"{source}: ops must map op names to sections")
     ops = {}
     bucket_of = {cols_hi: (passes, block_n) for _, cols_hi, passes, block_n in buckets()}
     row_lows = [lo for lo, _ in ROW_BUCKETS]
     for op, section in data["ops"].items():
+        check_keys(f"{source}: {op}", section, ("best",), SECTION_OPTIONAL)
         best = {}
         for row in section["best"]:
-            passes = Pass(row["passes"]) if "passes" in row else None
-            block_n = row.get("block_n")
-            where = f"dsl/tuning/cuda.json: {op} {row['dtype']} cols_hi {row['cols_hi']} rows_lo {row['rows_lo']}"
-            if row["cols_hi"] not in bucket_of:
-                raise ValueError(f"{where}: no width bucket ends at {row['cols_hi']}")
-            if row["rows_lo"] not in row_lows:
-                raise ValueError(f"{where}: no row bucket starts at {row['rows_lo']} (row buckets start at {row_lows})")
+            if not isinstance(row, dict):
+                raise TuningError(f"{source}: {op}: a row of best is not a JSON object: {row!r}")
+            where = f"{source}: {op} {row.get('dtype')} cols_hi {row.get('cols_hi')} rows_lo {row.get('rows_lo')}"
+            check_keys(where, row, ROW_KEYS, ROW_OPTIONAL)
+            try:
+                dtype, grid = DType(row["dtype"]), Grid(row["grid"])
+                passes = Pass(row["passes"]) if "passes" in row else None
+            except ValueError as error:
+                raise TuningError(f"{where}: {error}") from None
+            if grid not in FORWARD_GRIDS:
+                raise TuningError(f"{where}: grid {grid.value!r}: the forward's grids are tiles and persistent")
+            cols_hi = whole(where, "cols_hi", row["cols_hi"], none=True)
+            if cols_hi not in bucket_of:
+                raise TuningError(f"{where}: no width bucket ends at {cols_hi}")
+            rows_lo = whole(where, "rows_lo", row["rows_lo"])
+            if rows_lo not in row_lows:
+                raise TuningError(f"{where}: no row bucket starts at {rows_lo} (row buckets start at {row_lows})")
+            block_m = whole(where, "block_m", row["block_m"], 1, MAX_BLOCK_M, pow2=True)
+            num_warps = whole(where, "num_warps", row["num_warps"], 1, 32, pow2=True)
+            block_n = whole(where, "block_n", row.get("block_n"), MIN_BLOCK_N, pow2=True, none=True)
             if (passes is None) != (block_n is None):
-                raise ValueError(f"{where}: give passes and block_n together, or neither")
-            if passes is Pass.SINGLE and block_n != bucket_of[row["cols_hi"]][1]:
-                raise ValueError(
-                    f"{where}: a single pass holds the bucket's whole row (block_n {bucket_of[row['cols_hi']][1]})"
-                )
-            if passes is Pass.MULTI and (block_n < MIN_BLOCK_N or block_n & (block_n - 1)):
-                raise ValueError(f"{where}: block_n must be a power of two of at least {MIN_BLOCK_N}")
-            best[DType(row["dtype"]), row["cols_hi"], row["rows_lo"]] = (
-                row["block_m"],
-                row["num_warps"],
-                Grid(row["grid"]),
-                passes,
-                block_n,
-            )
+                raise TuningError(f"{where}: give passes and block_n together, or neither")
+            if passes is Pass.SINGLE and (cols_hi is None or block_n != bucket_of[cols_hi][1]):
+                widest = "no single pass beyond" if cols_hi is None else f"block_n {bucket_of[cols_hi][1]}"
+                raise TuningError(f"{where}: a single pass holds the bucket's whole row ({widest})")
+            if block_m * (block_n or bucket_of[cols_hi][1]) > MAX_SINGLE_PASS:
+                raise TuningError(f"{where}: a tile of {block_m} rows is over {MAX_SINGLE_PASS} elements")
+            if (dtype, cols_hi, rows_lo) in best:
+                raise TuningError(f"{where}: a second row for this bucket (which one is meant?)")
+            best[dtype, cols_hi, rows_lo] = (block_m, num_warps, grid, passes, block_n)
         ops[op] = best
     fallback = data.get("fallback")
     if fallback is not None and fallback not in ops:
-        raise ValueError(f"the tuning file's fallback op {fallback!r} has no measurements")
+        raise TuningError(f"{source}: the fallback op {fallback!r} has no measurements")
     return {"fallback": fallback, "ops": ops}
 
 
@@ -264,7 +284,16 @@ def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     """The parsed tuning file, or None when there is none (the pipeline calls this, never the planner)."""
     if not path.exists():
         return None
-    return parse_tuning(json.loads(path.read_text(encoding="utf-8")))
+    return parse_tuning(read_tuning_json(path), display(path))
+
+
+def display(path: Path) -> str:
+    """A tuning file's name in messages: from the checkout's root where it is inside it."""
+    root = Path(__file__).resolve().parent.parent.parent
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def op_configs(spec: NormSpec, tuning: dict | None) -> tuple[dict, str]:

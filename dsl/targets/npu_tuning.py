@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from ..model import DType, NormSpec
 from ..table import DispatchEntry, Grid, Pass
+from . import TuningError, check_keys, read_tuning_json, whole
 
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "npu.json"
 WIDE_FROM = 2049  # the file's rows start here; narrower rows are the seed's
@@ -46,16 +47,19 @@ class Choice(NamedTuple):
 
 
 def _choice(op: str, row: dict) -> Choice:
-    missing = [name for name in FIELDS if name not in row]
-    if missing:
-        raise ValueError(f"npu tuning file: a row of {op} lacks {', '.join(missing)}: {row}")
+    where = f"npu tuning file: a row of {op}"
+    check_keys(where, row, FIELDS)
     try:
-        return Choice(
-            DType(row["dtype"]), row["cols_lo"], row["cols_hi"], row["rows_lo"], row["rows_hi"],
-            Pass(row["passes"]), row["block_m"], row["block_n"], bool(row["multibuffer"]),
-        )  # fmt: skip
+        dtype, passes = DType(row["dtype"]), Pass(row["passes"])
     except ValueError as error:
-        raise ValueError(f"npu tuning file: a row of {op}: {error}") from None
+        raise TuningError(f"{where}: {error}") from None
+    if type(row["multibuffer"]) is not bool:  # (the string "false" would be true)
+        raise TuningError(f"{where}: multibuffer must be true or false, got {row['multibuffer']!r}")
+    return Choice(
+        dtype, whole(where, "cols_lo", row["cols_lo"]), whole(where, "cols_hi", row["cols_hi"], none=True),
+        whole(where, "rows_lo", row["rows_lo"]), whole(where, "rows_hi", row["rows_hi"], none=True), passes,
+        whole(where, "block_m", row["block_m"]), whole(where, "block_n", row["block_n"]), row["multibuffer"],
+    )  # fmt: skip
 
 
 def _check_cover(op: str, dtype: DType, choices: list[Choice]) -> None:
@@ -67,27 +71,27 @@ def _check_cover(op: str, dtype: DType, choices: list[Choice]) -> None:
     expected = WIDE_FROM
     for lo, hi in sorted(buckets, key=lambda b: b[0]):
         if lo != expected:
-            raise ValueError(f"{where}: widths {expected}.. are not covered once (a bucket starts at {lo})")
+            raise TuningError(f"{where}: widths {expected}.. are not covered once (a bucket starts at {lo})")
         rows = sorted(buckets[lo, hi], key=lambda c: c.rows_lo)
         next_row = 1
         for c in rows:
             if c.rows_lo != next_row:
-                raise ValueError(f"{where} cols {lo}..{hi}: rows {next_row}.. are not covered once")
+                raise TuningError(f"{where} cols {lo}..{hi}: rows {next_row}.. are not covered once")
             next_row = None if c.rows_hi is None else c.rows_hi + 1
         if next_row is not None:
-            raise ValueError(f"{where} cols {lo}..{hi}: rows {next_row}.. are not covered")
+            raise TuningError(f"{where} cols {lo}..{hi}: rows {next_row}.. are not covered")
         if hi is None:
             return
         expected = hi + 1
-    raise ValueError(f"{where}: widths {expected}.. are not covered (the last bucket has no upper bound)")
+    raise TuningError(f"{where}: widths {expected}.. are not covered (the last bucket has no upper bound)")
 
 
 def _check_tile(op: str, c: Choice, align: int) -> None:
     where = f"npu tuning file: {op} {c.dtype.value} cols {c.cols_lo}..{c.cols_hi or ''} rows {c.rows_lo}.."
     if c.block_m < 1 or c.block_n < align or c.block_n % align:
-        raise ValueError(f"{where}: a {c.block_m}x{c.block_n} tile (columns: a multiple of {align})")
+        raise TuningError(f"{where}: a {c.block_m}x{c.block_n} tile (columns: a multiple of {align})")
     if c.passes is Pass.SINGLE and (c.cols_hi is None or c.block_n < c.cols_hi):
-        raise ValueError(f"{where}: a single-pass tile must hold the bucket's widest row ({c.block_n} columns)")
+        raise TuningError(f"{where}: a single-pass tile must hold the bucket's widest row ({c.block_n} columns)")
 
 
 def parse_tuning(data: dict) -> dict:
@@ -96,8 +100,12 @@ def parse_tuning(data: dict) -> dict:
     from ..model import DTYPE_BYTES
     from .npu import ALIGN_BYTES
 
+    check_keys("npu tuning file", data, ("ops",))
+    if not isinstance(data["ops"], dict):
+        raise TuningError("npu tuning file: ops must map op names to sections")
     ops = {}
     for op, section in data["ops"].items():
+        check_keys(f"npu tuning file: {op}", section, ("best",), ("method", "device", "date", "measurements"))
         by_dtype: dict[DType, list[Choice]] = {}
         for row in section["best"]:
             choice = _choice(op, row)
@@ -113,7 +121,7 @@ def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     """The parsed file, or None when there is none (the pipeline calls this, never the planner)."""
     if not path.exists():
         return None
-    return parse_tuning(json.loads(path.read_text(encoding="utf-8")))
+    return parse_tuning(read_tuning_json(path))
 
 
 def wide_rows(spec: NormSpec, dtype: DType, tuning: dict | None) -> tuple[Choice, ...]:
@@ -130,12 +138,12 @@ def tuned_entry(spec: NormSpec, c: Choice) -> DispatchEntry:
     where = f"npu tuning file: {spec.name} {c.dtype.value} cols {c.cols_lo}..{c.cols_hi or ''} rows {c.rows_lo}.."
     least = ub_least(spec, c.dtype, c.passes, c.block_m, c.block_n)
     if least > UB_BYTES:
-        raise ValueError(
+        raise TuningError(
             f"{where}: the {c.passes.value}-pass {c.block_m}x{c.block_n} tile needs {least} bytes, over the "
             f"{UB_BYTES}-byte unified buffer (python -m benchmarks.npu_tune --defaults rewrites the file)"
         )
     if c.multibuffer and not multibuffer_fits(spec, c.dtype, c.passes, c.block_m, c.block_n):
-        raise ValueError(
+        raise TuningError(
             f"{where}: multi-buffered, the {c.block_m}x{c.block_n} tile does not fit (the compiler would fall back)"
         )
     return DispatchEntry(
