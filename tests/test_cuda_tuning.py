@@ -208,3 +208,10 @@ def test_the_tuner_refuses_a_selection_that_measures_nothing(argv, message, tmp_
         tune.main([*argv, "--out", str(out), *([] if "--ops" in argv else ["--ops", "add_rmsnorm"])])
     assert message in str(exit_.value.code) + capsys.readouterr().err
     assert out.read_text() == cuda.TUNING_FILE.read_text()
+
+
+def test_the_committed_file_names_only_shipped_ops():
+    """A section is keyed by its op's name: a misspelled one would leave the op on the fallback's configs
+    (only the generated header's wording changed). User specs may have sections too, so this is a check
+    of the committed file, not a refusal in the parser."""
+    assert set(cuda.load_tuning()["ops"]) <= set(SPECS)

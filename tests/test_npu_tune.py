@@ -231,3 +231,8 @@ def test_a_recording_with_timings_of_an_op_not_in_the_specs_is_refused(tmp_path)
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="timings of mine_norm, not an npu op of these specs"):
         npu_tune.from_recorded(path, tmp_path / "npu.json", ["rmsnorm"])
+
+
+def test_the_committed_file_names_only_shipped_ops():
+    """As for the cuda file: a misspelled section would leave its op on the seed's table above 2048."""
+    assert set(npu_tuning.load_tuning()["ops"]) <= set(SPECS)

@@ -384,6 +384,13 @@ class CudaRules(TargetRules):
         if not configs:
             return "the planner's defaults (no tuning data)"
         if measured_on == spec.name:
+            own = sum(key[0] in spec.dtypes for key in tuning["ops"][spec.name])
+            total = len(spec.dtypes) * len(buckets()) * len(ROW_BUCKETS)
+            if own < total and tuning["fallback"]:  # (e.g. fp32's, which a --dtypes bf16 run did not measure)
+                return (
+                    f"dsl/tuning/cuda.json (measured on this op in {own} of its {total} buckets, "
+                    f"on {tuning['fallback']} in the others)"
+                )
             return "dsl/tuning/cuda.json (measured on this op)"
         return f"dsl/tuning/cuda.json (measured on {measured_on}; this op has no measurements of its own yet)"
 
