@@ -275,12 +275,16 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
         raise SystemExit(f"tune: no op with a cuda target in the specs is named {', '.join(unknown)}")
     specs = [s for s in specs if ops is None or s.name in ops]
     dtypes = dtypes or (["bf16"] if quick else list(DEFAULT_DTYPES))
-    for spec in specs:  # a selection that measures nothing must not stamp the op's section as re-tuned
-        if not buckets(spec, dtypes, quick, widths, rows):
-            raise SystemExit(
-                f"tune: --dtypes {','.join(dtypes)}, --widths {widths} and --rows {rows} leave {spec.name} "
-                f"no bucket to measure ({'--quick measures widths ' + str(QUICK_WIDTHS) if quick else 'see --help'})"
-            )
+    # an op the selection leaves nothing to measure is skipped, not stamped as re-tuned (date, device)
+    empty = [s.name for s in specs if not buckets(s, dtypes, quick, widths, rows)]
+    chosen = f"dtypes {','.join(dtypes)}" + "".join(
+        f", {name} {','.join(map(str, values))}" for name, values in (("widths", widths), ("rows", rows)) if values
+    ) + (f" (--quick: widths {','.join(map(str, QUICK_WIDTHS))})" if quick else "")  # fmt: skip
+    if empty and len(empty) == len(specs):
+        raise SystemExit(f"tune: {chosen} leave nothing to measure ({', '.join(empty)})")
+    for name in empty:
+        print(f"tune: {chosen} leave {name} nothing to measure (its dtypes: see its spec); skipped", file=sys.stderr)
+    specs = [s for s in specs if s.name not in empty]
     if not torch.cuda.is_available():
         raise SystemExit("tune: needs a CUDA GPU (try --self-test)")
     properties = torch.cuda.get_device_properties(torch.cuda.current_device())
@@ -326,7 +330,7 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
 
 def counts(parser, name: str, text: str | None) -> list[int] | None:
     """--widths or --rows: positive whole numbers, comma-separated."""
-    if not text:
+    if text is None:
         return None
     try:
         values = [int(item) for item in text.split(",")]

@@ -27,12 +27,18 @@ from pathlib import Path
 
 
 def interpreting() -> bool:
-    """TRITON_INTERPRET as Triton reads it: from Triton 3.4 (``triton.knobs``) 1, true, on or yes in
-    any case; before (triton-ascend's Triton) only 1. Without Triton: 1."""
+    """TRITON_INTERPRET as Triton reads it: from Triton 3.4 (``triton.knobs``) Triton itself is asked
+    (its list of true values: 1, true, on, yes, y, ...); before (triton-ascend's Triton) only 1 is on.
+    Unset or 0: off, without importing Triton."""
     value = os.environ.get("TRITON_INTERPRET", "0")
+    if value in ("", "0"):
+        return False
     spec = importlib.util.find_spec("triton")  # (finds the package without importing it)
-    knobs = spec is not None and any((Path(p) / "knobs.py").is_file() for p in spec.submodule_search_locations or ())
-    return value.lower() in ("1", "true", "on", "yes") if knobs else value == "1"
+    if spec is None or not any((Path(p) / "knobs.py").is_file() for p in spec.submodule_search_locations or ()):
+        return value == "1"
+    from triton import knobs
+
+    return bool(knobs.runtime.interpret)
 
 
 FOLDS: list[tuple[object, object]] = []  # (combine function, numpy reduction), in registration order

@@ -104,9 +104,17 @@ def _load_all(spec_dir: Path) -> tuple[list[NormSpec], list[Diagnostic], dict[st
         raise NotADirectoryError(f"{display_path(spec_dir)} is a file, not a folder of *.norm spec files")
     # (hidden files: editors' lock files and backups, macOS's ._ files, are not specs)
     files = sorted(f for f in spec_dir.glob("*.norm") if not f.name.startswith("."))
-    if not files:
+    # b.NORM would be read on a case-insensitive file system and skipped without a word on the others
+    cased = sorted(
+        f for f in spec_dir.iterdir() if f.suffix != ".norm" and f.suffix.lower() == ".norm" and f.name[0] != "."
+    )
+    if not files and not cased:
         raise FileNotFoundError(f"no *.norm spec files in {display_path(spec_dir)}")
     partial, diagnostics, sources = [], [], {}
+    for file in cased:
+        path = Path(display_path(spec_dir), file.name).as_posix()
+        message = f"{file.name} is not read: spec files end in .norm, in lower case"
+        diagnostics.append(_file_error(path, message, f"rename it to {file.stem}.norm"))
     for file in files:
         raw_name = os.fsencode(file.name)
         try:

@@ -48,7 +48,8 @@ if INTERPRET and INTERPRET_TARGET == "npu" and importlib.util.find_spec("triton.
     )
 
 NPU_VECTOR_CORES = os.environ.get("NORMGEN_NPU_VECTOR_CORES", "8")
-if not (NPU_VECTOR_CORES.isdigit() and int(NPU_VECTOR_CORES) > 0):  # (read at an npu launch in the interpreter)
+# (read at an npu launch in the interpreter; " 8" is 8, "²" is no digit)
+if not (NPU_VECTOR_CORES.isascii() and NPU_VECTOR_CORES.strip().isdigit() and int(NPU_VECTOR_CORES) > 0):
     raise ValueError(f"NORMGEN_NPU_VECTOR_CORES must be a positive whole number, got {NPU_VECTOR_CORES!r}")
 
 DTYPE_TOKEN = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}

@@ -3,7 +3,7 @@
 """layernorm on the cuda target: Triton kernels, dispatch tables, launchers (laid out as the package's docstring says).
 
 y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
-Dispatch numbers come from dsl/tuning/cuda.json (measured on this op in 54 of its 78 buckets, on add_rmsnorm in the others).
+Dispatch numbers come from dsl/tuning/cuda.json (measured on this op in 54 of its 78 buckets; the others: add_rmsnorm's configs where measured, else the planner's defaults).
 """
 
 import triton

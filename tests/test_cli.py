@@ -60,12 +60,20 @@ def test_command_lines_that_would_drop_a_flag_or_write_elsewhere_are_refused(
     argv, message, tmp_path, monkeypatch, capsys
 ):
     """Run where a regression could only write into tmp_path: the working directory and generated/ are
-    stand-ins there (the code before these refusals wrote the package into both)."""
+    stand-ins there (the code before these refusals wrote the package into both), and the tuners fail."""
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "mine.norm").write_text("op mine {\n    norm = rms\n    targets = cuda\n}\n")
     (tmp_path / "generated").mkdir()
     monkeypatch.setattr(pipeline, "GENERATED", tmp_path / "generated")
     monkeypatch.chdir(tmp_path)
+
+    def no_tuning(*args, **kwargs):  # (on a GPU or NPU machine the tuner would rewrite dsl/tuning/)
+        raise AssertionError("the tuner ran")
+
+    from benchmarks import npu_tune, tune
+
+    monkeypatch.setattr(tune, "tune", no_tuning)
+    monkeypatch.setattr(npu_tune, "tune", no_tuning)
     before = _generated_files()
     with pytest.raises(SystemExit) as exit_:
         cli.main([a.format(specs=tmp_path / "specs", tmp=tmp_path) for a in argv])

@@ -168,6 +168,8 @@ def test_a_second_row_for_one_bucket_is_refused():
         ({"fallback": None, "ops": {"rmsnorm": {"best": [], "mesurements": []}}}, "unknown key 'mesurements'"),
         ({"fallback": None, "ops": {"rmsnorm": {}}}, "lacks best"),
         ({"fallback": "layernorm", "ops": {"rmsnorm": {"best": []}}}, "fallback op 'layernorm' has no measurements"),
+        ({"fallback": [], "ops": {"rmsnorm": {"best": []}}}, r"fallback op \[\] has no measurements"),
+        ({"fallback": None, "ops": {"rmsnorm": {"best": 5}}}, "best must be a list of rows"),
     ],
 )
 def test_sections_the_planner_cannot_follow_are_refused(data, message):
@@ -194,7 +196,8 @@ def test_a_file_with_a_key_twice_or_not_json_is_refused_naming_it(tmp_path):
         (["--dtypes", "bf61"], "--dtypes: unknown bf61"),
         (["--widths", "4096,"], "give positive whole numbers"),
         (["--rows", "0"], "every value must be 1 or more"),
-        (["--quick", "--widths", "300"], "leave add_rmsnorm no bucket to measure"),
+        (["--quick", "--widths", "300"], "(--quick: widths 128,1024,4096,8192) leave nothing to measure"),
+        (["--rows", ""], "give positive whole numbers"),  # (an unset variable: it measured every row bucket)
     ],
 )
 def test_the_tuner_refuses_a_selection_that_measures_nothing(argv, message, tmp_path, capsys):
@@ -215,3 +218,22 @@ def test_the_committed_file_names_only_shipped_ops():
     (only the generated header's wording changed). User specs may have sections too, so this is a check
     of the committed file, not a refusal in the parser."""
     assert set(cuda.load_tuning()["ops"]) <= set(SPECS)
+
+
+def test_the_tuner_skips_an_op_with_nothing_to_measure_and_tunes_the_others(tmp_path, monkeypatch, capsys):
+    """A user op of fp16 only has no bucket under the default dtypes (bf16, fp32): it is skipped, saying so,
+    and the run goes on with the others (here up to the GPU check, which this test makes fail)."""
+    from benchmarks import tune
+
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "ops.norm").write_text(
+        "op mine_half {\n    norm = rms\n    targets = cuda\n    dtypes = fp16\n}\n"
+        "op mine_all {\n    norm = rms\n    targets = cuda\n}\n"
+    )
+    monkeypatch.setattr(tune.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        tune.tune(tmp_path / "specs", tmp_path / "cuda.json")
+    assert "tune: dtypes bf16,fp32 leave mine_half nothing to measure (its dtypes: see its spec); skipped" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "cuda.json").exists()

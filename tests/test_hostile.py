@@ -567,3 +567,15 @@ def test_a_long_source_line_is_shown_as_a_window_with_the_caret_in_place():
         at = caret.index("^")
         assert shown[at : at + 4] == line[column - 1 : column + 3]
         assert len(shown) < 140
+
+
+def test_a_spec_file_whose_suffix_is_not_lower_case_is_named(tmp_path, capsys):
+    """b.NORM was skipped without a word (read only where the file system ignores case); a backup such as
+    a.norm~ or a.norm.bak is not a spec and stays unread."""
+    good = "op a {\n    norm = rms\n    targets = cuda\n}\n"
+    status, err = build_specs(tmp_path, capsys, {"a.norm": good, "b.NORM": good.replace("op a", "op b")})
+    assert status == 2 and "specs/b.NORM: error: b.NORM is not read: spec files end in .norm, in lower case" in err
+    assert "rename it to b.norm" in err
+    (tmp_path / "specs" / "b.NORM").unlink()
+    status, err = build_specs(tmp_path, capsys, {"a.norm~": good, "a.norm.bak": good})
+    assert status == 0, err

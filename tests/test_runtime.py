@@ -317,7 +317,7 @@ def test_triton_interpret_is_read_as_the_installed_triton_reads_it():
         "print(r.INTERPRET, t)"
     )
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    for value in ("true", "On", "2"):
+    for value in ("true", "y", "2"):
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
             env={**environment, "TRITON_INTERPRET": value},

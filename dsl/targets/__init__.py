@@ -23,23 +23,24 @@ class TuningError(ValueError):
     ``build.py`` reports it as an input error (exit status 2)."""
 
 
-def read_tuning_json(path: Path) -> dict:
+def read_tuning_json(path: Path, shown: str | None = None) -> dict:
     """A tuning file's JSON object. A key twice in one object (a merge resolved badly: json.loads
-    would keep the last) and text that is not JSON are refused, naming the file."""
+    would keep the last) and text that is not JSON are refused, naming the file (as ``shown``)."""
+    where = shown or str(path)
 
     def unique(pairs: list[tuple]) -> dict:
         keys = [key for key, _ in pairs]
         twice = sorted({key for key in keys if keys.count(key) > 1})
         if twice:
-            raise TuningError(f"{path}: the key {twice[0]!r} appears twice in one object")
+            raise TuningError(f"{where}: the key {twice[0]!r} appears twice in one object")
         return dict(pairs)
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique)
     except json.JSONDecodeError as error:
-        raise TuningError(f"{path}: not valid JSON ({error})") from None
+        raise TuningError(f"{where}: not valid JSON ({error})") from None
     if not isinstance(data, dict):
-        raise TuningError(f"{path}: the file must hold one JSON object")
+        raise TuningError(f"{where}: the file must hold one JSON object")
     return data
 
 

@@ -241,6 +241,8 @@ def parse_tuning(data: dict, source: str = "dsl/tuning/cuda.json") -> dict:
     row_lows = [lo for lo, _ in ROW_BUCKETS]
     for op, section in data["ops"].items():
         check_keys(f"{source}: {op}", section, ("best",), SECTION_OPTIONAL)
+        if not isinstance(section["best"], list):
+            raise TuningError(f"{source}: {op}: best must be a list of rows")
         best = {}
         for row in section["best"]:
             if not isinstance(row, dict):
@@ -275,7 +277,7 @@ def parse_tuning(data: dict, source: str = "dsl/tuning/cuda.json") -> dict:
             best[dtype, cols_hi, rows_lo] = (block_m, num_warps, grid, passes, block_n)
         ops[op] = best
     fallback = data.get("fallback")
-    if fallback is not None and fallback not in ops:
+    if fallback is not None and (not isinstance(fallback, str) or fallback not in ops):
         raise TuningError(f"{source}: the fallback op {fallback!r} has no measurements")
     return {"fallback": fallback, "ops": ops}
 
@@ -284,7 +286,7 @@ def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     """The parsed tuning file, or None when there is none (the pipeline calls this, never the planner)."""
     if not path.exists():
         return None
-    return parse_tuning(read_tuning_json(path), display(path))
+    return parse_tuning(read_tuning_json(path, display(path)), display(path))
 
 
 def display(path: Path) -> str:
@@ -386,12 +388,15 @@ class CudaRules(TargetRules):
         if measured_on == spec.name:
             own = sum(key[0] in spec.dtypes for key in tuning["ops"][spec.name])
             total = len(spec.dtypes) * len(buckets()) * len(ROW_BUCKETS)
-            if own < total and tuning["fallback"]:  # (e.g. fp32's, which a --dtypes bf16 run did not measure)
-                return (
-                    f"dsl/tuning/cuda.json (measured on this op in {own} of its {total} buckets, "
-                    f"on {tuning['fallback']} in the others)"
-                )
-            return "dsl/tuning/cuda.json (measured on this op)"
+            if own == total:
+                return "dsl/tuning/cuda.json (measured on this op)"
+            fallback = tuning["fallback"]  # (e.g. fp32's buckets, which a --dtypes bf16 run did not measure)
+            others = (
+                f"{fallback}'s configs where measured, else the planner's defaults"
+                if fallback and fallback != spec.name
+                else "the planner's defaults"
+            )
+            return f"dsl/tuning/cuda.json (measured on this op in {own} of its {total} buckets; the others: {others})"
         return f"dsl/tuning/cuda.json (measured on {measured_on}; this op has no measurements of its own yet)"
 
 

@@ -106,6 +106,8 @@ def parse_tuning(data: dict) -> dict:
     ops = {}
     for op, section in data["ops"].items():
         check_keys(f"npu tuning file: {op}", section, ("best",), ("method", "device", "date", "measurements"))
+        if not isinstance(section["best"], list):
+            raise TuningError(f"npu tuning file: {op}: best must be a list of rows")
         by_dtype: dict[DType, list[Choice]] = {}
         for row in section["best"]:
             choice = _choice(op, row)
