@@ -10,7 +10,9 @@ cuda backward at 8193-16384 columns, and layernorm's forward retune there, which
 and no others, and after layernorm's cuda backward at exactly 16384 bf16 columns took the pipelined
 single pass from 2048 rows, which changed that row and no other, and after fp32's cuda backward tiles of
 256, 512 and 2048 columns took half the rows, which changed those fp32 rows and no others, and after
-layernorm's fp32 forward at 16385-32768 columns took the tuner's multi-pass rows, which changed those);
+layernorm's fp32 forward at 16385-32768 columns took the tuner's multi-pass rows, which changed those,
+and after rmsnorm's and gemma_rmsnorm's 16-bit cuda forward at exactly 8192 columns took the multi-pass
+kernel from 4096 rows, which changed those rows and no others);
 tests/test_dispatch_frozen.py then checks that the generated tables launch exactly the same way for
 every (dtype, columns, rows).
 Rerun it only on purpose: when a retune or a planner change is meant to change launches.

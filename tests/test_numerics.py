@@ -169,9 +169,14 @@ def test_gpu(case):
     check_case(*case, device="cuda", on_gpu=True)
 
 
-# The row bucket from 1024 rows, where the cuda table may take another kernel for the same width
-# (layernorm at 8193-16384 columns: the multi-pass kernel, tuned), on the GPU only: every op, bf16.
-MANY_ROWS = [(name, "bf16", modes(spec)[-1], 12288, 1024, "2d") for name, spec in sorted(SPECS.items())]
+# Where the cuda table takes another kernel for the same width from some row count, on the GPU only:
+# every op, bf16. Layernorm at 8193-16384 columns from 1024 rows (the multi-pass kernel, tuned); the rms
+# norms at exactly 8192 columns from 4096 rows (the multi-pass kernel, dsl/targets/cuda.py EXACT_MULTI).
+MANY_ROWS = [
+    (name, "bf16", modes(spec)[-1], cols, rows, "2d")
+    for name, spec in sorted(SPECS.items())
+    for cols, rows in ((12288, 1024), (8192, 4096))
+]
 
 
 @pytest.mark.gpu

@@ -227,3 +227,30 @@ def test_npu_launcher_constexprs():
     assert (options["BLOCK_M"], options["BLOCK_N"], options["EVEN_M"], options["EVEN_N"]) == (32, 128, False, False)
     assert options["PERSISTENT"] and "VEC" not in options
     assert grid == (2,)  # min(cores, 2 tiles)
+
+
+@pytest.mark.parametrize(
+    "name, dtype, n_rows, n_cols, multi",
+    [
+        ("rmsnorm", DType.BF16, 4096, 8192, True),
+        ("rmsnorm", DType.FP16, 100000, 8192, True),
+        ("gemma_rmsnorm", DType.BF16, 16384, 8192, True),
+        ("rmsnorm", DType.BF16, 4095, 8192, False),  # fewer rows: the single pass was the faster
+        ("rmsnorm", DType.BF16, 16384, 8191, False),  # a masked half block: the multi pass lost
+        ("rmsnorm", DType.BF16, 16384, 6144, False),
+        ("rmsnorm", DType.FP32, 16384, 8192, False),  # not measured
+        ("add_rmsnorm", DType.BF16, 16384, 8192, False),  # the add ops gained nothing
+        ("layernorm", DType.BF16, 16384, 8192, False),
+        ("add_rmsnorm_int8", DType.BF16, 16384, 8192, False),
+    ],
+)
+def test_cuda_rms_norms_take_the_multi_pass_at_exactly_8192_columns_from_4096_rows(name, dtype, n_rows, n_cols, multi):
+    """Measured against torch.compile on an H200 (docs/bench/family/rows-8192.md): column blocks of 4096,
+    one row a program, 16 warps, from 4096 rows of exactly 8192 columns, for rmsnorm and gemma_rmsnorm."""
+    kernel_plan = plan(next(s for s in SHIPPED if s.name == name), Target.CUDA, TUNING[Target.CUDA])
+    e = lookup(kernel_plan, dtype, n_rows, n_cols)
+    if multi:
+        assert (e.passes, e.block_n, e.block_m, e.num_warps, e.grid) == (Pass.MULTI, 4096, 1, 16, Grid.TILES), e
+        assert (e.cols_lo, e.cols_hi, e.rows_lo, e.rows_hi) == (8192, 8192, 4096, None), e
+    else:
+        assert e.passes is Pass.SINGLE, e

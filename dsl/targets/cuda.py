@@ -97,6 +97,21 @@ BACKWARD_MULTI_BLOCK_N = 4096
 # (docs/bench/backward/fp32-tiles.md).
 FP32_HALF_TILE_N = 256
 FP32_PER_THREAD = 32
+# The rms norms without a residual or quantization (rmsnorm, gemma_rmsnorm), fp16 and bf16, at exactly
+# EXACT_MULTI columns from EXACT_MULTI_ROWS rows: the multi-pass kernel in column blocks of half the row,
+# one row a program, 16 warps (Inductor's structure: a looped reduction that re-reads x from L2), in
+# place of the bucket's single pass. H200, bf16, 2026-11-28 17:40 UTC (docs/bench/family/rows-8192.md,
+# every candidate of the bucket beside torch.compile, two rounds): 0.975x the single pass's time at
+# 4096-16384 rows (rmsnorm 8192x8192: 1.004x torch.compile's time against 1.035x; gemma_rmsnorm
+# 16384x8192 1.002x against 1.037x); below 4096 rows the single pass is the fastest (0.95-0.99x
+# torch.compile's), and at 6144 columns, which the bucket also serves, the multi pass took 1.05x (a
+# masked half block), hence exactly this width. The add ops gain nothing there (pre mode 0.98-0.995x,
+# post 1.005-1.05x; docs/bench/family/rows-4096/tune.json). An entry of one width: the tuner measures
+# buckets, not this (python -m benchmarks.tune cannot choose it). The trees before and after (H200,
+# 2026-11-29, alternated twice; docs/bench/family/exact-8192.md): 0.965-0.986x the time at 4096-16384
+# rows, 0.98-1.005x torch.compile's (1.00-1.04x before); 8191 and 6144 columns unchanged.
+EXACT_MULTI = 8192
+EXACT_MULTI_ROWS = 4096
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
 
@@ -335,6 +350,24 @@ class CudaRules(TargetRules):
         return (("enable_fp_fusion", False),) if spec.casting is Casting.NONE else ()
 
     def table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
+        entries = self._tuned_table(spec, tuning)
+        if spec.norm.value != "rms" or spec.has_residual or spec.is_quantized:
+            return entries
+        result = []
+        for e in entries:  # (see EXACT_MULTI)
+            exact = e.cols_hi == EXACT_MULTI and e.passes is Pass.SINGLE and e.dtype in (DType.FP16, DType.BF16)
+            if not exact or e.rows_lo > EXACT_MULTI_ROWS or (e.rows_hi is not None and e.rows_hi < EXACT_MULTI_ROWS):
+                result.append(e)
+                continue
+            if e.rows_lo < EXACT_MULTI_ROWS:
+                result.append(replace(e, rows_hi=EXACT_MULTI_ROWS - 1))
+            many = replace(e, rows_lo=EXACT_MULTI_ROWS)
+            result.append(replace(many, cols_hi=EXACT_MULTI - 1))
+            multi = dict(passes=Pass.MULTI, block_m=1, block_n=EXACT_MULTI // 2, num_warps=16, grid=Grid.TILES)
+            result.append(replace(many, cols_lo=EXACT_MULTI, **multi))
+        return tuple(result)
+
+    def _tuned_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         configs, _ = op_configs(spec, tuning)
         entries = []
         for dtype in spec.dtypes:
