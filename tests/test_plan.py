@@ -251,6 +251,14 @@ def test_cuda_rms_norms_take_the_multi_pass_at_exactly_8192_columns_from_4096_ro
     e = lookup(kernel_plan, dtype, n_rows, n_cols)
     if multi:
         assert (e.passes, e.block_n, e.block_m, e.num_warps, e.grid) == (Pass.MULTI, 4096, 1, 16, Grid.TILES), e
-        assert (e.cols_lo, e.cols_hi, e.rows_lo, e.rows_hi) == (8192, 8192, 4096, None), e
+        assert (e.cols_lo, e.cols_hi, e.rows_lo) == (8192, 8192, 4096), e
     else:
         assert e.passes is Pass.SINGLE, e
+    # a symbolic row count (torch.compile, dynamic shapes) keeps the single pass: the multi pass took
+    # 1.18-1.46x its time at 1-64 rows (docs/bench/family/exact-8192/few-rows.log)
+    symbolic = kernel_plan.table and [
+        x
+        for x in kernel_plan.table
+        if x.dtype is dtype and x.cols_lo <= n_cols and (x.cols_hi is None or n_cols <= x.cols_hi) and x.rows_hi is None
+    ]
+    assert len(symbolic) == 1 and symbolic[0].passes is Pass.SINGLE, symbolic

@@ -110,8 +110,14 @@ FP32_PER_THREAD = 32
 # buckets, not this (python -m benchmarks.tune cannot choose it). The trees before and after (H200,
 # 2026-11-29, alternated twice; docs/bench/family/exact-8192.md): 0.965-0.986x the time at 4096-16384
 # rows, 0.98-1.005x torch.compile's (1.00-1.04x before); 8191 and 6144 columns unchanged.
+# A symbolic row count (torch.compile with dynamic shapes) takes the open-ended entry (dsl/dispatch.py):
+# the multi pass's entry ends at EXACT_MULTI_LAST rows, more than any tensor of 8192 columns holds, so
+# that the open-ended one beyond keeps the single pass, which took 0.69-0.85x the multi pass's time at
+# 1-64 rows and 0.90-0.94x at 256 (H200, 2026-11-29 06:34 UTC, two rounds;
+# docs/bench/family/exact-8192/few-rows.log), where the multi pass saves 1-3% from 4096 rows.
 EXACT_MULTI = 8192
 EXACT_MULTI_ROWS = 4096
+EXACT_MULTI_LAST = 2**31 - 1
 SHARED_BYTES = 192 * 1024  # shared memory a pipelined loop may fill (H100/H200 allow 227 KB per block)
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "cuda.json"
 
@@ -364,7 +370,9 @@ class CudaRules(TargetRules):
             many = replace(e, rows_lo=EXACT_MULTI_ROWS)
             result.append(replace(many, cols_hi=EXACT_MULTI - 1))
             multi = dict(passes=Pass.MULTI, block_m=1, block_n=EXACT_MULTI // 2, num_warps=16, grid=Grid.TILES)
-            result.append(replace(many, cols_lo=EXACT_MULTI, **multi))
+            result.append(replace(many, cols_lo=EXACT_MULTI, rows_hi=EXACT_MULTI_LAST, **multi))
+            if e.rows_hi is None:  # (what a symbolic row count takes: the single pass)
+                result.append(replace(many, cols_lo=EXACT_MULTI, rows_lo=EXACT_MULTI_LAST + 1))
         return tuple(result)
 
     def _tuned_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
