@@ -121,11 +121,13 @@ def specs(ops: list[str] | None, spec_dir=None) -> list:
     return [s for s in found if not ops or s.name in ops]
 
 
-def defaults(ops=None, out: Path = npu_tuning.TUNING_FILE) -> Path:
+def defaults(ops=None, out: Path = npu_tuning.TUNING_FILE, spec_dir=None) -> Path:
     """Write each op's default choices (``default``) to the tuning file (other ops' sections kept)."""
     method = "defaults: the single-pass tile with the most rows (up to the seed's) that the unified-buffer model, "
     method += "fitted to bishengir-compile's plans, lets the compiler plan; else the seed's column loop"
-    sections = {s.name: {"method": method, "best": [row(default(s, b)) for b in buckets(s)]} for s in specs(ops)}
+    sections = {
+        s.name: {"method": method, "best": [row(default(s, b)) for b in buckets(s)]} for s in specs(ops, spec_dir)
+    }
     return write(out, sections)
 
 
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.npu_tune", description=__doc__.splitlines()[0])
     parser.add_argument("--ops", help="comma-separated op names (default: every shipped op with an npu target)")
     parser.add_argument("--out", type=Path, default=npu_tuning.TUNING_FILE, help="the tuning file")
+    parser.add_argument("--specs", type=Path, help="folder of *.norm specs (default: the shipped dsl/specs)")
     source = parser.add_mutually_exclusive_group()  # (with both, --recorded was ignored)
     source.add_argument("--defaults", action="store_true", help="from the unified-buffer model, no NPU")
     source.add_argument("--recorded", type=Path, help="choose from timings recorded on an NPU (JSON)")
@@ -327,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_test:
         return self_test()
     if args.defaults:
-        print(f"wrote {defaults(ops, args.out)}", file=sys.stderr)
-    elif args.recorded:
-        print(f"wrote {from_recorded(args.recorded, args.out, ops)}", file=sys.stderr)
+        print(f"wrote {defaults(ops, args.out, args.specs)}", file=sys.stderr)
+    elif args.recorded:  # (a recording of `build.py --specs DIR --tune npu` needs the same --specs)
+        print(f"wrote {from_recorded(args.recorded, args.out, ops, args.specs)}", file=sys.stderr)
     else:
-        tune(None, args.out, ops, args.reps)
+        tune(args.specs, args.out, ops, args.reps)
     print("run `python build.py` to regenerate the npu tables", file=sys.stderr)
     return 0
 

@@ -236,3 +236,17 @@ def test_a_recording_with_timings_of_an_op_not_in_the_specs_is_refused(tmp_path)
 def test_the_committed_file_names_only_shipped_ops():
     """As for the cuda file: a misspelled section would leave its op on the seed's table above 2048."""
     assert set(npu_tuning.load_tuning()["ops"]) <= set(SPECS)
+
+
+def test_a_recording_of_user_specs_is_chosen_with_their_folder(tmp_path):
+    """`build.py --specs DIR --tune npu` records DIR's ops; `python -m benchmarks.npu_tune --recorded`
+    had no --specs, so such a recording could not be chosen from again."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "mine.norm").write_text("op mine {\n    norm = rms\n    targets = npu\n}\n")
+    (spec,) = pipeline.load_specs(tmp_path / "specs")
+    path = tmp_path / "recording.json"
+    path.write_text(json.dumps(recording(spec, lambda bucket, found: found[0])))
+    out = tmp_path / "npu.json"
+    argv = ["--recorded", str(path), "--specs", str(tmp_path / "specs"), "--out", str(out)]
+    assert npu_tune.main(argv) == 0
+    assert list(json.loads(out.read_text())["ops"]) == ["mine"]
