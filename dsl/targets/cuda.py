@@ -359,21 +359,29 @@ class CudaRules(TargetRules):
         entries = self._tuned_table(spec, tuning)
         if spec.norm.value != "rms" or spec.has_residual or spec.is_quantized:
             return entries
-        result = []
-        for e in entries:  # (see EXACT_MULTI)
-            exact = e.cols_hi == EXACT_MULTI and e.passes is Pass.SINGLE and e.dtype in (DType.FP16, DType.BF16)
-            if not exact or e.rows_lo > EXACT_MULTI_ROWS or (e.rows_hi is not None and e.rows_hi < EXACT_MULTI_ROWS):
+        # (see EXACT_MULTI) The bucket's entries, each split at EXACT_MULTI columns, so that its width
+        # ranges still partition the columns (4097..8191, then 8192 alone: the generated tables write
+        # one op's table as another's amended by width range); at exactly EXACT_MULTI the single pass
+        # gives way to the multi pass from EXACT_MULTI_ROWS to EXACT_MULTI_LAST rows.
+        multi = dict(passes=Pass.MULTI, block_m=1, block_n=EXACT_MULTI // 2, num_warps=16, grid=Grid.TILES)
+        cuts = ((1, EXACT_MULTI_ROWS - 1), (EXACT_MULTI_ROWS, EXACT_MULTI_LAST), (EXACT_MULTI_LAST + 1, None))
+        result, exact = [], []
+        for e in entries:
+            if e.cols_hi != EXACT_MULTI or e.dtype not in (DType.FP16, DType.BF16):
+                result += exact
+                exact = []
                 result.append(e)
                 continue
-            if e.rows_lo < EXACT_MULTI_ROWS:
-                result.append(replace(e, rows_hi=EXACT_MULTI_ROWS - 1))
-            many = replace(e, rows_lo=EXACT_MULTI_ROWS)
-            result.append(replace(many, cols_hi=EXACT_MULTI - 1))
-            multi = dict(passes=Pass.MULTI, block_m=1, block_n=EXACT_MULTI // 2, num_warps=16, grid=Grid.TILES)
-            result.append(replace(many, cols_lo=EXACT_MULTI, rows_hi=EXACT_MULTI_LAST, **multi))
-            if e.rows_hi is None:  # (what a symbolic row count takes: the single pass)
-                result.append(replace(many, cols_lo=EXACT_MULTI, rows_lo=EXACT_MULTI_LAST + 1))
-        return tuple(result)
+            result.append(replace(e, cols_hi=EXACT_MULTI - 1))
+            for lo, hi in cuts:
+                lo = max(lo, e.rows_lo)
+                hi = hi if e.rows_hi is None else e.rows_hi if hi is None else min(hi, e.rows_hi)
+                if hi is not None and lo > hi:
+                    continue
+                piece = replace(e, cols_lo=EXACT_MULTI, rows_lo=lo, rows_hi=hi)
+                swap = e.passes is Pass.SINGLE and lo >= EXACT_MULTI_ROWS and hi is not None and hi <= EXACT_MULTI_LAST
+                exact.append(replace(piece, **multi) if swap else piece)
+        return tuple(result + exact)
 
     def _tuned_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         configs, _ = op_configs(spec, tuning)
