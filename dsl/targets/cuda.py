@@ -365,23 +365,29 @@ class CudaRules(TargetRules):
         # gives way to the multi pass from EXACT_MULTI_ROWS to EXACT_MULTI_LAST rows.
         multi = dict(passes=Pass.MULTI, block_m=1, block_n=EXACT_MULTI // 2, num_warps=16, grid=Grid.TILES)
         cuts = ((1, EXACT_MULTI_ROWS - 1), (EXACT_MULTI_ROWS, EXACT_MULTI_LAST), (EXACT_MULTI_LAST + 1, None))
-        result, exact = [], []
+        groups: dict[tuple, list[DispatchEntry]] = {}  # one width bucket's entries, in order
         for e in entries:
-            if e.cols_hi != EXACT_MULTI or e.dtype not in (DType.FP16, DType.BF16):
-                result += exact
-                exact = []
-                result.append(e)
+            groups.setdefault((e.dtype, e.cols_lo, e.cols_hi), []).append(e)
+        result = []
+        for (dtype, _, cols_hi), group in groups.items():
+            if cols_hi != EXACT_MULTI or dtype not in (DType.FP16, DType.BF16):
+                result += group
                 continue
-            result.append(replace(e, cols_hi=EXACT_MULTI - 1))
-            for lo, hi in cuts:
-                lo = max(lo, e.rows_lo)
-                hi = hi if e.rows_hi is None else e.rows_hi if hi is None else min(hi, e.rows_hi)
-                if hi is not None and lo > hi:
-                    continue
-                piece = replace(e, cols_lo=EXACT_MULTI, rows_lo=lo, rows_hi=hi)
-                swap = e.passes is Pass.SINGLE and lo >= EXACT_MULTI_ROWS and hi is not None and hi <= EXACT_MULTI_LAST
-                exact.append(replace(piece, **multi) if swap else piece)
-        return tuple(result + exact)
+            exact, swapped = [], False
+            for e in group:
+                for lo, hi in cuts:
+                    lo = max(lo, e.rows_lo)
+                    hi = hi if e.rows_hi is None else e.rows_hi if hi is None else min(hi, e.rows_hi)
+                    if hi is not None and lo > hi:
+                        continue
+                    piece = replace(e, cols_lo=EXACT_MULTI, rows_lo=lo, rows_hi=hi)
+                    swap = e.passes is Pass.SINGLE and lo >= EXACT_MULTI_ROWS and hi is not None
+                    swap = swap and hi <= EXACT_MULTI_LAST
+                    swapped |= swap
+                    exact.append(replace(piece, **multi) if swap else piece)
+            # (a bucket the tuning file already puts on the multi pass there keeps its entries whole)
+            result += [replace(e, cols_hi=EXACT_MULTI - 1) for e in group] + exact if swapped else group
+        return tuple(result)
 
     def _tuned_table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         configs, _ = op_configs(spec, tuning)
