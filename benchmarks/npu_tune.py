@@ -332,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.defaults:
         print(f"wrote {defaults(ops, args.out, args.specs)}", file=sys.stderr)
     elif args.recorded:  # (a recording of `build.py --specs DIR --tune npu` needs the same --specs)
-        print(f"wrote {from_recorded(args.recorded, args.out, ops, args.specs)}", file=sys.stderr)
+        try:
+            print(f"wrote {from_recorded(args.recorded, args.out, ops, args.specs)}", file=sys.stderr)
+        except ValueError as error:  # (the recording's or a tile's problem, in one line)
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     else:
         tune(args.specs, args.out, ops, args.reps)
     print("run `python build.py` to regenerate the npu tables", file=sys.stderr)

@@ -221,7 +221,7 @@ def test_rows_of_the_wrong_type_or_with_unknown_keys_are_refused(change, message
         tuning_of({"rmsnorm": rows})
 
 
-def test_a_recording_with_timings_of_an_op_not_in_the_specs_is_refused(tmp_path):
+def test_a_recording_with_timings_of_an_op_not_in_the_specs_is_refused(tmp_path, capsys):
     """Timings of ops the specs do not have were dropped without a word (or, with --specs, judged against
     the shipped specs'); now the run stops naming them."""
     spec = SPECS["rmsnorm"]
@@ -231,11 +231,22 @@ def test_a_recording_with_timings_of_an_op_not_in_the_specs_is_refused(tmp_path)
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="timings of mine_norm, not an npu op of these specs"):
         npu_tune.from_recorded(path, tmp_path / "npu.json", ["rmsnorm"])
+    # on the command line: one line and status 2, not a traceback
+    assert npu_tune.main(["--recorded", str(path), "--out", str(tmp_path / "npu.json")]) == 2
+    assert "error: npu tune:" in capsys.readouterr().err and not (tmp_path / "npu.json").exists()
 
 
 def test_the_committed_file_names_only_shipped_ops():
     """As for the cuda file: a misspelled section would leave its op on the seed's table above 2048."""
     assert set(npu_tuning.load_tuning()["ops"]) <= set(SPECS)
+
+
+def test_a_file_error_names_the_file(tmp_path):
+    """Messages said "npu tuning file", not which one."""
+    path = tmp_path / "npu.json"
+    path.write_text('{"ops": {"rmsnorm": {"best": 5}}}')
+    with pytest.raises(ValueError, match=f"^{path}: rmsnorm: best must be a list of rows"):
+        npu_tuning.load_tuning(path)
 
 
 def test_a_recording_of_user_specs_is_chosen_with_their_folder(tmp_path):

@@ -44,6 +44,15 @@ def read_tuning_json(path: Path, shown: str | None = None) -> dict:
     return data
 
 
+def display(path: Path) -> str:
+    """A tuning file's name in messages: from the checkout's root where it is inside it."""
+    root = Path(__file__).resolve().parent.parent.parent
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def check_keys(where: str, obj: object, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
     """An object of a tuning file holds every required key and no key it does not know (a misspelled
     key would be ignored)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..model import DTYPE_BYTES, Casting, DType, NormSpec, ResidualMode, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv, next_pow2
-from . import TargetRules, TuningError, check_keys, read_tuning_json, whole
+from . import TargetRules, TuningError, check_keys, display, read_tuning_json, whole
 
 MAX_SINGLE_PASS = 32768  # elements held in registers by one program
 MULTI_BLOCK_N = 4096
@@ -308,15 +308,6 @@ def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     if not path.exists():
         return None
     return parse_tuning(read_tuning_json(path, display(path)), display(path))
-
-
-def display(path: Path) -> str:
-    """A tuning file's name in messages: from the checkout's root where it is inside it."""
-    root = Path(__file__).resolve().parent.parent.parent
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def op_configs(spec: NormSpec, tuning: dict | None) -> tuple[dict, str]:

@@ -25,9 +25,10 @@ from typing import NamedTuple
 
 from ..model import DType, NormSpec
 from ..table import DispatchEntry, Grid, Pass
-from . import TuningError, check_keys, read_tuning_json, whole
+from . import TuningError, check_keys, display, read_tuning_json, whole
 
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "npu.json"
+SOURCE = "npu tuning file"  # (in messages where no file is named: parse_tuning of JSON already read)
 WIDE_FROM = 2049  # the file's rows start here; narrower rows are the seed's
 FIELDS = ("dtype", "cols_lo", "cols_hi", "rows_lo", "rows_hi", "passes", "block_m", "block_n", "multibuffer")
 
@@ -46,8 +47,8 @@ class Choice(NamedTuple):
     multibuffer: bool
 
 
-def _choice(op: str, row: dict) -> Choice:
-    where = f"npu tuning file: a row of {op}"
+def _choice(op: str, row: dict, source: str = SOURCE) -> Choice:
+    where = f"{source}: a row of {op}"
     check_keys(where, row, FIELDS)
     try:
         dtype, passes = DType(row["dtype"]), Pass(row["passes"])
@@ -62,9 +63,9 @@ def _choice(op: str, row: dict) -> Choice:
     )  # fmt: skip
 
 
-def _check_cover(op: str, dtype: DType, choices: list[Choice]) -> None:
+def _check_cover(op: str, dtype: DType, choices: list[Choice], source: str = SOURCE) -> None:
     """Widths from WIDE_FROM on, contiguous up to an open end; rows 1.. once per width bucket."""
-    where = f"npu tuning file: {op} {dtype.value}"
+    where = f"{source}: {op} {dtype.value}"
     buckets: dict[tuple, list[Choice]] = {}
     for c in choices:
         buckets.setdefault((c.cols_lo, c.cols_hi), []).append(c)
@@ -86,35 +87,35 @@ def _check_cover(op: str, dtype: DType, choices: list[Choice]) -> None:
     raise TuningError(f"{where}: widths {expected}.. are not covered (the last bucket has no upper bound)")
 
 
-def _check_tile(op: str, c: Choice, align: int) -> None:
-    where = f"npu tuning file: {op} {c.dtype.value} cols {c.cols_lo}..{c.cols_hi or ''} rows {c.rows_lo}.."
+def _check_tile(op: str, c: Choice, align: int, source: str = SOURCE) -> None:
+    where = f"{source}: {op} {c.dtype.value} cols {c.cols_lo}..{c.cols_hi or ''} rows {c.rows_lo}.."
     if c.block_m < 1 or c.block_n < align or c.block_n % align:
         raise TuningError(f"{where}: a {c.block_m}x{c.block_n} tile (columns: a multiple of {align})")
     if c.passes is Pass.SINGLE and (c.cols_hi is None or c.block_n < c.cols_hi):
         raise TuningError(f"{where}: a single-pass tile must hold the bucket's widest row ({c.block_n} columns)")
 
 
-def parse_tuning(data: dict) -> dict:
+def parse_tuning(data: dict, source: str = SOURCE) -> dict:
     """The file's JSON -> {"ops": {op: {dtype: (Choice, ...)}}}, each dtype's rows checked to cover
     every width from 2049 and every row count once (single-pass tiles holding the whole row)."""
     from ..model import DTYPE_BYTES
     from .npu import ALIGN_BYTES
 
-    check_keys("npu tuning file", data, ("ops",))
+    check_keys(source, data, ("ops",))
     if not isinstance(data["ops"], dict):
-        raise TuningError("npu tuning file: ops must map op names to sections")
+        raise TuningError(f"{source}: ops must map op names to sections")
     ops = {}
     for op, section in data["ops"].items():
-        check_keys(f"npu tuning file: {op}", section, ("best",), ("method", "device", "date", "measurements"))
+        check_keys(f"{source}: {op}", section, ("best",), ("method", "device", "date", "measurements"))
         if not isinstance(section["best"], list):
-            raise TuningError(f"npu tuning file: {op}: best must be a list of rows")
+            raise TuningError(f"{source}: {op}: best must be a list of rows")
         by_dtype: dict[DType, list[Choice]] = {}
         for row in section["best"]:
-            choice = _choice(op, row)
-            _check_tile(op, choice, ALIGN_BYTES // DTYPE_BYTES[choice.dtype])
+            choice = _choice(op, row, source)
+            _check_tile(op, choice, ALIGN_BYTES // DTYPE_BYTES[choice.dtype], source)
             by_dtype.setdefault(choice.dtype, []).append(choice)
         for dtype, choices in by_dtype.items():
-            _check_cover(op, dtype, choices)
+            _check_cover(op, dtype, choices, source)
         ops[op] = {dtype: tuple(sorted(c, key=lambda c: (c.cols_lo, c.rows_lo))) for dtype, c in by_dtype.items()}
     return {"ops": ops}
 
@@ -123,7 +124,8 @@ def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     """The parsed file, or None when there is none (the pipeline calls this, never the planner)."""
     if not path.exists():
         return None
-    return parse_tuning(read_tuning_json(path))
+    shown = display(path)
+    return parse_tuning(read_tuning_json(path, shown), shown)
 
 
 def wide_rows(spec: NormSpec, dtype: DType, tuning: dict | None) -> tuple[Choice, ...]:
