@@ -277,9 +277,9 @@ def tune(spec_dir=None, out=None, ops=None, quick=False, dtypes=None, time_limit
     dtypes = dtypes or (["bf16"] if quick else list(DEFAULT_DTYPES))
     # an op the selection leaves nothing to measure is skipped, not stamped as re-tuned (date, device)
     empty = [s.name for s in specs if not buckets(s, dtypes, quick, widths, rows)]
-    chosen = f"dtypes {','.join(dtypes)}" + "".join(
-        f", {name} {','.join(map(str, values))}" for name, values in (("widths", widths), ("rows", rows)) if values
-    ) + (f" (--quick: widths {','.join(map(str, QUICK_WIDTHS))})" if quick else "")  # fmt: skip
+    given = [("dtypes", dtypes), ("widths", widths), ("rows", rows)]
+    chosen = ", ".join(f"{name} {','.join(map(str, values))}" for name, values in given if values)
+    chosen += f" (--quick: widths {','.join(map(str, QUICK_WIDTHS))})" if quick else ""
     if empty and len(empty) == len(specs):
         raise SystemExit(f"tune: {chosen} leave nothing to measure ({', '.join(empty)})")
     for name in empty:

@@ -280,12 +280,10 @@ def test_the_sum_of_partial_sums_on_another_device_makes_that_device_current(mon
     assert seen == [1, 1] and current == [1]
 
 
-def _import_generated(**env) -> subprocess.CompletedProcess:
-    """`import generated` in a fresh process with these environment variables (from the checkout)."""
+def _import_generated(code: str = "import generated", **env) -> subprocess.CompletedProcess:
+    """`import generated` (or ``code``) in a fresh process with these environment variables (from the checkout)."""
     environment = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run(
-        [sys.executable, "-c", "import generated"], capture_output=True, text=True, env=environment, timeout=300
-    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)
 
 
 def test_environment_variables_with_unknown_values_are_refused_at_import():
@@ -316,11 +314,7 @@ def test_triton_interpret_is_read_as_the_installed_triton_reads_it():
         "except ImportError:\n    import os; t = os.environ['TRITON_INTERPRET'] == '1'\n"
         "print(r.INTERPRET, t)"
     )
-    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for value in ("true", "y", "2"):
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-            env={**environment, "TRITON_INTERPRET": value},
-        )  # fmt: skip
+        result = _import_generated(code, TRITON_INTERPRET=value)
         normgen, triton = result.stdout.split()
         assert normgen == triton, (value, result.stdout, result.stderr)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..model import DTYPE_BYTES, Casting, DType, NormSpec, ResidualMode, Target
+from ..model import DTYPE_BYTES, Casting, DType, NormKind, NormSpec, ResidualMode, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv, next_pow2
 from . import TargetRules, TuningError, check_keys, display, read_tuning_json, whole
 
@@ -307,7 +307,8 @@ def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     """The parsed tuning file, or None when there is none (the pipeline calls this, never the planner)."""
     if not path.exists():
         return None
-    return parse_tuning(read_tuning_json(path, display(path)), display(path))
+    shown = display(path)
+    return parse_tuning(read_tuning_json(path, shown), shown)
 
 
 def op_configs(spec: NormSpec, tuning: dict | None) -> tuple[dict, str]:
@@ -348,7 +349,7 @@ class CudaRules(TargetRules):
 
     def table(self, spec: NormSpec, tuning: dict | None) -> tuple[DispatchEntry, ...]:
         entries = self._tuned_table(spec, tuning)
-        if spec.norm.value != "rms" or spec.has_residual or spec.is_quantized:
+        if spec.norm is not NormKind.RMS or spec.has_residual or spec.is_quantized:
             return entries
         # (see EXACT_MULTI) The bucket's entries, each split at EXACT_MULTI columns, so that its width
         # ranges still partition the columns (4097..8191, then 8192 alone: the generated tables write
@@ -368,7 +369,8 @@ class CudaRules(TargetRules):
             for e in group:
                 for lo, hi in cuts:
                     lo = max(lo, e.rows_lo)
-                    hi = hi if e.rows_hi is None else e.rows_hi if hi is None else min(hi, e.rows_hi)
+                    if e.rows_hi is not None:
+                        hi = e.rows_hi if hi is None else min(hi, e.rows_hi)
                     if hi is not None and lo > hi:
                         continue
                     piece = replace(e, cols_lo=EXACT_MULTI, rows_lo=lo, rows_hi=hi)
