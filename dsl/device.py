@@ -106,14 +106,6 @@ def row_amax_nan(y, col_mask, EVEN_N: tl.constexpr):
 
 
 @triton.jit
-def _quotients(y, scale):
-    """(q0, q1): y times the row's correctly rounded reciprocal, and q0 corrected by an fma (quotient_by_row)."""
-    rcp = tl.math.div_rn(1.0, scale)[:, None]
-    q0 = y * rcp
-    return q0, tl.fma(tl.fma(-q0, scale[:, None], y), rcp, q0)  # the remainder y - q0 * scale is exact in an fma
-
-
-@triton.jit
 def quotient_by_row(y, scale):
     """y / scale[:, None] in fp32 for what quantizing divides (|y| <= max|y| = qmax * scale,
     scale >= 1e-12): one correctly rounded reciprocal per row, then per element a product and
@@ -122,20 +114,32 @@ def quotient_by_row(y, scale):
     zero y, whose quotient is +0 (below 2^-60 the remainder or the quotient can fall under fp32's
     normal range and the quotient be an ulp off, where it quantizes to 0 either way). A row of
     infinite scale gives NaN (the division: 0, or NaN for an infinite y). int8 takes it as it is
-    (its codes have no -0, and NaN goes to 0 as that 0 does); div_by_row mends both cases."""
-    _, q1 = _quotients(y, scale)
-    return q1
+    (its codes have no -0, and NaN goes to 0 as that 0 does); div_by_row gives both as the division does."""
+    rcp = tl.math.div_rn(1.0, scale)[:, None]
+    q0 = y * rcp
+    return tl.fma(tl.fma(-q0, scale[:, None], y), rcp, q0)  # the remainder y - q0 * scale is exact in an fma
 
 
 @triton.jit
 def div_by_row(y, scale):
-    """quotient_by_row with the division's zeros and infinite scales: tl.math.div_rn's result,
-    bit for bit, wherever |y / scale| >= 2^-60 or y is 0 (tests/test_quantize.py: every bf16 and
-    fp16 y on a GPU). A row of infinite scale takes y * 0 (0, or NaN for an infinite y, as the
-    division gives); a NaN scale gives NaN."""
-    q0, q1 = _quotients(y, scale)
-    # a zero y keeps its sign in q0 (-0 / scale is -0, which e4m3 stores), not in q1
-    return tl.where((scale < float("inf"))[:, None] & (y != 0.0), q1, q0)
+    """y / scale[:, None] as tl.math.div_rn gives it, bit for bit, wherever |y / scale| >= 2^-60 or
+    y is 0 (tests/test_quantize.py: every bf16 and fp16 y on a GPU): quotient_by_row's three
+    operations with the remainder's sign turned, so that a zero y's quotient keeps its sign (-0 /
+    scale is -0, which e4m3 stores) without a select per element. The remainder q0 * scale - y is
+    exact in an fma and is the negated y - q0 * scale where it is not 0; a zero remainder adds a zero
+    to q0 in either form, and for a zero y, q0 is that zero with its sign. A row of infinite scale
+    takes 0 in its place (per row), so the remainder is -y and the quotient q0 plus -y times -0: a 0
+    with y's sign, or NaN for an infinite y, as the division gives; a NaN scale gives NaN. (Triton's
+    -x is 0 - x, which gives +0 for either zero: the sign of a zero here never comes from it.)
+
+    In place of quotient_by_row's form with a select per element for the zeros and the infinite
+    scales (H200, 2026-11-29, with fp8_e4m3_code's native form unselected: add_layernorm_fp8
+    0.92-0.93x the time at 2048-16384 rows of 4096 and 8192 columns; docs/bench/family/fp8-div.md)."""
+    rcp = tl.math.div_rn(1.0, scale)
+    minus_rcp = tl.math.div_rn(-1.0, scale)  # exactly -rcp, and -0 where the scale is infinite
+    finite = tl.where(scale < float("inf"), scale, 0.0)
+    q0 = y * rcp[:, None]
+    return tl.fma(tl.fma(q0, finite[:, None], -y), minus_rcp[:, None], q0)
 
 
 @triton.jit
@@ -192,13 +196,13 @@ def fp8_e4m3_code(v, NATIVE: tl.constexpr):
     conversion (cuda, compute capability 8.9 and up: cvt.rn.satfinite, which rounds and saturates;
     not in the interpreter); else clamped, selected and encoded by fp8_e4m3_bits.
 
-    The conversion also gives 0x7F for NaN, so the native form's select changes no bit (every fp32
-    bit pattern checked on an H200, tests/test_quantize.py), but it is kept: without it ptxas
-    schedules the kernels' tail otherwise, and at 8192 columns from 512 rows they ran 1.03-1.08x
-    the time on an H200 where with it they ran 0.95-0.98x the clamping form's
-    (docs/bench/family/fp8-code.md)."""
+    The conversion also gives 0x7F for NaN (every fp32 bit pattern checked on an H200,
+    tests/test_quantize.py), so the native form has no select. It had one until 2026-11-29, when
+    without it ptxas scheduled the kernels' tail worse (1.03-1.08x the time at 8192 columns from 512
+    rows, docs/bench/family/fp8-code.md); with div_by_row's present form the select costs time
+    instead (docs/bench/family/fp8-div.md)."""
     if NATIVE:
-        code = tl.where(v != v, 0x7F, v.to(tl.float8e4nv).to(tl.uint8, bitcast=True).to(tl.int32)).to(tl.uint8)
+        code = v.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     else:
         code = tl.where(v != v, 0x7F, fp8_e4m3_bits(tl.minimum(tl.maximum(v, -448.0), 448.0)).to(tl.int32)).to(tl.uint8)
     return code

@@ -2,14 +2,16 @@
 
 cuda's kernels quantize with fast forms (fast_quantize): one NaN-keeping max reduction for
 the row's amax, y / scale from one reciprocal per row with an fma correction
-(``div_by_row``; int8 takes ``quotient_by_row``, without its mends for -0 and infinite
-scales), and the GPU's own conversions: e4m3 (``fp8_e4m3_code`` with NATIVE), int8 rounded,
+(``div_by_row``; int8 takes ``quotient_by_row``, whose -0 and infinite-scale quotients its
+codes do not see), and the GPU's own conversions: e4m3 (``fp8_e4m3_code`` with NATIVE), int8 rounded,
 saturated and NaN to 0 in one instruction (``int8_code`` with NATIVE; its portable form,
 which the interpreter runs, rounds by an addition). npu's keep the portable forms (a max and
 a NaN sum, ``tl.math.div_rn``, ``round_half_even``, ``fp8_e4m3_bits``). Here both forms run
 on the same values and must give the same bits: on the GPU for every finite bf16 and fp16 y
 on many scales (what the kernels can meet: |y| <= qmax * scale), and fp32 samples; in the
-interpreter on samples with the ties and NaN rows the rules are about.
+interpreter on samples with the ties and NaN rows the rules are about. (Only the GPU runs
+Triton's unary minus as 0 - x, which gives +0 for either zero: the -0 quotients of the edge rows are the
+GPU test's to check.)
 """
 
 import pytest
@@ -61,7 +63,7 @@ def _both_forms(
     if FP8:  # the kernels' fp8 form: the quotient unclamped into fp8_e4m3_code
         code_fast = fp8_e4m3_code(fast, NATIVE).to(tl.float32)
         code_slow = tl.where(slow != slow, 0x7F, fp8_e4m3_bits(slow_c).to(tl.int32)).to(tl.float32)  # NaN: 0x7F
-    else:  # the kernels' int8 form: the quotient without div_by_row's mends, unclamped, into int8_code
+    else:  # the kernels' int8 form: quotient_by_row's quotient, unclamped, into int8_code
         code_fast = int8_code(quotient_by_row(y, scale), NATIVE).to(tl.float32)
         code_slow = tl.where(slow != slow, 0.0, round_half_even(slow_c))  # int8 has no NaN: 0
     n = tl.num_programs(0) * n_cols
