@@ -121,24 +121,31 @@ def quotient_by_row(y, scale):
 
 
 @triton.jit
-def div_by_row(y, scale):
+def div_by_row(y, scale, SELECT: tl.constexpr):
     """y / scale[:, None] as tl.math.div_rn gives it, bit for bit, wherever |y / scale| >= 2^-60 or
-    y is 0 (tests/test_quantize.py: every bf16 and fp16 y on a GPU): quotient_by_row's three
-    operations with the remainder's sign turned, so that a zero y's quotient keeps its sign (-0 /
-    scale is -0, which e4m3 stores) without a select per element. The remainder q0 * scale - y is
-    exact in an fma and is the negated y - q0 * scale where it is not 0; a zero remainder adds a zero
-    to q0 in either form, and for a zero y, q0 is that zero with its sign. A row of infinite scale
-    takes 0 in its place (per row), so the remainder is -y and the quotient q0 plus -y times -0: a 0
-    with y's sign, or NaN for an infinite y, as the division gives; a NaN scale gives NaN. (Triton's
-    -x is 0 - x, which gives +0 for either zero: the sign of a zero here never comes from it.)
+    y is 0 (tests/test_quantize.py: every bf16 and fp16 y on a GPU, both forms): quotient_by_row's
+    three operations, with a zero y's sign (-0 / scale is -0, which e4m3 stores) and a row of
+    infinite scale (0 with y's sign, or NaN for an infinite y, as the division gives; a NaN scale
+    gives NaN) taken care of in one of two forms, whichever ptxas schedules better (H200,
+    2026-11-29; docs/bench/family/fp8-div.md):
 
-    In place of quotient_by_row's form with a select per element for the zeros and the infinite
-    scales (H200, 2026-11-29, with fp8_e4m3_code's native form unselected: add_layernorm_fp8
-    0.92-0.93x the time at 2048-16384 rows of 4096 and 8192 columns; docs/bench/family/fp8-div.md)."""
+    * SELECT (the fp8 kernels on fp32 rows): quotient_by_row's quotient, or q0 = y * (1 / scale) by a
+      select per element where y is 0 or the scale infinite (q0 is the zero with its sign, and y * 0);
+    * else (16-bit rows; with it add_layernorm_fp8 took 0.90-0.96x the time, add_rmsnorm_fp8 fp32
+      up to 1.6x): the remainder with its sign turned, q0 * scale - y (exact in an fma, and the negated
+      y - q0 * scale where it is not 0), added times -1/scale, a second correctly rounded reciprocal
+      per row. A zero remainder adds a zero to q0 in either form, and for a zero y, q0 is that zero
+      with its sign: no select per element. A row of infinite scale takes 0 for it (a select per
+      row), so the remainder is -y and the quotient q0 plus -y times -0: a 0 with y's sign, or NaN
+      for an infinite y. (Triton's -x is 0 - x on the GPU, +0 for either zero: the sign of a zero
+      never comes from it; the interpreter's is numpy's negation.)"""
     rcp = tl.math.div_rn(1.0, scale)
+    q0 = y * rcp[:, None]
+    if SELECT:
+        q1 = tl.fma(tl.fma(-q0, scale[:, None], y), rcp[:, None], q0)
+        return tl.where((scale < float("inf"))[:, None] & (y != 0.0), q1, q0)
     minus_rcp = tl.math.div_rn(-1.0, scale)  # exactly -rcp, and -0 where the scale is infinite
     finite = tl.where(scale < float("inf"), scale, 0.0)
-    q0 = y * rcp[:, None]
     return tl.fma(tl.fma(q0, finite[:, None], -y), minus_rcp[:, None], q0)
 
 

@@ -58,7 +58,7 @@ def add_rmsnorm_fp8_forward_single(
         # scale = max|y| / qmax, kept away from zero; stored in fp32 per row (NaN if the row has a NaN)
         scale = max_keep_nan(tl.math.div_rn(amax, 448.0), 1e-12)
         tl.store(SCALE_ptr + rows, scale, mask=None if EVEN_M else row_mask)
-        v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
+        v = div_by_row(y.to(tl.float32), scale, dtype == tl.float32)  # y / scale, correctly rounded
         q = fp8_e4m3_code(v, NATIVE_FP8)  # nearest even, saturated; NaN (the scale is NaN): e4m3fn's NaN code
         tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 
@@ -134,7 +134,7 @@ def add_rmsnorm_fp8_forward_multi(
             if not PRE:
                 # post mode: the residual out is the unquantized output
                 tl.store(RES_ptr + rows[:, None] * RES_row_stride + cols[None, :], y, mask=None if EVEN else mask)
-            v = div_by_row(y.to(tl.float32), scale)  # y / scale, correctly rounded
+            v = div_by_row(y.to(tl.float32), scale, dtype == tl.float32)  # y / scale, correctly rounded
             q = fp8_e4m3_code(v, NATIVE_FP8)  # nearest even, saturated; NaN (the scale is NaN): e4m3fn's NaN code
             tl.store(Y_ptr + rows[:, None] * Y_row_stride + cols[None, :], q, mask=None if EVEN else mask)
 

@@ -48,6 +48,7 @@ def _both_forms(
     QMAX: tl.constexpr,
     FP8: tl.constexpr,
     NATIVE: tl.constexpr,
+    SELECT: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """Row r of Y divided by SCALE[r] both ways; OUT[0] the fast form's v and code, OUT[1] the portable one's."""
@@ -57,7 +58,7 @@ def _both_forms(
     rows = row + tl.arange(0, 1)
     y = tl.load(Y_ptr + rows[:, None] * n_cols + cols[None, :], mask=col_mask[None, :], other=0.0).to(tl.float32)
     scale = tl.load(SCALE_ptr + rows)
-    fast = div_by_row(y, scale)
+    fast = div_by_row(y, scale, SELECT)
     slow = tl.math.div_rn(y, scale[:, None])
     slow_c = tl.minimum(tl.maximum(slow, QMIN), QMAX)
     if FP8:  # the kernels' fp8 form: the quotient unclamped into fp8_e4m3_code
@@ -88,11 +89,17 @@ def _amax_forms(Y_ptr, OUT_ptr, n_cols, EVEN_N: tl.constexpr, BLOCK: tl.constexp
     tl.store(OUT_ptr + tl.num_programs(0) + rows, slow)
 
 
-def _run_both(y: torch.Tensor, scale: torch.Tensor, quant: str, native: bool):
+# (quant, div_by_row's SELECT): fp8's kernels take both forms (by the rows' dtype); int8's neither
+FORMS = pytest.mark.parametrize(
+    ("quant", "select"), [("int8", False), ("fp8", False), ("fp8", True)], ids=["int8", "fp8", "fp8-select"]
+)
+
+
+def _run_both(y: torch.Tensor, scale: torch.Tensor, quant: str, native: bool, select: bool):
     rows, n_cols = y.shape
     out = torch.empty(4, rows, n_cols, dtype=torch.float32, device=y.device)
     block = triton.next_power_of_2(n_cols)
-    _both_forms[(rows,)](y, scale, out, n_cols, QMIN[quant], QMAX[quant], quant == "fp8", native, block)
+    _both_forms[(rows,)](y, scale, out, n_cols, QMIN[quant], QMAX[quant], quant == "fp8", native, select, block)
     return out
 
 
@@ -140,8 +147,8 @@ def _ties_and_edges(device) -> tuple[torch.Tensor, torch.Tensor]:
     return y.to(device), scale.to(device)
 
 
-@pytest.mark.parametrize("quant", ["int8", "fp8"])
-def test_fast_and_portable_forms_agree_in_the_interpreter(quant):
+@FORMS
+def test_fast_and_portable_forms_agree_in_the_interpreter(quant, select):
     if not runtime.INTERPRET:
         pytest.skip("the interpreter run (the GPU test below covers the device)")
     y, scale = _ties_and_edges("cpu")
@@ -149,7 +156,7 @@ def test_fast_and_portable_forms_agree_in_the_interpreter(quant):
     rand = torch.randn(26, 1024, generator=g) * torch.logspace(-30, 30, 26).unsqueeze(1)
     y = torch.cat([y, rand])
     scale = torch.cat([scale, rand.abs().amax(1) / QMAX[quant]]).clamp(min=1e-12)
-    out = _run_both(y, scale, quant, native=False)
+    out = _run_both(y, scale, quant, native=False, select=select)
     assert _same_bits(out[0], out[2]).all(), "div_by_row differs from div_rn"
     assert _same_codes(out[1], out[3], quant).all(), "the codes differ"
     # the ties went to even, as torch.round does
@@ -178,9 +185,9 @@ def _every_finite(dtype) -> torch.Tensor:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("quant", ["int8", "fp8"])
+@FORMS
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_fast_forms_give_the_portable_bits_for_every_16_bit_y(quant, dtype):
+def test_fast_forms_give_the_portable_bits_for_every_16_bit_y(quant, select, dtype):
     """Every finite y of the dtype against scales from every 97th |y| as amax (and the 1e-12 floor):
     y / scale and the code, both forms, bit for bit wherever |y| <= amax (what a row can hold)."""
     native = NATIVE[quant](torch.cuda.current_device())
@@ -189,7 +196,7 @@ def test_fast_forms_give_the_portable_bits_for_every_16_bit_y(quant, dtype):
     for chunk in amaxes.split(64):
         scale = (chunk / QMAX[quant]).clamp(min=1e-12)
         y = values.expand(chunk.numel(), -1).contiguous()
-        out = _run_both(y, scale, quant, native)
+        out = _run_both(y, scale, quant, native, select)
         inside = y.abs() <= chunk[:, None]
         same = _same_bits(out[0], out[2]) | ~inside | _tiny(out[2])
         assert same.all(), "div_by_row differs from div_rn: " + _where_not(same, y, out[0], out[2])
@@ -198,20 +205,20 @@ def test_fast_forms_give_the_portable_bits_for_every_16_bit_y(quant, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("quant", ["int8", "fp8"])
-def test_fast_forms_give_the_portable_bits_for_fp32_rows(quant):
+@FORMS
+def test_fast_forms_give_the_portable_bits_for_fp32_rows(quant, select):
     native = NATIVE[quant](torch.cuda.current_device())
     g = torch.Generator(device="cuda").manual_seed(1)
     for exponent in range(-35, 36, 5):
         y = torch.randn(256, 4096, device="cuda", generator=g) * 10.0**exponent
         scale = (y.abs().amax(1) / QMAX[quant]).clamp(min=1e-12)
-        out = _run_both(y, scale, quant, native)
+        out = _run_both(y, scale, quant, native, select)
         same = _same_bits(out[0], out[2]) | _tiny(out[2])
         assert same.all(), f"div_by_row differs from div_rn at 1e{exponent}: " + _where_not(same, y, out[0], out[2])
         same = _same_codes(out[1], out[3], quant)
         assert same.all(), f"the codes differ at 1e{exponent}: " + _where_not(same, y, out[1], out[3])
     y, scale = _ties_and_edges("cuda")
-    out = _run_both(y, scale, quant, native)
+    out = _run_both(y, scale, quant, native, select)
     same = _same_bits(out[0], out[2])
     assert same.all(), "div_by_row differs at the edges: " + _where_not(same, y, out[0], out[2])
     same = _same_codes(out[1], out[3], quant)
