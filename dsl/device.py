@@ -131,14 +131,14 @@ def div_by_row(y, scale, SELECT: tl.constexpr):
 
     * SELECT (the fp8 kernels on fp32 rows): quotient_by_row's quotient, or q0 = y * (1 / scale) by a
       select per element where y is 0 or the scale infinite (q0 is the zero with its sign, and y * 0);
-    * else (16-bit rows; with it add_layernorm_fp8 took 0.90-0.96x the time, add_rmsnorm_fp8 fp32
-      up to 1.6x): the remainder with its sign turned, q0 * scale - y (exact in an fma, and the negated
-      y - q0 * scale where it is not 0), added times -1/scale, a second correctly rounded reciprocal
-      per row. A zero remainder adds a zero to q0 in either form, and for a zero y, q0 is that zero
-      with its sign: no select per element. A row of infinite scale takes 0 for it (a select per
-      row), so the remainder is -y and the quotient q0 plus -y times -0: a 0 with y's sign, or NaN
-      for an infinite y. (Triton's -x is 0 - x on the GPU, +0 for either zero: the sign of a zero
-      never comes from it; the interpreter's is numpy's negation.)"""
+    * else (16-bit rows, where add_layernorm_fp8 took 0.90-0.96x the time with it; on fp32 rows it made
+      add_rmsnorm_fp8's widest single pass spill, up to 3.1x the time): the remainder with its sign
+      turned, q0 * scale - y (exact in an fma, and the negated y - q0 * scale where it is not 0), added
+      times -1/scale, a second correctly rounded reciprocal per row. A zero remainder adds a zero to q0
+      in either form, and for a zero y, q0 is that zero with its sign: no select per element. A row of
+      infinite scale takes 0 for it (a select per row), so the remainder is -y and the quotient q0 plus
+      -y times -0: a 0 with y's sign, or NaN for an infinite y. (Triton's -x is 0 - x on the GPU, +0 for
+      either zero: the sign of a zero never comes from it; the interpreter's is numpy's negation.)"""
     rcp = tl.math.div_rn(1.0, scale)
     q0 = y * rcp[:, None]
     if SELECT:
@@ -204,10 +204,10 @@ def fp8_e4m3_code(v, NATIVE: tl.constexpr):
     not in the interpreter); else clamped, selected and encoded by fp8_e4m3_bits.
 
     The conversion also gives 0x7F for NaN (every fp32 bit pattern checked on an H200,
-    tests/test_quantize.py), so the native form has no select. It had one until 2026-11-29, when
-    without it ptxas scheduled the kernels' tail worse (1.03-1.08x the time at 8192 columns from 512
-    rows, docs/bench/family/fp8-code.md); with div_by_row's present form the select costs time
-    instead (docs/bench/family/fp8-div.md)."""
+    tests/test_quantize.py), so the native form has no select. It had one until 2026-11-29: beside
+    div_by_row's select form alone, ptxas scheduled the kernels' tail worse without it (1.03-1.08x
+    the time at 8192 columns from 512 rows, docs/bench/family/fp8-code.md); beside its present forms
+    the select costs time instead (docs/bench/family/fp8-div.md)."""
     if NATIVE:
         code = v.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     else:
