@@ -122,23 +122,25 @@ def quotient_by_row(y, scale):
 
 @triton.jit
 def div_by_row(y, scale, SELECT: tl.constexpr):
-    """y / scale[:, None] as tl.math.div_rn gives it, bit for bit, wherever |y / scale| >= 2^-60 or
-    y is 0 (tests/test_quantize.py: every bf16 and fp16 y on a GPU, both forms): quotient_by_row's
-    three operations, with a zero y's sign (-0 / scale is -0, which e4m3 stores) and a row of
-    infinite scale (0 with y's sign, or NaN for an infinite y, as the division gives; a NaN scale
-    gives NaN) taken care of in one of two forms, whichever ptxas schedules better (H200,
-    2026-11-29; docs/bench/family/fp8-div.md):
+    """y / scale[:, None] as tl.math.div_rn gives it, bit for bit, for what quantizing divides
+    (|y| <= qmax * scale) wherever |y / scale| >= 2^-60 or y is 0 (tests/test_quantize.py: every bf16
+    and fp16 y on a GPU, both forms): quotient_by_row's three operations, with a zero y's sign (-0 /
+    scale is -0, which e4m3 stores) and a row of infinite scale (0 with y's sign, or NaN for an
+    infinite y, as the division gives; a NaN scale gives NaN) taken care of in one of two forms,
+    whichever ptxas schedules better (H200, 2026-11-29; docs/bench/family/fp8-div.md):
 
     * SELECT (the fp8 kernels on fp32 rows): quotient_by_row's quotient, or q0 = y * (1 / scale) by a
       select per element where y is 0 or the scale infinite (q0 is the zero with its sign, and y * 0);
-    * else (16-bit rows, where add_layernorm_fp8 took 0.90-0.96x the time with it; on fp32 rows it made
-      add_rmsnorm_fp8's widest single pass spill, up to 3.1x the time): the remainder with its sign
-      turned, q0 * scale - y (exact in an fma, and the negated y - q0 * scale where it is not 0), added
-      times -1/scale, a second correctly rounded reciprocal per row. A zero remainder adds a zero to q0
-      in either form, and for a zero y, q0 is that zero with its sign: no select per element. A row of
-      infinite scale takes 0 for it (a select per row), so the remainder is -y and the quotient q0 plus
-      -y times -0: a 0 with y's sign, or NaN for an infinite y. (Triton's -x is 0 - x on the GPU, +0 for
-      either zero: the sign of a zero never comes from it; the interpreter's is numpy's negation.)"""
+    * else (16-bit rows, where with the unselected e4m3 conversion add_layernorm_fp8 took 0.90-0.96x
+      the time; on fp32 rows this form made add_rmsnorm_fp8's widest single pass spill, up to 3.1x the
+      time): the remainder with its sign turned, q0 * scale - y (exact in an fma, and the negated
+      y - q0 * scale where it is not 0), added times -1/scale, a second correctly rounded reciprocal
+      per row. A zero remainder adds a zero to q0 in either form, and for a zero y the remainder is +0
+      and q0 is that zero with its sign: no select per element. A row of infinite scale takes 0 for it
+      (a select per row), so the remainder is 0 - y and the quotient q0 plus (0 - y) times -0: a 0 with
+      y's sign, or NaN for an infinite y. The remainder's 0 - y is written out: Triton up to 3.6
+      compiles -y so, later versions as a negation (-0 for +0); the result is the same either way, and
+      0 - y keeps the code what was measured and tested with Triton 3.6."""
     rcp = tl.math.div_rn(1.0, scale)
     q0 = y * rcp[:, None]
     if SELECT:
@@ -146,7 +148,7 @@ def div_by_row(y, scale, SELECT: tl.constexpr):
         return tl.where((scale < float("inf"))[:, None] & (y != 0.0), q1, q0)
     minus_rcp = tl.math.div_rn(-1.0, scale)  # exactly -rcp, and -0 where the scale is infinite
     finite = tl.where(scale < float("inf"), scale, 0.0)
-    return tl.fma(tl.fma(q0, finite[:, None], -y), minus_rcp[:, None], q0)
+    return tl.fma(tl.fma(q0, finite[:, None], 0.0 - y), minus_rcp[:, None], q0)
 
 
 @triton.jit
@@ -205,9 +207,10 @@ def fp8_e4m3_code(v, NATIVE: tl.constexpr):
 
     The conversion also gives 0x7F for NaN (every fp32 bit pattern checked on an H200,
     tests/test_quantize.py), so the native form has no select. It had one until 2026-11-29: beside
-    div_by_row's select form alone, ptxas scheduled the kernels' tail worse without it (1.03-1.08x
-    the time at 8192 columns from 512 rows, docs/bench/family/fp8-code.md); beside its present forms
-    the select costs time instead (docs/bench/family/fp8-div.md)."""
+    div_by_row's select form on 16-bit rows, ptxas scheduled the kernels' tail worse without it
+    (1.03-1.08x the time at 8192 columns from 512 rows, docs/bench/family/fp8-code.md); beside the
+    form 16-bit rows now take, and on fp32 rows, the select costs time instead
+    (docs/bench/family/fp8-div.md)."""
     if NATIVE:
         code = v.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     else:

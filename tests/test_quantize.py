@@ -89,7 +89,8 @@ def _amax_forms(Y_ptr, OUT_ptr, n_cols, EVEN_N: tl.constexpr, BLOCK: tl.constexp
     tl.store(OUT_ptr + tl.num_programs(0) + rows, slow)
 
 
-# (quant, div_by_row's SELECT): fp8's kernels take both forms (by the rows' dtype); int8's neither
+# (quant, div_by_row's SELECT): fp8's kernels take both forms (by the rows' dtype); int8's take
+# quotient_by_row (its case still runs div_by_row's sign form for the quotient it compares)
 FORMS = pytest.mark.parametrize(
     ("quant", "select"), [("int8", False), ("fp8", False), ("fp8", True)], ids=["int8", "fp8", "fp8-select"]
 )
@@ -128,14 +129,14 @@ def _same_codes(a: torch.Tensor, b: torch.Tensor, quant: str) -> torch.Tensor:
 
 def _ties_and_edges(device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of y with scales where y / scale lands on ties (k + 0.5), e4m3 rounding boundaries
-    and subnormals, clamps, zero, a row of infinite scale, and quotients past qmax (a scale no
-    kernel computes, but the codes must saturate)."""
+    and subnormals, clamps, zero, a row of infinite scale, quotients past qmax (a scale no
+    kernel computes, but the codes must saturate), and a row of NaN scale."""
     k = torch.arange(-128, 128, dtype=torch.float32)
     int8_ties = torch.cat([k + 0.5, k, k + 0.25])  # with scale 1 and 2^-3
     fp8_grid = torch.tensor([2.0**e * (1 + m / 8) for e in range(-6, 9) for m in range(8)])
     fp8_mid = torch.cat([fp8_grid * (1 + 1 / 16), fp8_grid, -fp8_grid * (1 + 1 / 16)])  # halfway to the next code
     sub = torch.arange(0, 64, dtype=torch.float32) * 2.0**-10  # e4m3 subnormals and their midpoints
-    y = torch.zeros(7, 1024)
+    y = torch.zeros(8, 1024)
     y[0, : int8_ties.numel()] = int8_ties
     y[1, : int8_ties.numel()] = int8_ties * 0.125
     y[2, : fp8_mid.numel()] = fp8_mid.clamp(-448, 448)
@@ -143,7 +144,9 @@ def _ties_and_edges(device) -> tuple[torch.Tensor, torch.Tensor]:
     y[4, :8] = torch.tensor([1.0, -1.0, 0.0, -0.0, 3.0e38, -3.0e38, 5.0, -5.0])
     y[5, :5] = torch.tensor([1.0, -2.0, float("inf"), 0.0, -0.0])
     y[6, :8] = torch.tensor([449.0, 464.0, 480.0, -500.0, 1e30, -1e30, 127.5, -128.5])
-    scale = torch.tensor([1.0, 0.125, 1.0, 1.0, 3.0e38 / 448.0, float("inf"), 1.0])  # the last: past qmax, saturated
+    y[7, :5] = torch.tensor([1.0, -1.0, 0.0, -0.0, 448.0])
+    # the seventh: past qmax, saturated; the eighth: a row of NaN scale (a row holding a NaN)
+    scale = torch.tensor([1.0, 0.125, 1.0, 1.0, 3.0e38 / 448.0, float("inf"), 1.0, float("nan")])
     return y.to(device), scale.to(device)
 
 
