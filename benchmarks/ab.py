@@ -121,7 +121,9 @@ def case_list(ops: list[str], dtypes: list[str], shapes, modes: list[str]) -> li
 def run_tree(tree: Path, cases: list[list], reps: int, fake: bool) -> dict[tuple, dict]:
     """One process in ``tree``: case -> {us, ok, error}; a case the process did not report (it died)
     comes back with the process's last lines as its error."""
-    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1")
+    # the tree first on the path, before what the caller's path holds (e.g. a folder of wheels' packages)
+    path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
     if fake:
         env["TRITON_INTERPRET"] = "1"
     command = [sys.executable, "-c", WORKER, json.dumps(cases), "1" if fake else "0", str(reps)]
