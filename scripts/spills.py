@@ -16,6 +16,17 @@ that lower the vector width (VEC), and torch.compile's launches (the same entrie
 
 Exit status 1 when any specialization spills; the report (``spills.md``, ``spills.json`` under
 --out) lists each with the entry and shape that launched it.
+
+    python scripts/spills.py --ops OPS --compare BEFORE/spills.json [--out DIR]     # after a change
+    python scripts/spills.py --compare BEFORE/spills.json --records AFTER/spills.json   # no GPU needed
+    (either with --slack BYTES: growth up to that many bytes let pass)
+
+With --compare (an audit of the tree before a change, the same --ops and --dtypes), the report adds
+every specialization that spills more than it did there, or spills where that audit had no such
+launch, and the exit status is 1 only when there is one: ptxas's register allocation moves with
+small edits to device code (a change to the fp8 quotient once made add_rmsnorm_fp8's fp32 rows of
+16385-32768 columns spill 158-430 bytes where they had spilled 26-78, and take up to 3.1x the time;
+docs/bench/family/fp8-div.md). --records compares two saved audits without running one.
 """
 
 from __future__ import annotations
@@ -124,6 +135,49 @@ def report(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def same_launch(record: dict) -> tuple:
+    """What identifies a compiled specialization across two audits: the op's call and the kernel's key."""
+    return tuple(record[k] for k in ("op", "direction", "dtype", "mode", "shape", "kernel", "key"))
+
+
+def grown(before: list[dict], after: list[dict], slack: int = 0) -> list[tuple[dict, int | None]]:
+    """(record, bytes before) of every specialization of ``after`` that spills more than it did in
+    ``before``; bytes before None where ``before`` has no such specialization (a launch that changed)
+    and it spills now; ``slack`` bytes more are let pass. Ops and dtypes that ``before`` did not audit are
+    not compared."""
+    was = {same_launch(r): r["spills"] for r in before}
+    audited = {(r["op"], r["dtype"]) for r in before}
+    result = []
+    for r in after:
+        if (r["op"], r["dtype"]) not in audited:
+            continue
+        old = was.get(same_launch(r))
+        if (old is None and r["spills"] > slack) or (old is not None and r["spills"] > old + slack):
+            result.append((r, old))
+    return sorted(result, key=lambda pair: -(pair[0]["spills"] - (pair[1] or 0)))
+
+
+def comparison(before: list[dict], after: list[dict], slack: int = 0) -> str:
+    rows = grown(before, after, slack)
+    audited = {(r["op"], r["dtype"]) for r in before}
+    compared = sum((r["op"], r["dtype"]) in audited for r in after)
+    more = f" by over {slack} bytes" if slack else ""
+    skipped = len(after) - compared
+    apart = f"; {skipped} of ops and dtypes it did not audit, not compared" if skipped else ""
+    lines = [
+        f"against the audit before: {len(rows)} of {compared} specializations spill more{more} (or newly){apart}",
+        "",
+        "| op | direction | dtype | mode | entry | shape | kernel | spills before | spills now |",
+        "|---|---|---|---|---|---|---|--:|--:|",
+    ]
+    for r, old in rows:
+        lines.append(
+            f"| {r['op']} | {r['direction']} | {r['dtype']} | {r['mode']} | {r['entry']} | {r['shape']} "
+            f"| {r['kernel']} | {'-' if old is None else old} | {r['spills']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", default="all", help="comma-separated cuda ops, or all")
@@ -131,7 +185,22 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="(op, dtype) pairs audited at once, one process each")
     parser.add_argument("--out", type=Path, help="folder for spills.md and spills.json")
     parser.add_argument("--part", type=Path, help=argparse.SUPPRESS)  # a worker: its records into this file
+    parser.add_argument(
+        "--compare", type=Path, help="an earlier audit's spills.json: list what spills more now (exit status 1)"
+    )
+    parser.add_argument(
+        "--records", type=Path, help="with --compare: this audit's spills.json instead of running it (no GPU needed)"
+    )
+    parser.add_argument("--slack", type=int, default=0, help="with --compare: bytes more let pass (default 0)")
     args = parser.parse_args(argv)
+    if (args.records or args.slack) and not args.compare:
+        parser.error("--records and --slack go with --compare")
+    if args.slack < 0:
+        parser.error("--slack is a number of bytes, at least 0")
+    if args.compare and args.records:
+        before, after = json.loads(args.compare.read_text()), json.loads(args.records.read_text())
+        print(comparison(before, after, args.slack))
+        return 1 if grown(before, after, args.slack) else 0
     from benchmarks import ops
 
     names = list(ops.OPS) if args.ops == "all" else args.ops.split(",")
@@ -162,11 +231,16 @@ def main(argv=None) -> int:
     else:
         records = [r for op in names for r in audit(op, dtypes)]
     text = report(records)
+    if args.compare:
+        before = json.loads(args.compare.read_text())
+        text += "\n" + comparison(before, records, args.slack)
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "spills.md").write_text(text)
         (args.out / "spills.json").write_text(json.dumps(records, indent=1))
+    if args.compare:
+        return 1 if grown(before, records, args.slack) else 0
     return 1 if any(r["spills"] for r in records) else 0
 
 

@@ -3,6 +3,7 @@ what it reads of a compiled kernel is the driver's count: a kernel built to spil
 one none (gpu)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -59,3 +60,55 @@ def test_spill_count_is_the_drivers():
     found = {kernel.metadata.num_warps: kernel for kernel in spills.compiled([hold]).values()}
     assert found[4].n_spills == 0, found[4].n_spills  # 8 values a thread
     assert found[1].n_spills > 0, found[1].n_regs  # 512 values a thread: more than 255 registers hold
+
+
+def _record(shape: str, spilled: int, kernel: str = "add_rmsnorm_fp8_forward_single") -> dict:
+    return {
+        "op": "add_rmsnorm_fp8",
+        "direction": "forward",
+        "dtype": "fp32",
+        "mode": "pre",
+        "entry": "cols 16385-32768, rows 1-None, single persistent, BLOCK 1x32768, 16 warps, 1 stages",
+        "shape": shape,
+        "kernel": kernel,
+        "key": f"key of {shape}",
+        "warps": 16,
+        "regs": 128,
+        "spills": spilled,
+    }
+
+
+def test_compare_lists_what_spills_more_than_before(tmp_path, capsys):
+    """--compare with --records (two saved audits, no GPU): a launch that spills more, or newly spills where
+    the audit before had no such launch, is listed and makes the exit status 1; one that spills as much,
+    less or not at all is not."""
+    before = [_record("1x32768", 78), _record("1x32760", 40), _record("1024x32768", 0), _record("2x64", 0)]
+    after = [_record("1x32768", 354), _record("1x32760", 40), _record("1024x32768", 0), _record("2x64", 0)]
+    after += [_record("4x64", 6), _record("8x64", 0)]  # launches the audit before did not make
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    argv = ["--compare", str(tmp_path / "before.json"), "--records", str(tmp_path / "after.json")]
+    assert spills.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "2 of 6 specializations spill more (or newly)" in out
+    assert "| 1x32768 | add_rmsnorm_fp8_forward_single | 78 | 354 |" in out
+    assert "| 4x64 | add_rmsnorm_fp8_forward_single | - | 6 |" in out
+    assert "1x32760" not in out and "1024x32768" not in out
+    # less than before, or the same: nothing to list
+    after[0]["spills"], after[4]["spills"] = 50, 0
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    assert spills.main(argv) == 0
+    assert "0 of 6 specializations" in capsys.readouterr().out
+    # a dtype the audit before did not cover: counted apart, never listed
+    after.append(dict(_record("1x32768", 500), dtype="bf16"))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    assert spills.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "0 of 6 specializations spill more (or newly); 1 of ops and dtypes it did not audit" in out
+    # --slack: growth up to that many bytes passes
+    after[0]["spills"] = 80
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    assert spills.main(argv) == 1 and spills.main([*argv, "--slack", "2"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        spills.main(["--records", str(tmp_path / "after.json")])  # --records alone: refused
