@@ -23,10 +23,18 @@ class TuningError(ValueError):
     ``build.py`` reports it as an input error (exit status 2)."""
 
 
-def read_tuning_json(path: Path, shown: str | None = None) -> dict:
+def load_tuning_file(path: Path, parse) -> dict | None:
+    """A target's tuning file read and checked by its ``parse(data, shown)``, or None when there is
+    none; every message names the file as ``display`` shows it."""
+    if not path.exists():
+        return None
+    shown = display(path)
+    return parse(read_tuning_json(path, shown), shown)
+
+
+def read_tuning_json(path: Path, where: str) -> dict:
     """A tuning file's JSON object. A key twice in one object (a merge resolved badly: json.loads
-    would keep the last) and text that is not JSON are refused, naming the file (as ``shown``)."""
-    where = shown or str(path)
+    would keep the last) and text that is not JSON are refused, naming the file (as ``where``)."""
 
     def unique(pairs: list[tuple]) -> dict:
         keys = [key for key, _ in pairs]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..model import DTYPE_BYTES, Casting, DType, NormKind, NormSpec, ResidualMode, Target
 from ..table import DispatchEntry, Grid, Pass, cdiv, next_pow2
-from . import TargetRules, TuningError, check_keys, display, read_tuning_json, whole
+from . import TargetRules, TuningError, check_keys, load_tuning_file, whole
 
 MAX_SINGLE_PASS = 32768  # elements held in registers by one program
 MULTI_BLOCK_N = 4096
@@ -305,10 +305,7 @@ def parse_tuning(data: dict, source: str = "dsl/tuning/cuda.json") -> dict:
 
 def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     """The parsed tuning file, or None when there is none (the pipeline calls this, never the planner)."""
-    if not path.exists():
-        return None
-    shown = display(path)
-    return parse_tuning(read_tuning_json(path, shown), shown)
+    return load_tuning_file(path, parse_tuning)
 
 
 def op_configs(spec: NormSpec, tuning: dict | None) -> tuple[dict, str]:

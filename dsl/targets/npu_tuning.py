@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from ..model import DType, NormSpec
 from ..table import DispatchEntry, Grid, Pass
-from . import TuningError, check_keys, display, read_tuning_json, whole
+from . import TuningError, check_keys, load_tuning_file, whole
 
 TUNING_FILE = Path(__file__).resolve().parent.parent / "tuning" / "npu.json"
 SOURCE = "npu tuning file"  # (in messages where no file is named: parse_tuning of JSON already read)
@@ -122,10 +122,7 @@ def parse_tuning(data: dict, source: str = SOURCE) -> dict:
 
 def load_tuning(path: Path = TUNING_FILE) -> dict | None:
     """The parsed file, or None when there is none (the pipeline calls this, never the planner)."""
-    if not path.exists():
-        return None
-    shown = display(path)
-    return parse_tuning(read_tuning_json(path, shown), shown)
+    return load_tuning_file(path, parse_tuning)
 
 
 def wide_rows(spec: NormSpec, dtype: DType, tuning: dict | None) -> tuple[Choice, ...]:
