@@ -16,8 +16,9 @@ change (a device's timings move by a few percent over minutes).
 
 The shapes: ``family`` (the benchmark's family shapes; the default) or rows x columns, each in
 every --dtypes (default bf16: the family benchmark's). Writes DIR/ab.md and DIR/ab.json (default
-benchmarks/results/): per case every run's µs, after / before of the best runs and whether every
-output checked; per op and dtype the range of ratios. Prints the markdown.
+benchmarks/results/): per case every run's µs, after / before of each tree's best run among those
+whose output checked, and whether any output differed; per op and dtype the range of ratios over the
+cases whose every run ran and checked. Prints the markdown.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]] | str:
         shapes.append((int(rows), int(cols)))
     if not shapes:
         raise argparse.ArgumentTypeError("--shapes names no shape")
-    return shapes
+    return list(dict.fromkeys(shapes))  # a shape named twice is one case
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--dtypes", default="bf16", type=lambda t: split_list(t, DTYPES, "dtype"), help="default bf16")
     add("--shapes", default="family", type=parse_shapes, help="family (default) or ROWSxCOLS,...")
     add("--modes", default="pre,post", type=lambda t: split_list(t, ("pre", "post"), "mode"), help="default pre,post")
-    add("--rounds", type=int, default=2, help="before-then-after rounds (default 2)")
+    add("--rounds", type=int, default=2, help="rounds, each a run of both trees (default 2)")
     add("--reps", type=int, default=5, help="timed repeats per measurement in each run (default 5)")
     add("--out", type=Path, help="folder for ab.md and ab.json (default benchmarks/results)")
     add("--self-test", action="store_true", help="CPU: this checkout against itself on fake timings")
@@ -121,7 +122,9 @@ def case_list(ops: list[str], dtypes: list[str], shapes, modes: list[str]) -> li
 def run_tree(tree: Path, cases: list[list], reps: int, fake: bool) -> dict[tuple, dict]:
     """One process in ``tree``: case -> {us, ok, error}; a case the process did not report (it died)
     comes back with the process's last lines as its error."""
-    # the tree first on the path, before what the caller's path holds (e.g. a folder of wheels' packages)
+    # the tree first on the path, before what the caller's path holds (e.g. a folder of wheels' packages);
+    # absolute, since the worker runs in the tree (a relative one would name a folder inside it)
+    tree = tree.resolve()
     path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
     if fake:
@@ -145,19 +148,28 @@ def run_tree(tree: Path, cases: list[list], reps: int, fake: bool) -> dict[tuple
 
 
 def compare(runs: dict[str, list[dict]], cases: list[list]) -> list[dict]:
-    """Per case: every run's µs per tree, after / before of the best runs, whether every output checked."""
+    """Per case: every run's µs per tree; after / before of each tree's best run among those whose
+    output checked (None where a tree has none); whether every run's output checked, whether any
+    differed from the reference (_wrong), and the first run's error that stopped it."""
     rows = []
     for case in map(tuple, cases):
         row = {"case": list(case)}
+        best = {}
         for tree in ("before", "after"):
             got = [run[case] for run in runs[tree]]
             row[tree] = [r["us"] for r in got]
             row[tree + "_ok"] = all(r["ok"] is True for r in got)
+            row[tree + "_wrong"] = any(r["ok"] is False for r in got)
             row[tree + "_error"] = next((r["error"] for r in got if r["error"]), None)
-        timed = [us for us in row["before"] if us] and [us for us in row["after"] if us]
-        row["ratio"] = min(u for u in row["after"] if u) / min(u for u in row["before"] if u) if timed else None
+            best[tree] = min((r["us"] for r in got if r["ok"] is True and r["us"]), default=None)
+        row["ratio"] = best["after"] / best["before"] if best["before"] and best["after"] else None
         rows.append(row)
     return rows
+
+
+def clean(row: dict) -> bool:
+    """Every run of both trees ran and its output checked: the case counts in the summary."""
+    return row["ratio"] is not None and row["before_ok"] and row["after_ok"]
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
@@ -169,9 +181,12 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "",
         f"- date (UTC): {meta['date']}; device: {meta['device']}",
         f"- before: {meta['before']}; after: {meta['after']}; {meta['rounds']} rounds, before then after "
-        f"in each, a process per tree and round; {meta['reps']} repeats per measurement",
+        f"in odd rounds, after then before in even ones, a process per tree and round; {meta['reps']} repeats "
+        "per measurement",
         "- µs: normgen's device time per call (CUDA-graph replay, median of the repeats); ratio: after / "
-        "before of each tree's best run (below 1 is faster); ✗: an output differed from the op's reference",
+        "before of each tree's best run whose output checked (below 1 is faster); ✗: an output differed "
+        "from the op's reference; the summary's lowest and highest leave out every case with a ✗ or a "
+        "run that stopped (its last column counts them)",
         "",
         "| op | dtype | rows × cols | mode | before µs | after µs | after / before |",
         "|---|---|---|---|--:|--:|--:|",
@@ -179,21 +194,30 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     for row in rows:
         op, dtype, r, c, mode = row["case"]
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
-        flags = "".join(
-            f" ✗ {tree}" for tree in ("before", "after") if not row[tree + "_ok"] and not row[tree + "_error"]
-        )
+        flags = "".join(f" ✗ {tree}" for tree in ("before", "after") if row[tree + "_wrong"])
         errors = "".join(f" ({tree}: {row[tree + '_error']})" for tree in ("before", "after") if row[tree + "_error"])
         before, after = runs(row["before"]), runs(row["after"])
         lines.append(f"| {op} | {dtype} | {r} × {c} | {mode} | {before} | {after} | {ratio}{flags}{errors} |")
-    lines += ["", "| op | dtype | cases | after / before: lowest | highest |", "|---|---|--:|--:|--:|"]
+    lines += [
+        "",
+        "| op | dtype | cases | after / before: lowest | highest | left out (✗ or stopped) |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
     groups: dict[tuple, list] = {}
     for row in rows:
-        groups.setdefault((row["case"][0], row["case"][1]), []).append(row["ratio"])
-    for (op, dtype), ratios in groups.items():
-        timed = [r for r in ratios if r is not None]
+        groups.setdefault((row["case"][0], row["case"][1]), []).append(row)
+    for (op, dtype), group in groups.items():
+        timed = [row["ratio"] for row in group if clean(row)]
         low, high = (f"{min(timed):.3f}", f"{max(timed):.3f}") if timed else ("-", "-")
-        lines.append(f"| {op} | {dtype} | {len(ratios)} | {low} | {high} |")
+        lines.append(f"| {op} | {dtype} | {len(group)} | {low} | {high} | {len(group) - len(timed)} |")
     return "\n".join(lines) + "\n"
+
+
+def round_order(round_: int, before: Path, after: Path) -> list[tuple[str, Path]]:
+    """The trees in round ``round_`` (from 0): before first in odd rounds (1st, 3rd, ...), after first in
+    even ones, so that neither always runs second (a warmer device, say, would be taken for the change)."""
+    order = [("before", before), ("after", after)]
+    return order[::-1] if round_ % 2 else order
 
 
 def run(args: argparse.Namespace, fake: bool = False) -> tuple[str, list[dict]]:
@@ -204,7 +228,7 @@ def run(args: argparse.Namespace, fake: bool = False) -> tuple[str, list[dict]]:
     before = args.before if args.before is not None else args.after
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for round_ in range(args.rounds):
-        for tree, path in (("before", before), ("after", args.after)):
+        for tree, path in round_order(round_, before, args.after):
             print(f"round {round_ + 1}: {tree} ({path}), {len(cases)} cases", file=sys.stderr, flush=True)
             runs[tree].append(run_tree(path, cases, args.reps, fake))
     rows = compare(runs, cases)
@@ -247,20 +271,29 @@ def self_test(out: Path | None) -> int:
         (dead / "benchmarks" / "__init__.py").write_text("raise SystemExit('no benchmarks here')\n")
         results = run_tree(dead, [["add_rmsnorm", "bf16", 2, 64, "post"]], 1, fake=True)
         assert results[("add_rmsnorm", "bf16", 2, 64, "post")]["error"].startswith("the run stopped"), results
-    # compare: the best run of each tree, an output that differed, a run that failed
-    case, other = ("rmsnorm", "bf16", 4, 8, "-"), ("rmsnorm", "bf16", 8, 8, "-")
+    # compare: the best run of each tree among those whose output checked, an output that differed
+    # (its faster run takes no part), a run that failed, both in one tree; the summary leaves them out
+    cases = [("rmsnorm", "bf16", rows, 8, "-") for rows in (4, 8, 16, 32)]
     good = {"us": 10.0, "ok": True, "error": None}
     failed = {"us": None, "ok": None, "error": "boom"}
-    runs = {
-        "before": [{case: dict(good), other: dict(good)}, {case: dict(good, us=11.0), other: dict(good)}],
-        "after": [{case: dict(good, us=12.0), other: dict(good)}, {case: dict(good, us=9.0, ok=False), other: failed}],
-    }
-    row, row2 = compare(runs, [list(case), list(other)])
-    assert row["ratio"] == 0.9 and row["before_ok"] and not row["after_ok"] and not row["after_error"], row
-    assert row2["ratio"] == 1.0 and row2["after_error"] == "boom" and row2["after"] == [10.0, None], row2
+    wrong = dict(good, us=5.0, ok=False)
+    first = {"before": [good, good, dict(wrong, us=10.0), good], "after": [dict(good, us=12.0), good, good, good]}
+    second = {"before": [dict(good, us=11.0), good, failed, good], "after": [wrong, failed, good, dict(good, us=8.0)]}
+    runs = {tree: [dict(zip(cases, run[tree], strict=True)) for run in (first, second)] for tree in ("before", "after")}
+    rows = compare(runs, [list(case) for case in cases])
+    ratios = [row["ratio"] for row in rows]
+    assert ratios == [1.2, 1.0, None, 0.8], rows  # 12 / 10 (not 5 / 10), 10 / 10, no run of before checked
+    assert rows[0]["after_wrong"] and not rows[0]["after_ok"] and not rows[0]["after_error"], rows[0]
+    assert rows[1]["after_error"] == "boom" and rows[1]["after"] == [10.0, None] and not rows[1]["after_wrong"]
+    assert rows[2]["before_wrong"] and rows[2]["before_error"] == "boom", rows[2]
     meta = {"date": "", "device": "", "before": "", "after": "", "rounds": 2, "reps": 1}
-    text2 = markdown(meta, [row, row2])
-    assert "| 12.00, 9.00 | 0.900 ✗ after |" in text2 and "| 10.00, - | 1.000 (after: boom) |" in text2, text2
+    text2 = markdown(meta, rows)
+    assert "| 12.00, 5.00 | 1.200 ✗ after |" in text2 and "| 10.00, - | 1.000 (after: boom) |" in text2, text2
+    assert "| 10.00, - | 10.00, 10.00 | - ✗ before (before: boom) |" in text2, text2
+    assert "| rmsnorm | bf16 | 4 | 0.800 | 0.800 | 3 |" in text2, text2  # only the clean case
+    assert [t for t, _ in round_order(0, Path("b"), Path("a"))] == ["before", "after"]
+    assert [t for t, _ in round_order(1, Path("b"), Path("a"))] == ["after", "before"]
+    assert parse_shapes("2x64, 2x64,3x8") == [(2, 64), (3, 8)]
     for bad in (["--shapes", "2x"], ["--dtypes", "fp64"], ["--rounds", "0"]):
         try:
             parse_args(["--self-test", *bad])

@@ -2,6 +2,8 @@
 
     python scripts/spills.py [--ops add_rmsnorm,layernorm] [--dtypes bf16] [--jobs 10] [--out DIR]
 
+(a process per op and dtype, --jobs of them at once)
+
 A kernel that spills its registers to local memory can run several times slower than the same
 kernel without (a pre-mode backward at fp32 rows of 16384 columns took 10x its time until
 2026-11-27), and nothing in the outputs shows it. For every op, dtype and dispatch entry of both
@@ -22,8 +24,9 @@ Exit status 1 when any specialization spills; the report (``spills.md``, ``spill
     (either with --slack BYTES: growth up to that many bytes let pass)
 
 With --compare (an audit of the tree before a change, the same --ops and --dtypes), the report adds
-every specialization that spills more than it did there, or spills where that audit had no such
-launch, and the exit status is 1 only when there is one: ptxas's register allocation moves with
+every specialization (an op and dtype's kernel with Triton's key, wherever the audit first compiled it)
+that spills more than it did there, or spills where that audit had no such specialization, and the
+exit status is 1 only when there is one: ptxas's register allocation moves with
 small edits to device code (a change to the fp8 quotient once made add_rmsnorm_fp8's fp32 rows of
 16385-32768 columns spill 158-430 bytes where they had spilled 26-78, and take up to 3.1x the time;
 docs/bench/family/fp8-div.md). --records compares two saved audits without running one.
@@ -136,8 +139,11 @@ def report(records: list[dict]) -> str:
 
 
 def same_launch(record: dict) -> tuple:
-    """What identifies a compiled specialization across two audits: the op's call and the kernel's key."""
-    return tuple(record[k] for k in ("op", "direction", "dtype", "mode", "shape", "kernel", "key"))
+    """What identifies a compiled specialization across two audits: the op and dtype audited, the kernel and
+    Triton's key (its signature, constexprs and launch options). Not the call that first compiled it (its
+    direction, mode and shape): that moves when an entry's range or the order of the calls does, with the
+    same specialization compiled."""
+    return tuple(record[k] for k in ("op", "dtype", "kernel", "key"))
 
 
 def grown(before: list[dict], after: list[dict], slack: int = 0) -> list[tuple[dict, int | None]]:
@@ -191,10 +197,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--records", type=Path, help="with --compare: this audit's spills.json instead of running it (no GPU needed)"
     )
-    parser.add_argument("--slack", type=int, default=0, help="with --compare: bytes more let pass (default 0)")
+    parser.add_argument("--slack", type=int, help="with --compare: bytes more let pass (default 0)")
     args = parser.parse_args(argv)
-    if (args.records or args.slack) and not args.compare:
+    if (args.records or args.slack is not None) and not args.compare:
         parser.error("--records and --slack go with --compare")
+    args.slack = 0 if args.slack is None else args.slack
     if args.slack < 0:
         parser.error("--slack is a number of bytes, at least 0")
     if args.compare and args.records:
@@ -209,27 +216,28 @@ def main(argv=None) -> int:
         for op in names:
             audit(op, dtypes, args.part)
         return 0
-    if args.jobs > 1:
-        parts = args.out / "parts" if args.out else Path(tempfile.mkdtemp())  # what a worker found so far
-        parts.mkdir(parents=True, exist_ok=True)
+    if args.jobs < 1:
+        parser.error("--jobs is at least 1")
+    # A process per (op, dtype) whatever --jobs is: a kernel the ops share (the backward's sum_partials)
+    # is then compiled, and recorded, under every op and dtype that launches it, the same in any audit.
+    parts = args.out / "parts" if args.out else Path(tempfile.mkdtemp())  # what a worker found so far
+    parts.mkdir(parents=True, exist_ok=True)
 
-        def worker(job):
-            op, dtype = job
-            found = parts / f"{op}-{dtype}"
-            found.unlink(missing_ok=True)
-            cmd = [sys.executable, __file__, "--part", str(found), "--ops", op, "--dtypes", dtype]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode:
-                raise RuntimeError(f"{op} {dtype}: the audit failed:\n{done.stderr[-4000:]}")
-            print(f"{op} {dtype}: audited", flush=True)
-            return [json.loads(line) for line in found.read_text().splitlines()] if found.exists() else []
+    def worker(job):
+        op, dtype = job
+        found = parts / f"{op}-{dtype}"
+        found.unlink(missing_ok=True)
+        cmd = [sys.executable, __file__, "--part", str(found), "--ops", op, "--dtypes", dtype]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"{op} {dtype}: the audit failed:\n{done.stderr[-4000:]}")
+        print(f"{op} {dtype}: audited", flush=True)
+        return [json.loads(line) for line in found.read_text().splitlines()] if found.exists() else []
 
-        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            # the longest first: residual ops with a backward call twice as many (pre and post)
-            jobs = sorted(((op, d) for op in names for d in dtypes), key=lambda j: -len(ops.OPS[j[0]].modes))
-            records = [r for part in pool.map(worker, jobs) for r in part]
-    else:
-        records = [r for op in names for r in audit(op, dtypes)]
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        # the longest first: residual ops with a backward call twice as many (pre and post)
+        jobs = sorted(((op, d) for op in names for d in dtypes), key=lambda j: -len(ops.OPS[j[0]].modes))
+        records = [r for part in pool.map(worker, jobs) for r in part]
     text = report(records)
     if args.compare:
         before = json.loads(args.compare.read_text())

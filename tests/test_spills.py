@@ -62,7 +62,7 @@ def test_spill_count_is_the_drivers():
     assert found[1].n_spills > 0, found[1].n_regs  # 512 values a thread: more than 255 registers hold
 
 
-def _record(shape: str, spilled: int, kernel: str = "add_rmsnorm_fp8_forward_single") -> dict:
+def _record(shape: str, spilled: int, kernel: str = "add_rmsnorm_fp8_forward_single", key: str = "") -> dict:
     return {
         "op": "add_rmsnorm_fp8",
         "direction": "forward",
@@ -71,7 +71,7 @@ def _record(shape: str, spilled: int, kernel: str = "add_rmsnorm_fp8_forward_sin
         "entry": "cols 16385-32768, rows 1-None, single persistent, BLOCK 1x32768, 16 warps, 1 stages",
         "shape": shape,
         "kernel": kernel,
-        "key": f"key of {shape}",
+        "key": key or f"key of {shape}",
         "warps": 16,
         "regs": 128,
         "spills": spilled,
@@ -112,3 +112,27 @@ def test_compare_lists_what_spills_more_than_before(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit):
         spills.main(["--records", str(tmp_path / "after.json")])  # --records alone: refused
+    with pytest.raises(SystemExit):
+        spills.main(["--slack", "0", "--ops", "rmsnorm", "--dtypes", "bf16"])  # --slack without --compare, 0 too
+
+
+def test_compare_matches_a_specialization_wherever_it_was_first_compiled(tmp_path, capsys):
+    """The same specialization (op, dtype, kernel and Triton's key) first compiled at another shape or
+    mode than in the audit before (an entry's range moved, or the calls' order) is the same launch: its
+    growth is measured from its count before, not reported as new."""
+    before = [_record("1x32768", 78, key="K1"), _record("1x32760", 0, key="K2")]
+    after = [dict(_record("1x32000", 78, key="K1"), mode="post"), _record("1x32760", 0, key="K2")]
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    argv = ["--compare", str(tmp_path / "before.json"), "--records", str(tmp_path / "after.json")]
+    assert spills.main(argv) == 0, capsys.readouterr().out
+    after[0]["spills"] = 80  # 2 bytes more than its 78 before, at its new shape
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    assert spills.main([*argv, "--slack", "4"]) == 0
+    assert spills.main(argv) == 1
+    assert "| 1x32000 | add_rmsnorm_fp8_forward_single | 78 | 80 |" in capsys.readouterr().out
+    # another key at the same shape is another specialization: new, listed where it spills
+    after.append(_record("1x32760", 6, key="K3"))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    assert spills.main([*argv, "--slack", "4"]) == 1
+    assert "| 1x32760 | add_rmsnorm_fp8_forward_single | - | 6 |" in capsys.readouterr().out
