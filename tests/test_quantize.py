@@ -9,9 +9,9 @@ which the interpreter runs, rounds by an addition). npu's keep the portable form
 a NaN sum, ``tl.math.div_rn``, ``round_half_even``, ``fp8_e4m3_bits``). Here both forms run
 on the same values and must give the same bits: on the GPU for every finite bf16 and fp16 y
 on many scales (what the kernels can meet: |y| <= qmax * scale), and fp32 samples; in the
-interpreter on samples with the ties and NaN rows the rules are about. (Only the GPU runs
-Triton's unary minus as 0 - x, which gives +0 for either zero: the -0 quotients of the edge rows are the
-GPU test's to check.)
+interpreter on samples with the ties and NaN rows the rules are about, the -0 quotients of the edge
+rows included (the forms take no zero's sign from a negation, which Triton up to 3.6 compiles as 0 - x
+and later versions, the interpreter's among them, as a true negation: the same code in both).
 """
 
 import pytest
@@ -160,8 +160,11 @@ def test_fast_and_portable_forms_agree_in_the_interpreter(quant, select):
     y = torch.cat([y, rand])
     scale = torch.cat([scale, rand.abs().amax(1) / QMAX[quant]]).clamp(min=1e-12)
     out = _run_both(y, scale, quant, native=False, select=select)
-    assert _same_bits(out[0], out[2]).all(), "div_by_row differs from div_rn"
-    assert _same_codes(out[1], out[3], quant).all(), "the codes differ"
+    scales = scale[:, None].expand_as(y)  # each element's row scale, for the message
+    same = _same_bits(out[0], out[2])
+    assert same.all(), "div_by_row differs from div_rn: " + _where_not(same, y, scales, out[0], out[2])
+    same = _same_codes(out[1], out[3], quant)
+    assert same.all(), "the codes differ: " + _where_not(same, y, scales, out[1], out[3])
     # the ties went to even, as torch.round does
     if quant == "int8":
         assert torch.equal(out[1][0, :256], torch.round(y[0, :256]).clamp(-128.0, 127.0))
