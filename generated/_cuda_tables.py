@@ -115,6 +115,7 @@ TABLE_3 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 1023, "single", 1, 8192, 32, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 1, 8192, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, None, "single", 1, 32768, 16, "tiles", False, 0),
 )
 
 # add_layernorm_int8: TABLE_3, but for these width ranges
@@ -122,6 +123,8 @@ TABLE_4 = runtime.amend(
     TABLE_3,
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
 )
 
 # add_rmsnorm: TABLE_1, but for these width ranges
@@ -151,6 +154,7 @@ TABLE_7 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 65, 128, 1024, None, "single", 2, 128, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, None, "single", 1, 32768, 16, "tiles", False, 0),
 )
 
 # add_rmsnorm_int8: TABLE_4, but for these width ranges
@@ -200,9 +204,9 @@ TABLE_11 = runtime.amend(
     runtime.Entry("fp32", 4097, 8192, 512, None, "single", 1, 8192, 8, "persistent", False, 0, 1, 1, 3),
 )
 
-# layernorm: TABLE_4, but for these width ranges
+# layernorm: TABLE_7, but for these width ranges
 TABLE_12 = runtime.amend(
-    TABLE_4,
+    TABLE_7,
     runtime.Entry(("fp16", "bf16"), 1, 16, 1, 1023, "single", 8, 16, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 1, 16, 1024, None, "single", 16, 16, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 33, 64, 1, 1023, "single", 2, 64, 1, "tiles", False, 0),
@@ -219,7 +223,6 @@ TABLE_12 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 8193, 16384, 1024, None, "multi", 1, 4096, 8, "tiles", False, 0),
     runtime.Entry("fp32", 16385, 32768, 1, 1023, "multi", 1, 16384, 16, "persistent", False, 0),
     runtime.Entry("fp32", 16385, 32768, 1024, None, "multi", 1, 8192, 16, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, None, "single", 1, 32768, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 32769, None, 1, None, "multi", 1, 4096, 16, "persistent", False, 0),
 )
 
