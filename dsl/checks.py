@@ -186,12 +186,20 @@ def check_no_tangent(op: str, tensors: dict) -> None:
             )
 
 
+# The kernels add eps in fp32: a larger one would become inf there, and every row's rstd 0 (y = 0, or
+# the bias) where the formula gives tiny nonzero values. The fast paths test the same bound.
+EPS_MAX = float(np.finfo(np.float32).max)  # 3.4028234663852886e38
+
+
 def check_eps(op: str, eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
     eps = float(eps)
-    if not (0.0 <= eps < math.inf):  # (not math.isfinite: under torch.compile eps may be a torch.SymFloat)
-        raise NormgenError(f"{op}: eps must be a finite number >= 0, got {eps}")
+    if not (0.0 <= eps <= EPS_MAX):  # (not math.isfinite: under torch.compile eps may be a torch.SymFloat)
+        raise NormgenError(
+            f"{op}: eps must be a finite number >= 0 within fp32's range (at most {EPS_MAX:.8g}: the kernels "
+            f"add it in fp32), got {eps}"
+        )
     return eps
 
 

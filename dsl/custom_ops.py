@@ -238,7 +238,7 @@ def compiling_entry(op):
         "    if not (",
         "        " + " and ".join(f"isinstance({t}, Tensor)" for t in tensors),
         "        and " + ("(bias is None or isinstance(bias, Tensor))" if op.has_bias else "bias is None"),
-        "        and type(eps) is float and 0.0 <= eps <= 1.7976931348623157e308",
+        f"        and type(eps) is float and 0.0 <= eps <= {checks.EPS_MAX!r}",
         f"        and norm_pos in {tuple(op.call_modes)!r}",
         f"        and (return_mean is False{' or return_mean is True' * ('mean' in op.stats)})",
         f"        and (return_rstd is False{' or return_rstd is True' * ('rstd' in op.stats)})",

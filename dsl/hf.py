@@ -80,6 +80,8 @@ from typing import NamedTuple
 
 import torch
 
+from .checks import EPS_MAX
+
 __all__ = ["Replaced", "Skipped", "SwapReport", "swap_norms"]
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -253,8 +255,8 @@ def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str
     weight = params["weight"]
     if weight.dim() != 1 or weight.dtype not in _DTYPES:
         return f"its weight is {tuple(weight.shape)} {weight.dtype} (normgen: 1-D float32, float16 or bfloat16)"
-    if not (eps >= 0 and float(eps) < float("inf")):
-        return f"eps={eps} (normgen: a finite number >= 0)"
+    if not (eps >= 0 and float(eps) <= EPS_MAX):
+        return f"eps={eps} (normgen: a finite number >= 0 within fp32's range, at most {EPS_MAX:.8g})"
     misses = []
     for kind in candidates:
         miss, exact = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None)

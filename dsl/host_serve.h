@@ -169,7 +169,8 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
   if (!form.present) DECLINE();
   if (!PyFloat_CheckExact(eps_obj)) DECLINE();
   double eps = PyFloat_AS_DOUBLE(eps_obj);
-  if (!(eps >= 0.0 && eps < INFINITY)) DECLINE();
+  // (the Python checks' bound, EPS_MAX: the kernels add eps in fp32)
+  if (!(eps >= 0.0 && eps <= static_cast<double>(FLT_MAX))) DECLINE();
   // no dispatch mode or functorch transform may see this call (they add keys beyond these two to
   // the thread's included set): the Python path decides
   static const c10::DispatchKeySet always_included =

@@ -41,6 +41,7 @@ import torch
 from torch.autograd import forward_ad
 
 from . import checks, compiled, host, launch_layout, runtime
+from .checks import EPS_MAX as _EPS_MAX
 from .checks import NormgenError
 from .custom_ops import autograd_call, compiling_call, compiling_entry, register
 from .fast_path import Form, Record
@@ -48,7 +49,6 @@ from .launch_layout import launch_tail
 from .modules import AddNorm as AddNorm  # public here: the generated module classes subclass surface.Norm,
 from .modules import Norm as Norm  # surface.AddNorm
 
-_INF = float("inf")
 _is_compiling = torch.compiler.is_compiling  # (dynamo knows the function, whatever its name here)
 _is_tracing = torch._C._is_tracing  # torch.jit.trace: it records dispatcher ops, never a direct launch
 
@@ -187,7 +187,7 @@ class Op:
                 and forward_ad._current_level < 0  # (no dual level open: no input has a tangent)
                 and (form := self._forms.get((norm_pos, return_mean, return_rstd, inplace))) is not None
                 and type(eps) is float
-                and 0.0 <= eps < _INF
+                and 0.0 <= eps <= _EPS_MAX
                 and (pdtype := weight.dtype if self.has_weight else x.dtype) is not None
                 and (
                     (

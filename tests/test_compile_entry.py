@@ -108,6 +108,7 @@ def bad_calls(spec):
     yield "x's columns strided", make(x=torch.randn(64, 4, dtype=x_dtype).t())
     yield "eps negative", make(eps=-1e-5)
     yield "eps infinite", make(eps=float("inf"))
+    yield "eps above fp32's largest", make(eps=1e39)
     yield "eps nan", make(eps=float("nan"))
     if spec.has_residual:
         yield "residual of another shape", make(residual=torch.randn(4, 32, dtype=x_dtype))

@@ -133,6 +133,9 @@ def _add_rmsnorm_calls():
     )
     yield "functional, eps < 0", call(*pair(), eps=-1.0, inplace=False), False
     yield "functional, eps nan", call(*pair(), eps=float("nan"), inplace=False), False
+    # (finite, but inf in the kernels' fp32: the checks refuse it, so the fast path must not take it)
+    yield "functional, eps above fp32's largest", call(*pair(), eps=3.5e38, inplace=False), False
+    yield "functional, eps fp32's largest", call(*pair(), eps=float(np.finfo(np.float32).max), inplace=False), True
     yield "functional, eps True", call(*pair(), eps=True, inplace=False), False
     yield "functional, norm_pos middle", call(*pair(), mode="middle", inplace=False), False
     yield (

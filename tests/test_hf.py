@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -449,6 +450,17 @@ def test_a_norm_whose_forward_takes_more_than_its_input_is_left_alone():
     report = swap_norms(model)
     assert report.replaced == [] and isinstance(model[0], GatedRMSNorm)
     assert "its forward takes `gate` besides the input" in report.skipped[0].reason
+
+
+def test_a_norm_whose_eps_is_beyond_fp32_is_left_alone():
+    """normgen's ops refuse an eps above fp32's largest number (the kernels add it in fp32); the probe
+    built its module with one and failed. Such a norm is now left alone, with the reason."""
+    model = torch.nn.Sequential(MyRMSNorm(16, eps=1e39), MyRMSNorm(16, eps=float(np.finfo(np.float32).max)))
+    report = swap_norms(model)
+    assert [r.name for r in report.replaced] == ["1"], str(report)
+    assert isinstance(model[0], MyRMSNorm) and "eps=1e+39 (normgen: a finite number >= 0 within fp32's range" in (
+        report.skipped[0].reason
+    )
 
 
 @pytest.mark.parametrize("hook", ["backward", "backward_pre", "state_dict", "load_state_dict_post"])

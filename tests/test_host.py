@@ -219,6 +219,7 @@ def test_the_cxx_path_declines_what_the_fast_path_declines():
         "residual in another dtype": lambda: fn(x, r.float(), w),
         "gradient": lambda: fn(x.clone().requires_grad_(), r, w),
         "eps an int": lambda: fn(x, r, w, 0),
+        "eps above fp32's largest": lambda: fn(x, r, w, 1e39),
     }
     for what, call in declined.items():
         with warnings.catch_warnings():

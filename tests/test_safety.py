@@ -352,6 +352,26 @@ def test_numpy_eps(eps, cpu_path):
     torch.testing.assert_close(generated.rmsnorm(inputs["x"], inputs["weight"], eps=eps), expected)
 
 
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_eps_beyond_fp32_is_refused(name, cpu_path):
+    """The kernels add eps in fp32: an eps above fp32's largest number became inf there, and every y
+    0 (the bias for layer norms), where the formula gives tiny nonzero values. The call's checks
+    refuse it; fp32's largest itself is taken, and an rms norm's y is then the formula's."""
+    spec = SPECS[name]
+    inputs = _inputs(name)
+    for eps in (3.5e38, 1e39, 1e300):
+        with pytest.raises(NormgenError, match=rf"{name}: eps must be .* within fp32's range \(at most 3.4028235e\+38"):
+            call(spec, inputs, _mode(spec), eps=eps)
+    largest = float(np.finfo(np.float32).max)
+    got = call(spec, inputs, _mode(spec), eps=largest)
+    if not (spec.is_quantized or spec.is_layer or spec.has_bias):  # (q: 0 under the scale's floor, 1e-12)
+        s = inputs["x"].double() + (inputs["residual"].double() if spec.has_residual else 0)
+        w = inputs["weight"].double() + (1 if "gemma" in name else 0)  # (Gemma's 1 + w)
+        y = s * torch.rsqrt(s.square().mean(-1, keepdim=True) + largest) * w
+        assert y.abs().min() > 0  # the case: tiny, nonzero
+        torch.testing.assert_close(got["y"].double(), y, rtol=1e-3, atol=0)
+
+
 @needs_interpreter
 def test_concurrent_calls_interpreter():
     """Triton's interpreter patches shared state while a kernel runs: calls from threads must not mix."""
@@ -467,7 +487,7 @@ def test_module_construction_refuses_what_no_call_could_take(module):
             module(size)
     with pytest.raises(TypeError, match=rf"{name}: eps must be a number, got None"):
         module(64, eps=None)
-    for eps in (-1.0, float("nan"), float("inf")):
+    for eps in (-1.0, float("nan"), float("inf"), 3.5e38, 1e300):  # (the last two: inf in fp32)
         with pytest.raises(NormgenError, match=rf"{name}: eps must be a finite number >= 0"):
             module(64, eps=eps)
     with pytest.raises(NormgenError, match=rf"{name}: parameters of dtype torch.float64, which no call could take"):
