@@ -21,6 +21,7 @@ Exit status 1 when any specialization spills; the report (``spills.md``, ``spill
 
     python scripts/spills.py --ops OPS --compare BEFORE/spills.json [--out DIR]     # after a change
     python scripts/spills.py --compare BEFORE/spills.json --records AFTER/spills.json   # no GPU needed
+    python scripts/spills.py --compare BEFORE/spills.json --records AFTER/spills.json --ops rmsnorm --dtypes bf16
     (either with --slack BYTES: growth up to that many bytes let pass)
 
 With --compare (an audit of the tree before a change, the same --ops and --dtypes), the report adds
@@ -29,7 +30,8 @@ that spills more than it did there, or spills where that audit had no such speci
 exit status is 1 only when there is one: ptxas's register allocation moves with
 small edits to device code (a change to the fp8 quotient once made add_rmsnorm_fp8's fp32 rows of
 16385-32768 columns spill 158-430 bytes where they had spilled 26-78, and take up to 3.1x the time;
-docs/bench/family/fp8-div.md). --records compares two saved audits without running one.
+docs/bench/family/fp8-div.md). --records compares two saved audits without running one: only their records of
+--ops and --dtypes where given (each must be in both audits).
 """
 
 from __future__ import annotations
@@ -187,8 +189,8 @@ def comparison(before: list[dict], after: list[dict], slack: int = 0) -> tuple[s
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", default="all", help="comma-separated cuda ops, or all")
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--ops", help="comma-separated cuda ops, or all (the default)")
+    parser.add_argument("--dtypes", help=f"comma-separated (default {','.join(DTYPES)})")
     parser.add_argument("--jobs", type=int, default=1, help="(op, dtype) pairs audited at once, one process each")
     parser.add_argument("--out", type=Path, help="folder for spills.md and spills.json")
     parser.add_argument("--part", type=Path, help=argparse.SUPPRESS)  # a worker: its records into this file
@@ -206,14 +208,27 @@ def main(argv=None) -> int:
     if args.slack < 0:
         parser.error("--slack is a number of bytes, at least 0")
     if args.compare and args.records:
-        before, after = json.loads(args.compare.read_text()), json.loads(args.records.read_text())
-        text, rows = comparison(before, after, args.slack)
+        # two saved audits; --ops and --dtypes, where given, keep only those ops' and dtypes' records
+        keep = {
+            field: set(value.split(","))
+            for field, value in (("op", args.ops), ("dtype", args.dtypes))
+            if value not in (None, "all")
+        }
+        audits = []
+        for path in (args.compare, args.records):
+            records = json.loads(path.read_text())
+            audits.append([r for r in records if all(r[field] in values for field, values in keep.items())])
+            for field, values in keep.items():
+                missing = values - {r[field] for r in records}
+                if missing:
+                    parser.error(f"{path} has no records of {field} {', '.join(sorted(missing))}")
+        text, rows = comparison(*audits, args.slack)
         print(text)
         return 1 if rows else 0
     from benchmarks import ops
 
-    names = list(ops.OPS) if args.ops == "all" else args.ops.split(",")
-    dtypes = args.dtypes.split(",")
+    names = list(ops.OPS) if args.ops in (None, "all") else args.ops.split(",")
+    dtypes = (args.dtypes or ",".join(DTYPES)).split(",")
     if args.part:
         for op in names:
             audit(op, dtypes, args.part)

@@ -110,6 +110,21 @@ def test_compare_lists_what_spills_more_than_before(tmp_path, capsys):
     (tmp_path / "after.json").write_text(json.dumps(after))
     assert spills.main(argv) == 1 and spills.main([*argv, "--slack", "2"]) == 0
     capsys.readouterr()
+    # --ops and --dtypes with --records: only their records are compared (they were ignored); one that
+    # neither audit has is refused
+    after[0]["spills"] = 78
+    after.append(dict(_record("1x32768", 500), op="add_layernorm_fp8"))
+    before.append(dict(_record("1x32768", 0), op="add_layernorm_fp8"))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    assert spills.main(argv) == 1 and "| add_layernorm_fp8 |" in capsys.readouterr().out
+    assert spills.main([*argv, "--ops", "add_rmsnorm_fp8", "--dtypes", "fp32"]) == 0
+    assert "0 of 6 specializations spill more (or newly)\n" in capsys.readouterr().out
+    assert spills.main([*argv, "--ops", "add_layernorm_fp8"]) == 1
+    assert "1 of 1 specializations spill more" in capsys.readouterr().out
+    for wrong in (["--ops", "rmsnorm"], ["--dtypes", "fp16"]):
+        with pytest.raises(SystemExit):
+            spills.main([*argv, *wrong])
     with pytest.raises(SystemExit):
         spills.main(["--records", str(tmp_path / "after.json")])  # --records alone: refused
     with pytest.raises(SystemExit):
