@@ -106,6 +106,8 @@ def same_launch(name: str, dtype: str, width: int, few: int, many: int) -> bool:
         launcher = importlib.import_module(f"generated.{name}_{target}").LAUNCHER
     except ModuleNotFoundError:
         return False
+    if any(launcher.table.lookup(dtype, rows, width).grid != "tiles" for rows in (few, many)):
+        return False  # (decided without a grid: a persistent one would ask the device for its cores)
     kernel, grid, options, entry = launcher.decide(dtype, few, width, 0)
     kernel_many, _, options_many, entry_many = launcher.decide(dtype, many, width, 0)
     tiles = entry.grid == entry_many.grid == "tiles"
