@@ -29,9 +29,28 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def check_dense(op: str, name: str, t: torch.Tensor) -> None:
+    """A dense tensor: not nested (a jagged one reached the kernels, which read its data pointer, 0) and
+    of the strided layout (sparse and mkldnn tensors have no row strides to launch with)."""
+    if t.is_nested:
+        hint = (
+            f"normalize its rows as {name}.values(), a dense (rows, hidden) tensor, and rebuild with "
+            f"torch.nested.nested_tensor_from_jagged(y, {name}.offsets())"
+            if t.layout is torch.jagged
+            else f"pad it with {name}.to_padded_tensor(0.0)"
+        )
+        raise NormgenError(f"{op}: {name} is a nested tensor ({t.layout}); normgen's ops take dense tensors: {hint}")
+    if t.layout is not torch.strided:
+        raise NormgenError(
+            f"{op}: {name} is a {t.layout} tensor; normgen's ops take dense tensors of torch.strided layout "
+            f"({name}.to_dense() makes one)"
+        )
+
+
 def check_input(op: str, x, dtypes: tuple) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
+    check_dense(op, "x", x)
     if x.dim() == 0:
         raise NormgenError(f"{op}: x must have at least one dimension (..., hidden), got a scalar")
     if x.dtype not in dtypes:
@@ -51,6 +70,7 @@ def check_like(op: str, name: str, t, x: torch.Tensor, any_strides: bool = False
     as x, its rows of adjacent elements unless ``any_strides`` (the backward takes autograd's as they come)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    check_dense(op, name, t)
     if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
         raise NormgenError(f"{op}: {name} ({_describe(t)}) must match x ({_describe(x)})")
     if not any_strides and t.stride(-1) != 1 and t.shape[-1] > 1:
@@ -66,6 +86,7 @@ def check_param(op: str, name: str, t, x: torch.Tensor, like: torch.Tensor | Non
     bias must share (None: the weight itself, or an op without one, whose bias has x's dtype)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    check_dense(op, name, t)
     hidden = x.shape[-1]
     if t.shape != (hidden,):
         raise NormgenError(
@@ -194,7 +215,10 @@ EPS_MAX = float(np.finfo(np.float32).max)  # 3.4028234663852886e38
 def check_eps(op: str, eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
-    eps = float(eps)
+    try:
+        eps = float(eps)
+    except OverflowError:  # an int beyond any float (10**400): out of range, as any above EPS_MAX
+        eps = math.inf
     if not (0.0 <= eps <= EPS_MAX):  # (not math.isfinite: under torch.compile eps may be a torch.SymFloat)
         raise NormgenError(
             f"{op}: eps must be a finite number >= 0 within fp32's range (at most {EPS_MAX:.8g}: the kernels "

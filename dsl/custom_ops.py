@@ -248,7 +248,9 @@ def compiling_entry(op):
         "    dtype = x.dtype",
         "    n_cols = x.shape[-1] if x.dim() else 0",
         "    if not (",
-        f"        str(dtype) in {dtypes!r} and n_cols > 0 and (x.stride(-1) == 1 or n_cols == 1)",
+        # (a nested or sparse x is the checks' to name: the custom op has no kernel for those layouts)
+        "        x.layout == STRIDED and not x.is_nested",
+        f"        and str(dtype) in {dtypes!r} and n_cols > 0 and (x.stride(-1) == 1 or n_cols == 1)",
     ]
     if op.has_residual:
         lines.append(
@@ -338,6 +340,7 @@ def compiling_entry(op):
         "QSTORAGE": op.quant_storage,
         "QDTYPE": op.quant_dtype,
         "CONTIGUOUS": torch.contiguous_format,
+        "STRIDED": torch.strided,
         "empty_like": torch.empty_like,
         "empty": torch.empty,
         "is_grad_enabled": torch.is_grad_enabled,

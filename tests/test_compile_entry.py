@@ -106,6 +106,9 @@ def bad_calls(spec):
     yield "x a scalar", make(x=torch.tensor(1.0, dtype=x_dtype))
     yield "x no columns", make(x=torch.randn(4, 0, dtype=x_dtype))
     yield "x's columns strided", make(x=torch.randn(64, 4, dtype=x_dtype).t())
+    rows = [torch.randn(1, 64, dtype=x_dtype), torch.randn(3, 64, dtype=x_dtype)]
+    yield "x nested", make(x=torch.nested.nested_tensor(rows, layout=torch.jagged))
+    yield "x sparse", make(x=torch.randn(4, 64, dtype=x_dtype).to_sparse())
     yield "eps negative", make(eps=-1e-5)
     yield "eps infinite", make(eps=float("inf"))
     yield "eps above fp32's largest", make(eps=1e39)

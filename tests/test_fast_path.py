@@ -15,6 +15,7 @@ import torch
 from dsl.runtime import NormgenError
 
 from .cases import SPECS, make_inputs
+from .conftest import op_of
 from .test_surface import Recorder, _dtype, make_recording, says_cuda
 
 
@@ -318,3 +319,19 @@ def test_a_tangent_is_refused_where_the_fast_path_has_a_record(recording):
         dual = fwAD.make_dual(x, torch.ones_like(x))
         with pytest.raises(NormgenError, match="add_rmsnorm: x carries a forward-mode AD tangent"):
             op(dual, r, w, None, 1e-6, "pre", False, False, False)
+
+
+def test_a_nested_or_sparse_x_gets_no_record(monkeypatch):
+    """A jagged nested x looks like a dense one to the fast path's reads (shape, dtype, device,
+    contiguity), and its data pointer is 0: on cuda the fast path made a record of it and launched at
+    address 0. ``_record`` declines it, and any layout but torch.strided, so that the checks name it.
+    Here the op takes CPU tensors as if they were its target's (a record would import the target's
+    kernel module, which does not exist: the decline comes first)."""
+    op = op_of("rmsnorm")
+    monkeypatch.setattr(op, "kernels", {"cpu": "no_such_module"})
+    form = next(iter(op._forms.values()))
+    rows = [torch.randn(3, 64), torch.randn(5, 64)]
+    for x in (torch.nested.nested_tensor(rows, layout=torch.jagged), torch.randn(4, 64).to_sparse()):
+        assert op._record(form, x, None, torch.float32) is None, x.layout
+    with pytest.raises(ModuleNotFoundError):  # (a dense x gets that far)
+        op._record(form, torch.randn(4, 64), None, torch.float32)

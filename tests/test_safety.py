@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -352,6 +353,36 @@ def test_numpy_eps(eps, cpu_path):
     torch.testing.assert_close(generated.rmsnorm(inputs["x"], inputs["weight"], eps=eps), expected)
 
 
+def test_nested_sparse_and_mkldnn_tensors_are_refused(cpu_path):
+    """Tensors of another layout than torch.strided, and nested ones, are refused by name before any
+    launch. A jagged nested x passed the checks (its shape, dtype, contiguity and last stride look like a
+    dense x's) and reached the kernels with its data pointer, 0; sparse ones were told to call
+    .contiguous(), which does not help (found by an audit)."""
+    w = torch.ones(64)
+    x = torch.randn(4, 64)
+    rows = [torch.randn(3, 64), torch.randn(5, 64)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch: the strided nested layout is a prototype)
+        strided_nested = torch.nested.nested_tensor(rows)
+    cases = {
+        "x is a nested tensor \\(torch.jagged\\).*x.values\\(\\)": lambda: generated.rmsnorm(
+            torch.nested.nested_tensor(rows, layout=torch.jagged), w
+        ),
+        "x is a nested tensor \\(torch.strided\\).*to_padded_tensor": lambda: generated.rmsnorm(strided_nested, w),
+        "x is a torch.sparse_coo tensor": lambda: generated.rmsnorm(x.to_sparse(), w),
+        "x is a torch.sparse_csr tensor": lambda: generated.layernorm(x.to_sparse_csr(), w, w),
+        "x is a torch._mkldnn tensor": lambda: generated.rmsnorm(x.to_mkldnn(), w),
+        "residual is a torch.sparse_coo tensor": lambda: generated.add_rmsnorm(x, x.to_sparse(), w),
+        "weight is a torch.sparse_coo tensor": lambda: generated.rmsnorm(x, w.to_sparse()),
+        "bias is a torch.sparse_coo tensor": lambda: generated.layernorm(x, w, w.to_sparse()),
+    }
+    for message, refused in cases.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (torch: sparse CSR is in beta)
+            with pytest.raises(NormgenError, match=message):
+                refused()
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_eps_beyond_fp32_is_refused(name, cpu_path):
     """The kernels add eps in fp32: an eps above fp32's largest number became inf there, and every y
@@ -359,7 +390,7 @@ def test_eps_beyond_fp32_is_refused(name, cpu_path):
     refuse it; fp32's largest itself is taken, and an rms norm's y is then the formula's."""
     spec = SPECS[name]
     inputs = _inputs(name)
-    for eps in (3.5e38, 1e39, 1e300):
+    for eps in (3.5e38, 1e39, 1e300, 10**400):
         with pytest.raises(NormgenError, match=rf"{name}: eps must be .* within fp32's range \(at most 3.4028235e\+38"):
             call(spec, inputs, _mode(spec), eps=eps)
     largest = float(np.finfo(np.float32).max)
@@ -487,7 +518,7 @@ def test_module_construction_refuses_what_no_call_could_take(module):
             module(size)
     with pytest.raises(TypeError, match=rf"{name}: eps must be a number, got None"):
         module(64, eps=None)
-    for eps in (-1.0, float("nan"), float("inf"), 3.5e38, 1e300):  # (the last two: inf in fp32)
+    for eps in (-1.0, float("nan"), float("inf"), 3.5e38, 1e300, 10**400):  # (inf in fp32; float() overflows)
         with pytest.raises(NormgenError, match=rf"{name}: eps must be a finite number >= 0"):
             module(64, eps=eps)
     with pytest.raises(NormgenError, match=rf"{name}: parameters of dtype torch.float64, which no call could take"):
