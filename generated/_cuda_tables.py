@@ -111,10 +111,13 @@ TABLE_2 = (
 TABLE_3 = runtime.amend(
     TABLE_1,
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1, None, "single", 1, 1024, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1, None, "single", 1, 2048, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 1, 4096, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 1023, "single", 1, 8192, 32, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1024, None, "single", 1, 8192, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, 1023, "single", 1, 16384, 16, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, None, "single", 1, 32768, 16, "tiles", False, 0),
 )
 
@@ -123,9 +126,6 @@ TABLE_4 = runtime.amend(
     TABLE_3,
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1, None, "single", 1, 2048, 8, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, 1023, "single", 1, 16384, 16, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1024, None, "multi", 1, 4096, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, 1023, "single", 1, 32768, 16, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 16385, 32768, 1024, None, "single", 1, 32768, 32, "tiles", False, 0),
 )
@@ -151,14 +151,15 @@ TABLE_6 = runtime.amend(
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 2, 4096, 16, "persistent", False, 0, 1, 8, 1),
 )
 
-# add_rmsnorm_fp8: TABLE_3, but for these width ranges
+# add_rmsnorm_fp8: TABLE_4, but for these width ranges
 TABLE_7 = runtime.amend(
-    TABLE_3,
+    TABLE_4,
     runtime.Entry(("fp16", "bf16"), 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 65, 128, 1024, None, "single", 2, 128, 1, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1, 1023, "single", 1, 1024, 4, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 513, 1024, 1024, None, "single", 1, 1024, 2, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1, None, "single", 1, 2048, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, None, "single", 1, 16384, 8, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, None, "single", 1, 32768, 16, "tiles", False, 0),
 )
 
 # add_rmsnorm_int8: TABLE_4, but for these width ranges
