@@ -212,19 +212,27 @@ def check_no_tangent(op: str, tensors: dict) -> None:
 EPS_MAX = float(np.finfo(np.float32).max)  # 3.4028234663852886e38
 
 
+EPS_RULE = f"a finite number >= 0 within fp32's range (at most {EPS_MAX!r}, fp32's largest: the kernels add it in fp32)"
+
+
+def eps_value(eps) -> tuple[float | None, str]:
+    """A number eps as a float, or None and what is wrong with it (``EPS_RULE`` says what is right)."""
+    try:
+        value = float(eps)
+    except OverflowError:  # an int (or a Fraction) beyond any float: 10**400
+        return None, f"got a number too large for a float ({type(eps).__name__})"
+    if not (0.0 <= value <= EPS_MAX):  # (not math.isfinite: under torch.compile eps may be a torch.SymFloat)
+        return None, f"got {value}"
+    return value, ""
+
+
 def check_eps(op: str, eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
-    try:
-        eps = float(eps)
-    except OverflowError:  # an int beyond any float (10**400): out of range, as any above EPS_MAX
-        eps = math.inf
-    if not (0.0 <= eps <= EPS_MAX):  # (not math.isfinite: under torch.compile eps may be a torch.SymFloat)
-        raise NormgenError(
-            f"{op}: eps must be a finite number >= 0 within fp32's range (at most {EPS_MAX:.8g}: the kernels "
-            f"add it in fp32), got {eps}"
-        )
-    return eps
+    value, wrong = eps_value(eps)
+    if value is None:
+        raise NormgenError(f"{op}: eps must be {EPS_RULE}, {wrong}")
+    return value
 
 
 def check_hidden_size(op: str, hidden_size) -> None:

@@ -248,13 +248,14 @@ def compiling_entry(op):
         "    dtype = x.dtype",
         "    n_cols = x.shape[-1] if x.dim() else 0",
         "    if not (",
-        # (a nested or sparse x is the checks' to name: the custom op has no kernel for those layouts)
+        # (a nested or sparse tensor is the checks' to name: the custom op has no kernel for those layouts)
         "        x.layout == STRIDED and not x.is_nested",
         f"        and str(dtype) in {dtypes!r} and n_cols > 0 and (x.stride(-1) == 1 or n_cols == 1)",
     ]
     if op.has_residual:
         lines.append(
-            "        and residual.shape == x.shape and residual.dtype == dtype and residual.device == x.device"
+            "        and residual.layout == STRIDED and residual.shape == x.shape and residual.dtype == dtype"
+            " and residual.device == x.device"
             " and (residual.stride(-1) == 1 or n_cols == 1)"
         )
     params = [p for p in ("weight", "bias") if p in op.inputs]
@@ -269,7 +270,8 @@ def compiling_entry(op):
             else f"{p}.dtype == dtype"
         )
         test = (
-            f"{p}.shape == (n_cols,) and {p}.device == x.device and {dtype_ok} and ({p}.stride(0) == 1 or n_cols == 1)"
+            f"{p}.layout == STRIDED and {p}.shape == (n_cols,) and {p}.device == x.device and {dtype_ok}"
+            f" and ({p}.stride(0) == 1 or n_cols == 1)"
         )
         lines.append(f"        and (bias is None or {test})" if p == "bias" else f"        and {test}")
     lines += [

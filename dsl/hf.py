@@ -80,7 +80,7 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import EPS_MAX
+from .checks import EPS_RULE, eps_value
 
 __all__ = ["Replaced", "Skipped", "SwapReport", "swap_norms"]
 
@@ -255,8 +255,8 @@ def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str
     weight = params["weight"]
     if weight.dim() != 1 or weight.dtype not in _DTYPES:
         return f"its weight is {tuple(weight.shape)} {weight.dtype} (normgen: 1-D float32, float16 or bfloat16)"
-    if not (eps >= 0 and float(eps) <= EPS_MAX):
-        return f"eps={eps} (normgen: a finite number >= 0 within fp32's range, at most {EPS_MAX:.8g})"
+    if eps_value(eps)[0] is None:
+        return f"eps {eps_value(eps)[1]} (normgen: {EPS_RULE})"
     misses = []
     for kind in candidates:
         miss, exact = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None)

@@ -118,6 +118,7 @@ def bad_calls(spec):
         yield "residual of another dtype", make(residual=torch.randn(4, 64, dtype=torch.float16))
         yield "residual's columns strided", make(residual=torch.randn(64, 4, dtype=x_dtype).t())
         yield "residual on another device", make(residual=torch.randn(4, 64, dtype=x_dtype, device="meta"))
+        yield "residual sparse (csr)", make(residual=torch.randn(4, 64, dtype=x_dtype).to_sparse_csr())
         yield "norm_pos unknown", make(norm_pos="middle")
         x = torch.randn(4, 64, dtype=x_dtype, requires_grad=True)
         yield "in place with a gradient", make(x=x, inplace=True)
@@ -133,6 +134,7 @@ def bad_calls(spec):
         yield "a gradient wanted of an op without a backward", make(x=x)
     for p in [p for p in ("weight", "bias") if getattr(spec, f"has_{p}")]:
         yield f"{p} of another width", make(**{p: torch.randn(32, dtype=x_dtype)})
+        yield f"{p} sparse", make(**{p: torch.randn(64, dtype=x_dtype).to_sparse()})
         yield f"{p} of two dimensions", make(**{p: torch.randn(1, 64, dtype=x_dtype)})
         yield f"{p} float16 with bfloat16 x", make(**{p: torch.randn(64, dtype=torch.float16)})
         yield f"{p} float64", make(**{p: torch.randn(64, dtype=torch.float64)})

@@ -455,12 +455,15 @@ def test_a_norm_whose_forward_takes_more_than_its_input_is_left_alone():
 def test_a_norm_whose_eps_is_beyond_fp32_is_left_alone():
     """normgen's ops refuse an eps above fp32's largest number (the kernels add it in fp32); the probe
     built its module with one and failed. Such a norm is now left alone, with the reason."""
-    model = torch.nn.Sequential(MyRMSNorm(16, eps=1e39), MyRMSNorm(16, eps=float(np.finfo(np.float32).max)))
-    report = swap_norms(model)
+    largest = float(np.finfo(np.float32).max)
+    model = torch.nn.Sequential(MyRMSNorm(16, eps=1e39), MyRMSNorm(16, eps=largest), MyRMSNorm(16, eps=10**400))
+    report = swap_norms(model)  # (an int beyond any float: it raised OverflowError)
     assert [r.name for r in report.replaced] == ["1"], str(report)
-    assert isinstance(model[0], MyRMSNorm) and "eps=1e+39 (normgen: a finite number >= 0 within fp32's range" in (
-        report.skipped[0].reason
-    )
+    reasons = [s.reason for s in report.skipped]
+    rule = f"(normgen: a finite number >= 0 within fp32's range (at most {largest!r}"
+    assert reasons[0].startswith("eps got 1e+39 " + rule), reasons
+    assert reasons[1].startswith("eps got a number too large for a float (int) " + rule), reasons
+    assert isinstance(model[0], MyRMSNorm) and isinstance(model[2], MyRMSNorm)
 
 
 @pytest.mark.parametrize("hook", ["backward", "backward_pre", "state_dict", "load_state_dict_post"])

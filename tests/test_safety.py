@@ -9,6 +9,7 @@ and the `gpu` tests on CUDA.
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -390,11 +391,14 @@ def test_eps_beyond_fp32_is_refused(name, cpu_path):
     refuse it; fp32's largest itself is taken, and an rms norm's y is then the formula's."""
     spec = SPECS[name]
     inputs = _inputs(name)
-    for eps in (3.5e38, 1e39, 1e300, 10**400):
-        with pytest.raises(NormgenError, match=rf"{name}: eps must be .* within fp32's range \(at most 3.4028235e\+38"):
-            call(spec, inputs, _mode(spec), eps=eps)
     largest = float(np.finfo(np.float32).max)
-    got = call(spec, inputs, _mode(spec), eps=largest)
+    # the bound as the message writes it, a number the call then takes (a rounded 3.4028235e+38 was above it)
+    bound = rf"within fp32's range \(at most {re.escape(repr(largest))}, fp32's largest"
+    huge = (10**400, "got a number too large for a float (int)")  # (float() overflows)
+    for eps, got in ((3.5e38, "got 3.5e+38"), (1e300, "got 1e+300"), huge):
+        with pytest.raises(NormgenError, match=rf"{name}: eps must be .* {bound}.*\), {re.escape(got)}$"):
+            call(spec, inputs, _mode(spec), eps=eps)
+    got = call(spec, inputs, _mode(spec), eps=float(repr(largest)))
     if not (spec.is_quantized or spec.is_layer or spec.has_bias):  # (q: 0 under the scale's floor, 1e-12)
         s = inputs["x"].double() + (inputs["residual"].double() if spec.has_residual else 0)
         w = inputs["weight"].double() + (1 if "gemma" in name else 0)  # (Gemma's 1 + w)

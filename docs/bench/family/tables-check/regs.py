@@ -1,6 +1,7 @@
-"""ptxas -v of one generated cuda kernel specialization (no GPU): registers and spills.
+"""Registers and stack (spills) of one generated cuda kernel specialization, from its cubin's resource
+usage (cuobjdump -res-usage, bundled with Triton; no GPU).
 
-python scratch/q29/regs.py OP PASSES BLOCK_M BLOCK_N WARPS [NAME=VALUE ...] [--root DIR]
+python regs.py OP PASSES BLOCK_M BLOCK_N WARPS [NAME=VALUE ...] [--root DIR]
 """
 
 import importlib
