@@ -37,9 +37,12 @@ from .targets import TuningError
 # A source checkout has build.py next to dsl/; an installed copy (site-packages) does not.
 IN_CHECKOUT = (pipeline.ROOT / "build.py").is_file()
 
-# torch.library namespaces that PyTorch itself defines ops in.
+# torch.library namespaces that PyTorch itself defines ops in (tests/test_cli.py checks them against
+# torch's registered ops: an op built into one landed among torch's, e.g. in torch.ops.sparse).
 TORCH_NAMESPACES = ("aten", "prim", "prims", "quantized", "_quantized", "torch", "inductor", "higher_order")
 TORCH_NAMESPACES += ("profiler", "export", "debug_mode_ops", "rngprims", "debugprims", "mkldnn", "mkl", "onednn")
+TORCH_NAMESPACES += ("c10d", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "_native", "_test")
+TORCH_NAMESPACES += ("inductor_prims", "mkldnn_prepacked", "quantization", "sparse", "static_runtime", "symm_mem")
 # Attributes of torch.ops itself: torch.ops.NAME is not a namespace there.
 TORCH_OPS_ATTRIBUTES = ("import_module", "load_library", "loaded_libraries")
 
@@ -151,6 +154,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 "pass --out DIR for your package (python build.py --specs DIR --out DIR)"
             )
         out = pipeline.GENERATED
+    elif (
+        not (args.check or args.list or args.tune)
+        and out.resolve() == pipeline.GENERATED.resolve()
+        and args.specs.resolve() != pipeline.SPECS
+    ):
+        parser.error(  # (--out generated, or a link to it: the same removal as no --out)
+            f"--out {out} is the shipped generated/: your ops would replace the shipped ones there; "
+            "pass --out DIR for your package"
+        )
     try:
         check_folders(args.specs, out)
         if args.tune:

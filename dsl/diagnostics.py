@@ -10,6 +10,13 @@ from .model import Span
 MAX_PER_FILE = 50
 # A longer source line is shown as a window around the caret.
 MAX_LINE = 120
+# what a line's odd break characters are shown as (one column each, so the caret stays in place)
+_SHOWN = str.maketrans({"\r": "␍", "\x0b": "␋", "\x0c": "␌", "\x85": "␤", "\u2028": "␤", "\u2029": "␤"})
+
+
+def source_lines(source: str) -> list[str]:
+    """A file's lines as the parser counts them (at \n alone; \r\n's \r dropped), odd breaks made visible."""
+    return [line.removesuffix("\r").translate(_SHOWN) for line in source.split("\n")]
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class Diagnostic:
         if span.line == 0:  # about a whole file
             return f"{span.path}: error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
         lines = [f"{span.path}:{span.line}:{span.column}: error: {self.message}"]
-        text_lines = source.splitlines() if isinstance(source, str) else source or []
+        text_lines = source_lines(source) if isinstance(source, str) else source or []
         if 0 < span.line <= len(text_lines):
             line = text_lines[span.line - 1]
             start = span.column - 1
@@ -65,7 +72,7 @@ class SpecError(Exception):
                 continue
             if path not in lines:
                 source = self.sources.get(path)
-                lines[path] = source.splitlines() if source is not None else None
+                lines[path] = source_lines(source) if source is not None else None
             parts.append(diagnostic.render(lines[path]))
         for path, count in shown.items():
             if count > MAX_PER_FILE:

@@ -53,5 +53,10 @@ def custom_op_names(spec: NormSpec) -> list[str]:
 
 def module_class(spec: NormSpec) -> str:
     """The nn.Module wrapper: add_rmsnorm -> AddRMSNorm."""
+    return class_name(spec.name)
+
+
+def class_name(op_name: str) -> str:
+    """The nn.Module wrapper's name for an op name: add_rmsnorm -> AddRMSNorm."""
     special = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm", "rms": "RMS", "int8": "Int8", "fp8": "FP8"}
-    return "".join(special.get(word, word.capitalize()) for word in spec.name.split("_"))
+    return "".join(special.get(word, word.capitalize()) for word in op_name.split("_"))

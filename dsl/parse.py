@@ -7,6 +7,7 @@ reported with the list of allowed values rather than as a parse error.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
@@ -203,16 +204,46 @@ def _syntax_diagnostic(path: str, text: str, error: UnexpectedInput) -> Diagnost
     elif isinstance(error, UnexpectedCharacters):
         char = text[error.pos_in_stream]
         found = f"'{char}'" if char.isprintable() else repr(char)
+        if char.isdigit():  # (not 0-9: the grammar's numbers are ASCII; \d took every script's digits)
+            hint = f"numbers are written with the digits 0-9; '{char}' is U+{ord(char):04X}"
     else:
         found = "the end of the file"
-        lines = text.splitlines() or [""]
+        lines = text.split("\n")
         line, column = len(lines), len(lines[-1]) + 1
     span = Span(path, line, column, line, column + width)
     return Diagnostic(span, f"{message}; found {found}", hint)
 
 
+# Line breaks other than \n and \r\n: editors and Python end a line at each, the parser does not (a
+# comment ran on over the next setting, which was then silently not set; positions were off).
+_ODD_BREAK = re.compile(r"\r(?!\n)|[\x0b\x0c\x85\u2028\u2029]")
+_BREAK_NAMES = {
+    "\r": "a carriage return without a newline",
+    "\x0b": "a vertical tab",
+    "\x0c": "a form feed",
+    "\x85": "a next-line character (U+0085)",
+    "\u2028": "a line separator (U+2028)",
+    "\u2029": "a paragraph separator (U+2029)",
+}
+
+
+def _odd_breaks(text: str, path: str) -> list[Diagnostic]:
+    """An error at each line break the parser would not see as one (at most three)."""
+    found = []
+    for match in list(_ODD_BREAK.finditer(text))[:3]:
+        at = match.start()
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        message = f"the file has {_BREAK_NAMES[match.group()]}, a line break spec files do not take"
+        hint = "end lines with \\n (or \\r\\n): an editor shows a line break here, the spec parser does not"
+        found.append(Diagnostic(Span(path, line, column, line, column + 1), message, hint))
+    return found
+
+
 def parse(text: str, path: str = "<spec>") -> SpecFile:
     """Parse one spec file. Raises SpecError (with position) on a syntax error."""
+    if odd := _odd_breaks(text, path):
+        raise SpecError(odd, {path: text})
     try:
         tree = _PARSER.parse(text)
     except UnexpectedInput as error:

@@ -34,6 +34,7 @@ from .model import (
     Weight,
     WeightKind,
 )
+from .names import class_name
 from .parse import OpNode, SettingNode, SpecFile, ValueNode
 
 # Settings that take one word, and the enum it names.
@@ -97,6 +98,11 @@ def op_name_problem(name: str) -> tuple[str, str] | None:
         return (
             f"op name '{name}' is not a valid module name",
             "use lower case letters, digits and '_', starting with a letter",
+        )
+    if keyword.iskeyword(module := class_name(name)):  # (none -> None: the package did not import)
+        return (
+            f"op name '{name}' makes the module class '{module}', a Python keyword",
+            f"the class is named after the op; choose another name, e.g. '{name}_norm'",
         )
     if hasattr(builtins, name):
         return (

@@ -48,6 +48,8 @@ def _generated_files():
     [
         # in a checkout, --specs alone wrote DIR's ops into generated/ and removed the shipped ones
         (["--specs", "{specs}"], "--specs without --out would write your ops into generated/"),
+        # the same by naming it: --out generated (a 2026-11-29 audit: it removed the shipped op modules)
+        (["--specs", "{specs}", "--out", "{tmp}/generated"], "is the shipped generated/: your ops would replace"),
         (["--check", "--list"], "not allowed with argument"),  # --list ran, --check never did
         (["--tune", "cuda", "--check"], "not allowed with argument"),
         (["--tune", "cuda", "--out", "{tmp}/pkg"], "--tune writes the tuning file"),

@@ -187,6 +187,13 @@ def test_a_file_with_a_key_twice_or_not_json_is_refused_naming_it(tmp_path):
     path.write_text('{"fallback": null, "ops": {,}}')
     with pytest.raises(cuda.TuningError, match=f"{path}: not valid JSON"):
         cuda.load_tuning(path)
+    # (both were internal errors, exit status 1, where a tuning file's mistake is an input error)
+    path.write_bytes(b'{"fallback": "r\xe9sum\xe9"}')
+    with pytest.raises(cuda.TuningError, match=f"{path}: not UTF-8 text \\(byte 0xe9"):
+        cuda.load_tuning(path)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(cuda.TuningError, match=f"{path}: its JSON nests too deep"):
+        cuda.load_tuning(path)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -102,6 +104,22 @@ SPEC_CASES = [
     ("parameter_name", "op x { norm = rms }\n", "bad.norm:1:4: error: op name 'x' is reserved", "generated code"),
     ("parameter_eps", "op eps { norm = rms }\n", "bad.norm:1:4: error: op name 'eps' is reserved", ""),
     ("upper_case", "op RMS { norm = rms }\n", "bad.norm:1:4: error: op name 'RMS' is not a valid", "lower case"),
+    # (a 2026-11-29 audit) names whose module class is a keyword: the package was written and did not import
+    ("class_none", "op none { norm = rms }\n", "bad.norm:1:4: error: op name 'none' makes the module class 'None'", ""),
+    ("class_true", "op true { norm = rms }\n", "bad.norm:1:4: error: op name 'true' makes the module class 'True'", ""),
+    # line breaks the parser does not see: a comment ran on over the next setting, which was left unset
+    (
+        "comment_to_lone_cr",
+        "op a {\n norm = rms # c\r eps = 1e-3\n}\n",
+        "bad.norm:2:16: error: the file has a carriage return without a newline",
+        "end lines with \\n",
+    ),
+    ("lone_cr_lines", "op a {\r norm = rms\r}\r", "bad.norm:1:7: error: the file has a carriage return", ""),
+    ("line_separator", "op a {\n norm = rms\u2028 eps = 1\n}\n", "bad.norm:2:12: error: the file has a line sep", ""),
+    ("form_feed", "op a {\n norm = rms\x0c\n}\n", "bad.norm:2:12: error: the file has a form feed", ""),
+    ("next_line", "op a {\n norm = rms\x85\n}\n", "bad.norm:2:12: error: the file has a next-line character", ""),
+    # digits of other scripts: \d took them, and the fp32 range check did not see them as digits
+    ("fullwidth_digit", "op a {\n eps = \uff11e-45\n norm = rms\n}\n", "bad.norm:2:8: error: ", "digits 0-9"),
     # item 10: no ops at all
     ("empty", "", "bad.norm:1:1: error: the file defines no ops", "op NAME"),
     ("comment_only", "# nothing here\n\n# at all\n", "bad.norm:1:1: error: the file defines no ops", ""),
@@ -328,7 +346,8 @@ def test_out_naming_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "namespace",
-    ["class", 'x"y', "my-ns", "a.b", "", "1abc", "ns\nimport os", "aten", "é", "load_library", "_dir", "__name__"],
+    ["class", 'x"y', "my-ns", "a.b", "", "1abc", "ns\nimport os", "aten", "é", "load_library", "_dir", "__name__"]
+    + ["sparse", "c10d", "quantization"],  # (torch's too: a 2026-11-29 audit found them accepted)
 )
 def test_bad_namespace(tmp_path, capsys, namespace):
     (tmp_path / "specs").mkdir()
@@ -579,3 +598,27 @@ def test_a_spec_file_whose_suffix_is_not_lower_case_is_named(tmp_path, capsys):
     (tmp_path / "specs" / "b.NORM").unlink()
     status, err = build_specs(tmp_path, capsys, {"a.norm~": good, "a.norm.bak": good})
     assert status == 0, err
+
+
+def test_a_crlf_spec_reads_as_its_lf_twin(tmp_path):
+    """\\r\\n line ends (a Windows editor's) are line ends: a comment ends there and the next setting is
+    set, as with \\n (a lone \\r is refused: the cases above)."""
+    from dsl import pipeline
+
+    text = "op a {\n    norm = rms  # a comment\n    eps = 1e-3\n}\n"
+    for name, body in (("lf", text), ("crlf", text.replace("\n", "\r\n"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.norm").write_bytes(body.encode())
+    lf, crlf = (pipeline.load_specs(tmp_path / name) for name in ("lf", "crlf"))
+    assert crlf[0].eps == lf[0].eps == 1e-3
+
+
+def test_torchs_own_operator_namespaces_are_all_refused():
+    """Every namespace torch registers operators in, as a fresh process of this torch has them, is in
+    the CLI's list of torch's namespaces (or starts with '_', which the CLI refuses as well)."""
+    from dsl.cli import TORCH_NAMESPACES
+
+    code = "import torch; print(*sorted({n.split('::')[0] for n in torch._C._dispatch_get_all_op_names()}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    missing = [ns for ns in done.stdout.split() if ns not in TORCH_NAMESPACES and not ns.startswith("_")]
+    assert not missing, f"torch registers ops in {missing}: add them to dsl/cli.py's TORCH_NAMESPACES"

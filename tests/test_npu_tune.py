@@ -89,6 +89,10 @@ def test_a_file_with_a_gap_or_a_short_single_pass_tile_is_refused():
             r.update(passes="single", block_n=2048)
     with pytest.raises(ValueError, match="widest row"):
         tuning_of({"add_rmsnorm": short})
+    # a bucket beyond the open one (8193..): accepted and never used (a 2026-11-29 audit)
+    beyond = [dict(r, cols_lo=9000, cols_hi=9999) for r in rows if r["cols_lo"] == 8193]
+    with pytest.raises(ValueError, match="widths 9000..9999 lie in the open bucket 8193.. \\(never used\\)"):
+        tuning_of({"add_rmsnorm": rows + beyond})
 
 
 def test_a_tile_over_the_unified_buffer_is_refused():

@@ -47,6 +47,11 @@ def read_tuning_json(path: Path, where: str) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique)
     except json.JSONDecodeError as error:
         raise TuningError(f"{where}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise TuningError(f"{where}: not UTF-8 text (byte 0x{byte:02x} at offset {error.start})") from None
+    except RecursionError:
+        raise TuningError(f"{where}: its JSON nests too deep to read") from None
     if not isinstance(data, dict):
         raise TuningError(f"{where}: the file must hold one JSON object")
     return data

@@ -70,7 +70,8 @@ def _check_cover(op: str, dtype: DType, choices: list[Choice], source: str = SOU
     for c in choices:
         buckets.setdefault((c.cols_lo, c.cols_hi), []).append(c)
     expected = WIDE_FROM
-    for lo, hi in sorted(buckets, key=lambda b: b[0]):
+    ordered = sorted(buckets, key=lambda b: b[0])
+    for number, (lo, hi) in enumerate(ordered):
         if lo != expected:
             raise TuningError(f"{where}: widths {expected}.. are not covered once (a bucket starts at {lo})")
         rows = sorted(buckets[lo, hi], key=lambda c: c.rows_lo)
@@ -82,6 +83,11 @@ def _check_cover(op: str, dtype: DType, choices: list[Choice], source: str = SOU
         if next_row is not None:
             raise TuningError(f"{where} cols {lo}..{hi}: rows {next_row}.. are not covered")
         if hi is None:
+            if number + 1 < len(ordered):  # (a 2026-11-29 audit: such a row was accepted, and never used)
+                later = ordered[number + 1]
+                raise TuningError(
+                    f"{where}: widths {later[0]}..{later[1] or ''} lie in the open bucket {lo}.. (never used)"
+                )
             return
         expected = hi + 1
     raise TuningError(f"{where}: widths {expected}.. are not covered (the last bucket has no upper bound)")
