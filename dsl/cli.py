@@ -85,6 +85,11 @@ def check_folders(specs: Path, out: Path) -> None:
         )
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {pipeline.display_path(out)} is a file, not a folder")
+    where = out.resolve()  # (a symlink loop: refused by ``folder``)
+    root = pipeline.ROOT.resolve()
+    if where == root or where.is_relative_to(root / "dsl"):  # (a 2026-11-29 audit: both were written into)
+        what = "the checkout's (or installation's) root" if where == root else "inside the generator (dsl/)"
+        raise UsageError(f"--out {out} is {what}: pass a folder of its own for the package")
 
 
 def list_ops(spec_dir: Path, namespace: str = "normgen") -> str:
@@ -118,6 +123,10 @@ def folder(text: str) -> Path:
     would write the package into the working directory)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("empty (an unset variable?); pass a folder, or . for this one")
+    try:
+        Path(text).resolve()
+    except (RuntimeError, OSError):  # (a symlink loop: an internal error, exit status 1, before)
+        raise argparse.ArgumentTypeError(f"{text} is a symbolic link loop") from None
     return Path(text)
 
 

@@ -67,6 +67,7 @@ def test_command_lines_that_would_drop_a_flag_or_write_elsewhere_are_refused(
     (tmp_path / "specs" / "mine.norm").write_text("op mine {\n    norm = rms\n    targets = cuda\n}\n")
     (tmp_path / "generated").mkdir()
     monkeypatch.setattr(pipeline, "GENERATED", tmp_path / "generated")
+    monkeypatch.setattr(pipeline, "ROOT", tmp_path)
     monkeypatch.chdir(tmp_path)
 
     def no_tuning(*args, **kwargs):  # (on a GPU or NPU machine the tuner would rewrite dsl/tuning/)
@@ -96,3 +97,30 @@ def test_a_tuning_file_error_is_an_input_error_naming_the_file(monkeypatch, tmp_
     assert cli.main(["--check"]) == 2
     err = capsys.readouterr().err
     assert f"error: {bad}: rmsnorm bf16 cols_hi 8192 rows_lo 1: lacks block_m, num_warps, grid" in err
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [("", "is the checkout's (or installation's) root"), ("dsl/templates", "is inside the generator (dsl/)")],
+)
+def test_out_at_the_checkouts_root_or_in_the_generator_is_refused(out, message, tmp_path, monkeypatch, capsys):
+    """The package's files were written there (a 2026-11-29 audit). Here ROOT is a stand-in in tmp_path."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "mine.norm").write_text("op mine {\n    norm = rms\n    targets = cuda\n}\n")
+    (tmp_path / "dsl" / "templates").mkdir(parents=True)
+    monkeypatch.setattr(pipeline, "ROOT", tmp_path)
+    monkeypatch.setattr(pipeline, "GENERATED", tmp_path / "generated")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert cli.main(["--specs", str(tmp_path / "specs"), "--out", str(tmp_path / out)]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_out_at_a_symlink_loop_is_a_usage_error(tmp_path, capsys):
+    """(an internal error, exit status 1, before)"""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "mine.norm").write_text("op mine {\n    norm = rms\n    targets = cuda\n}\n")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--specs", str(tmp_path / "specs"), "--out", str(tmp_path / "loop")])
+    assert exit_.value.code == 2 and "loop is a symbolic link loop" in capsys.readouterr().err
