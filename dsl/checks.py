@@ -97,7 +97,9 @@ def check_param(op: str, name: str, t, x: torch.Tensor, like: torch.Tensor | Non
     if like is not None and t.dtype != like.dtype:
         raise NormgenError(f"{op}: {name} has dtype {t.dtype}; it must have the weight's dtype ({like.dtype})")
     if not (takes_params(x.dtype, t.dtype) and (t.dtype is x.dtype or like is not None or name == "weight")):
-        allowed = f"x's dtype ({x.dtype})" + (" or torch.float32" if x.dtype in HALF else "")
+        # (fp32 with 16-bit x: for a weight, and for a bias beside one; a bias alone takes x's dtype)
+        fp32_ok = x.dtype in HALF and (name == "weight" or like is not None)
+        allowed = f"x's dtype ({x.dtype})" + (" or torch.float32" if fp32_ok else "")
         hint = (
             f"; a normgen module built without dtype= has {torch.get_default_dtype()} parameters: "
             f"build it with dtype={x.dtype} or call module.to({x.dtype})"

@@ -118,3 +118,16 @@ def test_device_mismatch_does_not_blame_the_dtype():
     with pytest.raises(runtime.NormgenError) as error:
         checks.check_param("rmsnorm", "weight", torch.ones(8, device="meta"), x)
     assert "must be on x's device" in str(error.value) and "dtype=" not in str(error.value)
+
+
+def test_a_bias_without_a_weight_is_told_x_dtype_alone():
+    """An op with a bias and no weight takes the bias in x's dtype only; the refusal of an fp32 bias
+    with bf16 x listed fp32 as allowed (a 2026-11-29 audit). No shipped op has that form: the check
+    itself is called, as the op surface calls it (dsl/surface.py, ``like`` None without a weight)."""
+    from dsl import checks
+
+    x = torch.randn(2, 8, dtype=torch.bfloat16)
+    with pytest.raises(runtime.NormgenError, match=r"bias \(.*\) must have x's dtype \(torch.bfloat16\);"):
+        checks.check_param("op", "bias", torch.zeros(8), x, None)
+    with pytest.raises(runtime.NormgenError, match=r"weight \(.*\) must have x's dtype \(torch.bfloat16\) or torch"):
+        checks.check_param("op", "weight", torch.zeros(8, dtype=torch.float16), x)
