@@ -29,9 +29,16 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def is_dense(t: torch.Tensor) -> bool:
+    """Not nested (a jagged one reached the kernels, which read its data pointer, 0) and of the strided
+    layout (sparse and mkldnn tensors have no row strides to launch with)."""
+    return not t.is_nested and t.layout is torch.strided
+
+
 def check_dense(op: str, name: str, t: torch.Tensor) -> None:
-    """A dense tensor: not nested (a jagged one reached the kernels, which read its data pointer, 0) and
-    of the strided layout (sparse and mkldnn tensors have no row strides to launch with)."""
+    """``is_dense``, or an error naming ``name`` and how to make it so."""
+    if is_dense(t):
+        return
     if t.is_nested:
         hint = (
             f"normalize its rows as {name}.values(), a dense (rows, hidden) tensor, and rebuild with "
@@ -40,11 +47,10 @@ def check_dense(op: str, name: str, t: torch.Tensor) -> None:
             else f"pad it with {name}.to_padded_tensor(0.0)"
         )
         raise NormgenError(f"{op}: {name} is a nested tensor ({t.layout}); normgen's ops take dense tensors: {hint}")
-    if t.layout is not torch.strided:
-        raise NormgenError(
-            f"{op}: {name} is a {t.layout} tensor; normgen's ops take dense tensors of torch.strided layout "
-            f"({name}.to_dense() makes one)"
-        )
+    raise NormgenError(
+        f"{op}: {name} is a {t.layout} tensor; normgen's ops take dense tensors of torch.strided layout "
+        f"({name}.to_dense() makes one)"
+    )
 
 
 def check_input(op: str, x, dtypes: tuple) -> None:

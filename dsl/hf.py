@@ -255,14 +255,15 @@ def _recognize(module: torch.nn.Module, kinds: dict[str, _Kind]) -> _Match | str
     weight = params["weight"]
     if weight.dim() != 1 or weight.dtype not in _DTYPES:
         return f"its weight is {tuple(weight.shape)} {weight.dtype} (normgen: 1-D float32, float16 or bfloat16)"
-    if eps_value(eps)[0] is None:
-        return f"eps {eps_value(eps)[1]} (normgen: {EPS_RULE})"
+    eps, wrong = eps_value(eps)
+    if eps is None:
+        return f"eps {wrong} (normgen: {EPS_RULE})"
     misses = []
     for kind in candidates:
-        miss, exact = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None)
+        miss, exact = _probe(module, kind, weight.shape[0], eps, params.get("bias") is not None)
         if miss is None:
-            mixed = _probe(module, kind, weight.shape[0], float(eps), params.get("bias") is not None, True)[0]
-            return _Match(kind, float(eps), exact, mixed is None)
+            mixed = _probe(module, kind, weight.shape[0], eps, params.get("bias") is not None, True)[0]
+            return _Match(kind, eps, exact, mixed is None)
         misses.append(f"normgen's {kind.op} ({miss})")
     if len(misses) == 1:
         return f"it differs from {misses[0]}"

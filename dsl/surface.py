@@ -133,7 +133,7 @@ class Op:
         device, dtype = x.device, x.dtype
         if device.type not in self.kernels or dtype not in self.dtypes or x.dim() == 0 or x.shape[-1] == 0:
             return None
-        if x.is_nested or x.layout is not torch.strided:  # (the checks name it; a nested shape has no record)
+        if not checks.is_dense(x):  # (the checks name it; a nested shape has no record)
             return None
         if not checks.takes_params(dtype, pdtype):
             return None

@@ -108,10 +108,9 @@ def same_launch(name: str, dtype: str, width: int, few: int, many: int) -> bool:
         return False
     if any(launcher.table.lookup(dtype, rows, width).grid != "tiles" for rows in (few, many)):
         return False  # (decided without a grid: a persistent one would ask the device for its cores)
-    kernel, grid, options, entry = launcher.decide(dtype, few, width, 0)
-    kernel_many, _, options_many, entry_many = launcher.decide(dtype, many, width, 0)
-    tiles = entry.grid == entry_many.grid == "tiles"
-    return kernel is kernel_many and options == options_many and tiles and grid[0] >= 2
+    kernel, grid, options, _ = launcher.decide(dtype, few, width, 0)
+    kernel_many, _, options_many, _ = launcher.decide(dtype, many, width, 0)
+    return kernel is kernel_many and options == options_many and grid[0] >= 2
 
 
 def modes(spec: NormSpec) -> tuple:
