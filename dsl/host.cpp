@@ -16,7 +16,7 @@
 //   op.records() -> the number of records held; op.served() -> the calls it launched (tests, benchmarks)
 //   op.declined() -> where the last call it declined was declined (tests; see host_serve.h)
 //   op.clear()
-// A form index is mode * 4 + return_mean * 2 + return_rstd, plus 8 * modes for inplace
+// A form index is mode * 4 + return_mean * 2 + return_rstd, plus 4 * modes for inplace
 // (see dsl/host.py, which computes the same one).
 
 #define PY_SSIZE_T_CLEAN

@@ -191,6 +191,9 @@ PyObject* serve(OpObject* op, PyObject* const* args) {
   // A thread's first launch: no CUDA context is current on it yet (torch's calls may not have needed
   // one), and cuLaunchKernel would fail (CUresult 201). Triton's launcher makes the device's context
   // current first: the Python path's call does, and the thread's later calls come here.
+  // (The driver's functions are loaded by the first record's add_record: a twin whose first
+  // registration failed before that has none, and serves nothing until one is loaded.)
+  if (!load_driver()) DECLINE();
   void* context = nullptr;
   if (ctx_get_current(&context) != 0 || context == nullptr) DECLINE();
   const int pdtype = static_cast<int>(weight != nullptr ? weight->scalar_type() : x->scalar_type());

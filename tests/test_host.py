@@ -453,3 +453,53 @@ def test_shapes_come_back_to_the_cxx_path_after_its_records_are_cleared(monkeypa
         assert served_after(shape) == 4, shape  # each served in C++ once registered
     assert op.native.records() <= 2
     assert served_after(shapes[0], calls=6) >= 4  # registered again, then served
+
+
+_FAILED_FIRST_REGISTRATION = r"""
+import warnings, torch
+import generated
+from dsl import host
+from tests.conftest import op_of
+assert host.module(wait=True) is not None, host._state["error"]
+op = op_of("rmsnorm")
+w = torch.ones(64, device="cuda", dtype=torch.bfloat16)
+x9 = torch.randn((1,) * 7 + (2, 64), device="cuda", dtype=torch.bfloat16)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(2):  # the second call's direct launch registers the record, which the twin refuses
+        generated.rmsnorm(x9, w)
+assert op.twin is not None and op.twin.records() == 0, "the first registration did not fail as planned"
+assert any("keeps the Python host path" in str(c.message) for c in caught), [str(c.message) for c in caught]
+x = torch.randn(4, 64, device="cuda", dtype=torch.bfloat16)
+ys = [generated.rmsnorm(x, w) for _ in range(6)]
+op.native = None  # the Python path's answer
+assert all(torch.equal(y, generated.rmsnorm(x, w)) for y in ys)
+print("served", op.twin.served(), "records", op.twin.records())
+"""
+
+
+@pytest.mark.gpu
+def test_a_twin_whose_first_registration_failed_does_not_crash(tmp_path):
+    """The driver's functions were loaded by a twin's first record: a twin whose first registration
+    failed (here: x of rank 9, more than the C++ path takes) served its next call through a null
+    cuCtxGetCurrent, and the process died (SIGSEGV; found by a review of the C++ code, seen on an
+    H200). It declines until the driver is loaded, then serves. A fresh process: the driver, once
+    loaded, stays loaded."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NORMGEN_CACHE_DIR": os.environ.get("NORMGEN_CACHE_DIR") or str(tmp_path)}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    child = subprocess.run(
+        [sys.executable, "-c", _FAILED_FIRST_REGISTRATION],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, (child.returncode, child.stdout[-2000:], child.stderr[-3000:])
+    served, records = (int(v) for v in child.stdout.split()[1::2][-2:])
+    assert records == 1 and served > 0, child.stdout  # then registered, and served in C++
