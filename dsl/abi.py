@@ -72,6 +72,7 @@ class Source(enum.Enum):
     VEC = "vec"  # the widest vector (at most 16 bytes) dividing n_cols and every row stride
     STAGES = "stages"  # software-pipelining depth of a row-tile loop, from the dispatch entry
     SPLIT = "split"  # the backward's split grid: columns per column program (0: no split grid)
+    SMALL_OFFSETS = "small_offsets"  # every row's offset (row times stride, plus columns) fits in int32
     NATIVE_FP8 = "native_fp8"  # the device converts fp32 to float8_e4m3fn itself (cuda, capability 8.9+)
     NATIVE_INT8 = "native_int8"  # the device converts fp32 to int8 itself: half to even, saturated, NaN to 0 (cuda)
 
@@ -91,6 +92,7 @@ DECIDED = frozenset(
         Source.VEC,
         Source.STAGES,
         Source.SPLIT,
+        Source.SMALL_OFFSETS,
         Source.NATIVE_FP8,
         Source.NATIVE_INT8,
     }
@@ -223,7 +225,7 @@ class Signature:
 
 
 # The launcher's constexprs that every target's kernels take, last in their direction's target-neutral
-# signature (a target appends its own: VEC, LOOP_STAGES, SPLIT_N). The backward's grid is persistent,
+# signature (a target appends its own: VEC, LOOP_STAGES, SPLIT_N, SMALL_OFFSETS). The backward's grid is persistent,
 # or split (SPLIT_N above 0: one program per row tile, then column programs).
 def strided(name: str, source: Source, element: str, optional: bool = False) -> tuple[Param, Param]:
     """A tensor's pointer NAME_ptr and its row stride NAME_row_stride (a launch key), in that order."""
@@ -243,7 +245,8 @@ LOOP_STAGES = Param("LOOP_STAGES", Kind.CONSTEXPR, Source.STAGES)
 NATIVE_FP8 = Param("NATIVE_FP8", Kind.CONSTEXPR, Source.NATIVE_FP8)
 NATIVE_INT8 = Param("NATIVE_INT8", Kind.CONSTEXPR, Source.NATIVE_INT8)
 SPLIT_N = Param("SPLIT_N", Kind.CONSTEXPR, Source.SPLIT)
-TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8, NATIVE_INT8, SPLIT_N)}
+SMALL_OFFSETS = Param("SMALL_OFFSETS", Kind.CONSTEXPR, Source.SMALL_OFFSETS)
+TARGET_OWN = {p.name: p for p in (VEC, LOOP_STAGES, NATIVE_FP8, NATIVE_INT8, SPLIT_N, SMALL_OFFSETS)}
 
 BACKWARD_DECIDED = tuple(
     Param(name, Kind.CONSTEXPR, source)

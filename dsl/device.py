@@ -40,11 +40,14 @@ def tile_range(pid, n_rows, BLOCK_M: tl.constexpr, PERSISTENT: tl.constexpr):
 
 
 @triton.jit
-def row_tile(tile, n_rows, BLOCK_M: tl.constexpr):
-    """Row tile ``tile``'s rows, as int64 (a row times its stride may pass 2^31), and their mask."""
+def row_tile(tile, n_rows, BLOCK_M: tl.constexpr, INT64: tl.constexpr = True):
+    """Row tile ``tile``'s rows, as int64 (a row times its stride may pass 2^31), and their mask;
+    ``INT64`` False: as int32, where the launcher found that every row's offset fits (SMALL_OFFSETS)."""
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < n_rows
-    return rows.to(tl.int64), row_mask
+    if INT64:
+        rows = rows.to(tl.int64)
+    return rows, row_mask
 
 
 @triton.jit

@@ -141,6 +141,11 @@ class KernelPlan:
         return rules(self.target).early_sums
 
     @property
+    def small_offsets(self) -> bool:
+        """The backward's single pass takes SMALL_OFFSETS: int32 row offsets where they fit (targets/__init__.py)."""
+        return rules(self.target).small_offsets
+
+    @property
     def tile_loop(self) -> str:
         """The backward's loop over its row tiles (persistent grid), pipelined where the target says."""
         if rules(self.target).pipelined_tile_loop:
@@ -314,7 +319,9 @@ def forward_signature(spec: NormSpec, vector_width: bool, fast_quantize: bool = 
     return Signature(tuple(params))
 
 
-def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = False, split: bool = False) -> Signature:
+def backward_signature(
+    spec: NormSpec, vector_width: bool, pipelined: bool = False, split: bool = False, small_offsets: bool = False
+) -> Signature:
     """The backward kernels' parameters. X is what the forward normalized: s = x + r in pre mode
     (the forward's residual out), x otherwise; post mode reads x and r and adds them again. The
     statistics are the ones the training forward saved. DW and DB receive per-program fp32
@@ -349,7 +356,7 @@ def backward_signature(spec: NormSpec, vector_width: bool, pipelined: bool = Fal
     params += [Param(name, Kind.CONSTEXPR, source, launch_key=True) for wanted, name, source in switches if wanted]
     # a persistent grid (one partial-sum row per program) or a split one: no PERSISTENT switch
     params += [*BACKWARD_DECIDED, *[abi.VEC] * vector_width]
-    params += [abi.LOOP_STAGES] * pipelined + [abi.SPLIT_N] * split
+    params += [abi.LOOP_STAGES] * pipelined + [abi.SPLIT_N] * split + [abi.SMALL_OFFSETS] * small_offsets
     return Signature(tuple(params))
 
 
@@ -364,7 +371,11 @@ def plan(spec: NormSpec, target: Target, tuning: dict | None = None) -> KernelPl
         backward = DirectionPlan(
             direction=back,
             signature=backward_signature(
-                spec, target_rules.vector_width, target_rules.pipelined_tile_loop, target_rules.split_backward
+                spec,
+                target_rules.vector_width,
+                target_rules.pipelined_tile_loop,
+                target_rules.split_backward,
+                target_rules.small_offsets,
             ),
             kernels=tuple(Kernel(names.kernel_name(spec, back.value, p.value), back, p) for p in Pass),
             table=merge_rows(target_rules.backward_table(spec, tuning)),

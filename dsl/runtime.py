@@ -162,6 +162,16 @@ def remember(cache: dict, key, value):
     return value
 
 
+INT32_MAX = 2**31 - 1
+
+
+def small_offsets(n_rows: int, block_m: int, ints: tuple) -> bool:
+    """Whether every offset a kernel computes from a row (the row times its tensor's row stride, plus a
+    column) fits in int32, for ``n_rows`` rows in tiles of ``block_m`` and ``ints`` (n_cols and the
+    row strides): a tile's rows past the last (masked, but their offsets computed) included."""
+    return (n_rows + block_m) * max(ints) <= INT32_MAX
+
+
 class Launcher:
     """Launches one op's kernels of one direction on one target; the generated op module calls it.
 
@@ -239,6 +249,7 @@ class Launcher:
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
             Source.STAGES: entry.stages,
             Source.SPLIT: split_n,
+            Source.SMALL_OFFSETS: known and small_offsets(n_rows, entry.block_m, ints or (n_cols,)),
         }
         for source in self.natives:
             values[source] = (cuda_native_fp8 if source is Source.NATIVE_FP8 else cuda_native_int8)(device_index)

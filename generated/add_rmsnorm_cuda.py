@@ -116,7 +116,7 @@ def add_rmsnorm_backward_single(
     n_rows, n_cols,
     HAS_DS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr, SMALL_OFFSETS: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual: backward, single pass, each row in one tile; dx (also d(residual)) and dw from dy (and ds, the gradient on s in pre mode), a persistent grid, each program keeping fp32 partial sums (or a split grid: SPLIT_N)."""
     dtype = X_ptr.dtype.element_ty
@@ -153,8 +153,9 @@ def add_rmsnorm_backward_single(
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     EARLY_SUMS: tl.constexpr = BLOCK_N > 8192  # each tile's share of them before the row's sums
     EARLY_DS: tl.constexpr = LOOP_STAGES == 1 and (SPLIT_N > 0 or BLOCK_M * BLOCK_N * dtype.primitive_bitwidth <= 262144)  # else ds spills
+    INT64_ROWS: tl.constexpr = not SMALL_OFFSETS or HAS_DS  # else the rows' offsets in int32
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
-        rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
+        rows, row_mask = row_tile(tile, n_rows, BLOCK_M, INT64_ROWS)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
@@ -194,7 +195,7 @@ def add_rmsnorm_backward_multi(
     n_rows, n_cols,
     HAS_DS: tl.constexpr, PRE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr, SMALL_OFFSETS: tl.constexpr,
 ):
     """y = s / sqrt(mean(s^2) + eps) * w, where s = x + residual: backward, multi pass over BLOCK_N-wide column blocks; dx (also d(residual)) and dw from dy (and ds, the gradient on s in pre mode), a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
@@ -260,6 +261,6 @@ LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
 BACKWARD_KERNELS = {"single": add_rmsnorm_backward_single, "multi": add_rmsnorm_backward_multi}
-BACKWARD_ABI = ABI_6.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N)
+BACKWARD_ABI = ABI_6.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N, abi.SMALL_OFFSETS)
 BACKWARD_TABLE = runtime.DispatchTable("add_rmsnorm", "cuda", TABLE_6)
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -122,7 +122,7 @@ def layernorm_backward_single(
     n_rows, n_cols,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr, SMALL_OFFSETS: tl.constexpr,
 ):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, single pass, each row in one tile; dx, dw and db from dy, a persistent grid, each program keeping fp32 partial sums (or a split grid: SPLIT_N)."""
     dtype = X_ptr.dtype.element_ty
@@ -155,8 +155,9 @@ def layernorm_backward_single(
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw, db = tl.zeros([BLOCK_N], dtype=tl.float32), tl.zeros([BLOCK_N], dtype=tl.float32)
     EARLY_SUMS: tl.constexpr = BLOCK_N > 8192  # each tile's share of them before the row's sums
+    INT64_ROWS: tl.constexpr = not SMALL_OFFSETS  # else the rows' offsets in int32
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
-        rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
+        rows, row_mask = row_tile(tile, n_rows, BLOCK_M, INT64_ROWS)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
@@ -188,7 +189,7 @@ def layernorm_backward_multi(
     n_rows, n_cols,
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr, SMALL_OFFSETS: tl.constexpr,
 ):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b: backward, multi pass over BLOCK_N-wide column blocks; dx, dw and db from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
@@ -250,6 +251,6 @@ LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
 BACKWARD_KERNELS = {"single": layernorm_backward_single, "multi": layernorm_backward_multi}
-BACKWARD_ABI = ABI_12.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N)
+BACKWARD_ABI = ABI_12.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N, abi.SMALL_OFFSETS)
 BACKWARD_TABLE = runtime.DispatchTable("layernorm", "cuda", TABLE_13)
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

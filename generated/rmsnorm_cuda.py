@@ -98,7 +98,7 @@ def rmsnorm_backward_single(
     DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
     n_rows, n_cols,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr, SMALL_OFFSETS: tl.constexpr,
 ):
     """y = x / sqrt(mean(x^2) + eps) * w: backward, single pass, each row in one tile; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums (or a split grid: SPLIT_N)."""
     dtype = X_ptr.dtype.element_ty
@@ -127,8 +127,9 @@ def rmsnorm_backward_single(
         w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     EARLY_SUMS: tl.constexpr = BLOCK_N > 8192  # each tile's share of them before the row's sums
+    INT64_ROWS: tl.constexpr = not SMALL_OFFSETS  # else the rows' offsets in int32
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
-        rows, row_mask = row_tile(tile, n_rows, BLOCK_M)
+        rows, row_mask = row_tile(tile, n_rows, BLOCK_M, INT64_ROWS)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)
@@ -153,7 +154,7 @@ def rmsnorm_backward_multi(
     DY_ptr, DY_row_stride, X_ptr, X_row_stride, W_ptr, RSTD_ptr, DX_ptr, DX_row_stride, DW_ptr,
     n_rows, n_cols,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, VEC: tl.constexpr,
-    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr,
+    LOOP_STAGES: tl.constexpr, SPLIT_N: tl.constexpr, SMALL_OFFSETS: tl.constexpr,
 ):
     """y = x / sqrt(mean(x^2) + eps) * w: backward, multi pass over BLOCK_N-wide column blocks; dx and dw from dy, a persistent grid, each program keeping fp32 partial sums."""
     dtype = X_ptr.dtype.element_ty
@@ -205,6 +206,6 @@ LAUNCHER = runtime.Launcher(TABLE, KERNELS, ABI, "cuda", {})
 
 
 BACKWARD_KERNELS = {"single": rmsnorm_backward_single, "multi": rmsnorm_backward_multi}
-BACKWARD_ABI = ABI_10.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N)
+BACKWARD_ABI = ABI_10.extended(abi.VEC, abi.LOOP_STAGES, abi.SPLIT_N, abi.SMALL_OFFSETS)
 BACKWARD_TABLE = runtime.DispatchTable("rmsnorm", "cuda", TABLE_11)
 BACKWARD_LAUNCHER = runtime.Launcher(BACKWARD_TABLE, BACKWARD_KERNELS, BACKWARD_ABI, "cuda", {})

@@ -280,8 +280,10 @@ def _gpu_cases():
         # 8193-16384 columns: the rms norms' persistent single pass; layer norms' split grid, 16 warps
         # from 1024 rows, at 16384 columns and below the persistent rows of fewer (layernorm bf16 1024,
         # fp32 2048, fp16 8192; add_layernorm bf16 and fp32 4096, fp16 8192), their persistent single
-        # pass from there (the column mask on)
+        # pass from there (the column mask on); at exactly 16384 columns layernorm's persistent pass with
+        # int32 row offsets (SMALL_OFFSETS) from 1024 rows in bf16 (the 4096 rows below) and 2048 in fp16
         cases += [
+            (name, "fp16", 16384, 2048, "2d", _modes(name)[-1]),
             (name, "bf16", 12288, 2048, "2d", _modes(name)[0]),
             (name, "fp16", 10000, 8192, "2d", _modes(name)[-1]),
             (name, "bf16", 16384, 4096, "2d", _modes(name)[-1]),

@@ -507,7 +507,7 @@ def test_cuda_backward_keeps_ds_late_where_it_would_spill(name):
 
     def loads_early(dtype, block_m, block_n, stages, split_n):
         names = {"HAS_DS": True, "LOOP_STAGES": stages, "BLOCK_M": block_m, "BLOCK_N": block_n}
-        names |= {"SPLIT_N": split_n, "dtype": dtype, "EVEN_M": True, "EVEN_N": True}
+        names |= {"SPLIT_N": split_n, "dtype": dtype, "EVEN_M": True, "EVEN_N": True, "SMALL_OFFSETS": True}
         for match in filter(None, constexprs):
             names[match[1]] = eval(match[2], {}, names)
         return bool(eval(condition, {}, names))

@@ -179,12 +179,15 @@ def test_cuda_layer_backward_wide_rows():
     (H200: 16 warps took 0.78-0.87x the time at 1024-16384 rows and 1.12-1.32x at 64-256), at every
     row count of 16384 columns and below the persistent rows of fewer columns; from those rows (per op
     and dtype, where the persistent single pass won every case measured, 2026-11-28) the persistent
-    single pass, one program per SM, 16 warps in fp16 and bf16, 8 in fp32. The rms norms' split grid
-    below 256 rows keeps 8 warps."""
+    single pass, one program per SM, 16 warps in fp16 and bf16, 8 in fp32; at exactly 16384 columns too
+    for layernorm in bf16 from 1024 rows and fp16 from 2048 (2026-11-29, with int32 row offsets). The
+    rms norms' split grid below 256 rows keeps 8 warps."""
     persistent_rows = {
         "layernorm": {"bf16": 1024, "fp16": 8192, "fp32": 2048},
         "add_layernorm": {"bf16": 4096, "fp16": 8192, "fp32": 4096},
     }
+    # exactly 16384 columns (int32 row offsets: layernorm's persistent pass won there from these rows)
+    exact_rows = {"layernorm": {"bf16": 1024, "fp16": 2048}}
     rows_of = (1, 255, 1023, 1024, 2047, 2048, 4095, 4096, 8191, 8192, 10**6)
     for name in ("layernorm", "add_layernorm", "rmsnorm"):
         launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
@@ -193,13 +196,44 @@ def test_cuda_layer_backward_wide_rows():
         ):
             where = (name, dtype, cols, rows)
             _, grid, options, entry = launcher.decide(dtype, rows, cols, 0, (cols,) * 5)
-            if rows > 255 and (name == "rmsnorm" or (cols < 16384 and rows >= persistent_rows[name][dtype])):
+            exact = exact_rows.get(name, {}).get(dtype)
+            if rows > 255 and (
+                name == "rmsnorm"
+                or (cols < 16384 and rows >= persistent_rows[name][dtype])
+                or (cols == 16384 and exact is not None and rows >= exact)
+            ):
                 assert (entry.grid, options["SPLIT_N"], entry.block_n, entry.block_m) == ("persistent", 0, 16384, 1)
                 assert entry.num_warps == (8 if dtype == "fp32" else 16), where
                 continue
             assert (entry.grid, options["SPLIT_N"], options["LOOP_STAGES"]) == ("split", 128, 1), where
             assert entry.num_warps == (16 if rows >= 1024 else 8), where
             assert grid == (rows + -(-cols // 128),), where
+
+
+def test_cuda_backward_small_offsets_only_where_every_offset_fits():
+    """SMALL_OFFSETS (the backward's single pass then computes its rows' offsets in int32) is passed
+    only where the largest offset any of a tile's rows reaches, masked rows past the last included
+    (row times stride, plus the last column), is below 2^31, counted here row by row; and it is passed
+    at the benchmark's shapes, where it is meant to serve."""
+    launcher = importlib.import_module("generated.layernorm_cuda").BACKWARD_LAUNCHER
+    seen = set()
+    for rows, cols, stride in itertools.product(
+        (1, 3, 2048, 4096, 131069, 131070, 131071, 131072, 262143, 10**6),
+        (111, 4096, 16384),
+        (None, 16400, 2**20),
+    ):
+        stride = stride or cols
+        _, _, options, entry = launcher.decide("bf16", rows, cols, 0, (cols, stride, stride, cols))
+        tiles = -(-rows // entry.block_m)
+        last_row = tiles * entry.block_m - 1  # (SPLIT_N's column programs walk rows of at most this)
+        largest = last_row * stride + cols - 1
+        small = options["SMALL_OFFSETS"]
+        seen.add(small)
+        assert not small or largest < 2**31, (rows, cols, stride, largest)
+    assert seen == {True, False}
+    for rows, cols in ((2048, 16384), (4096, 8192), (16384, 4096), (32, 4096)):
+        assert launcher.decide("bf16", rows, cols, 0, (cols,) * 4)[2]["SMALL_OFFSETS"], (rows, cols)
+    assert not launcher.decide("bf16", 2**17, 16384, 0, (16384,) * 4)[2]["SMALL_OFFSETS"]  # 2^31 elements
 
 
 def _device_stand_ins(current: list, seen: list) -> tuple[type, type]:

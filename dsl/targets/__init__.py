@@ -118,6 +118,9 @@ class TargetRules(ABC):
     # the row's sums, not after dx, in tiles wider than this many columns: dy is then dead across
     # the row's sums (fewer registers). 0: never.
     early_sums: int = 0
+    # The backward's single pass takes SMALL_OFFSETS (the launcher's: every row's offset fits in int32)
+    # and then computes its rows' offsets in int32 (int64 otherwise), but in pre mode's calls with ds.
+    small_offsets: bool = False
     # The quantized kernels' GPU forms: one NaN-keeping max reduction for the row's amax, y / scale
     # from one reciprocal per row and an fma correction, and the device's own conversions: fp8 where
     # it has one (the NATIVE_FP8 constexpr), int8 rounded, saturated and NaN to 0 in one instruction

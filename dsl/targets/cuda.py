@@ -60,6 +60,14 @@ LAYER_PERSISTENT_ROWS = {  # (has a residual, dtype) -> rows
     (True, DType.FP16): 8192,
     (True, DType.FP32): 4096,
 }
+# ...and at exactly LAYER_WIDE columns from these rows (layer norms without a residual), since the
+# single pass computes its rows' offsets in int32 (CudaRules.small_offsets): the persistent pass took
+# layernorm bf16 0.86x the split grid's time at 1024 rows, 0.79x at 2048, 0.74x at 4096, 0.72x at 8192;
+# fp16 0.96x at 2048, 0.89x at 8192 (1.02-1.07x at 512-1024: the split grid stays there). fp32 keeps the
+# split grid (1.02x at 2048, 0.95x at 8192). add_layernorm keeps it too: its table serves pre mode,
+# whose calls with ds keep int64 offsets (its persistent pass took 1.04x the split grid's time at
+# 2048 rows). H200, 2026-11-29 (docs/bench/backward/small-offsets.md).
+LAYER_EXACT_PERSISTENT_ROWS = {(False, DType.BF16): 1024, (False, DType.FP16): 2048}
 BACKWARD_PIPELINE_ROWS = 512
 # Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
 # grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
@@ -191,15 +199,25 @@ def persistent_entry(
 def wide_layer_entries(spec: NormSpec, dtype: DType, loops: DispatchEntry) -> list[DispatchEntry]:
     """A layer norm's entries of 8193-LAYER_WIDE columns (``loops``: its column loops' entry, whose
     columns and rows they take): the split grid, but for the persistent single pass from
-    LAYER_PERSISTENT_ROWS rows of fewer than LAYER_WIDE columns."""
+    LAYER_PERSISTENT_ROWS rows of fewer than LAYER_WIDE columns, and from LAYER_EXACT_PERSISTENT_ROWS
+    rows of exactly LAYER_WIDE."""
     wide = replace(loops, passes=Pass.SINGLE, block_n=LAYER_WIDE, cols_hi=LAYER_WIDE)
     masked = replace(wide, cols_hi=LAYER_WIDE - 1)
     rows = LAYER_PERSISTENT_ROWS[spec.has_residual, dtype]
     persistent = persistent_entry(spec, dtype, masked.cols_lo, masked.cols_hi, Pass.SINGLE, LAYER_WIDE)
+    exact = replace(wide, cols_lo=LAYER_WIDE)
+    exact_rows = LAYER_EXACT_PERSISTENT_ROWS.get((spec.has_residual, dtype))
+    if exact_rows is None:
+        exact_entries = split_entries(exact)
+    else:
+        exact_entries = [
+            *split_entries(replace(exact, rows_hi=exact_rows - 1)),
+            replace(persistent_entry(spec, dtype, LAYER_WIDE, LAYER_WIDE, Pass.SINGLE, LAYER_WIDE), rows_lo=exact_rows),
+        ]
     return [
         *split_entries(replace(masked, rows_hi=rows - 1)),
         replace(persistent, rows_lo=rows),
-        *split_entries(replace(wide, cols_lo=LAYER_WIDE)),
+        *exact_entries,
     ]
 
 
@@ -336,6 +354,13 @@ class CudaRules(TargetRules):
     # programs keep no sums and keep it in fp32 too (128×16384: 13.1 against 13.7 µs).
     early_ds = 16384 * 16
     early_sums = 8192  # the rows of WIDE_WARPS (measured together there; below, up to 1.15x the time)
+    # int32 row offsets in the single pass, where they fit: the layer norms' persistent pass at 16384
+    # columns spilled less and took 0.76-0.85x its time with int64 ones at 1024-8192 rows in bf16
+    # (layernorm; add_layernorm post 0.83-0.87x), 0.91x at 2048x12288; the rms norms 0.99-1.00x. Not with ds (pre mode):
+    # add_layernorm pre bf16 took 1.12-1.14x the time at 2048-4096 rows of 12288 columns. H200,
+    # 2026-11-29, the trees with and without, each op's own and the persistent entry (scratch notes in
+    # docs/bench/backward/small-offsets.md).
+    small_offsets = True
     fast_quantize = True
     eviction_hints = True
 
