@@ -156,9 +156,10 @@ TABLE_7 = runtime.amend(
     TABLE_4,
     runtime.Entry(("fp16", "bf16"), 65, 128, 1, 1023, "single", 1, 128, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 65, 128, 1024, None, "single", 2, 128, 1, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1, None, "single", 1, 2048, 4, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1, 1023, "single", 1, 2048, 8, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1024, None, "single", 1, 2048, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, None, "single", 1, 8192, 8, "tiles", False, 0),
-    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, None, "single", 1, 16384, 8, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 8193, 16384, 1, None, "single", 1, 16384, 16, "persistent", False, 0),
     runtime.Entry(("fp16", "bf16"), 16385, 32768, 1, None, "single", 1, 32768, 16, "tiles", False, 0),
 )
 
@@ -221,6 +222,7 @@ TABLE_12 = runtime.amend(
     runtime.Entry(("fp16", "bf16"), 65, 128, 1024, None, "single", 16, 128, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 129, 256, 1, 1023, "single", 1, 256, 1, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 129, 256, 1024, None, "single", 4, 256, 1, "tiles", False, 0),
+    runtime.Entry(("fp16", "bf16"), 1025, 2048, 1, None, "single", 1, 2048, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1, 1023, "single", 1, 4096, 8, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 2049, 4096, 1024, None, "single", 2, 4096, 4, "tiles", False, 0),
     runtime.Entry(("fp16", "bf16"), 4097, 8192, 1, 1023, "single", 1, 8192, 16, "tiles", False, 0),
