@@ -2,16 +2,36 @@
 phase 1 loads each half, adds its share of dw (and db) and the row's sums; phase 2 reloads each half
 (L1/L2) for dx. dw/db kept in registers as two half-width tensors each.
 python halves.py [rows] [cols]"""
-import os, sys, statistics
-import torch, triton, triton.language as tl
+# ruff: noqa: B023  (each closure is called within its own loop iteration)
+
+import os
+import statistics
+import sys
+
+import torch
+import triton
+import triton.language as tl
 
 INTERP = os.environ.get("TRITON_INTERPRET") == "1"
 dev = "cpu" if INTERP else "cuda"
 
 
 @triton.jit
-def bwd_halves(DY, X, W, RSTD, MEAN, DX, DW, DB, n_rows, N: tl.constexpr, LAYER: tl.constexpr,
-               STAGES: tl.constexpr, HINT: tl.constexpr):
+def bwd_halves(
+    DY,
+    X,
+    W,
+    RSTD,
+    MEAN,
+    DX,
+    DW,
+    DB,
+    n_rows,
+    N: tl.constexpr,
+    LAYER: tl.constexpr,
+    STAGES: tl.constexpr,
+    HINT: tl.constexpr,
+):
     H: tl.constexpr = N // 2
     pid = tl.program_id(0)
     c = tl.arange(0, H)
@@ -68,8 +88,21 @@ def bwd_halves(DY, X, W, RSTD, MEAN, DX, DW, DB, n_rows, N: tl.constexpr, LAYER:
 
 
 @triton.jit
-def bwd_ref(DY, X, W, RSTD, MEAN, DX, DW, DB, n_rows, N: tl.constexpr, LAYER: tl.constexpr,
-            STAGES: tl.constexpr, HINT: tl.constexpr):
+def bwd_ref(
+    DY,
+    X,
+    W,
+    RSTD,
+    MEAN,
+    DX,
+    DW,
+    DB,
+    n_rows,
+    N: tl.constexpr,
+    LAYER: tl.constexpr,
+    STAGES: tl.constexpr,
+    HINT: tl.constexpr,
+):
     pid = tl.program_id(0)
     c = tl.arange(0, N)
     dtype = DX.dtype.element_ty
@@ -102,16 +135,24 @@ def main():
     N = int(sys.argv[2]) if len(sys.argv) > 2 else 16384
     torch.manual_seed(0)
     sms = 4 if INTERP else torch.cuda.get_device_properties(0).multi_processor_count
-    variants = [("ref", 16, 1, False, 1), ("halves", 16, 1, False, 1), ("halves", 16, 1, True, 1),
-                ("halves", 16, 2, True, 1), ("halves", 8, 1, True, 1), ("halves", 8, 1, True, 2),
-                ("halves", 8, 2, True, 1), ("halves", 32, 1, True, 1)]
+    variants = [
+        ("ref", 16, 1, False, 1),
+        ("halves", 16, 1, False, 1),
+        ("halves", 16, 1, True, 1),
+        ("halves", 16, 2, True, 1),
+        ("halves", 8, 1, True, 1),
+        ("halves", 8, 1, True, 2),
+        ("halves", 8, 2, True, 1),
+        ("halves", 32, 1, True, 1),
+    ]
     if INTERP:
         variants = [("ref", 4, 1, False, 1), ("halves", 4, 1, False, 1), ("halves", 4, 2, True, 1)]
     if not INTERP:
-        a = torch.empty(256 * 2**20, dtype=torch.uint8, device=dev); b = torch.empty_like(a)
+        a = torch.empty(256 * 2**20, dtype=torch.uint8, device=dev)
+        b = torch.empty_like(a)
         copy = triton.testing.do_bench(lambda: b.copy_(a), rep=200)
         copy_gbs = 2 * a.numel() / copy / 1e6
-        print(f"copy 256MiB {copy*1e3:.1f} us {copy_gbs:.0f} GB/s", flush=True)
+        print(f"copy 256MiB {copy * 1e3:.1f} us {copy_gbs:.0f} GB/s", flush=True)
     for layer in (True, False):
         x = torch.randn(rows, N, device=dev).to(torch.bfloat16)
         dy = torch.randn(rows, N, device=dev).to(torch.bfloat16)
@@ -119,7 +160,7 @@ def main():
         xf, dyf, wf = x.double(), dy.double(), w.double()
         mean = xf.mean(1) if layer else torch.zeros(rows, dtype=torch.float64, device=dev)
         var = ((xf - mean[:, None]) ** 2).mean(1) if layer else (xf * xf).mean(1)
-        rstd = (1 / torch.sqrt(var + 1e-6))
+        rstd = 1 / torch.sqrt(var + 1e-6)
         xh = (xf - mean[:, None]) * rstd[:, None]
         g = dyf * wf
         c1 = (g * xh).mean(1, keepdim=True)
@@ -134,9 +175,25 @@ def main():
             dx = torch.empty_like(x)
             dw = torch.empty(programs, N, dtype=torch.float32, device=dev)
             db = torch.empty_like(dw)
+
             def call():
-                kern[(programs,)](dy, x, w, rstd32, mean32, dx, dw, db, rows, N=N, LAYER=layer, STAGES=stages,
-                                  HINT=hint, num_warps=warps)
+                kern[(programs,)](
+                    dy,
+                    x,
+                    w,
+                    rstd32,
+                    mean32,
+                    dx,
+                    dw,
+                    db,
+                    rows,
+                    N=N,
+                    LAYER=layer,
+                    STAGES=stages,
+                    HINT=hint,
+                    num_warps=warps,
+                )
+
             try:
                 call()
                 err = ((dx.double() - dx_ref).abs() / (dx_ref.abs() + 1e-2)).max().item()
@@ -146,11 +203,13 @@ def main():
                 if INTERP:
                     print(tag, "ok" if ok else "WRONG", f"{err:.1e} {dwerr:.1e}", flush=True)
                     continue
-                k = kern.device_caches[0][0] if False else None
                 times = [triton.testing.do_bench(call, rep=100) for _ in range(5)]
                 t = statistics.median(times) * 1e3
-                print(f"{tag}: {t:.1f} us {nbytes/t/1e3:.0f} GB/s {nbytes/t/1e3/copy_gbs:.2f} of copy "
-                      f"{'ok' if ok else 'WRONG'} {err:.1e} {dwerr:.1e}", flush=True)
+                print(
+                    f"{tag}: {t:.1f} us {nbytes / t / 1e3:.0f} GB/s {nbytes / t / 1e3 / copy_gbs:.2f} of copy "
+                    f"{'ok' if ok else 'WRONG'} {err:.1e} {dwerr:.1e}",
+                    flush=True,
+                )
             except Exception as e:  # noqa: BLE001
                 print(name, warps, stages, "FAILED", type(e).__name__, str(e)[:300], flush=True)
 

@@ -1,13 +1,26 @@
 """Backward device time at 16384-column rows: each op's table entry, and its entry with the grid forced
 persistent (layer norms take the split grid there). Run in two trees (int64 / int32 row offsets).
 python lnwide.py [dtypes]"""
-import dataclasses, importlib, sys
+# ruff: noqa: B023  (each closure is called within its own loop iteration)
+
+import importlib
+import os
+import sys
+
 import torch
-from benchmarks import backward as B, ops
+
+from benchmarks import backward as B
+from benchmarks import ops
 
 dtypes = (sys.argv[1] if len(sys.argv) > 1 else "bf16").split(",")
-import os
-OPMODES = [("layernorm", "-"), ("add_layernorm", "pre"), ("add_layernorm", "post"), ("rmsnorm", "-"), ("add_rmsnorm", "pre")]
+
+OPMODES = [
+    ("layernorm", "-"),
+    ("add_layernorm", "pre"),
+    ("add_layernorm", "post"),
+    ("rmsnorm", "-"),
+    ("add_rmsnorm", "pre"),
+]
 if os.environ.get("OPS"):
     OPMODES = [om for om in OPMODES if om[0] in os.environ["OPS"].split(",")]
 SHAPES = [(1024, 16384), (2048, 16384), (4096, 16384), (8192, 16384), (2048, 12288)]
@@ -44,9 +57,16 @@ for dtype in dtypes:
                 continue
             if force:
                 table.lookup = lambda d, r, c, own=own, force=force: own(d, r, c)._replace(grid=force)
-            launcher.slow.clear(); launcher.fast.clear(); launcher.compiled.clear()
+            launcher.slow.clear()
+            launcher.fast.clear()
+            launcher.compiled.clear()
             us, ok = bwd(op, mode, rows, cols, dtype)
-            print(f"{op} {mode} {rows}x{cols} {dtype} {force or 'table:' + grid} {us:.2f} {'ok' if ok else 'WRONG'}", flush=True)
+            print(
+                f"{op} {mode} {rows}x{cols} {dtype} {force or 'table:' + grid} {us:.2f} {'ok' if ok else 'WRONG'}",
+                flush=True,
+            )
             if force:
                 del table.lookup
-                launcher.slow.clear(); launcher.fast.clear(); launcher.compiled.clear()
+                launcher.slow.clear()
+                launcher.fast.clear()
+                launcher.compiled.clear()

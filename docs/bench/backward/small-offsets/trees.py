@@ -1,19 +1,43 @@
 """Device time (profiler) of normgen's forward and backward at a few shapes, in this process's tree
 (PYTHONPATH picks it). Prints one line per case: fwd|bwd op mode RxC dtype us ok.
 python trees.py fwd|bwd|both"""
+# ruff: noqa: B023  (each closure is called within its own loop iteration)
+
 import sys
+
 import torch
-from benchmarks import backward as B, ops
+
+from benchmarks import backward as B
+from benchmarks import ops
 
 which = sys.argv[1] if len(sys.argv) > 1 else "both"
 dtype = sys.argv[2] if len(sys.argv) > 2 else "bf16"
-BWD = [("add_rmsnorm", "pre", 4096, 4096), ("add_rmsnorm", "post", 8192, 4096), ("add_rmsnorm", "pre", 2048, 16384),
-       ("add_rmsnorm", "post", 16384, 2048), ("add_rmsnorm", "pre", 4096, 8192), ("rmsnorm", "-", 4096, 4096),
-       ("rmsnorm", "-", 4096, 8192), ("rmsnorm", "-", 2048, 16384), ("layernorm", "-", 4096, 4096),
-       ("layernorm", "-", 4096, 8192), ("layernorm", "-", 2048, 16384), ("rmsnorm", "-", 32, 4096),
-       ("layernorm", "-", 32, 4096), ("add_rmsnorm", "pre", 32, 4096)]
-FWD_OPS = [("add_rmsnorm", "pre"), ("add_rmsnorm", "post"), ("rmsnorm", "-"), ("layernorm", "-"), ("add_layernorm", "pre"),
-           ("gemma_rmsnorm", "-"), ("add_rmsnorm_int8", "pre"), ("add_layernorm_fp8", "post")]
+BWD = [
+    ("add_rmsnorm", "pre", 4096, 4096),
+    ("add_rmsnorm", "post", 8192, 4096),
+    ("add_rmsnorm", "pre", 2048, 16384),
+    ("add_rmsnorm", "post", 16384, 2048),
+    ("add_rmsnorm", "pre", 4096, 8192),
+    ("rmsnorm", "-", 4096, 4096),
+    ("rmsnorm", "-", 4096, 8192),
+    ("rmsnorm", "-", 2048, 16384),
+    ("layernorm", "-", 4096, 4096),
+    ("layernorm", "-", 4096, 8192),
+    ("layernorm", "-", 2048, 16384),
+    ("rmsnorm", "-", 32, 4096),
+    ("layernorm", "-", 32, 4096),
+    ("add_rmsnorm", "pre", 32, 4096),
+]
+FWD_OPS = [
+    ("add_rmsnorm", "pre"),
+    ("add_rmsnorm", "post"),
+    ("rmsnorm", "-"),
+    ("layernorm", "-"),
+    ("add_layernorm", "pre"),
+    ("gemma_rmsnorm", "-"),
+    ("add_rmsnorm_int8", "pre"),
+    ("add_layernorm_fp8", "post"),
+]
 FWD_SHAPES = [(16384, 4096), (4096, 4096), (2048, 8192), (4096, 8192), (16384, 8192), (64, 4096), (1, 4096)]
 
 
