@@ -11,7 +11,17 @@ MAX_PER_FILE = 50
 # A longer source line is shown as a window around the caret.
 MAX_LINE = 120
 # what a line's odd break characters are shown as (one column each, so the caret stays in place)
-_SHOWN = str.maketrans({"\r": "␍", "\x0b": "␋", "\x0c": "␌", "\x85": "␤", "\u2028": "␤", "\u2029": "␤"})
+# Line breaks other than \n and \r\n, which spec files do not take (dsl/parse.py refuses them): each
+# one's name in the error, and the symbol an excerpt shows in its place.
+ODD_BREAKS = {
+    "\r": ("a carriage return without a newline", "␍"),
+    "\x0b": ("a vertical tab", "␋"),
+    "\x0c": ("a form feed", "␌"),
+    "\x85": ("a next-line character (U+0085)", "␤"),
+    "\u2028": ("a line separator (U+2028)", "␤"),
+    "\u2029": ("a paragraph separator (U+2029)", "␤"),
+}
+_SHOWN = str.maketrans({char: shown for char, (_, shown) in ODD_BREAKS.items()})
 
 
 def source_lines(source: str) -> list[str]:

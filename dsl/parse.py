@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, v_args
 
-from .diagnostics import Diagnostic, SpecError
+from .diagnostics import ODD_BREAKS, Diagnostic, SpecError
 from .model import Span
 
 
@@ -216,15 +216,7 @@ def _syntax_diagnostic(path: str, text: str, error: UnexpectedInput) -> Diagnost
 
 # Line breaks other than \n and \r\n: editors and Python end a line at each, the parser does not (a
 # comment ran on over the next setting, which was then silently not set; positions were off).
-_ODD_BREAK = re.compile(r"\r(?!\n)|[\x0b\x0c\x85\u2028\u2029]")
-_BREAK_NAMES = {
-    "\r": "a carriage return without a newline",
-    "\x0b": "a vertical tab",
-    "\x0c": "a form feed",
-    "\x85": "a next-line character (U+0085)",
-    "\u2028": "a line separator (U+2028)",
-    "\u2029": "a paragraph separator (U+2029)",
-}
+_ODD_BREAK = re.compile(r"\r(?!\n)|[" + "".join(c for c in ODD_BREAKS if c != "\r") + "]")
 
 
 def _odd_breaks(text: str, path: str) -> list[Diagnostic]:
@@ -234,7 +226,7 @@ def _odd_breaks(text: str, path: str) -> list[Diagnostic]:
         at = match.start()
         line = text.count("\n", 0, at) + 1
         column = at - (text.rfind("\n", 0, at) + 1) + 1
-        message = f"the file has {_BREAK_NAMES[match.group()]}, a line break spec files do not take"
+        message = f"the file has {ODD_BREAKS[match.group()][0]}, a line break spec files do not take"
         hint = "end lines with \\n (or \\r\\n): an editor shows a line break here, the spec parser does not"
         found.append(Diagnostic(Span(path, line, column, line, column + 1), message, hint))
     return found
