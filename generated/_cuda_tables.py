@@ -249,9 +249,11 @@ TABLE_13 = runtime.amend(
     runtime.Entry("fp32", 16384, 16384, 1024, None, "single", 1, 16384, 16, "split", False, 0),
     runtime.Entry("fp16", 16384, 16384, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
     runtime.Entry("fp16", 16384, 16384, 1024, 2047, "single", 1, 16384, 16, "split", False, 0),
-    runtime.Entry("fp16", 16384, 16384, 2048, None, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry("fp16", 16384, 16384, 2048, 131070, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry("fp16", 16384, 16384, 131071, None, "single", 1, 16384, 16, "split", False, 0),
     runtime.Entry("bf16", 16384, 16384, 1, 1023, "single", 1, 16384, 8, "split", False, 0),
-    runtime.Entry("bf16", 16384, 16384, 1024, None, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry("bf16", 16384, 16384, 1024, 131070, "single", 1, 16384, 16, "persistent", False, 0),
+    runtime.Entry("bf16", 16384, 16384, 131071, None, "single", 1, 16384, 16, "split", False, 0),
     runtime.Entry(("fp32", "fp16", "bf16"), 16385, None, 1, None, "multi", 1, 4096, 32, "persistent", False, 0, 1, 8, 1),
 )
 

@@ -126,9 +126,8 @@ def gemma_rmsnorm_backward_single(
         w = w + 1.0
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     EARLY_SUMS: tl.constexpr = BLOCK_N > 8192  # each tile's share of them before the row's sums
-    INT64_ROWS: tl.constexpr = not SMALL_OFFSETS  # else the rows' offsets in int32
     for tile in tl.range(pid, num_tiles, tl.num_programs(0), num_stages=LOOP_STAGES):
-        rows, row_mask = row_tile(tile, n_rows, BLOCK_M, INT64_ROWS)
+        rows, row_mask = row_tile(tile, n_rows, BLOCK_M, not SMALL_OFFSETS)
         mask = tile_mask(row_mask, col_mask, EVEN_M, EVEN_N)
         if W_PER_TILE:
             w = tl.load(W_ptr + cols, mask=None if EVEN_N else col_mask, other=None if EVEN_N else 0.0).to(tl.float32)

@@ -47,6 +47,7 @@ CHANGES = {
     "emulated-int8": {"NATIVE_INT8": False},
     "stages2": {"LOOP_STAGES": 2},
     "split": {"SPLIT_N": 32},
+    "int64-rows": {"SMALL_OFFSETS": False},
     "persistent-masks-vec1": {"PERSISTENT": True, "EVEN_M": False, "EVEN_N": False, "VEC": 1},
 }
 DIRECTIONS = (("forward", ""), ("backward", "BACKWARD_"))
@@ -62,6 +63,7 @@ CHECKS = {
         "NATIVE_FP8": False,
         "NATIVE_INT8": False,
         "LOOP_STAGES": 2,
+        "SMALL_OFFSETS": False,
     },
 }
 

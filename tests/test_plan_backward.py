@@ -35,8 +35,8 @@ def test_backward_table_covers_every_width_with_a_persistent_or_split_grid(kerne
     and below 8193-16383 columns' persistent rows, which start where the persistent single pass won
     every case measured for the op's modes and dtype (H200, 2026-11-28: docs/bench/backward/
     layer-persistent.md); but layernorm (no residual, no pre mode: int32 row offsets in every call)
-    at exactly 16384 columns takes the persistent pass from 1024 rows in bf16 and 2048 in fp16 (H200,
-    2026-11-29: docs/bench/backward/small-offsets.md)."""
+    at exactly 16384 columns takes the persistent pass from 1024 rows in bf16 and 2048 in fp16 up to
+    131070 rows (H200, 2026-11-29: docs/bench/backward/small-offsets.md)."""
     table = kernel_plan.backward.table
     cuda = kernel_plan.target is Target.CUDA
     for dtype in kernel_plan.spec.dtypes:
@@ -55,7 +55,9 @@ def test_backward_table_covers_every_width_with_a_persistent_or_split_grid(kerne
                 exact_16.append((16384, 16384, 1024, None, 16, Grid.SPLIT))
             else:
                 exact_16 += [(16384, 16384, 1024, exact - 1, 16, Grid.SPLIT)] * (exact > 1024)
-                exact_16.append((16384, 16384, exact, None, 16, Grid.PERSISTENT))
+                # up to the most rows whose offsets fit in int32 ((rows + 1) * 16384 < 2^31), then split
+                exact_16.append((16384, 16384, exact, 131070, 16, Grid.PERSISTENT))
+                exact_16.append((16384, 16384, 131071, None, 16, Grid.SPLIT))
             assert [(e.cols_lo, e.cols_hi, e.rows_lo, e.rows_hi, e.num_warps, e.grid) for e in wide] == [
                 (8193, 16383, 1, 1023, 8, Grid.SPLIT),
                 *split_16,

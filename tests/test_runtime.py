@@ -180,13 +180,15 @@ def test_cuda_layer_backward_wide_rows():
     row count of 16384 columns and below the persistent rows of fewer columns; from those rows (per op
     and dtype, where the persistent single pass won every case measured, 2026-11-28) the persistent
     single pass, one program per SM, 16 warps in fp16 and bf16, 8 in fp32; at exactly 16384 columns too
-    for layernorm in bf16 from 1024 rows and fp16 from 2048 (2026-11-29, with int32 row offsets). The
-    rms norms' split grid below 256 rows keeps 8 warps."""
+    for layernorm in bf16 from 1024 rows and fp16 from 2048 (2026-11-29, with int32 row offsets) up to
+    131070 rows, the most whose offsets fit in int32 (the split grid beyond, as for torch.compile's
+    symbolic rows). The rms norms' split grid below 256 rows keeps 8 warps."""
     persistent_rows = {
         "layernorm": {"bf16": 1024, "fp16": 8192, "fp32": 2048},
         "add_layernorm": {"bf16": 4096, "fp16": 8192, "fp32": 4096},
     }
-    # exactly 16384 columns (int32 row offsets: layernorm's persistent pass won there from these rows)
+    # exactly 16384 columns (int32 row offsets: layernorm's persistent pass won there from these rows, up
+    # to the most rows whose offsets fit in int32: (rows + 1) * 16384 < 2^31)
     exact_rows = {"layernorm": {"bf16": 1024, "fp16": 2048}}
     rows_of = (1, 255, 1023, 1024, 2047, 2048, 4095, 4096, 8191, 8192, 10**6)
     for name in ("layernorm", "add_layernorm", "rmsnorm"):
@@ -200,7 +202,7 @@ def test_cuda_layer_backward_wide_rows():
             if rows > 255 and (
                 name == "rmsnorm"
                 or (cols < 16384 and rows >= persistent_rows[name][dtype])
-                or (cols == 16384 and exact is not None and rows >= exact)
+                or (cols == 16384 and exact is not None and exact <= rows <= 131070)
             ):
                 assert (entry.grid, options["SPLIT_N"], entry.block_n, entry.block_m) == ("persistent", 0, 16384, 1)
                 assert entry.num_warps == (8 if dtype == "fp32" else 16), where
@@ -212,25 +214,31 @@ def test_cuda_layer_backward_wide_rows():
 
 def test_cuda_backward_small_offsets_only_where_every_offset_fits():
     """SMALL_OFFSETS (the backward's single pass then computes its rows' offsets in int32) is passed
-    only where the largest offset any of a tile's rows reaches, masked rows past the last included
-    (row times stride, plus the last column), is below 2^31, counted here row by row; and it is passed
-    at the benchmark's shapes, where it is meant to serve."""
-    launcher = importlib.import_module("generated.layernorm_cuda").BACKWARD_LAUNCHER
+    only where the largest offset a tile's rows reach, masked rows past the last included, fits in
+    int32: counted here per tensor (dy, ds, x, the residual, dx: each row stride of the launch key in
+    turn the large one), from the entry's rows per tile. And it is passed at the benchmark's shapes,
+    where it is meant to serve."""
     seen = set()
-    for rows, cols, stride in itertools.product(
-        (1, 3, 2048, 4096, 131069, 131070, 131071, 131072, 262143, 10**6),
-        (111, 4096, 16384),
-        (None, 16400, 2**20),
-    ):
-        stride = stride or cols
-        _, _, options, entry = launcher.decide("bf16", rows, cols, 0, (cols, stride, stride, cols))
-        tiles = -(-rows // entry.block_m)
-        last_row = tiles * entry.block_m - 1  # (SPLIT_N's column programs walk rows of at most this)
-        largest = last_row * stride + cols - 1
-        small = options["SMALL_OFFSETS"]
-        seen.add(small)
-        assert not small or largest < 2**31, (rows, cols, stride, largest)
+    for name in ("layernorm", "add_layernorm"):
+        launcher = importlib.import_module(f"generated.{name}_cuda").BACKWARD_LAUNCHER
+        n_strides = len(launcher.strides_at)
+        for rows, cols, big in itertools.product(
+            (1, 3, 2047, 2048, 2146, 2147, 2148, 131069, 131070, 131071, 131072, 10**6),
+            (256, 4096, 16384),
+            (None, 16400, 10**6, 2**20),
+        ):
+            for at in range(n_strides):
+                strides = tuple((big or cols) if i == at else cols for i in range(n_strides))
+                _, _, options, entry = launcher.decide("bf16", rows, cols, 0, (cols, *strides))
+                last_row = -(-rows // entry.block_m) * entry.block_m - 1  # a tile's masked rows included
+                largest = max(last_row * stride + cols - 1 for stride in strides)
+                small = options["SMALL_OFFSETS"]
+                seen.add(small)
+                assert not small or largest < 2**31, (name, rows, cols, strides, largest)
+                if largest < 2**30:  # well inside: taken
+                    assert small, (name, rows, cols, strides, largest)
     assert seen == {True, False}
+    launcher = importlib.import_module("generated.layernorm_cuda").BACKWARD_LAUNCHER
     for rows, cols in ((2048, 16384), (4096, 8192), (16384, 4096), (32, 4096)):
         assert launcher.decide("bf16", rows, cols, 0, (cols,) * 4)[2]["SMALL_OFFSETS"], (rows, cols)
     assert not launcher.decide("bf16", 2**17, 16384, 0, (16384,) * 4)[2]["SMALL_OFFSETS"]  # 2^31 elements

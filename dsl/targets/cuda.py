@@ -66,8 +66,13 @@ LAYER_PERSISTENT_ROWS = {  # (has a residual, dtype) -> rows
 # fp16 0.96x at 2048, 0.89x at 8192 (1.02-1.07x at 512-1024: the split grid stays there). fp32 keeps the
 # split grid (1.02x at 2048, 0.95x at 8192). add_layernorm keeps it too: its table serves pre mode,
 # whose calls with ds keep int64 offsets (its persistent pass took 1.04x the split grid's time at
-# 2048 rows). H200, 2026-11-29 (docs/bench/backward/small-offsets.md).
+# 2048 rows). H200, 2026-11-29 (docs/bench/backward/small-offsets.md). Up to LAYER_EXACT_PERSISTENT_LAST
+# rows: the most whose offsets fit in int32 at contiguous rows of 16384 ((rows + 1) * 16384 < 2^31,
+# runtime.small_offsets). Beyond, and for torch.compile's symbolic row counts (which take the entry of
+# the most rows and int64 offsets), the split grid: with int64 offsets the persistent pass took
+# 1.00-1.03x its time at 1024-2048 rows in bf16 and 1.03-1.14x at 512-1024 in fp16.
 LAYER_EXACT_PERSISTENT_ROWS = {(False, DType.BF16): 1024, (False, DType.FP16): 2048}
+LAYER_EXACT_PERSISTENT_LAST = (2**31 - 1) // LAYER_WIDE - 1
 BACKWARD_PIPELINE_ROWS = 512
 # Below BACKWARD_PIPELINE_ROWS rows (256 at 16384 columns) the single-pass backward takes the split
 # grid (dsl/table.py's Grid.SPLIT): one launch writes dx, dw and db, where the persistent grid's partial
@@ -200,7 +205,7 @@ def wide_layer_entries(spec: NormSpec, dtype: DType, loops: DispatchEntry) -> li
     """A layer norm's entries of 8193-LAYER_WIDE columns (``loops``: its column loops' entry, whose
     columns and rows they take): the split grid, but for the persistent single pass from
     LAYER_PERSISTENT_ROWS rows of fewer than LAYER_WIDE columns, and from LAYER_EXACT_PERSISTENT_ROWS
-    rows of exactly LAYER_WIDE."""
+    to LAYER_EXACT_PERSISTENT_LAST rows of exactly LAYER_WIDE."""
     wide = replace(loops, passes=Pass.SINGLE, block_n=LAYER_WIDE, cols_hi=LAYER_WIDE)
     masked = replace(wide, cols_hi=LAYER_WIDE - 1)
     rows = LAYER_PERSISTENT_ROWS[spec.has_residual, dtype]
@@ -210,9 +215,11 @@ def wide_layer_entries(spec: NormSpec, dtype: DType, loops: DispatchEntry) -> li
     if exact_rows is None:
         exact_entries = split_entries(exact)
     else:
+        persistent_exact = persistent_entry(spec, dtype, LAYER_WIDE, LAYER_WIDE, Pass.SINGLE, LAYER_WIDE)
         exact_entries = [
             *split_entries(replace(exact, rows_hi=exact_rows - 1)),
-            replace(persistent_entry(spec, dtype, LAYER_WIDE, LAYER_WIDE, Pass.SINGLE, LAYER_WIDE), rows_lo=exact_rows),
+            replace(persistent_exact, rows_lo=exact_rows, rows_hi=LAYER_EXACT_PERSISTENT_LAST),
+            *split_entries(replace(exact, rows_lo=LAYER_EXACT_PERSISTENT_LAST + 1)),
         ]
     return [
         *split_entries(replace(masked, rows_hi=rows - 1)),
