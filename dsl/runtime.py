@@ -233,8 +233,9 @@ class Launcher:
             programs = torch.sym_max(1, torch.sym_min(torch.sym_min(limit, chunks), tiles))
         else:
             programs = torch.sym_max(1, tiles)
+        ints = ints or (n_cols,)
         common = 0
-        for value in ints or (n_cols,):
+        for value in ints:
             common |= value
         block_n = entry.block_n_for(n_cols)
         split_n = split_columns(block_n) if split else 0
@@ -249,7 +250,7 @@ class Launcher:
             Source.VEC: min(common & -common, 16 // DTYPE_BYTES[dtype]),
             Source.STAGES: entry.stages,
             Source.SPLIT: split_n,
-            Source.SMALL_OFFSETS: known and small_offsets(n_rows, entry.block_m, ints or (n_cols,)),
+            Source.SMALL_OFFSETS: known and small_offsets(n_rows, entry.block_m, ints),
         }
         for source in self.natives:
             values[source] = (cuda_native_fp8 if source is Source.NATIVE_FP8 else cuda_native_int8)(device_index)

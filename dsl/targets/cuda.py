@@ -215,10 +215,15 @@ def wide_layer_entries(spec: NormSpec, dtype: DType, loops: DispatchEntry) -> li
     if exact_rows is None:
         exact_entries = split_entries(exact)
     else:
-        persistent_exact = persistent_entry(spec, dtype, LAYER_WIDE, LAYER_WIDE, Pass.SINGLE, LAYER_WIDE)
         exact_entries = [
             *split_entries(replace(exact, rows_hi=exact_rows - 1)),
-            replace(persistent_exact, rows_lo=exact_rows, rows_hi=LAYER_EXACT_PERSISTENT_LAST),
+            replace(
+                persistent,
+                cols_lo=LAYER_WIDE,
+                cols_hi=LAYER_WIDE,
+                rows_lo=exact_rows,
+                rows_hi=LAYER_EXACT_PERSISTENT_LAST,
+            ),
             *split_entries(replace(exact, rows_lo=LAYER_EXACT_PERSISTENT_LAST + 1)),
         ]
     return [
